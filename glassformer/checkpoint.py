@@ -1,0 +1,340 @@
+"""Checkpoint directories (config.json + model.safetensors + tokenizer.json) and GPT-2 interop.
+
+A glassformer checkpoint directory holds:
+  config.json        {"format": "glassformer", "model_type": "gpt" | "seq2seq", "config": asdict(config)}
+  model.safetensors  the weights, each tied matrix stored once
+  tokenizer.json     the tokenizer, when the model has one
+
+`load` also reads a Hugging Face GPT-2 directory (config.json with model_type "gpt2" and
+model.safetensors, or pytorch_model.bin read with weights_only=True). Nothing is unpickled
+beyond plain tensors. Every file is written atomically: a temporary file, then a rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import GPTConfig, ModelConfig, Seq2SeqConfig, config_from_dict, model_type
+from .gpt import GPT
+from .seq2seq import Seq2Seq
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+FORMAT = "glassformer"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read: missing files, bad JSON, missing or mismatched tensors."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic files
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Calls write(tmp_path) for a temporary file beside `path`, then renames it over `path`.
+
+    A process killed at any instant leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    def write(tmp):
+        Path(tmp).write_text(text, encoding="utf-8")
+
+    atomic_write(path, write)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None) -> None:
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+
+    def write(tmp):
+        save_file(contiguous, tmp, metadata=metadata)
+
+    atomic_write(path, write)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object")
+    return data
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} not found") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Models <-> state dicts
+
+
+def build_model(config: ModelConfig) -> GPT | Seq2Seq:
+    return GPT(config) if isinstance(config, GPTConfig) else Seq2Seq(config)
+
+
+def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors with each shared (tied) tensor kept once, under its first name."""
+    seen, out = set(), {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tensor.shape, tensor.stride())
+        if key not in seen:
+            seen.add(key)
+            out[name] = tensor
+    return out
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Copies `tensors` into `model`, naming any missing, unexpected or mis-shaped tensor."""
+    expected = unique_state_dict(model)
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    if missing:
+        raise CheckpointError(f"{source}: missing tensor{'s' * (len(missing) > 1)} {', '.join(missing[:5])}"
+                              + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    if unexpected:
+        raise CheckpointError(f"{source}: unexpected tensor{'s' * (len(unexpected) > 1)} "
+                              f"{', '.join(unexpected[:5])}")
+    for name, tensor in expected.items():
+        if tuple(tensors[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{source}: tensor {name} has shape {tuple(tensors[name].shape)}, "
+                                  f"the config expects {tuple(tensor.shape)}")
+    with torch.no_grad():
+        for name, tensor in expected.items():
+            tensor.copy_(tensors[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# glassformer checkpoints
+
+
+def save(model: GPT | Seq2Seq, path, tokenizer=None, extra: dict | None = None) -> Path:
+    """Writes config.json, model.safetensors and (if given) tokenizer.json into directory `path`."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "version": 1, "model_type": model_type(model.config), "config": asdict(model.config)}
+    if extra:
+        meta.update(extra)
+    save_tensors(unique_state_dict(model), path / WEIGHTS_FILE, metadata={"format": "pt"})
+    atomic_write_text(path / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save(path / TOKENIZER_FILE)
+    return path
+
+
+def load(path, device: str | torch.device = "cpu"):
+    """Loads a glassformer or Hugging Face GPT-2 checkpoint directory -> (model, tokenizer or None).
+
+    The model is returned in eval mode.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a checkpoint directory")
+    meta = read_json(path / CONFIG_FILE)
+    if meta.get("model_type") == "gpt2":
+        model, tokenizer = load_hf_gpt2(path, meta)
+    elif meta.get("format") == FORMAT:
+        try:
+            config = config_from_dict(meta.get("model_type", ""), meta.get("config", {}))
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path / CONFIG_FILE}: {e}") from None
+        model = build_model(config)
+        load_weights(model, read_tensors(path / WEIGHTS_FILE), str(path / WEIGHTS_FILE))
+        tokenizer = _load_tokenizer(path / TOKENIZER_FILE)
+    else:
+        raise CheckpointError(f"{path / CONFIG_FILE} is neither a glassformer nor a GPT-2 config")
+    return model.to(device).eval(), tokenizer
+
+
+def _load_tokenizer(path: Path):
+    if not path.exists():
+        return None
+    from .tokenizers import load_tokenizer
+
+    return load_tokenizer(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face GPT-2: config and parameter layout
+
+HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
+
+
+def config_from_hf(hf: dict) -> GPTConfig:
+    """Maps a transformers GPT2Config (as JSON) to a GPTConfig, refusing what the layout cannot express."""
+    act = hf.get("activation_function", "gelu_new")
+    if act not in HF_ACTIVATIONS:
+        raise CheckpointError(f"GPT-2 activation_function {act!r} is not supported; "
+                              f"supported: {', '.join(HF_ACTIVATIONS)}")
+    for flag, ok in (("scale_attn_by_inverse_layer_idx", False), ("reorder_and_upcast_attn", False),
+                     ("scale_attn_weights", True), ("add_cross_attention", False)):
+        if hf.get(flag, ok) != ok:
+            raise CheckpointError(f"GPT-2 option {flag}={hf[flag]} is not supported")
+    return GPTConfig(
+        vocab_size=hf["vocab_size"], block_size=hf.get("n_positions", 1024), n_layer=hf["n_layer"],
+        n_head=hf["n_head"], n_embd=hf["n_embd"], d_ff=hf.get("n_inner"),
+        dropout=0.0, bias=True, norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        norm_position="pre", activation=HF_ACTIVATIONS[act], position="learned",
+        tie_weights=hf.get("tie_word_embeddings", True),
+    )
+
+
+def hf_incompatibilities(config: ModelConfig) -> list[str]:
+    """Reasons a config cannot be written as a transformers GPT-2 model (empty when it can)."""
+    if not isinstance(config, GPTConfig):
+        return ["only GPT models can be exported to GPT-2 (this is a Seq2Seq model)"]
+    checks = [
+        (config.position == "learned", f"position={config.position} (GPT-2 uses learned positions)"),
+        (config.norm == "layernorm", f"norm={config.norm} (GPT-2 uses layernorm)"),
+        (config.norm_position == "pre", f"norm_position={config.norm_position} (GPT-2 is pre-LN)"),
+        (config.activation != "swiglu", "activation=swiglu (GPT-2 has a two-matrix feed-forward)"),
+        (config.d_head in (None, config.n_embd // config.n_head), f"d_head={config.d_head} (GPT-2 uses n_embd/n_head)"),
+        (config.n_segments == 0, f"n_segments={config.n_segments} (GPT-2 has no segment embedding)"),
+        (config.n_classes == 0, f"n_classes={config.n_classes} (GPT2LMHeadModel has no classification head)"),
+    ]
+    return [reason for ok, reason in checks if not ok]
+
+
+def _hf_layer_names(i: int) -> dict[str, str]:
+    """Our Linear/norm module names in block i -> GPT-2's (Conv1D weights are stored transposed)."""
+    return {
+        f"blocks.{i}.attn_res.norm": f"h.{i}.ln_1",
+        f"blocks.{i}.self_attn.o_proj": f"h.{i}.attn.c_proj",
+        f"blocks.{i}.ffn_res.norm": f"h.{i}.ln_2",
+        f"blocks.{i}.ffn.up": f"h.{i}.mlp.c_fc",
+        f"blocks.{i}.ffn.down": f"h.{i}.mlp.c_proj",
+    }
+
+
+def tensors_from_hf(hf: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
+    """GPT-2 state dict (with or without the "transformer." prefix) -> our names and layout."""
+    hf = {k.removeprefix("transformer."): v for k, v in hf.items()}
+    # Old checkpoints carry the causal mask as buffers named attn.bias / attn.masked_bias; we build our own.
+    hf = {k: v for k, v in hf.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+
+    def take(name):
+        if name not in hf:
+            raise CheckpointError(f"GPT-2 checkpoint is missing tensor {name}")
+        return hf.pop(name)
+
+    out = {"tok_emb.weight": take("wte.weight"), "pos_emb.weight": take("wpe.weight")}
+    for i in range(config.n_layer):
+        # c_attn is one Conv1D (C, 3C) computing x @ W + b: split into W_Q, W_K, W_V as Linear (out, in).
+        qkv_w, qkv_b = take(f"h.{i}.attn.c_attn.weight"), take(f"h.{i}.attn.c_attn.bias")
+        for name, w, b in zip(("q_proj", "k_proj", "v_proj"), qkv_w.t().chunk(3, dim=0), qkv_b.chunk(3)):
+            out[f"blocks.{i}.self_attn.{name}.weight"], out[f"blocks.{i}.self_attn.{name}.bias"] = w, b
+        for ours, theirs in _hf_layer_names(i).items():
+            w = take(f"{theirs}.weight")
+            out[f"{ours}.weight"] = w if theirs.split(".")[-1].startswith("ln") else w.t()
+            out[f"{ours}.bias"] = take(f"{theirs}.bias")
+    out["final_norm.weight"], out["final_norm.bias"] = take("ln_f.weight"), take("ln_f.bias")
+    lm_head = hf.pop("lm_head.weight", None)
+    if not config.tie_weights:
+        if lm_head is None:
+            raise CheckpointError("GPT-2 checkpoint has tie_word_embeddings=false but no lm_head.weight")
+        out["lm_head.weight"] = lm_head
+    if hf:
+        raise CheckpointError(f"GPT-2 checkpoint has unexpected tensors: {', '.join(sorted(hf)[:5])}")
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def tensors_to_hf(model: GPT) -> dict[str, torch.Tensor]:
+    """Our GPT -> GPT2LMHeadModel's state dict. Missing biases (bias=False) are written as zeros."""
+    c = model.config
+    ours = model.state_dict()
+
+    def get(name, shape):
+        return ours[name] if name in ours else torch.zeros(shape)
+
+    out = {"transformer.wte.weight": ours["tok_emb.weight"], "transformer.wpe.weight": ours["pos_emb.weight"]}
+    C = c.n_embd
+    for i in range(c.n_layer):
+        p = f"blocks.{i}.self_attn"
+        w = torch.cat([ours[f"{p}.{n}.weight"] for n in ("q_proj", "k_proj", "v_proj")], dim=0)  # (3C, C)
+        b = torch.cat([get(f"{p}.{n}.bias", (C,)) for n in ("q_proj", "k_proj", "v_proj")])
+        out[f"transformer.h.{i}.attn.c_attn.weight"], out[f"transformer.h.{i}.attn.c_attn.bias"] = w.t(), b
+        for mine, theirs in _hf_layer_names(i).items():
+            w = ours[f"{mine}.weight"]
+            out[f"transformer.{theirs}.weight"] = w if theirs.split(".")[-1].startswith("ln") else w.t()
+            out[f"transformer.{theirs}.bias"] = get(f"{mine}.bias", (w.shape[0],))
+    out["transformer.ln_f.weight"] = ours["final_norm.weight"]
+    out["transformer.ln_f.bias"] = get("final_norm.bias", (C,))
+    if not c.tie_weights:
+        out["lm_head.weight"] = ours["lm_head.weight"]
+    return {k: v.detach().contiguous() for k, v in out.items()}
+
+
+def load_hf_gpt2(path: Path, hf_config: dict):
+    config = config_from_hf(hf_config)
+    weights = path / WEIGHTS_FILE
+    if weights.exists():
+        tensors = read_tensors(weights)
+    elif (path / "pytorch_model.bin").exists():
+        try:
+            tensors = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        except Exception as e:  # weights_only refuses anything but tensors; say so in one line
+            raise CheckpointError(f"{path / 'pytorch_model.bin'} cannot be read safely: {e}") from None
+    else:
+        raise CheckpointError(f"{path} has neither {WEIGHTS_FILE} nor pytorch_model.bin")
+    model = GPT(config)
+    load_weights(model, tensors_from_hf(tensors, config), str(path))
+    tokenizer = None
+    if (path / "vocab.json").exists() and (path / "merges.txt").exists():
+        from .tokenizers import BPETokenizer
+
+        tokenizer = BPETokenizer.from_gpt2(path)
+    return model, tokenizer
+
+
+def export_hf(model: GPT, out) -> Path:
+    """Writes a directory that transformers.GPT2LMHeadModel.from_pretrained loads with the same logits."""
+    problems = hf_incompatibilities(model.config)
+    if problems:
+        raise CheckpointError("not GPT-2-compatible: " + "; ".join(problems))
+    c = model.config
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    hf_act = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[c.activation]
+    hf_config = {
+        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": c.vocab_size,
+        "n_positions": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer, "n_head": c.n_head,
+        "n_inner": c.d_ff, "activation_function": hf_act, "layer_norm_epsilon": c.norm_eps,
+        "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
+        "tie_word_embeddings": c.tie_weights, "scale_attn_weights": True,
+    }
+    save_tensors(tensors_to_hf(model), out / WEIGHTS_FILE, metadata={"format": "pt"})
+    atomic_write_text(out / CONFIG_FILE, json.dumps(hf_config, indent=2) + "\n")
+    return out

@@ -1,0 +1,272 @@
+"""Typed model configurations, the table of named presets, and checked `key=value` overrides.
+
+A config is all that is needed to rebuild a model: checkpoints store `asdict(config)`
+and `config_from_dict` turns it back into the dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+
+# Option values shared by both models (checked in __post_init__).
+NORMS = ("layernorm", "rmsnorm")
+NORM_POSITIONS = ("pre", "post")  # pre-LN (GPT-2) or post-LN "Add & Norm" (2017 paper)
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "swiglu")
+POSITIONS = ("learned", "sinusoidal", "rope", "none")
+INITS = ("gpt2", "xavier")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_layer_options(cfg) -> None:
+    """Checks the options both configs share: widths, heads and the named choices."""
+    _check_choice("norm", cfg.norm, NORMS)
+    _check_choice("norm_position", cfg.norm_position, NORM_POSITIONS)
+    _check_choice("activation", cfg.activation, ACTIVATIONS)
+    _check_choice("position", cfg.position, POSITIONS)
+    _check_choice("init", cfg.init, INITS)
+    width = cfg.d_model
+    if cfg.n_head < 1 or width < 1:
+        raise ValueError(f"n_head and the model width must be positive; got {cfg.n_head} and {width}")
+    if cfg.d_head is None and width % cfg.n_head != 0:
+        raise ValueError(f"model width {width} is not divisible by n_head {cfg.n_head}; set d_head explicitly")
+    if cfg.position == "rope" and cfg.head_dim % 2 != 0:
+        raise ValueError(f"rope needs an even head width; got d_head {cfg.head_dim}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1); got {cfg.dropout}")
+
+
+@dataclass
+class GPTConfig:
+    """Decoder-only language model. Names follow nanoGPT where it has one."""
+
+    vocab_size: int = 50304
+    block_size: int = 1024  # longest sequence: size of the position table
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    d_head: int | None = None  # Q/K/V width per head; None -> n_embd // n_head
+    d_ff: int | None = None  # feed-forward hidden width; None -> 4 * n_embd
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and norm layers
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    norm_position: str = "pre"
+    activation: str = "gelu_tanh"
+    position: str = "learned"
+    rope_theta: float = 10000.0
+    tie_weights: bool = True  # output projection shares the token embedding matrix
+    n_segments: int = 0  # >0 adds a segment embedding (GPT-1/BERT style)
+    n_classes: int = 0  # >0 adds a classification head on the last hidden state (GPT-1)
+    init: str = "gpt2"
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        _check_layer_options(self)
+
+    @property
+    def d_model(self) -> int:
+        return self.n_embd
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_head or self.n_embd // self.n_head
+
+    @property
+    def ff_dim(self) -> int:
+        return self.d_ff or 4 * self.n_embd
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Encoder-decoder Transformer of "Attention Is All You Need" (2017)."""
+
+    src_vocab_size: int = 32000
+    tgt_vocab_size: int = 32000
+    shared_vocab: bool = False  # one embedding matrix for source and target (needs equal sizes)
+    tie_output: bool = True  # output projection shares the target embedding matrix
+    block_size: int = 256  # longest source or target sequence
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 6
+    n_head: int = 8
+    d_model: int = 512
+    d_head: int | None = None  # None -> d_model // n_head
+    d_ff: int | None = None  # None -> 4 * d_model
+    dropout: float = 0.1
+    bias: bool = True
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    norm_position: str = "post"
+    final_norm: bool | None = None  # norm after each stack; None -> only for pre-LN
+    activation: str = "relu"
+    position: str = "sinusoidal"
+    rope_theta: float = 10000.0
+    scale_embeddings: bool = True  # multiply embeddings by sqrt(d_model), as the paper does
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    init: str = "xavier"
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        _check_layer_options(self)
+        if self.shared_vocab and self.src_vocab_size != self.tgt_vocab_size:
+            raise ValueError(
+                f"shared_vocab needs src_vocab_size == tgt_vocab_size; got {self.src_vocab_size} and {self.tgt_vocab_size}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_head or self.d_model // self.n_head
+
+    @property
+    def ff_dim(self) -> int:
+        return self.d_ff or 4 * self.d_model
+
+    @property
+    def use_final_norm(self) -> bool:
+        return self.norm_position == "pre" if self.final_norm is None else self.final_norm
+
+
+ModelConfig = GPTConfig | Seq2SeqConfig
+MODEL_TYPES = {"gpt": GPTConfig, "seq2seq": Seq2SeqConfig}
+
+
+def model_type(config: ModelConfig) -> str:
+    return next(name for name, cls in MODEL_TYPES.items() if isinstance(config, cls))
+
+
+def config_from_dict(kind: str, values: dict) -> ModelConfig:
+    """Rebuilds a config saved with `asdict`; unknown keys are an error, not silently dropped."""
+    if kind not in MODEL_TYPES:
+        raise ValueError(f"unknown model type {kind!r}; expected one of {', '.join(MODEL_TYPES)}")
+    cls = MODEL_TYPES[kind]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+    return cls(**values)
+
+
+# ---------------------------------------------------------------------------------------------
+# `--set key=value` overrides, checked against the field's declared type.
+
+
+def _parse_value(text: str, annotation, key: str):
+    """Parses `text` as a value of the dataclass field type `annotation` (a resolved type)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if type(None) in options and text.lower() in ("none", "null"):
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _parse_value(text, option, key)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(errors[0] if errors else f"{key}: cannot parse {text!r}")
+    if annotation is bool:
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"{key} expects true or false; got {text!r}")
+    if annotation is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{key} expects an integer; got {text!r}") from None
+    if annotation is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{key} expects a number; got {text!r}") from None
+    if annotation is str:
+        return text
+    raise ValueError(f"{key}: fields of type {annotation} cannot be set from the command line")
+
+
+def apply_overrides(config, assignments: list[str]):
+    """Returns a copy of a config dataclass with `key=value` strings applied, each type-checked."""
+    hints = typing.get_type_hints(type(config))
+    changes = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value; got {assignment!r}")
+        if key not in hints or key.startswith("_"):
+            known = ", ".join(f.name for f in dataclasses.fields(config))
+            raise ValueError(f"unknown key {key!r} for {type(config).__name__}; known keys: {known}")
+        changes[key] = _parse_value(text.strip(), hints[key], key)
+    return dataclasses.replace(config, **changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Named presets. Vocabulary sizes of 0 are filled in from the tokenizer when training starts.
+
+
+@dataclass(frozen=True)
+class Preset:
+    model: ModelConfig
+    train: dict = field(default_factory=dict)  # trainer settings, nanoGPT names
+    about: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "walkthrough": Preset(
+        Seq2SeqConfig(
+            src_vocab_size=0, tgt_vocab_size=0, shared_vocab=False, tie_output=False, block_size=16,
+            n_encoder_layers=1, n_decoder_layers=1, n_head=1, d_model=6, d_head=4, d_ff=24,
+            dropout=0.0, norm_position="post", activation="relu", position="sinusoidal",
+            scale_embeddings=False,
+        ),
+        about="the articles' example: d_model 6, Q/K/V width 4, one encoder and one decoder layer",
+    ),
+    "gpt-tiny": Preset(
+        GPTConfig(vocab_size=0, block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=0.0),
+        train=dict(batch_size=8, max_iters=200, learning_rate=3e-3, warmup_iters=20, eval_interval=50,
+                   eval_iters=5),
+        about="a two-layer GPT for tests and quick experiments",
+    ),
+    "shakespeare-char-cpu": Preset(
+        GPTConfig(vocab_size=0, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False,
+                  activation="gelu"),
+        train=dict(batch_size=12, max_iters=2000, lr_decay_iters=2000, learning_rate=1e-3, min_lr=1e-4,
+                   warmup_iters=100, beta2=0.99, weight_decay=0.1, grad_clip=1.0, eval_interval=250,
+                   eval_iters=20),
+        about="nanoGPT's CPU recipe for tiny-shakespeare, character level",
+    ),
+    "shakespeare-char": Preset(
+        GPTConfig(vocab_size=0, block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, bias=False,
+                  activation="gelu"),
+        train=dict(batch_size=64, max_iters=5000, lr_decay_iters=5000, learning_rate=1e-3, min_lr=1e-4,
+                   warmup_iters=100, beta2=0.99, weight_decay=0.1, grad_clip=1.0, eval_interval=250,
+                   eval_iters=200),
+        about="nanoGPT's GPU recipe for tiny-shakespeare, character level",
+    ),
+    "gpt2": Preset(
+        GPTConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, dropout=0.0),
+        about="the 124M-parameter GPT-2 shape",
+    ),
+    "transformer-base": Preset(
+        Seq2SeqConfig(src_vocab_size=0, tgt_vocab_size=0, block_size=256, n_encoder_layers=6,
+                      n_decoder_layers=6, n_head=8, d_model=512, d_ff=2048, dropout=0.1),
+        about="the 2017 paper's base model: 6+6 layers, d_model 512, 8 heads, d_ff 2048",
+    ),
+    "multi30k": Preset(
+        Seq2SeqConfig(src_vocab_size=0, tgt_vocab_size=0, block_size=128, n_encoder_layers=3,
+                      n_decoder_layers=3, n_head=4, d_model=256, d_ff=1024, dropout=0.1),
+        about="a small encoder-decoder for Multi30k German->English on a 2-core CPU",
+    ),
+}

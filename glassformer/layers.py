@@ -1,0 +1,442 @@
+"""Every layer of the Transformer, written once and shared by GPT and Seq2Seq.
+
+Shapes: B batch, T sequence length (Tq queries, Tk keys), C model width, h heads,
+d per-head width (d_k = d_v), V vocabulary. Masks are boolean, True where a query may
+attend to a key, and broadcast to (B, h, Tq, Tk).
+
+Each module is small and named so that an outside recorder can observe it with forward
+hooks (see `glassformer.trace`); nothing here records anything itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------------------------------------
+# Embeddings and positions
+
+
+class TokenEmbedding(nn.Embedding):
+    """ids (B, T) -> vectors (B, T, C); optionally scaled by sqrt(C) as in the 2017 paper."""
+
+    def __init__(self, vocab_size: int, d_model: int, scale: bool = False):
+        super().__init__(vocab_size, d_model)
+        self.scale = math.sqrt(d_model) if scale else 1.0
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = super().forward(ids)
+        return x * self.scale if self.scale != 1.0 else x
+
+
+class LearnedPositionalEmbedding(nn.Embedding):
+    """positions (T,) -> (T, C): one trained vector per position (GPT-2)."""
+
+
+def sinusoidal_table(max_len: int, d_model: int) -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d)); (max_len, d)."""
+    pos = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)  # (L, 1)
+    two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # (ceil(d/2),)
+    angle = pos / 10000 ** (two_i / d_model)  # (L, ceil(d/2))
+    table = torch.zeros(max_len, d_model, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angle)
+    table[:, 1::2] = torch.cos(angle[:, : d_model // 2])
+    return table.float()
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """positions (T,) -> (T, C): the fixed sinusoidal table of the 2017 paper; no parameters."""
+
+    def __init__(self, max_len: int, d_model: int):
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.table[positions]
+
+
+def make_positions(position: str, max_len: int, d_model: int) -> nn.Module | None:
+    """The table added to token embeddings, or None when positions enter elsewhere (RoPE) or not at all."""
+    if position == "learned":
+        return LearnedPositionalEmbedding(max_len, d_model)
+    if position == "sinusoidal":
+        return SinusoidalPositionalEncoding(max_len, d_model)
+    return None
+
+
+class RotaryEmbedding(nn.Module):
+    """positions (T,) -> (cos, sin), each (T, d/2), for rotating queries and keys (RoPE).
+
+    Each pair of channels (i, i + d/2) of a head is rotated by the angle pos * theta^(-2i/d),
+    so that q·k depends only on the distance between the two positions.
+    """
+
+    def __init__(self, d_head: int, max_len: int, theta: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / theta ** (torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)  # (d/2,)
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)  # (L, d/2)
+        self.register_buffer("cos", angles.cos().float(), persistent=False)
+        self.register_buffer("sin", angles.sin().float(), persistent=False)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cos[positions], self.sin[positions]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotates (B, h, T, d) by angles given as cos, sin of shape (T, d/2) ("rotate half" layout)."""
+    half = x.size(-1) // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks
+
+
+def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
+    """(Tq, Tk): query i sits at absolute position Tk - Tq + i and sees keys at or before it."""
+    return torch.ones(t_q, t_k, dtype=torch.bool, device=device).tril(diagonal=t_k - t_q)
+
+
+def padding_mask(keep: torch.Tensor) -> torch.Tensor:
+    """(B, Tk) True for real tokens -> (B, 1, 1, Tk), broadcast over heads and queries."""
+    return keep[:, None, None, :].bool()
+
+
+def combine_masks(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    """Both conditions must hold; None means no restriction."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a & b
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention
+
+
+def attention(q, k, v, mask=None, dropout_p: float = 0.0):
+    """softmax(Q Kᵀ / sqrt(d_k) + mask) V, written out; returns (output, probabilities).
+
+    q (B, h, Tq, d), k and v (B, h, Tk, d), mask broadcastable to (B, h, Tq, Tk).
+    The returned probabilities are those before attention dropout.
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, h, Tq, Tk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    dropped = F.dropout(probs, dropout_p) if dropout_p > 0 else probs
+    return dropped @ v, probs  # (B, h, Tq, d), (B, h, Tq, Tk)
+
+
+class ScaledDotProductAttention(nn.Module):
+    """The attention core: (q, k, v, mask) -> (output, probabilities or None).
+
+    Uses the fused kernel (`F.scaled_dot_product_attention`), which never forms the
+    probability matrix, unless somebody needs the probabilities: when `path` is "explicit",
+    or when a forward hook observes this module. Then it runs `attention` above.
+    """
+
+    def __init__(self, dropout: float = 0.0):
+        super().__init__()
+        self.dropout = dropout
+        self.path = "auto"  # "auto" | "explicit" | "fused"
+
+    def uses_explicit(self) -> bool:
+        if self.path != "auto":
+            return self.path == "explicit"
+        return bool(self._forward_hooks) or bool(nn.modules.module._global_forward_hooks)
+
+    def forward(self, q, k, v, mask=None, is_causal: bool = False):
+        t_q, t_k = q.size(-2), k.size(-2)
+        dropout_p = self.dropout if self.training else 0.0
+        explicit = self.uses_explicit()
+        if is_causal and t_q == 1:
+            is_causal = False  # a single newest query sees every key
+        if is_causal and (explicit or mask is not None or t_q != t_k):
+            # The fused kernel's own causal flag aligns queries to the first key; with a cache
+            # (Tq < Tk) the newest queries sit at the end, so spell the mask out.
+            mask = combine_masks(mask, causal_mask(t_q, t_k, q.device))
+            is_causal = False
+        if explicit:
+            return attention(q, k, v, mask, dropout_p)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+        return out, None
+
+
+def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """(B, T, h*d) -> (B, h, T, d)"""
+    B, T, _ = x.shape
+    return x.view(B, T, n_head, -1).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, h, T, d) -> (B, T, h*d): the heads' outputs concatenated."""
+    B, h, T, d = x.shape
+    return x.transpose(1, 2).reshape(B, T, h * d)
+
+
+class KVCacheLayer:
+    """Keys and values one attention layer has computed so far, in buffers the caller owns.
+
+    Self-attention appends each step's new keys and values; cross-attention stores the
+    encoder memory's keys and values once and reuses them.
+    """
+
+    def __init__(self, max_len: int):
+        self.max_len = max_len
+        self.k: torch.Tensor | None = None  # (B, h, max_len, d)
+        self.v: torch.Tensor | None = None
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adds (B, h, T_new, d) keys and values; returns all of them, (B, h, length, d)."""
+        if self.k is None:
+            B, h, _, d = k.shape
+            self.k = k.new_zeros(B, h, self.max_len, d)
+            self.v = v.new_zeros(B, h, self.max_len, v.size(-1))
+        start, end = self.length, self.length + k.size(-2)
+        if end > self.max_len:
+            raise ValueError(f"the KV cache holds {self.max_len} positions; {end} were asked for")
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keeps batch rows `index` (beam search): row i becomes old row index[i]."""
+        if self.k is not None:
+            self.k = self.k.index_select(0, index)
+            self.v = self.v.index_select(0, index)
+
+
+class KVCache:
+    """All layers' caches for incremental decoding; create one per generation and pass it in."""
+
+    def __init__(self, n_layers: int, max_len: int, cross_attention: bool = False):
+        self.self_attn = [KVCacheLayer(max_len) for _ in range(n_layers)]
+        self.cross_attn = [KVCacheLayer(max_len) for _ in range(n_layers)] if cross_attention else None
+
+    @property
+    def length(self) -> int:
+        """Number of positions already processed."""
+        return self.self_attn[0].length
+
+    def reorder(self, index: torch.Tensor) -> None:
+        for layer in self.self_attn + (self.cross_attn or []):
+            layer.reorder(index)
+
+
+class MultiHeadAttention(nn.Module):
+    """Projects to Q, K, V (W_Q, W_K, W_V), attends per head, concatenates heads, projects (W_O).
+
+    Self-attention when `context` is None; cross-attention otherwise (queries from `x`,
+    keys and values from `context`, e.g. the encoder output).
+    """
+
+    def __init__(self, d_model: int, n_head: int, d_head: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        self.n_head = n_head
+        self.q_proj = nn.Linear(d_model, n_head * d_head, bias=bias)  # W_Q
+        self.k_proj = nn.Linear(d_model, n_head * d_head, bias=bias)  # W_K
+        self.v_proj = nn.Linear(d_model, n_head * d_head, bias=bias)  # W_V
+        self.core = ScaledDotProductAttention(dropout)
+        self.o_proj = nn.Linear(n_head * d_head, d_model, bias=bias)  # W_O
+
+    def forward(self, x, context=None, mask=None, is_causal=False, cache: KVCacheLayer | None = None,
+                rotary=None):
+        q = split_heads(self.q_proj(x), self.n_head)  # (B, Tq, h*d) -> (B, h, Tq, d)
+        if context is not None and cache is not None and cache.length > 0:
+            k, v = cache.k[:, :, : cache.length], cache.v[:, :, : cache.length]  # memory seen before
+        else:
+            source = x if context is None else context
+            k = split_heads(self.k_proj(source), self.n_head)  # (B, h, Tk, d)
+            v = split_heads(self.v_proj(source), self.n_head)
+            if rotary is not None:
+                q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+            if cache is not None:
+                k, v = cache.append(k, v)  # with everything before: (B, h, past + Tk, d)
+        out, _ = self.core(q, k, v, mask, is_causal)
+        return self.o_proj(merge_heads(out))  # (B, h, Tq, d) -> (B, Tq, h*d) -> (B, Tq, C)
+
+
+# ---------------------------------------------------------------------------------------------
+# Norms, feed-forward, residual connections
+
+
+def layer_norm(x, weight=None, bias=None, eps: float = 1e-5):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last dimension, written out."""
+    mean = x.mean(dim=-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)  # biased variance, as LayerNorm uses
+    y = (x - mean) / torch.sqrt(var + eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def rms_norm(x, weight=None, eps: float = 1e-5):
+    """x / sqrt(mean(x²) + eps) * weight, written out."""
+    y = x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps)
+    return y * weight if weight is not None else y
+
+
+class LayerNorm(nn.Module):
+    """Learnable scale and (optional) shift; computes `layer_norm` above with the fused kernel."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5, bias: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.bias = nn.Parameter(torch.zeros(d_model)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+
+class RMSNorm(nn.Module):
+    """Scale only, no centring (Llama); computes `rms_norm` above with the fused kernel."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+
+    def forward(self, x):
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+
+
+def make_norm(kind: str, d_model: int, eps: float, bias: bool) -> nn.Module:
+    return RMSNorm(d_model, eps) if kind == "rmsnorm" else LayerNorm(d_model, eps, bias)
+
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,  # the 2017 paper
+    "gelu": nn.GELU,  # exact erf form (nanoGPT)
+    "gelu_tanh": functools.partial(nn.GELU, approximate="tanh"),  # GPT-2's "gelu_new"
+    "swiglu": nn.SiLU,  # gate activation of SwiGLU
+}
+
+
+class FeedForward(nn.Module):
+    """Position-wise Linear -> activation -> Linear; SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, d_model: int, d_ff: int, activation: str = "relu", bias: bool = True):
+        super().__init__()
+        self.up = nn.Linear(d_model, d_ff, bias=bias)
+        self.gate = nn.Linear(d_model, d_ff, bias=bias) if activation == "swiglu" else None
+        self.act = ACTIVATIONS[activation]()
+        self.down = nn.Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x):  # (B, T, C) -> (B, T, d_ff) -> (B, T, C)
+        if self.gate is not None:
+            return self.down(self.act(self.gate(x)) * self.up(x))
+        return self.down(self.act(self.up(x)))
+
+
+class Residual(nn.Module):
+    """x + dropout(sublayer(·)), with its norm before the sublayer (pre-LN) or after the sum (post-LN).
+
+    A block calls `sublayer_input(x)` to get what the sublayer reads, runs the sublayer,
+    then `residual(x, y)` to add its output back ("Add & Norm" when post-LN).
+    """
+
+    def __init__(self, d_model: int, norm: str, eps: float, bias: bool, pre_norm: bool, dropout: float):
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.norm = make_norm(norm, d_model, eps, bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def sublayer_input(self, x):
+        return self.norm(x) if self.pre_norm else x
+
+    def forward(self, x, y):
+        x = x + self.dropout(y)
+        return x if self.pre_norm else self.norm(x)
+
+
+class Block(nn.Module):
+    """One Transformer layer: self-attention, cross-attention (decoder only), feed-forward.
+
+    GPT blocks and Seq2Seq decoder blocks use a causal self-attention mask; encoder blocks do not.
+    """
+
+    def __init__(self, d_model: int, n_head: int, d_head: int, d_ff: int, *, dropout: float, bias: bool,
+                 norm: str, norm_eps: float, pre_norm: bool, activation: str, cross_attention: bool = False):
+        super().__init__()
+
+        def residual():
+            return Residual(d_model, norm, norm_eps, bias, pre_norm, dropout)
+
+        self.self_attn = MultiHeadAttention(d_model, n_head, d_head, dropout, bias)
+        self.attn_res = residual()
+        self.cross_attn = MultiHeadAttention(d_model, n_head, d_head, dropout, bias) if cross_attention else None
+        self.cross_res = residual() if cross_attention else None
+        self.ffn = FeedForward(d_model, d_ff, activation, bias)
+        self.ffn_res = residual()
+
+    def forward(self, x, mask=None, is_causal=False, memory=None, memory_mask=None, cache=None, cross_cache=None,
+                rotary=None):
+        y = self.self_attn(self.attn_res.sublayer_input(x), mask=mask, is_causal=is_causal, cache=cache,
+                           rotary=rotary)
+        x = self.attn_res(x, y)
+        if self.cross_attn is not None:
+            y = self.cross_attn(self.cross_res.sublayer_input(x), context=memory, mask=memory_mask,
+                                cache=cross_cache)
+            x = self.cross_res(x, y)
+        y = self.ffn(self.ffn_res.sublayer_input(x))
+        return self.ffn_res(x, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks and initialisation
+
+
+def check_ids(ids, vocab_size: int, max_len: int, past: int = 0, name: str = "ids") -> None:
+    """Raises ValueError for ids that are not a (B, T) integer tensor within the vocabulary and length."""
+    if not isinstance(ids, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of token ids; got {type(ids).__name__}")
+    if ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"{name} must be an integer tensor (torch.long); got {ids.dtype}")
+    if ids.dim() != 2:
+        raise ValueError(f"{name} must have shape (batch, time); got {tuple(ids.shape)}")
+    if past + ids.size(1) > max_len:
+        raise ValueError(f"sequence of {past + ids.size(1)} positions exceeds block_size {max_len}")
+    if ids.numel() and bool(((ids < 0) | (ids >= vocab_size)).any()):
+        bad = ids[(ids < 0) | (ids >= vocab_size)][0].item()
+        raise ValueError(f"{name} contain {bad}, outside the vocabulary of size {vocab_size}")
+
+
+def init_weights(model: nn.Module, scheme: str, std: float = 0.02, n_layers: int = 1) -> None:
+    """All weight initialisation, in one place.
+
+    "gpt2": N(0, std) for every matrix, and std / sqrt(2 * n_layers) for the projections
+    that write into the residual stream (W_O and the feed-forward's down), as GPT-2 does.
+    "xavier": Glorot-uniform matrices (2017 paper, torch.nn.Transformer), N(0, 1/sqrt(C)) embeddings.
+    Biases start at 0, norm scales at 1.
+    """
+    embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            if id(module.weight) in embedding_weights:
+                continue  # tied to an embedding, initialised there
+            if scheme == "gpt2":
+                residual_out = name.endswith(("o_proj", "ffn.down"))
+                nn.init.normal_(module.weight, 0.0, std / math.sqrt(2 * n_layers) if residual_out else std)
+            else:
+                nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, 0.0, std if scheme == "gpt2" else module.embedding_dim ** -0.5)
+        elif isinstance(module, (LayerNorm, RMSNorm)):
+            nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
