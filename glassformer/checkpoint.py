@@ -13,8 +13,6 @@ beyond plain tensors. Every file is written atomically: a temporary file, then a
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,7 +21,8 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import GPTConfig, ModelConfig, Seq2SeqConfig, config_from_dict, model_type
+from .config import GPTConfig, ModelConfig, config_from_dict, model_type
+from .files import atomic_write, atomic_write_json
 from .gpt import GPT
 from .seq2seq import Seq2Seq
 
@@ -35,36 +34,6 @@ FORMAT = "glassformer"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read: missing files, bad JSON, missing or mismatched tensors."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Atomic files
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Calls write(tmp_path) for a temporary file beside `path`, then renames it over `path`.
-
-    A process killed at any instant leaves either the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path, text: str) -> None:
-    def write(tmp):
-        Path(tmp).write_text(text, encoding="utf-8")
-
-    atomic_write(path, write)
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None) -> None:
@@ -149,7 +118,7 @@ def save(model: GPT | Seq2Seq, path, tokenizer=None, extra: dict | None = None) 
     if extra:
         meta.update(extra)
     save_tensors(unique_state_dict(model), path / WEIGHTS_FILE, metadata={"format": "pt"})
-    atomic_write_text(path / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(path / CONFIG_FILE, meta)
     if tokenizer is not None:
         tokenizer.save(path / TOKENIZER_FILE)
     return path
@@ -336,5 +305,5 @@ def export_hf(model: GPT, out) -> Path:
         "tie_word_embeddings": c.tie_weights, "scale_attn_weights": True,
     }
     save_tensors(tensors_to_hf(model), out / WEIGHTS_FILE, metadata={"format": "pt"})
-    atomic_write_text(out / CONFIG_FILE, json.dumps(hf_config, indent=2) + "\n")
+    atomic_write_json(out / CONFIG_FILE, hf_config)
     return out

@@ -117,9 +117,8 @@ class Seq2SeqConfig:
     def __post_init__(self):
         _check_layer_options(self)
         if self.shared_vocab and self.src_vocab_size != self.tgt_vocab_size:
-            raise ValueError(
-                f"shared_vocab needs src_vocab_size == tgt_vocab_size; got {self.src_vocab_size} and {self.tgt_vocab_size}"
-            )
+            raise ValueError(f"shared_vocab needs src_vocab_size == tgt_vocab_size; "
+                             f"got {self.src_vocab_size} and {self.tgt_vocab_size}")
 
     @property
     def head_dim(self) -> int:

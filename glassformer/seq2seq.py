@@ -10,8 +10,17 @@ import torch
 import torch.nn as nn
 
 from .config import Seq2SeqConfig
-from .layers import (Block, KVCache, RotaryEmbedding, TokenEmbedding, check_ids, init_weights, make_norm,
-                     make_positions, padding_mask)
+from .layers import (
+    Block,
+    KVCache,
+    RotaryEmbedding,
+    TokenEmbedding,
+    check_ids,
+    init_weights,
+    make_norm,
+    make_positions,
+    padding_mask,
+)
 
 
 class Seq2Seq(nn.Module):

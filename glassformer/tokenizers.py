@@ -1,0 +1,369 @@
+"""Tokenizers: text -> list of ids -> text, one interface for three kinds.
+
+- `CharTokenizer`: one id per Unicode character (nanoGPT's shakespeare_char ids).
+- `WordTokenizer`: one id per word or punctuation mark, with <pad>/<unk>/<bos>/<eos>.
+- `BPETokenizer`: byte-level BPE (GPT-2's scheme) via Hugging Face `tokenizers`;
+  it round-trips any UTF-8 text exactly, and can load GPT-2's own vocab.json/merges.txt.
+
+Every tokenizer saves to one JSON file; `load_tokenizer` rebuilds any kind from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from .files import atomic_write_json
+
+FILE_FORMAT = "glassformer-tokenizer"
+FILE_VERSION = 1
+SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")  # ids 0..3 for word and bpe
+UNK_CHAR = "\ufffd"  # what an unknown character decodes to: "�"
+WORD_RE = re.compile(r"\w+|[^\w\s]")  # a run of word characters, or one punctuation mark
+NO_SPACE_BEFORE = frozenset(".,!?;:")  # punctuation that decode attaches to the previous word
+GPT2_EOT = "<|endoftext|>"
+DEFAULT_BPE_VOCAB = 1024  # used when train_tokenizer("bpe", ...) gets no vocab_size
+
+
+def _check_text(text: str) -> None:
+    if not text:
+        raise ValueError("cannot build a tokenizer from empty text")
+
+
+class Tokenizer:
+    """The interface every tokenizer implements; subclasses fill in the `_` methods."""
+
+    kind: str = ""
+    pad_id: int | None = None
+    unk_id: int | None = None
+    bos_id: int | None = None
+    eos_id: int | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
+        return [self.encode(text) for text in texts]
+
+    def decode(self, ids: Any) -> str:
+        """ids: a list of ints or a 1-D tensor/array. <pad>, <bos>, <eos> are dropped."""
+        return self._decode(self._check_ids(ids))
+
+    def token(self, id: int) -> str:
+        """The display form of one id (a character, a word, or a BPE piece's text)."""
+        return self._token(self._check_ids([id])[0])
+
+    def save(self, path: str | os.PathLike) -> None:
+        header = {"format": FILE_FORMAT, "version": FILE_VERSION, "kind": self.kind}
+        atomic_write_json(path, {**header, **self._state()})
+
+    def _check_ids(self, ids: Any) -> list[int]:
+        # Tensors and numpy arrays both have .tolist(); a 2-D one would give nested lists.
+        values = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        if not isinstance(values, list):
+            values = [values]  # a 0-d tensor is one id
+        for value in values:
+            if isinstance(value, list):
+                raise ValueError("decode takes a 1-D sequence of ids; got a nested one")
+            if not 0 <= value < self.vocab_size:
+                raise ValueError(f"id {value} is outside the vocabulary (size {self.vocab_size})")
+        return [int(value) for value in values]
+
+    def _decode(self, ids: list[int]) -> str:
+        raise NotImplementedError
+
+    def _token(self, id: int) -> str:
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size})"
+
+
+class CharTokenizer(Tokenizer):
+    """One id per character. ids 0..n-1 are the sorted characters; <unk> (if any) is id n."""
+
+    kind = "char"
+
+    def __init__(self, chars: Iterable[str], unk: bool = True):
+        self.chars = list(chars)
+        if any(len(ch) != 1 for ch in self.chars) or len(set(self.chars)) != len(self.chars):
+            raise ValueError("char vocabulary must be distinct single characters")
+        self.stoi = {ch: i for i, ch in enumerate(self.chars)}
+        # <unk> goes last so the character ids match nanoGPT's exactly.
+        self.unk_id = len(self.chars) if unk else None
+        self.itos = self.chars + ([UNK_CHAR] if unk else [])
+
+    @classmethod
+    def train(cls, text: str, unk: bool = True) -> CharTokenizer:
+        _check_text(text)
+        return cls(sorted(set(text)), unk=unk)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def encode(self, text: str) -> list[int]:
+        if self.unk_id is not None:
+            return [self.stoi.get(ch, self.unk_id) for ch in text]
+        try:
+            return [self.stoi[ch] for ch in text]
+        except KeyError as err:
+            raise ValueError(f"character {err.args[0]!r} is not in the vocabulary "
+                             "(this char tokenizer has no <unk>)") from None
+
+    def _decode(self, ids: list[int]) -> str:
+        return "".join(self.itos[i] for i in ids)
+
+    def _token(self, id: int) -> str:
+        return "<unk>" if id == self.unk_id else self.itos[id]
+
+    def _state(self) -> dict[str, Any]:
+        return {"chars": "".join(self.chars), "unk": self.unk_id is not None}
+
+
+class WordTokenizer(Tokenizer):
+    """One id per word or punctuation mark. ids: <pad>=0, <unk>=1, <bos>=2, <eos>=3, words.
+
+    decode joins tokens with single spaces (no space before .,!?;:), so the round trip
+    loses the original spacing and line breaks: "Hi ,  you!" decodes as "Hi, you!".
+    """
+
+    kind = "word"
+
+    def __init__(self, words: Iterable[str], lowercase: bool = False):
+        self.words = list(SPECIALS) + list(words)
+        if len(set(self.words)) != len(self.words):
+            raise ValueError("word vocabulary has duplicate entries")
+        self.lowercase = lowercase
+        self.stoi = {word: i for i, word in enumerate(self.words)}
+        self.pad_id, self.unk_id, self.bos_id, self.eos_id = range(len(SPECIALS))
+
+    @classmethod
+    def train(cls, text: str, min_freq: int = 1, lowercase: bool = False,
+              vocab_size: int | None = None) -> WordTokenizer:
+        """vocab_size (specials included) keeps only the most frequent words."""
+        _check_text(text)
+        counts = Counter(cls.split(text.lower() if lowercase else text))
+        if not counts:
+            raise ValueError("cannot build a word tokenizer: the text has no words")
+        if vocab_size is not None and vocab_size <= len(SPECIALS):
+            raise ValueError(f"word vocab_size must be at least {len(SPECIALS) + 1}")
+        # Most frequent first; ties broken alphabetically so training is deterministic.
+        ranked = sorted(counts.items(), key=_frequency_then_alphabet)
+        words = [word for word, count in ranked if count >= min_freq]
+        if vocab_size is not None:
+            words = words[: vocab_size - len(SPECIALS)]
+        return cls(words, lowercase=lowercase)
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        return WORD_RE.findall(text)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.words)
+
+    def encode(self, text: str) -> list[int]:
+        if self.lowercase:
+            text = text.lower()
+        return [self.stoi.get(word, self.unk_id) for word in self.split(text)]
+
+    def _decode(self, ids: list[int]) -> str:
+        skipped = {self.pad_id, self.bos_id, self.eos_id}
+        pieces: list[str] = []
+        for i in ids:
+            if i in skipped:
+                continue
+            word = self.words[i]
+            # "you ." reads badly: glue closing punctuation onto the previous token.
+            if pieces and word not in NO_SPACE_BEFORE:
+                pieces.append(" ")
+            pieces.append(word)
+        return "".join(pieces)
+
+    def _token(self, id: int) -> str:
+        return self.words[id]
+
+    def _state(self) -> dict[str, Any]:
+        return {"words": self.words[len(SPECIALS):], "lowercase": self.lowercase}
+
+
+def _frequency_then_alphabet(item: tuple[str, int]) -> tuple[int, str]:
+    word, count = item
+    return (-count, word)
+
+
+class BPETokenizer(Tokenizer):
+    """Byte-level BPE: text -> UTF-8 bytes -> merged byte pieces, so no text is unknown.
+
+    Wraps a Hugging Face `tokenizers.Tokenizer` with no normalizer and no post-processor,
+    so the text is never altered and decode(encode(s)) == s for every string s.
+    """
+
+    kind = "bpe"
+
+    def __init__(self, hf: HFTokenizer, pad: str | None, unk: str | None,
+                 bos: str | None, eos: str | None):
+        self.hf = hf
+        # Literal "<eos>" in the text is text, not the special token: ids stay reversible.
+        self.hf.encode_special_tokens = True
+        self.pad_id, self.unk_id, self.bos_id, self.eos_id = (
+            self._special_id(name) for name in (pad, unk, bos, eos))
+        self._special_names = {pad, unk, bos, eos} - {None}
+
+    def _special_id(self, name: str | None) -> int | None:
+        if name is None:
+            return None
+        id = self.hf.token_to_id(name)
+        if id is None:
+            raise ValueError(f"special token {name!r} is not in the BPE vocabulary")
+        return id
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int = DEFAULT_BPE_VOCAB) -> BPETokenizer:
+        """Learns merges on top of the 256 byte tokens until vocab_size (or no pairs left)."""
+        _check_text(text)
+        minimum = 256 + len(SPECIALS)
+        if vocab_size < minimum:
+            raise ValueError(f"bpe vocab_size must be at least {minimum} "
+                             f"(256 bytes + {len(SPECIALS)} special tokens); got {vocab_size}")
+        hf = _byte_level(HFTokenizer(models.BPE(unk_token="<unk>")))
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False,
+            # All 256 bytes from the start, so bytes unseen in training still encode.
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        hf.train_from_iterator([text], trainer=trainer)
+        return cls(hf, *SPECIALS)
+
+    @classmethod
+    def from_gpt2(cls, directory: str | os.PathLike) -> BPETokenizer:
+        """GPT-2's tokenizer from a folder holding its vocab.json and merges.txt."""
+        vocab, merges = Path(directory) / "vocab.json", Path(directory) / "merges.txt"
+        for path in (vocab, merges):
+            if not path.is_file():
+                raise ValueError(f"cannot load GPT-2 tokenizer: {path} not found")
+        hf = _byte_level(HFTokenizer(models.BPE.from_file(str(vocab), str(merges))))
+        # <|endoftext|> is already in vocab.json; marking it special keeps its id (50256)
+        # and lets decode skip it. GPT-2 uses it both to start and to end a document.
+        hf.add_special_tokens([GPT2_EOT])
+        return cls(hf, pad=None, unk=None, bos=GPT2_EOT, eos=GPT2_EOT)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
+        # HF encodes a batch on several threads.
+        encodings = self.hf.encode_batch(list(texts), add_special_tokens=False)
+        return [encoding.ids for encoding in encodings]
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.hf.decode(ids, skip_special_tokens=True)
+
+    def _token(self, id: int) -> str:
+        piece = self.hf.id_to_token(id)
+        if piece in self._special_names:
+            return piece
+        # A piece may be part of a multi-byte character: show such bytes as \xNN.
+        raw = bytes(_UNICODE_TO_BYTE[ch] for ch in piece)
+        return raw.decode("utf-8", errors="backslashreplace")
+
+    def _state(self) -> dict[str, Any]:
+        # Specials are stored by name; their ids come back from the HF vocabulary.
+        ids = {"pad": self.pad_id, "unk": self.unk_id, "bos": self.bos_id, "eos": self.eos_id}
+        names = {role: None if id is None else self.hf.id_to_token(id) for role, id in ids.items()}
+        return {"specials": names, "hf": self.hf.to_str()}
+
+
+def _byte_level(hf: HFTokenizer) -> HFTokenizer:
+    """Byte-level pre-tokenizer and decoder, without a leading-space rewrite."""
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    return hf
+
+
+def _byte_to_unicode() -> dict[int, str]:
+    """GPT-2's table from the 256 bytes to printable characters (BPE pieces are in these).
+
+    Printable Latin-1 bytes stand for themselves; the rest (controls, space, ...) are
+    shifted to code points 256, 257, ... in byte order, so "Ġ" (256 + 32) is a space.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in printable}
+    shifted = (b for b in range(256) if b not in table)
+    for n, b in enumerate(shifted):
+        table[b] = chr(256 + n)
+    return table
+
+
+_UNICODE_TO_BYTE = {ch: b for b, ch in _byte_to_unicode().items()}
+
+
+def train_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Tokenizer:
+    """Trains a tokenizer of `kind` ("char", "word" or "bpe") on `text`.
+
+    vocab_size: char must leave it None (the text decides); word uses it as a cap;
+    bpe uses it as the target size (default DEFAULT_BPE_VOCAB).
+    """
+    if kind == "char":
+        if vocab_size is not None:
+            raise ValueError("a char tokenizer's vocabulary is set by the text; "
+                             "leave vocab_size unset")
+        return CharTokenizer.train(text)
+    if kind == "word":
+        return WordTokenizer.train(text, vocab_size=vocab_size)
+    if kind == "bpe":
+        return BPETokenizer.train(text, vocab_size or DEFAULT_BPE_VOCAB)
+    raise ValueError(f"unknown tokenizer kind {kind!r}; choose char, word or bpe")
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """Rebuilds the tokenizer that `Tokenizer.save` wrote to `path`."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"tokenizer file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read tokenizer file {path}: {err}") from None
+    if not isinstance(data, dict) or data.get("format") != FILE_FORMAT:
+        raise ValueError(f"{path} is not a glassformer tokenizer file")
+    if data.get("version") != FILE_VERSION:
+        raise ValueError(f"{path}: unsupported tokenizer file version {data.get('version')!r}")
+    try:
+        return _from_state(data)
+    except KeyError as err:
+        raise ValueError(f"corrupt tokenizer file {path}: missing field {err}") from None
+    except Exception as err:  # HF's from_str raises a plain Exception on bad JSON
+        raise ValueError(f"corrupt tokenizer file {path}: {err}") from None
+
+
+def _from_state(data: dict[str, Any]) -> Tokenizer:
+    kind = data["kind"]
+    if kind == "char":
+        return CharTokenizer(data["chars"], unk=data["unk"])
+    if kind == "word":
+        return WordTokenizer(data["words"], lowercase=data["lowercase"])
+    if kind == "bpe":
+        names = data["specials"]
+        hf = HFTokenizer.from_str(data["hf"])
+        return BPETokenizer(hf, names["pad"], names["unk"], names["bos"], names["eos"])
+    raise ValueError(f"unknown tokenizer kind {kind!r}")

@@ -1,0 +1,190 @@
+"""Checkpoint directories and Hugging Face GPT-2 interop, both directions."""
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import glassformer
+from glassformer import GPT, GPTConfig, Seq2Seq, Seq2SeqConfig
+from glassformer.checkpoint import CheckpointError, export_hf
+from glassformer.cli import main
+from glassformer.files import atomic_write
+
+transformers = pytest.importorskip("transformers")
+
+
+def random_hf_config(seed):
+    """A random small GPT-2 shape; every option the layout maps varies."""
+    rng = random.Random(seed)
+    n_head = rng.choice([1, 2, 4])
+    return transformers.GPT2Config(
+        vocab_size=rng.randint(20, 120), n_positions=rng.choice([16, 40, 64]), n_head=n_head,
+        n_embd=n_head * rng.choice([4, 8, 12]), n_layer=rng.randint(1, 3),
+        n_inner=rng.choice([None, 24, 40]), activation_function=rng.choice(["gelu_new", "gelu", "relu"]),
+        layer_norm_epsilon=rng.choice([1e-5, 1e-6]), tie_word_embeddings=rng.random() < 0.6,
+    )
+
+
+def randomise(module):
+    """Random values everywhere, norms included, so a swapped or transposed tensor shows."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0, 0.3)
+    return module
+
+
+def ids_for(vocab, T, seed=0):
+    return torch.randint(0, vocab, (2, T), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_import_hf_gpt2_gives_same_logits(tmp_path, seed):
+    torch.manual_seed(seed)
+    hf = randomise(transformers.GPT2LMHeadModel(random_hf_config(seed))).eval()
+    hf.save_pretrained(tmp_path)
+    model, tokenizer = glassformer.load(tmp_path)
+    assert tokenizer is None and isinstance(model, GPT)
+    x = ids_for(hf.config.vocab_size, hf.config.n_positions)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), hf(x).logits, atol=1e-4, rtol=0)
+
+
+def test_import_pytorch_model_bin_with_legacy_buffers(tmp_path):
+    torch.manual_seed(3)
+    hf = randomise(transformers.GPT2LMHeadModel(random_hf_config(3))).eval()
+    state = {k: v for k, v in hf.state_dict().items()}
+    n = hf.config.n_positions
+    for i in range(hf.config.n_layer):  # what old checkpoints carry beside the weights
+        state[f"transformer.h.{i}.attn.bias"] = torch.ones(1, 1, n, n).tril()
+        state[f"transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    hf.config.to_json_file(tmp_path / "config.json")
+    model, _ = glassformer.load(tmp_path)
+    x = ids_for(hf.config.vocab_size, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), hf(x).logits, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(bias=False, activation="gelu", tie_weights=False, d_ff=20)])
+def test_export_to_hf_gives_same_logits(tmp_path, overrides):
+    torch.manual_seed(0)
+    model = randomise(GPT(GPTConfig(vocab_size=57, block_size=32, n_layer=2, n_head=2, n_embd=16,
+                                    **overrides))).eval()
+    assert main(["export", "--format", "hf", "--model", str(glassformer.save(model, tmp_path / "ours")),
+                 "--out", str(tmp_path / "hf")]) == 0
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    x = ids_for(57, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(hf(x).logits, model(x), atol=1e-4, rtol=0)
+
+
+def test_hf_round_trip_import_then_export(tmp_path):
+    torch.manual_seed(5)
+    hf = randomise(transformers.GPT2LMHeadModel(random_hf_config(5))).eval()
+    hf.save_pretrained(tmp_path / "a")
+    model, _ = glassformer.load(tmp_path / "a")
+    export_hf(model, tmp_path / "b")
+    again = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "b").eval()
+    x = ids_for(hf.config.vocab_size, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x).logits, hf(x).logits, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    (dict(position="rope"), "position=rope"),
+    (dict(norm="rmsnorm"), "norm=rmsnorm"),
+    (dict(norm_position="post"), "norm_position=post"),
+    (dict(activation="swiglu"), "activation=swiglu"),
+])
+def test_export_refuses_what_gpt2_cannot_express(tmp_path, overrides, reason):
+    model = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=8, **overrides))
+    with pytest.raises(CheckpointError, match=reason):
+        export_hf(model, tmp_path)
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GPT(GPTConfig(vocab_size=30, block_size=12, n_layer=2, n_head=2, n_embd=8)),
+    lambda: GPT(GPTConfig(vocab_size=30, block_size=12, n_layer=1, n_head=2, n_embd=8, tie_weights=False,
+                          position="rope", n_classes=2)),
+    lambda: Seq2Seq(Seq2SeqConfig(src_vocab_size=30, tgt_vocab_size=30, shared_vocab=True, block_size=12,
+                                  n_encoder_layers=1, n_decoder_layers=1, n_head=2, d_model=8)),
+    lambda: Seq2Seq(Seq2SeqConfig(src_vocab_size=30, tgt_vocab_size=25, tie_output=False, block_size=12,
+                                  n_encoder_layers=1, n_decoder_layers=2, n_head=2, d_model=8)),
+])
+def test_save_load_round_trip(tmp_path, make):
+    torch.manual_seed(0)
+    model = randomise(make()).eval()
+    glassformer.save(model, tmp_path)
+    loaded, tokenizer = glassformer.load(tmp_path)
+    assert tokenizer is None and loaded.config == model.config and not loaded.training
+    x = ids_for(25, 6)
+    with torch.no_grad():
+        if isinstance(model, GPT):
+            torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
+        else:
+            torch.testing.assert_close(loaded(x, x), model(x, x), atol=0, rtol=0)
+    if model.config.__dict__.get("tie_weights") or model.config.__dict__.get("tie_output"):
+        assert loaded.lm_head.weight.data_ptr() in {p.data_ptr() for n, p in loaded.named_parameters()
+                                                     if "emb" in n}
+
+
+def small_checkpoint(tmp_path):
+    model = GPT(GPTConfig(vocab_size=30, block_size=12, n_layer=1, n_head=2, n_embd=8))
+    return glassformer.save(model, tmp_path / "ckpt"), model
+
+
+def test_missing_tensor_is_named(tmp_path):
+    from safetensors.torch import load_file, save_file
+    path, _ = small_checkpoint(tmp_path)
+    tensors = load_file(path / "model.safetensors")
+    del tensors["blocks.0.ffn.up.weight"]
+    save_file(tensors, path / "model.safetensors")
+    with pytest.raises(CheckpointError, match="missing tensor blocks.0.ffn.up.weight"):
+        glassformer.load(path)
+
+
+def test_mismatched_tensor_is_named(tmp_path):
+    path, _ = small_checkpoint(tmp_path)
+    meta = json.loads((path / "config.json").read_text())
+    meta["config"]["d_ff"] = 64
+    (path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"blocks.0.ffn.up.weight has shape \(32, 8\).*expects \(64, 8\)"):
+        glassformer.load(path)
+
+
+def test_corrupt_and_missing_files(tmp_path):
+    path, _ = small_checkpoint(tmp_path)
+    (path / "model.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        glassformer.load(path)
+    (path / "config.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        glassformer.load(path)
+    with pytest.raises(CheckpointError, match="not a checkpoint directory"):
+        glassformer.load(tmp_path / "nowhere")
+
+
+def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "weights"
+    target.write_text("old")
+
+    def failing(tmp):
+        open(tmp, "w").write("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, failing)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["weights"]
+
+
+def test_cli_bad_checkpoint_is_one_line_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "glassformer", "export", "--model", str(tmp_path / "none"),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert "not a checkpoint directory" in result.stderr
