@@ -6,6 +6,7 @@ Every error a user can cause ends as one line on stderr and a non-zero exit stat
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -24,9 +25,91 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_train_lm(args) -> int:
+    from .lm import format_metrics, train_lm
+
+    metrics = train_lm(args.out, data=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+                       preset=args.preset, overrides=args.set, val_fraction=args.val_fraction, resume=args.resume)
+    print(format_metrics({"iter": "final", **metrics}))
+    print(f"model saved in {args.out}; try: glassformer sample --model {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .lm import sample
+
+    def write(text):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def notice(text):
+        print(f"glassformer: {text}", file=sys.stderr)
+
+    sample(args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
+           args.num_samples, args.stop, args.device, write, notice)
+    print()
+    return 0
+
+
+def cmd_eval_lm(args) -> int:
+    from .lm import eval_lm, format_metrics
+
+    print(format_metrics(eval_lm(args.model, args.data, val_fraction=args.val_fraction, device=args.device)))
+    return 0
+
+
+def cmd_data_fetch(args) -> int:
+    from .fetch import fetch
+
+    path = fetch(args.name, cache_dir=args.dir)
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glassformer", description="The Transformer and GPT, every number visible.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a model").add_subparsers(dest="task", required=True, metavar="TASK")
+    lm = train.add_parser("lm", help="train a GPT language model on a text file")
+    lm.add_argument("--data", help="UTF-8 text file (default: a corpus bundled with glassformer)")
+    lm.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char")
+    lm.add_argument("--vocab-size", type=int, help="vocabulary size for word/bpe tokenizers")
+    lm.add_argument("--preset", default="shakespeare-char-cpu", help="named model + training settings")
+    lm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting, e.g. --set max_iters=500 (repeatable)")
+    lm.add_argument("--val-fraction", type=float, help="last fraction of the text kept for validation (0.1)")
+    lm.add_argument("--out", required=True, help="run directory")
+    lm.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    lm.set_defaults(func=cmd_train_lm)
+
+    sample = sub.add_parser("sample", help="generate text from a trained language model")
+    sample.add_argument("--model", required=True, help="checkpoint directory")
+    sample.add_argument("--prompt", help="text to continue (default: a newline)")
+    sample.add_argument("--max-new-tokens", type=int, default=500)
+    sample.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    sample.add_argument("--top-k", type=int, default=200)
+    sample.add_argument("--top-p", type=float)
+    sample.add_argument("--seed", type=int, default=1337)
+    sample.add_argument("--num-samples", type=int, default=1)
+    sample.add_argument("--stop", action="append", default=[], help="stop at this text (repeatable)")
+    sample.add_argument("--device", default="auto")
+    sample.set_defaults(func=cmd_sample)
+
+    evaluate = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="task", required=True,
+                                                                           metavar="TASK")
+    eval_lm = evaluate.add_parser("lm", help="validation loss and perplexity of a language model")
+    eval_lm.add_argument("--model", required=True)
+    eval_lm.add_argument("--data", required=True, help="the text file the model was trained on")
+    eval_lm.add_argument("--val-fraction", type=float, help="default: the run's own")
+    eval_lm.add_argument("--device", default="auto")
+    eval_lm.set_defaults(func=cmd_eval_lm)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True, metavar="ACTION")
+    fetch = data.add_parser("fetch", help="download a dataset and check its SHA-256")
+    fetch.add_argument("name", help="shakespeare or multi30k")
+    fetch.add_argument("--dir", help="cache directory (default: $GLASSFORMER_CACHE or ~/.cache/glassformer)")
+    fetch.set_defaults(func=cmd_data_fetch)
 
     export = sub.add_parser("export", help="write a checkpoint in another library's format")
     export.add_argument("--format", default="hf", help="hf: a transformers GPT2LMHeadModel directory")
@@ -37,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .train import TrainingError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -44,9 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"glassformer: error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, OSError) as e:  # bad input files, configs, checkpoints
+    except (ValueError, OSError, TrainingError) as e:  # bad input files, configs, checkpoints; NaN loss
         print(f"glassformer: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("glassformer: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug of ours: still one line, with the way to see the details
+        if os.environ.get("GLASSFORMER_DEBUG"):
+            raise
+        print(f"glassformer: internal error: {type(e).__name__}: {e} (set GLASSFORMER_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 3

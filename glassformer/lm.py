@@ -1,0 +1,168 @@
+"""Language modelling end to end: text file -> tokenizer -> ids -> trained GPT, and its evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CONFIG_FILE, load, read_json
+from .config import PRESETS, GPTConfig, apply_overrides
+from .data import DataError, cached_ids, read_text, split_text
+from .gpt import GPT
+from .tokenizers import load_tokenizer, train_tokenizer
+from .train import LMTask, TrainConfig, Trainer, evaluate_lm, pick_device, split_overrides
+
+BUNDLED = "bundled"  # what the run records as its data when no --data was given
+DEFAULT_PRESET = "shakespeare-char-cpu"
+
+
+def load_corpus(data: str | None) -> str:
+    """The text of `data`, or the corpus the package generates itself when `data` is None."""
+    if data is None or data == BUNDLED:
+        from .corpus import bundled_corpus
+
+        return bundled_corpus()
+    return read_text(data)
+
+
+def configs_for_run(preset: str, overrides: list[str]) -> tuple[GPTConfig, TrainConfig]:
+    """The preset's model and training settings with `--set key=value` overrides applied."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    entry = PRESETS[preset]
+    if not isinstance(entry.model, GPTConfig):
+        raise ValueError(f"preset {preset!r} is a translation model; use `glassformer train translation`")
+    train_cfg = TrainConfig(**entry.train)
+    train_sets, model_sets = split_overrides(overrides, train_cfg, entry.model)
+    return apply_overrides(entry.model, model_sets), apply_overrides(train_cfg, train_sets)
+
+
+def train_lm(out, data: str | None = None, tokenizer: str = "char", vocab_size: int | None = None,
+             preset: str = DEFAULT_PRESET, overrides: list[str] = (), val_fraction: float | None = None,
+             resume: bool = False, progress: bool | None = None) -> dict:
+    """Trains a GPT on a text file (or the bundled corpus) into run directory `out`; returns final metrics."""
+    out = Path(out)
+    if resume:
+        model_cfg, train_cfg, tok, data = _resume_settings(out, data, overrides)
+    else:
+        model_cfg, train_cfg = configs_for_run(preset, list(overrides))
+        if val_fraction is not None:
+            train_cfg = dataclasses.replace(train_cfg, val_fraction=val_fraction)
+    text = load_corpus(data)
+    train_text, val_text = split_text(text, train_cfg.val_fraction)
+    if not resume:
+        # A character vocabulary comes from the whole text (nanoGPT's ids); learned vocabularies
+        # (word counts, BPE merges) only from the training split.
+        tok = train_tokenizer(tokenizer, text if tokenizer == "char" else train_text, vocab_size)
+        model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
+    train_ids = cached_ids(train_text, tok, out / "data" / "train.bin")
+    val_ids = cached_ids(val_text, tok, out / "data" / "val.bin")
+    task = LMTask(train_ids, val_ids, model_cfg.block_size, train_cfg)
+    record = {"data": str(Path(data).resolve()) if data not in (None, BUNDLED) else BUNDLED}
+    torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed alone
+    trainer = Trainer(GPT(model_cfg), task, train_cfg, out, tokenizer=tok, extra_config=record, progress=progress)
+    return trainer.run(resume=resume)
+
+
+def _resume_settings(out: Path, data: str | None, overrides):
+    """Model config, training config, tokenizer and data of an existing run; --set may change training keys."""
+    if not (out / "resume.pt").exists():
+        raise ValueError(f"{out / 'resume.pt'} not found: nothing to resume (train without --resume to start)")
+    meta = read_json(out / CONFIG_FILE)
+    model_cfg = GPTConfig(**meta["config"])
+    train_cfg = TrainConfig(**meta.get("train", {}))
+    train_sets, model_sets = split_overrides(list(overrides), train_cfg, model_cfg)
+    if model_sets:
+        raise ValueError(f"a resumed run keeps its model; cannot change {', '.join(model_sets)}")
+    tok = load_tokenizer(out / "tokenizer.json")
+    return model_cfg, apply_overrides(train_cfg, train_sets), tok, data or meta.get("data")
+
+
+def eval_lm(model_dir, data: str, val_fraction: float | None = None, batch_size: int = 32,
+            device: str = "auto") -> dict:
+    """Loss and perplexity over every token of the validation split the run used."""
+    model, tok = load(model_dir)
+    if tok is None:
+        raise ValueError(f"{model_dir} has no tokenizer; it cannot read text")
+    if not isinstance(model, GPT):
+        raise ValueError(f"{model_dir} holds a translation model; use `glassformer eval translation`")
+    meta = read_json(Path(model_dir) / CONFIG_FILE)
+    fraction = val_fraction if val_fraction is not None else meta.get("train", {}).get("val_fraction", 0.1)
+    _, val_text = split_text(read_text(data), fraction)
+    ids = tok.encode(val_text)
+    if len(ids) < 2:
+        raise DataError(f"the validation split of {data} has {len(ids)} tokens; nothing to evaluate")
+    import numpy as np
+
+    dev = pick_device(device)
+    return evaluate_lm(model.to(dev), np.asarray(ids, dtype=np.int64), batch_size, dev)
+
+
+def format_metrics(metrics: dict) -> str:
+    return json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()})
+
+
+def encode_prompt(tok, prompt: str | None) -> tuple[list[int], list[str]]:
+    """Prompt ids (a newline, or <bos>, when no prompt is given) and the characters the tokenizer has never seen."""
+    if prompt is None or prompt == "":
+        ids = tok.encode("\n")
+        if not ids or ids == [tok.unk_id]:
+            ids = [tok.bos_id if tok.bos_id is not None else 0]
+        return ids, []
+    ids = tok.encode(prompt)
+    unseen = []
+    if tok.unk_id is not None and tok.unk_id in ids:
+        unseen = sorted({ch for ch in prompt if tok.encode(ch) == [tok.unk_id]})
+    if not ids:
+        raise ValueError("the prompt encodes to no tokens")
+    return ids, unseen
+
+
+def sample(model_dir, prompt: str | None = None, max_new_tokens: int = 500, temperature: float = 0.8,
+           top_k: int | None = 200, top_p: float | None = None, seed: int | None = 1337, num_samples: int = 1,
+           stop: list[str] = (), device: str = "auto", write=None, notice=None) -> list[str]:
+    """Generates `num_samples` continuations of `prompt`, streaming each one's text through `write`."""
+    from .generate import TextStream, stream, trim_at_stop
+
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1; got {num_samples}")
+    model, tok = load(model_dir, pick_device(device))
+    if tok is None:
+        raise ValueError(f"{model_dir} has no tokenizer; it cannot read or write text")
+    if not isinstance(model, GPT):
+        raise ValueError(f"{model_dir} holds a translation model; use `glassformer translate`")
+    ids, unseen = encode_prompt(tok, prompt)
+    if unseen and notice:
+        notice(f"never seen in training, read as <unk>: {' '.join(repr(c) for c in unseen)}")
+    if len(ids) > model.config.block_size and notice:
+        notice(f"the prompt has {len(ids)} tokens; the model sees only the last {model.config.block_size}")
+    texts = []
+    for i in range(num_samples):
+        if write:  # each sample starts with its prompt; samples are separated by a rule
+            write(("\n" + "-" * 40 + "\n" if i else "") + (prompt or ""))
+        streamer, text = TextStream(tok), ""
+        steps = stream(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                       seed=None if seed is None else seed + i, eos_id=tok.eos_id)
+        for token in steps:
+            if tok.eos_id is not None and token.item() == tok.eos_id:
+                break
+            piece = streamer.push(token.item())
+            text += piece
+            if stop and trim_at_stop(text, stop) != text:
+                piece = piece[: len(piece) - (len(text) - len(trim_at_stop(text, stop)))]
+                text = trim_at_stop(text, stop)
+                if write:
+                    write(piece)
+                break
+            if write:
+                write(piece)
+        else:
+            tail = streamer.flush()
+            text += tail
+            if write:
+                write(tail)
+        texts.append(text)
+    return texts

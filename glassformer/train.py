@@ -1,0 +1,366 @@
+"""One trainer for every model: a task supplies batches, the loss and the evaluation.
+
+The loop is nanoGPT's: AdamW with weight-decay groups, linear warmup then cosine decay,
+gradient accumulation and clipping, periodic evaluation. A run directory holds
+  config.json, model.safetensors, tokenizer.json   the best model so far (by validation)
+  resume.pt      everything to continue exactly: weights, optimizer, step, RNG states
+  log.jsonl      one JSON object per logged step and per evaluation
+  loss.png       the loss curves
+`resume.pt` holds only tensors and plain values; it is read with torch.load(weights_only=True).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import CheckpointError, load_weights, save, unique_state_dict
+from .data import check_length, random_windows, sequential_windows
+from .files import atomic_write
+
+
+@dataclass
+class TrainConfig:
+    """Training settings, named as nanoGPT names them."""
+
+    max_iters: int = 2000
+    batch_size: int = 12
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    lr_schedule: str = "cosine"  # "cosine" (warmup + cosine), "noam" (2017 paper), "constant"
+    warmup_iters: int = 100
+    lr_decay_iters: int | None = None  # None -> max_iters
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+    label_smoothing: float = 0.0
+    eval_interval: int = 250
+    eval_iters: int = 20
+    log_interval: int = 10
+    val_fraction: float = 0.1
+    seed: int = 1337
+    device: str = "auto"  # "auto", "cpu", "cuda", "mps"
+    dtype: str = "float32"  # "bfloat16" runs matrix work under autocast
+
+    def __post_init__(self):
+        if self.lr_schedule not in ("cosine", "noam", "constant"):
+            raise ValueError(f"lr_schedule must be cosine, noam or constant; got {self.lr_schedule!r}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16; got {self.dtype!r}")
+        for name in ("max_iters", "batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters",
+                     "log_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what was kept."""
+
+
+def learning_rate(it: int, cfg: TrainConfig, d_model: int) -> float:
+    """The learning rate at iteration `it` (0-based)."""
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    if cfg.lr_schedule == "noam":
+        # d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), scaled by learning_rate (1.0 = the paper's)
+        step, warmup = it + 1, max(cfg.warmup_iters, 1)
+        return cfg.learning_rate * d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
+    decay_iters = cfg.lr_decay_iters or cfg.max_iters
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
+    if it > decay_iters:
+        return cfg.min_lr
+    ratio = (it - cfg.warmup_iters) / max(decay_iters - cfg.warmup_iters, 1)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; matrices and embeddings decay, biases and norm scales do not."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for, but no CUDA GPU is available")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks: what to train on and how to measure it
+
+
+class LMTask:
+    """Next-token prediction on token-id arrays: random windows to train, fixed windows to validate."""
+
+    def __init__(self, train_ids: np.ndarray, val_ids: np.ndarray, block_size: int, cfg: TrainConfig):
+        check_length(train_ids, block_size, "training")
+        check_length(val_ids, block_size, "validation")
+        self.train_ids, self.val_ids = train_ids, val_ids
+        self.block_size, self.cfg = block_size, cfg
+
+    def train_batch(self, generator: torch.Generator, device):
+        x, y = random_windows(self.train_ids, self.block_size, self.cfg.batch_size, generator)
+        return x.to(device), y.to(device)
+
+    def loss(self, model, batch) -> torch.Tensor:
+        x, y = batch
+        return lm_loss(model(x), y)
+
+    def tokens(self, batch) -> int:
+        return batch[0].numel()
+
+    @torch.no_grad()
+    def evaluate(self, model, device) -> dict:
+        """Mean loss over `eval_iters` validation batches, the same batches at every evaluation."""
+        generator = torch.Generator().manual_seed(self.cfg.seed + 1)
+        losses = []
+        for _ in range(self.cfg.eval_iters):
+            x, y = random_windows(self.val_ids, self.block_size, self.cfg.batch_size, generator)
+            losses.append(lm_loss(model(x.to(device)), y.to(device)).item())
+        return {"val_loss": sum(losses) / len(losses)}
+
+    @staticmethod
+    def score(metrics: dict) -> float:
+        """Lower is better; the run keeps the model with the lowest score."""
+        return metrics["val_loss"]
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0,
+            ignore_index: int = -100) -> torch.Tensor:
+    """Mean cross-entropy of (B, T, V) logits against (B, T) targets."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index,
+                           label_smoothing=label_smoothing)
+
+
+@torch.no_grad()
+def evaluate_lm(model, ids: np.ndarray, batch_size: int = 32, device="cpu") -> dict:
+    """Loss over every token of `ids` (non-overlapping windows of the model's block size)."""
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in sequential_windows(ids, model.config.block_size, batch_size):
+        logits = model(x.to(device))
+        total += F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten(), reduction="sum").item()
+        count += y.numel()
+    if count == 0:
+        raise ValueError("no tokens to evaluate")
+    return {"val_loss": total / count, "perplexity": math.exp(total / count), "tokens": count}
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+class Trainer:
+    def __init__(self, model, task, cfg: TrainConfig, out_dir, tokenizer=None, extra_config: dict | None = None,
+                 progress: bool | None = None):
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        self.model = model.to(self.device)
+        self.task = task
+        self.out = Path(out_dir)
+        self.tokenizer = tokenizer
+        self.extra_config = extra_config or {}
+        self.optimizer = make_optimizer(self.model, cfg, self.device)
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # which batches: the data position
+        torch.manual_seed(cfg.seed)  # dropout
+        self.iter = 0
+        self.best_score = math.inf
+        self.show_progress = sys.stderr.isatty() if progress is None else progress
+        self.d_model = getattr(model.config, "d_model", 0)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "model": unique_state_dict(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "iter": self.iter,
+            "best_score": self.best_score,
+            "data_rng": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "train_config": json.dumps(asdict(self.cfg)),
+        }
+
+    def save_resume(self) -> None:
+        state = self.state_dict()
+        atomic_write(self.out / "resume.pt", lambda tmp: torch.save(state, tmp))
+
+    def load_resume(self) -> None:
+        path = self.out / "resume.pt"
+        if not path.exists():
+            raise CheckpointError(f"{path} not found: nothing to resume (train without --resume to start)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated or foreign file; weights_only refuses code
+            raise CheckpointError(f"{path} cannot be read: {e}") from None
+        load_weights(self.model, state["model"], str(path))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iter = state["iter"]
+        self.best_score = state["best_score"]
+        self.generator.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def save_model(self) -> None:
+        extra = {"train": asdict(self.cfg), **self.extra_config}
+        save(self.model, self.out, tokenizer=self.tokenizer, extra=extra)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def log(self, record: dict) -> None:
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.dtype == "bfloat16")
+
+    def evaluate(self) -> dict:
+        self.model.eval()
+        with self.autocast():
+            metrics = self.task.evaluate(self.model, self.device)
+        self.model.train()
+        return metrics
+
+    def train_step(self) -> tuple[float, int]:
+        """One optimizer step over `gradient_accumulation_steps` micro-batches -> (mean loss, tokens)."""
+        cfg = self.cfg
+        lr = learning_rate(self.iter, cfg, self.d_model)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total_loss, tokens = 0.0, 0
+        for _ in range(cfg.gradient_accumulation_steps):
+            batch = self.task.train_batch(self.generator, self.device)
+            with self.autocast():
+                loss = self.task.loss(self.model, batch) / cfg.gradient_accumulation_steps
+            loss.backward()
+            total_loss += loss.item()
+            tokens += self.task.tokens(batch)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total_loss, tokens
+
+    def run(self, resume: bool = False) -> dict:
+        """Trains until max_iters; returns the final evaluation."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.load_resume()
+            self.log({"event": "resume", "iter": self.iter})
+        else:
+            (self.out / "log.jsonl").unlink(missing_ok=True)
+        self.model.train()
+        cfg = self.cfg
+        progress = Progress(cfg.max_iters, self.iter, enabled=self.show_progress)
+        metrics: dict = {}
+        window_tokens, window_start = 0, time.perf_counter()
+        try:
+            while True:
+                if self.iter % cfg.eval_interval == 0 or self.iter == cfg.max_iters:
+                    metrics = self.evaluate()
+                    self.on_evaluation(metrics, progress)
+                    window_start = time.perf_counter()  # evaluation time is not training time
+                if self.iter >= cfg.max_iters:
+                    break
+                loss, tokens = self.train_step()
+                if not math.isfinite(loss):
+                    raise TrainingError(f"the loss became {loss} at iteration {self.iter}; training stopped. "
+                                        f"The last good checkpoint is kept in {self.out}")
+                self.iter += 1
+                window_tokens += tokens
+                if self.iter % cfg.log_interval == 0:
+                    elapsed = time.perf_counter() - window_start
+                    rate = window_tokens / elapsed if elapsed > 0 else 0.0
+                    self.log({"iter": self.iter, "train_loss": loss, "lr": learning_rate(self.iter - 1, cfg,
+                              self.d_model), "tokens_per_s": rate})
+                    progress.update(self.iter, loss, rate)
+                    window_tokens, window_start = 0, time.perf_counter()
+        finally:
+            progress.close()
+            self.plot()
+        return metrics
+
+    def on_evaluation(self, metrics: dict, progress: Progress) -> None:
+        score = self.task.score(metrics)
+        improved = score < self.best_score
+        if improved:
+            self.best_score = score
+            self.save_model()
+        self.save_resume()
+        self.log({"iter": self.iter, **metrics, "best": improved})
+        shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        progress.message(f"iter {self.iter}: {shown}" + (" (saved)" if improved else ""))
+
+    def plot(self) -> None:
+        log = self.out / "log.jsonl"
+        if log.exists():
+            from .plots import plot_loss
+
+            plot_loss(log, self.out / "loss.png")
+
+
+class Progress:
+    """A progress bar with loss, tokens/s and ETA on a terminal; plain lines otherwise."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.total, self.start = total, start
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self.bar = RichProgress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                                    TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
+                                    transient=False)
+            self.task = self.bar.add_task("train", total=total, completed=start, status="")
+            self.bar.start()
+
+    def update(self, it: int, loss: float, rate: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=it, status=f"loss {loss:.4f}  {rate:,.0f} tok/s")
+
+    def message(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def split_overrides(assignments: list[str], *configs) -> list[list[str]]:
+    """Routes each key=value to the first config that has the key (unknown keys go to the last)."""
+    routed: list[list[str]] = [[] for _ in configs]
+    for a in assignments:
+        key = a.partition("=")[0].strip()
+        index = next((i for i, c in enumerate(configs) if key in {f.name for f in dataclasses.fields(c)}),
+                     len(configs) - 1)
+        routed[index].append(a)
+    return routed

@@ -1,0 +1,122 @@
+"""The trainer: learning-rate schedule, optimizer groups, exact resume, NaN handling."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from glassformer import GPT, GPTConfig
+from glassformer.train import LMTask, TrainConfig, Trainer, TrainingError, learning_rate, make_optimizer
+
+
+def test_cosine_schedule_follows_nanogpt():
+    cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=100, max_iters=2000, lr_decay_iters=2000)
+
+    def nanogpt(it):  # nanoGPT's get_lr, restated
+        if it < 100:
+            return 1e-3 * (it + 1) / 101
+        if it > 2000:
+            return 1e-4
+        ratio = (it - 100) / 1900
+        return 1e-4 + 0.5 * (1 + math.cos(math.pi * ratio)) * (1e-3 - 1e-4)
+
+    for it in (0, 50, 99, 100, 101, 1000, 1999, 2000, 2500):
+        assert learning_rate(it, cfg, 0) == pytest.approx(nanogpt(it))
+    assert learning_rate(100, cfg, 0) == pytest.approx(1e-3)
+    assert learning_rate(2000, cfg, 0) == pytest.approx(1e-4)
+
+
+def test_noam_schedule_peaks_at_warmup():
+    cfg = TrainConfig(lr_schedule="noam", learning_rate=1.0, warmup_iters=4000)
+    rates = [learning_rate(it, cfg, 512) for it in range(0, 20000, 100)]
+    peak = max(range(len(rates)), key=rates.__getitem__) * 100
+    assert 3900 <= peak <= 4000
+    assert learning_rate(3999, cfg, 512) == pytest.approx(512 ** -0.5 * 4000 ** -0.5)
+
+
+def test_weight_decay_skips_biases_and_norms():
+    model = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    opt = make_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() == 1 for p in plain["params"])
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+def tiny_run(out, max_iters=30, **train):
+    torch.manual_seed(0)
+    data = np.tile(np.random.default_rng(0).integers(0, 20, 37), 90).astype(np.uint16)  # learnable: period 37
+    model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.1))
+    cfg = TrainConfig(max_iters=max_iters, batch_size=4, eval_interval=10, eval_iters=3, log_interval=5,
+                      warmup_iters=5, learning_rate=3e-3, **train)
+    task = LMTask(data[:3000], data[3000:], 16, cfg)
+    return Trainer(model, task, cfg, out, progress=False)
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    full = tiny_run(tmp_path / "full").run()
+
+    interrupted = tiny_run(tmp_path / "cut")
+    original_step = Trainer.train_step
+
+    def dying_step(self):  # a crash at iteration 25, after the checkpoint of iteration 20
+        if self.iter == 25:
+            raise KeyboardInterrupt
+        return original_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    monkeypatch.setattr(Trainer, "train_step", original_step)
+    assert torch.load(tmp_path / "cut" / "resume.pt", weights_only=True)["iter"] == 20
+    resumed = tiny_run(tmp_path / "cut").run(resume=True)
+    assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-6)
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    # Two micro-batches of 4 equal one batch of 8 drawn from the same generator state.
+    torch.manual_seed(0)
+    data = np.random.default_rng(1).integers(0, 20, 3000).astype(np.uint16)
+
+    def one_step(batch_size, accum):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=1, n_head=2, n_embd=16))
+        cfg = TrainConfig(max_iters=1, batch_size=batch_size, gradient_accumulation_steps=accum, grad_clip=0)
+        trainer = Trainer(model, LMTask(data, data, 16, cfg), cfg, tmp_path / f"r{accum}", progress=False)
+        trainer.train_step()
+        return model
+
+    a, b = one_step(8, 1), one_step(4, 2)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, atol=1e-6, rtol=1e-5)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    trainer = tiny_run(tmp_path)
+    original_step = Trainer.train_step
+
+    def poisoned(self):
+        loss, tokens = original_step(self)
+        return (float("nan"), tokens) if self.iter == 14 else (loss, tokens)
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    with pytest.raises(TrainingError, match="nan at iteration 14.*last good checkpoint"):
+        trainer.run()
+    assert torch.load(tmp_path / "resume.pt", weights_only=True)["iter"] == 10
+    assert (tmp_path / "model.safetensors").exists()
+
+
+def test_log_and_plot_are_written(tmp_path):
+    tiny_run(tmp_path, max_iters=20).run()
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if "val_loss" in r] == [0, 10, 20]
+    assert all(r["tokens_per_s"] > 0 for r in records if "train_loss" in r)
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_reduces_loss(tmp_path):
+    trainer = tiny_run(tmp_path, max_iters=60)
+    first = trainer.evaluate()["val_loss"]
+    assert trainer.run()["val_loss"] < first - 0.1
