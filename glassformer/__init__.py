@@ -7,6 +7,6 @@ from .gpt import GPT
 from .layers import KVCache
 from .seq2seq import Seq2Seq
 
-__all__ = ["GPT", "GPTConfig", "KVCache", "PRESETS", "Seq2Seq", "Seq2SeqConfig", "TextStream", "generate", "load", "save",
-           "stream"]
+__all__ = ["GPT", "GPTConfig", "KVCache", "PRESETS", "Seq2Seq", "Seq2SeqConfig", "TextStream", "generate", "load",
+           "save", "stream"]
 __version__ = "0.1.0"
