@@ -81,7 +81,7 @@ DATASETS: dict[str, Dataset] = {
             ]
         ],
         about="Multi30k task 1, raw German-English image captions: 29,000 train, 1,014 val, 1,000 test pairs",
-        local_hint="glassformer train translate --train-src /path/to/train.de.gz --train-tgt /path/to/train.en.gz",
+        local_hint="glassformer train translation --train-src /path/to/train.de.gz --train-tgt /path/to/train.en.gz",
     ),
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -144,8 +145,10 @@ def sample(model_dir, prompt: str | None = None, max_new_tokens: int = 500, temp
         if write:  # each sample starts with its prompt; samples are separated by a rule
             write(("\n" + "-" * 40 + "\n" if i else "") + (prompt or ""))
         streamer, text = TextStream(tok), ""
-        steps = stream(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                       seed=None if seed is None else seed + i, eos_id=tok.eos_id)
+        with warnings.catch_warnings():  # the long-prompt notice above already said it
+            warnings.simplefilter("ignore")
+            steps = stream(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                           seed=None if seed is None else seed + i, eos_id=tok.eos_id)
         for token in steps:
             if tok.eos_id is not None and token.item() == tok.eos_id:
                 break
