@@ -58,6 +58,37 @@ def cmd_eval_lm(args) -> int:
     return 0
 
 
+def cmd_train_translation(args) -> int:
+    from .translation import format_metrics, train_translation
+
+    metrics = train_translation(args.out, args.train_src, args.train_tgt, args.valid_src, args.valid_tgt,
+                                preset=args.preset, overrides=args.set, vocab_size=args.vocab_size,
+                                tokenizer=args.tokenizer, resume=args.resume)
+    print(format_metrics({"iter": "final", **metrics}))
+    print(f"model saved in {args.out}; try: glassformer translate --model {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_translate(args) -> int:
+    from .translation import load_translator, read_lines, translate
+
+    model, src_tok, tgt_tok = load_translator(args.model, args.device)
+    if args.input:
+        lines = read_lines(args.input)
+    else:
+        lines = sys.stdin.read().splitlines()
+    for line in translate(model, src_tok, tgt_tok, lines, beam=args.beam):
+        print(line)
+    return 0
+
+
+def cmd_eval_translation(args) -> int:
+    from .translation import eval_translation, format_metrics
+
+    print(format_metrics(eval_translation(args.model, args.src, args.ref, beam=args.beam, device=args.device)))
+    return 0
+
+
 def cmd_data_fetch(args) -> int:
     from .fetch import fetch
 
@@ -83,6 +114,27 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     lm.set_defaults(func=cmd_train_lm)
 
+    tr = train.add_parser("translation", help="train an encoder-decoder on line-aligned parallel text")
+    for flag, what in (("--train-src", "training source sentences, one per line (plain or .gz)"),
+                       ("--train-tgt", "training target sentences, line-aligned with --train-src"),
+                       ("--valid-src", "validation source sentences"), ("--valid-tgt", "validation targets")):
+        tr.add_argument(flag, required=True, help=what)
+    tr.add_argument("--preset", default="multi30k")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeatable)")
+    tr.add_argument("--vocab-size", type=int, help="BPE vocabulary size (default 6000)")
+    tr.add_argument("--tokenizer", choices=["joint", "separate"], default="joint",
+                    help="one BPE vocabulary for both languages, or one each")
+    tr.add_argument("--out", required=True, help="run directory")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    tr.set_defaults(func=cmd_train_translation)
+
+    translate = sub.add_parser("translate", help="translate lines of text with a trained model")
+    translate.add_argument("--model", required=True)
+    translate.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy")
+    translate.add_argument("--input", help="file of source sentences (default: standard input)")
+    translate.add_argument("--device", default="auto")
+    translate.set_defaults(func=cmd_translate)
+
     sample = sub.add_parser("sample", help="generate text from a trained language model")
     sample.add_argument("--model", required=True, help="checkpoint directory")
     sample.add_argument("--prompt", help="text to continue (default: a newline)")
@@ -104,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     eval_lm.add_argument("--val-fraction", type=float, help="default: the run's own")
     eval_lm.add_argument("--device", default="auto")
     eval_lm.set_defaults(func=cmd_eval_lm)
+
+    eval_tr = evaluate.add_parser("translation", help="sacreBLEU and chrF of a translation model")
+    eval_tr.add_argument("--model", required=True)
+    eval_tr.add_argument("--src", required=True, help="source sentences")
+    eval_tr.add_argument("--ref", required=True, help="reference translations, line-aligned")
+    eval_tr.add_argument("--beam", type=int, default=5)
+    eval_tr.add_argument("--device", default="auto")
+    eval_tr.set_defaults(func=cmd_eval_translation)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True, metavar="ACTION")
     fetch = data.add_parser("fetch", help="download a dataset and check its SHA-256")

@@ -261,11 +261,17 @@ PRESETS: dict[str, Preset] = {
     "transformer-base": Preset(
         Seq2SeqConfig(src_vocab_size=0, tgt_vocab_size=0, block_size=256, n_encoder_layers=6,
                       n_decoder_layers=6, n_head=8, d_model=512, d_ff=2048, dropout=0.1),
-        about="the 2017 paper's base model: 6+6 layers, d_model 512, 8 heads, d_ff 2048",
+        train=dict(lr_schedule="noam", learning_rate=1.0, warmup_iters=4000, max_iters=100_000, beta1=0.9,
+                   beta2=0.98, weight_decay=0.0, grad_clip=0.0, label_smoothing=0.1, batch_tokens=25000,
+                   eval_interval=5000, eval_iters=1),
+        about="the 2017 paper's base model: 6+6 layers, d_model 512, 8 heads, d_ff 2048, its schedule",
     ),
     "multi30k": Preset(
         Seq2SeqConfig(src_vocab_size=0, tgt_vocab_size=0, block_size=128, n_encoder_layers=3,
-                      n_decoder_layers=3, n_head=4, d_model=256, d_ff=1024, dropout=0.1),
+                      n_decoder_layers=3, n_head=4, d_model=256, d_ff=1024, dropout=0.1, norm_position="pre"),
+        train=dict(max_iters=2800, max_time=3300.0, batch_tokens=4096, learning_rate=1e-3, min_lr=5e-5,
+                   warmup_iters=300, beta2=0.98, weight_decay=0.01, grad_clip=1.0, label_smoothing=0.1,
+                   eval_interval=400, eval_iters=1),
         about="a small encoder-decoder for Multi30k German->English on a 2-core CPU",
     ),
 }

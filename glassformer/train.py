@@ -33,7 +33,9 @@ class TrainConfig:
     """Training settings, named as nanoGPT names them."""
 
     max_iters: int = 2000
-    batch_size: int = 12
+    max_time: float = 0.0  # seconds of training after which the run stops early; 0 = no limit
+    batch_size: int = 12  # sequences per micro-batch (language modelling)
+    batch_tokens: int = 4096  # tokens per micro-batch, padding included (translation)
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-3
     min_lr: float = 1e-4
@@ -202,6 +204,7 @@ class Trainer:
             "data_rng": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "task": self.task.state_dict() if hasattr(self.task, "state_dict") else {},
             "train_config": json.dumps(asdict(self.cfg)),
         }
 
@@ -225,6 +228,8 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if hasattr(self.task, "load_state_dict"):
+            self.task.load_state_dict(state["task"])
 
     def save_model(self) -> None:
         extra = {"train": asdict(self.cfg), **self.extra_config}
@@ -279,15 +284,19 @@ class Trainer:
         progress = Progress(cfg.max_iters, self.iter, enabled=self.show_progress)
         metrics: dict = {}
         window_tokens, window_start = 0, time.perf_counter()
+        training_time, out_of_time = 0.0, False
         try:
             while True:
-                if self.iter % cfg.eval_interval == 0 or self.iter == cfg.max_iters:
+                if self.iter % cfg.eval_interval == 0 or self.iter == cfg.max_iters or out_of_time:
                     metrics = self.evaluate()
                     self.on_evaluation(metrics, progress)
                     window_start = time.perf_counter()  # evaluation time is not training time
-                if self.iter >= cfg.max_iters:
+                if self.iter >= cfg.max_iters or out_of_time:
                     break
+                step_start = time.perf_counter()
                 loss, tokens = self.train_step()
+                training_time += time.perf_counter() - step_start
+                out_of_time = cfg.max_time > 0 and training_time >= cfg.max_time
                 if not math.isfinite(loss):
                     raise TrainingError(f"the loss became {loss} at iteration {self.iter}; training stopped. "
                                         f"The last good checkpoint is kept in {self.out}")

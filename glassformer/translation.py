@@ -1,0 +1,280 @@
+"""Translation end to end: parallel text -> BPE -> length-bucketed batches -> Seq2Seq, and sacreBLEU.
+
+A sentence pair becomes
+  src      = source tokens + <eos>                       (encoder input)
+  tgt_in   = <bos> + target tokens                       (decoder input)
+  tgt_out  = target tokens + <eos>                       (what the decoder must predict)
+Pairs with an empty side are dropped (and counted); pairs longer than the model's
+block_size are truncated (and counted), keeping <eos>.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CONFIG_FILE, load, read_json
+from .config import PRESETS, Seq2SeqConfig, apply_overrides
+from .data import DataError, read_text
+from .seq2seq import Seq2Seq
+from .tokenizers import BPETokenizer, load_tokenizer
+from .train import TrainConfig, Trainer, lm_loss, pick_device, split_overrides
+
+SOURCE_TOKENIZER_FILE = "source_tokenizer.json"  # only when source and target have separate vocabularies
+DEFAULT_VOCAB = 6000
+
+
+def read_lines(path) -> list[str]:
+    """Lines of a text file (plain or .gz), without line endings."""
+    return read_text(path).splitlines()
+
+
+def read_parallel(src_path, tgt_path, notice=None) -> list[tuple[str, str]]:
+    """Line-aligned sentence pairs; pairs with an empty side are dropped and counted."""
+    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    if len(src) != len(tgt):
+        raise DataError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; they must be line-aligned")
+    pairs = [(s.strip(), t.strip()) for s, t in zip(src, tgt)]
+    kept = [(s, t) for s, t in pairs if s and t]
+    if len(kept) < len(pairs) and notice:
+        notice(f"{src_path}: dropped {len(pairs) - len(kept)} pairs with an empty line on one side")
+    if not kept:
+        raise DataError(f"{src_path} and {tgt_path} hold no non-empty sentence pairs")
+    return kept
+
+
+def encode_pairs(pairs, src_tok, tgt_tok, block_size: int, notice=None) -> list[tuple[list[int], list[int]]]:
+    """(source ids + eos, target ids) per pair, truncated to fit block_size."""
+    src_ids = src_tok.encode_batch([s for s, _ in pairs])
+    tgt_ids = tgt_tok.encode_batch([t for _, t in pairs])
+    limit = block_size - 1  # room for <eos> (source) or <bos>/<eos> (target)
+    truncated = sum(len(s) > limit or len(t) > limit for s, t in zip(src_ids, tgt_ids))
+    if truncated and notice:
+        notice(f"truncated {truncated} sentence pairs longer than block_size {block_size} tokens")
+    return [(s[:limit] + [src_tok.eos_id], t[:limit]) for s, t in zip(src_ids, tgt_ids)]
+
+
+def bucket_batches(examples, batch_tokens: int) -> list[list[int]]:
+    """Groups example indices of similar length so that batch size x longest sequence <= batch_tokens."""
+    def length(i):
+        src, tgt = examples[i]
+        return max(len(src), len(tgt) + 1)
+
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i][1]), len(examples[i][0])))
+    batches, current, longest = [], [], 0
+    for i in order:
+        longest_if_added = max(longest, length(i))
+        if current and longest_if_added * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current, longest_if_added = [], length(i)
+        current.append(i)
+        longest = longest_if_added
+    if current:
+        batches.append(current)
+    return batches
+
+
+def collate(examples, indices, pad_id: int, bos_id: int, eos_id: int):
+    """Padded tensors for a batch: src (B, S), src_mask (B, S), tgt_in (B, T), tgt_out (B, T)."""
+    srcs = [examples[i][0] for i in indices]
+    tgts = [examples[i][1] for i in indices]
+    S, T = max(map(len, srcs)), max(map(len, tgts)) + 1
+    src = torch.full((len(indices), S), pad_id, dtype=torch.long)
+    tgt_in = torch.full((len(indices), T), pad_id, dtype=torch.long)
+    tgt_out = torch.full((len(indices), T), pad_id, dtype=torch.long)
+    for row, (s, t) in enumerate(zip(srcs, tgts)):
+        src[row, : len(s)] = torch.tensor(s)
+        tgt_in[row, : len(t) + 1] = torch.tensor([bos_id] + t)
+        tgt_out[row, : len(t) + 1] = torch.tensor(t + [eos_id])
+    src_mask = torch.arange(S)[None, :] < torch.tensor([len(s) for s in srcs])[:, None]
+    return src, src_mask, tgt_in, tgt_out
+
+
+class TranslationTask:
+    """Label-smoothed cross-entropy on length-bucketed batches; validation loss, BLEU and chrF."""
+
+    def __init__(self, train, valid_examples, valid_pairs, config: Seq2SeqConfig, cfg: TrainConfig,
+                 src_tok, tgt_tok):
+        self.train = train
+        self.valid_examples, self.valid_pairs = valid_examples, valid_pairs
+        self.config, self.cfg = config, cfg
+        self.src_tok, self.tgt_tok = src_tok, tgt_tok
+        self.batches = bucket_batches(train, cfg.batch_tokens)
+        self.order: list[int] = []  # this epoch's batch order
+        self.position = 0
+        self.epoch = 0
+
+    def _collate(self, examples, indices):
+        c = self.config
+        return collate(examples, indices, c.pad_id, c.bos_id, c.eos_id)
+
+    def train_batch(self, generator, device):
+        if self.position >= len(self.order):  # a new epoch: the batches in a new random order
+            self.order = torch.randperm(len(self.batches), generator=generator).tolist()
+            self.position = 0
+            self.epoch += 1
+        indices = self.batches[self.order[self.position]]
+        self.position += 1
+        return tuple(t.to(device) for t in self._collate(self.train, indices))
+
+    def loss(self, model, batch) -> torch.Tensor:
+        src, src_mask, tgt_in, tgt_out = batch
+        # Right padding: real target positions never attend to padding under the causal mask.
+        logits = model(src, tgt_in, src_mask)
+        return lm_loss(logits, tgt_out, self.cfg.label_smoothing, ignore_index=self.config.pad_id)
+
+    def tokens(self, batch) -> int:
+        return int((batch[3] != self.config.pad_id).sum())
+
+    def state_dict(self) -> dict:
+        return {"order": torch.tensor(self.order, dtype=torch.long), "position": self.position, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order, self.position, self.epoch = state["order"].tolist(), state["position"], state["epoch"]
+
+    @torch.no_grad()
+    def evaluate(self, model, device) -> dict:
+        total, count = 0.0, 0
+        for indices in bucket_batches(self.valid_examples, self.cfg.batch_tokens):
+            src, src_mask, tgt_in, tgt_out = (t.to(device) for t in self._collate(self.valid_examples, indices))
+            logits = model(src, tgt_in, src_mask)
+            n = int((tgt_out != self.config.pad_id).sum())
+            total += lm_loss(logits, tgt_out, ignore_index=self.config.pad_id).item() * n
+            count += n
+        hyps = translate(model, self.src_tok, self.tgt_tok, [s for s, _ in self.valid_pairs], beam=1)
+        scores = bleu_chrf(hyps, [t for _, t in self.valid_pairs])
+        return {"val_loss": total / count, "bleu": scores["bleu"], "chrf": scores["chrf"], "epoch": self.epoch}
+
+    @staticmethod
+    def score(metrics: dict) -> float:
+        return -metrics["bleu"]  # keep the model that translates best
+
+
+def translate(model, src_tok, tgt_tok, sentences: list[str], beam: int = 1, batch_size: int = 64) -> list[str]:
+    """Translations of `sentences`, in order (decoding lives in glassformer.decode)."""
+    from .decode import translate_texts
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncation of over-long inputs is reported by the caller
+        return translate_texts(model, _PairTokenizer(src_tok, tgt_tok), sentences, beam=beam, batch_size=batch_size)
+
+
+class _PairTokenizer:
+    """Encodes with the source tokenizer and decodes with the target one (separate vocabularies)."""
+
+    def __init__(self, src_tok, tgt_tok):
+        self.src, self.tgt = src_tok, tgt_tok
+        self.pad_id, self.bos_id, self.eos_id = tgt_tok.pad_id, tgt_tok.bos_id, tgt_tok.eos_id
+
+    def encode(self, text):
+        return self.src.encode(text)
+
+    def decode(self, ids):
+        return self.tgt.decode(ids)
+
+
+def bleu_chrf(hypotheses: list[str], references: list[str]) -> dict:
+    """Detokenized, cased corpus BLEU and chrF from sacrebleu, with BLEU's signature."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    bleu, chrf = BLEU(), CHRF()
+    return {"bleu": bleu.corpus_score(hypotheses, [references]).score,
+            "chrf": chrf.corpus_score(hypotheses, [references]).score,
+            "signature": str(bleu.get_signature())}
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+
+def configs_for_run(preset: str, overrides: list[str]) -> tuple[Seq2SeqConfig, TrainConfig]:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    entry = PRESETS[preset]
+    if not isinstance(entry.model, Seq2SeqConfig):
+        raise ValueError(f"preset {preset!r} is a language model; use `glassformer train lm`")
+    train_cfg = TrainConfig(**entry.train)
+    train_sets, model_sets = split_overrides(overrides, train_cfg, entry.model)
+    return apply_overrides(entry.model, model_sets), apply_overrides(train_cfg, train_sets)
+
+
+def notice(text: str) -> None:
+    print(f"glassformer: {text}", file=sys.stderr)
+
+
+def train_translation(out, train_src, train_tgt, valid_src, valid_tgt, preset: str = "multi30k",
+                      overrides: list[str] = (), vocab_size: int | None = None, tokenizer: str = "joint",
+                      resume: bool = False, progress: bool | None = None) -> dict:
+    """Trains a Seq2Seq model on parallel text into run directory `out`; returns the final metrics."""
+    out = Path(out)
+    train_pairs = read_parallel(train_src, train_tgt, notice)
+    valid_pairs = read_parallel(valid_src, valid_tgt, notice)
+    if resume:
+        if not (out / "resume.pt").exists():
+            raise ValueError(f"{out / 'resume.pt'} not found: nothing to resume (train without --resume to start)")
+        meta = read_json(out / CONFIG_FILE)
+        model_cfg = Seq2SeqConfig(**meta["config"])
+        train_cfg = TrainConfig(**meta.get("train", {}))
+        train_sets, model_sets = split_overrides(list(overrides), train_cfg, model_cfg)
+        if model_sets:
+            raise ValueError(f"a resumed run keeps its model; cannot change {', '.join(model_sets)}")
+        train_cfg = apply_overrides(train_cfg, train_sets)
+        src_tok, tgt_tok = load_translation_tokenizers(out)
+    else:
+        if tokenizer not in ("joint", "separate"):
+            raise ValueError(f"--tokenizer must be joint or separate; got {tokenizer!r}")
+        model_cfg, train_cfg = configs_for_run(preset, list(overrides))
+        size = vocab_size or DEFAULT_VOCAB
+        if tokenizer == "joint":
+            text = "\n".join(s for s, _ in train_pairs) + "\n" + "\n".join(t for _, t in train_pairs)
+            src_tok = tgt_tok = BPETokenizer.train(text, vocab_size=size)
+        else:
+            src_tok = BPETokenizer.train("\n".join(s for s, _ in train_pairs), vocab_size=size)
+            tgt_tok = BPETokenizer.train("\n".join(t for _, t in train_pairs), vocab_size=size)
+        model_cfg = dataclasses.replace(
+            model_cfg, src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size,
+            shared_vocab=tokenizer == "joint", pad_id=tgt_tok.pad_id, bos_id=tgt_tok.bos_id, eos_id=tgt_tok.eos_id)
+        if tokenizer == "separate":
+            out.mkdir(parents=True, exist_ok=True)
+            src_tok.save(out / SOURCE_TOKENIZER_FILE)
+    train = encode_pairs(train_pairs, src_tok, tgt_tok, model_cfg.block_size, notice)
+    valid = encode_pairs(valid_pairs, src_tok, tgt_tok, model_cfg.block_size)
+    task = TranslationTask(train, valid, valid_pairs, model_cfg, train_cfg, src_tok, tgt_tok)
+    torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed alone
+    trainer = Trainer(Seq2Seq(model_cfg), task, train_cfg, out, tokenizer=tgt_tok, progress=progress)
+    return trainer.run(resume=resume)
+
+
+def load_translation_tokenizers(model_dir):
+    """(source tokenizer, target tokenizer) of a translation checkpoint."""
+    model_dir = Path(model_dir)
+    tgt = load_tokenizer(model_dir / "tokenizer.json")
+    src_path = model_dir / SOURCE_TOKENIZER_FILE
+    return (load_tokenizer(src_path) if src_path.exists() else tgt), tgt
+
+
+def load_translator(model_dir, device: str = "auto"):
+    model, _ = load(model_dir, pick_device(device))
+    if not isinstance(model, Seq2Seq):
+        raise ValueError(f"{model_dir} holds a language model, not a translation model; use `glassformer sample`")
+    src_tok, tgt_tok = load_translation_tokenizers(model_dir)
+    return model, src_tok, tgt_tok
+
+
+def eval_translation(model_dir, src_path, ref_path, beam: int = 5, device: str = "auto") -> dict:
+    """sacreBLEU (cased, detokenized) and chrF of the model's translations of `src_path` against `ref_path`."""
+    model, src_tok, tgt_tok = load_translator(model_dir, device)
+    sources, references = read_lines(src_path), read_lines(ref_path)
+    if len(sources) != len(references):
+        raise DataError(f"{src_path} has {len(sources)} lines but {ref_path} has {len(references)}")
+    hyps = translate(model, src_tok, tgt_tok, sources, beam=beam)
+    return {**bleu_chrf(hyps, references), "sentences": len(sources)}
+
+
+def format_metrics(metrics: dict) -> str:
+    return json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, ensure_ascii=False)
