@@ -89,6 +89,41 @@ def cmd_eval_translation(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from .explain.narration import check_lang
+
+    check_lang(args.lang)
+    if args.chapter == "basics":
+        from .explain.basics import print_basics
+
+        print_basics(args.lang)
+        return 0
+    if args.chapter is not None:
+        raise UsageError(f"unknown chapter {args.chapter!r}; the only chapter is basics")
+    from .explain.walkthrough import builtin_walkthrough, model_walkthrough
+
+    if args.model:
+        if not args.text:
+            raise UsageError("--model needs --text: the text to run through the model")
+        walkthrough = model_walkthrough(args.model, args.text)
+    elif args.text:
+        raise UsageError("--text needs --model; without a model the built-in example explains itself")
+    else:
+        if not 1 <= args.heads <= 8:
+            raise UsageError(f"--heads must be between 1 and 8; got {args.heads}")
+        walkthrough = builtin_walkthrough(heads=args.heads)
+    if args.html:
+        from .explain.html import write_html
+
+        write_html(walkthrough, args.html, lang=args.lang)
+        print(f"wrote {args.html}; open it in a browser (it needs no network)", file=sys.stderr)
+    else:
+        from .explain.terminal import print_walkthrough
+
+        print_walkthrough(walkthrough, lang=args.lang)
+    return 0
+
+
 def cmd_data_fetch(args) -> int:
     from .fetch import fetch
 
@@ -164,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     eval_tr.add_argument("--beam", type=int, default=5)
     eval_tr.add_argument("--device", default="auto")
     eval_tr.set_defaults(func=cmd_eval_translation)
+
+    explain = sub.add_parser("explain", help="every step of a Transformer, with its numbers (en or zh)")
+    explain.add_argument("chapter", nargs="?", help="basics: the neural-network chapter before transformers")
+    explain.add_argument("--lang", default="en", help="en or zh")
+    explain.add_argument("--heads", type=int, default=1, help="attention heads of the built-in example (1 or 2)")
+    explain.add_argument("--model", help="explain a trained model instead of the built-in example")
+    explain.add_argument("--text", help="the text to run through --model")
+    explain.add_argument("--html", help="write a self-contained HTML page instead of printing")
+    explain.set_defaults(func=cmd_explain)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True, metavar="ACTION")
     fetch = data.add_parser("fetch", help="download a dataset and check its SHA-256")

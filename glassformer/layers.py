@@ -121,15 +121,33 @@ def combine_masks(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tenso
 # Attention
 
 
-def attention(q, k, v, mask=None, dropout_p: float = 0.0):
+class Tap(nn.Module):
+    """Passes a named intermediate through unchanged, so that a forward hook can see it.
+
+    `attention` hands its inner steps (QKᵀ, the scaled and masked scores) to a Tap; the
+    recorder in glassformer.trace hooks it. Without hooks a Tap costs one function call.
+    """
+
+    def forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def attention(q, k, v, mask=None, dropout_p: float = 0.0, tap: Tap | None = None):
     """softmax(Q Kᵀ / sqrt(d_k) + mask) V, written out; returns (output, probabilities).
 
     q (B, h, Tq, d), k and v (B, h, Tk, d), mask broadcastable to (B, h, Tq, Tk).
     The returned probabilities are those before attention dropout.
     """
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, h, Tq, Tk)
+    scores = q @ k.transpose(-2, -1)  # (B, h, Tq, Tk): QKᵀ
+    if tap is not None:
+        scores = tap("scores", scores)
+    scores = scores / math.sqrt(q.size(-1))
+    if tap is not None:
+        scores = tap("scaled", scores)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
+        if tap is not None:
+            scores = tap("masked", scores)
     probs = torch.softmax(scores, dim=-1)
     dropped = F.dropout(probs, dropout_p) if dropout_p > 0 else probs
     return dropped @ v, probs  # (B, h, Tq, d), (B, h, Tq, Tk)
@@ -138,35 +156,39 @@ def attention(q, k, v, mask=None, dropout_p: float = 0.0):
 class ScaledDotProductAttention(nn.Module):
     """The attention core: (q, k, v, mask) -> (output, probabilities or None).
 
-    Uses the fused kernel (`F.scaled_dot_product_attention`), which never forms the
-    probability matrix, unless somebody needs the probabilities: when `path` is "explicit",
-    or when a forward hook observes this module. Then it runs `attention` above.
+    path "explicit": `attention` above, which forms the probability matrix.
+    path "fused" / "auto": `F.scaled_dot_product_attention`, which never forms it. When a
+    forward hook observes this module or its tap ("auto"), the probabilities are also
+    computed with `attention` for the observers; the output stays the fused one, so
+    observing never changes what the model computes.
     """
 
     def __init__(self, dropout: float = 0.0):
         super().__init__()
         self.dropout = dropout
         self.path = "auto"  # "auto" | "explicit" | "fused"
+        self.tap = Tap()
 
-    def uses_explicit(self) -> bool:
-        if self.path != "auto":
-            return self.path == "explicit"
-        return bool(self._forward_hooks) or bool(nn.modules.module._global_forward_hooks)
+    def observed(self) -> bool:
+        return (bool(self._forward_hooks) or bool(self.tap._forward_hooks)
+                or bool(nn.modules.module._global_forward_hooks))
 
     def forward(self, q, k, v, mask=None, is_causal: bool = False):
         t_q, t_k = q.size(-2), k.size(-2)
         dropout_p = self.dropout if self.training else 0.0
-        explicit = self.uses_explicit()
         if is_causal and t_q == 1:
             is_causal = False  # a single newest query sees every key
-        if is_causal and (explicit or mask is not None or t_q != t_k):
+        if is_causal and (mask is not None or t_q != t_k):
             # The fused kernel's own causal flag aligns queries to the first key; with a cache
             # (Tq < Tk) the newest queries sit at the end, so spell the mask out.
             mask = combine_masks(mask, causal_mask(t_q, t_k, q.device))
             is_causal = False
-        if explicit:
-            return attention(q, k, v, mask, dropout_p)
+        if self.path == "explicit":
+            return attention(q, k, v, causal_mask(t_q, t_k, q.device) if is_causal else mask, dropout_p, self.tap)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+        if self.path == "auto" and self.observed():
+            _, probs = attention(q, k, v, causal_mask(t_q, t_k, q.device) if is_causal else mask, 0.0, self.tap)
+            return out, probs
         return out, None
 
 

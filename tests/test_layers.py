@@ -60,15 +60,18 @@ def test_attention_matches_formula_by_hand():
     torch.testing.assert_close(out, torch.einsum("bhij,bhjd->bhid", expected_probs, v))
 
 
-def test_hook_switches_core_to_explicit_path_with_probabilities():
+def test_observed_core_returns_probabilities_and_the_same_output():
     q, k, v = qkv()
     core = ScaledDotProductAttention()
+    plain, none = core(q, k, v, None, True)
     seen = []
     handle = core.register_forward_hook(lambda mod, inp, out: seen.append(out[1]))
     out, probs = core(q, k, v, None, True)
     handle.remove()
-    assert probs is not None and seen[0] is probs
-    assert core(q, k, v, None, True)[1] is None  # unobserved again: fused
+    assert none is None and probs is not None and seen[0] is probs
+    assert torch.equal(out, plain)  # observing never changes the output
+    torch.testing.assert_close(probs, attention(q, k, v, causal_mask(7, 7))[1])
+    assert core(q, k, v, None, True)[1] is None  # unobserved again
 
 
 def test_causal_mask_with_offset_for_cached_queries():

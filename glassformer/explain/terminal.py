@@ -1,0 +1,101 @@
+"""Prints a walkthrough to the terminal with rich: each step's title, formula, shape and matrix.
+
+Matrices are coloured by value (red negative, green positive; attention and output
+probabilities in one blue scale). A matrix too large to read shows its top-left corner
+and its statistics.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .narration import SECTIONS, check_lang, label, narrate
+from .steps import Step
+
+
+def cell_style(value: float, scale: float, probability: bool) -> str:
+    """A background colour whose strength follows |value| / scale."""
+    if math.isinf(value):
+        return "grey50"
+    strength = min(abs(value) / scale, 1.0) if scale > 0 else 0.0
+    level = int(255 - 150 * strength)  # 255 = white (weak) ... 105 = strong
+    if probability:
+        return f"black on rgb({level},{level},255)"
+    return f"black on rgb(255,{level},{level})" if value < 0 else f"black on rgb({level},255,{level})"
+
+
+def format_value(value: float) -> str:
+    if math.isinf(value):
+        return "−∞" if value < 0 else "∞"
+    return f"{value:.2f}" if abs(value) < 100 else f"{value:.3g}"
+
+
+def matrix_table(step: Step, lang: str, max_rows: int, max_cols: int) -> tuple[Table, str | None]:
+    """The matrix (or its top-left corner) as a rich Table, and a statistics line when cut."""
+    m = step.matrix
+    rows, cols = m.shape
+    shown = m[:max_rows, :max_cols]
+    finite = m[np.isfinite(m)]
+    scale = float(np.abs(finite).max()) if finite.size else 1.0
+    table = Table(show_header=True, header_style="dim", box=None, pad_edge=False, padding=(0, 1))
+    table.add_column("")
+    col_labels = step.cols if step.cols is not None else [str(j) for j in range(cols)]
+    for j in range(shown.shape[1]):
+        table.add_column(str(col_labels[j])[:8], justify="right")
+    if cols > max_cols:
+        table.add_column("…")
+    row_labels = step.rows if step.rows is not None else [str(i) for i in range(rows)]
+    for i in range(shown.shape[0]):
+        cells = [Text(format_value(v), style=cell_style(v, 1.0 if step.heatmap else scale, step.heatmap))
+                 for v in shown[i]]
+        table.add_row(str(row_labels[i])[:12], *cells, *(["…"] if cols > max_cols else []))
+    if rows > max_rows:
+        table.add_row("…", *["" for _ in range(shown.shape[1])], *([""] if cols > max_cols else []))
+    stats = None
+    if rows > max_rows or cols > max_cols:
+        stats = label("corner", lang) + "; " + label("stats", lang, mean=float(finite.mean()), std=float(finite.std()),
+                                                     min=float(finite.min()), max=float(finite.max()))
+    return table, stats
+
+
+def print_walkthrough(walkthrough, lang: str = "en", console: Console | None = None, max_rows: int = 12,
+                      max_cols: int = 10) -> None:
+    check_lang(lang)
+    console = console or Console()
+    console.rule(f"[bold]{label('walkthrough', lang)}")
+    console.print(f"[bold]{walkthrough.source}[/] → [bold green]{walkthrough.output}[/]")
+    section = None
+    for number, step in enumerate(walkthrough.steps, 1):
+        if step.section != section:
+            section = step.section
+            console.rule(SECTIONS[section][lang])
+        title, explanation, formula = narrate(step.kind, lang, step.layer, step.head)
+        heading = Text(f"{number}. {title}", style="bold")
+        if formula:
+            heading.append(f"   {formula}", style="cyan")
+        if step.matrix is not None:
+            heading.append(f"   {label('shape', lang)} {' × '.join(map(str, step.matrix.shape))}", style="dim")
+        console.print(heading)
+        console.print(Text(explanation, style="italic"))
+        if step.table is not None:
+            table = Table(show_header=step.header is not None, box=None, padding=(0, 1))
+            width = max(len(r) for r in step.table)
+            for name in (step.header or [""] * width):
+                table.add_column(name)
+            for row in step.table:
+                table.add_row(*row)
+            console.print(table)
+        elif step.matrix is not None:
+            table, stats = matrix_table(step, lang, max_rows, max_cols)
+            console.print(table)
+            if stats:
+                console.print(Text(stats, style="dim"))
+        if "predicted" in step.extra:
+            console.print(f"[bold green]{label('predicted', lang)}: {step.extra['predicted']}[/] "
+                          f"(p = {step.extra['p']:.3f})")
+        console.print()

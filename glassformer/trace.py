@@ -1,0 +1,88 @@
+"""A recorder that sees every named intermediate of a forward pass, from outside the model.
+
+    with Trace(model) as trace:
+        logits = model(ids)
+    trace["blocks.0.self_attn.core.probs"]      # (B, h, T, T) attention probabilities
+    trace["blocks.0.self_attn.q_proj"]          # (B, T, h*d) the queries Q = X W_Q
+
+It hooks the model's small named modules and copies what flows through them; when the
+`with` block ends the hooks are removed. The model computes exactly what it computes
+untraced (the logits are bit-identical), and it keeps no recorded state itself.
+
+Names are module paths, with suffixes:
+  <module>              the module's output (embeddings, projections, norms, activations, blocks)
+  <module>.in           its first input (a norm's input is the residual sum it normalises;
+                        W_O's input is the heads' outputs concatenated)
+  <core>.q/.k/.v/.mask  what an attention core receives, split into heads: (B, h, T, d)
+  <core>.out/.probs     each head's output softmax(...)V and its probabilities
+  <core>.scores/.scaled/.masked   QKᵀ, QKᵀ/sqrt(d_k), and the scores after the mask
+A module called several times (a decoder stepping through a translation) keeps every
+call: `trace.all(name)` lists them, `trace[name]` is the last.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .layers import FeedForward, MultiHeadAttention, ScaledDotProductAttention, Tap
+
+
+class Trace:
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.records: dict[str, list[torch.Tensor]] = {}
+        self._handles: list = []
+
+    # -- recording --------------------------------------------------------------------------
+
+    def _keep(self, name: str, value) -> None:
+        if isinstance(value, torch.Tensor):
+            self.records.setdefault(name, []).append(value.detach().clone())
+
+    def _hook(self, name: str, module: nn.Module):
+        def record(mod, args, output):
+            if isinstance(mod, Tap):  # args = (step name, tensor)
+                self._keep(f"{name.rsplit('.', 1)[0]}.{args[0]}", output)
+            elif isinstance(mod, ScaledDotProductAttention):
+                for key, value in zip(("q", "k", "v", "mask"), args):
+                    self._keep(f"{name}.{key}", value)
+                self._keep(f"{name}.out", output[0])
+                self._keep(f"{name}.probs", output[1])
+            else:
+                if args and isinstance(args[0], torch.Tensor):
+                    self._keep(f"{name}.in", args[0])
+                self._keep(name, output)
+
+        return record
+
+    def __enter__(self) -> Trace:
+        for name, module in self.model.named_modules():
+            if not name or isinstance(module, (nn.ModuleList, FeedForward, MultiHeadAttention, nn.Dropout)):
+                continue  # containers: their parts are recorded one by one
+            self._handles.append(module.register_forward_hook(self._hook(name, module)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.records
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.records:
+            raise KeyError(f"nothing recorded as {name!r}; recorded: {', '.join(list(self.records)[:8])}, ...")
+        return self.records[name][-1]
+
+    def all(self, name: str) -> list[torch.Tensor]:
+        return self.records.get(name, [])
+
+    def names(self) -> list[str]:
+        return list(self.records)
+
+
+__all__ = ["Trace"]
