@@ -155,13 +155,21 @@ class TranslationTask:
         return -metrics["bleu"]  # keep the model that translates best
 
 
-def translate(model, src_tok, tgt_tok, sentences: list[str], beam: int = 1, batch_size: int = 64) -> list[str]:
-    """Translations of `sentences`, in order (decoding lives in glassformer.decode)."""
+def translate(model, src_tok, tgt_tok, sentences: list[str], beam: int = 1, batch_size: int = 64,
+              notice=None) -> list[str]:
+    """Translations of `sentences`, in order (decoding lives in glassformer.decode).
+
+    Sentences longer than the model's block_size are truncated; `notice` hears how many.
+    """
     from .decode import translate_texts
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # truncation of over-long inputs is reported by the caller
-        return translate_texts(model, _PairTokenizer(src_tok, tgt_tok), sentences, beam=beam, batch_size=batch_size)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = translate_texts(model, _PairTokenizer(src_tok, tgt_tok), sentences, beam=beam, batch_size=batch_size)
+    for w in caught:
+        if notice:
+            notice(str(w.message))
+    return out
 
 
 class _PairTokenizer:
@@ -272,7 +280,7 @@ def eval_translation(model_dir, src_path, ref_path, beam: int = 5, device: str =
     sources, references = read_lines(src_path), read_lines(ref_path)
     if len(sources) != len(references):
         raise DataError(f"{src_path} has {len(sources)} lines but {ref_path} has {len(references)}")
-    hyps = translate(model, src_tok, tgt_tok, sources, beam=beam)
+    hyps = translate(model, src_tok, tgt_tok, sources, beam=beam, notice=notice)
     return {**bleu_chrf(hyps, references), "sentences": len(sources)}
 
 
