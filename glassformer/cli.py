@@ -124,6 +124,29 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_plot_attention(args) -> int:
+    from .checkpoint import load
+    from .plots import plot_attention
+
+    model, tok = load(args.model)
+    if tok is None:
+        raise UsageError(f"{args.model} has no tokenizer; it cannot read text")
+    print(plot_attention(model, tok, args.text, args.out))
+    return 0
+
+
+def cmd_plot_loss(args) -> int:
+    from pathlib import Path
+
+    from .plots import plot_loss
+
+    log = Path(args.run) / "log.jsonl"
+    if not log.exists():
+        raise UsageError(f"{log} not found: --run must be a training run directory")
+    print(plot_loss(log, args.out))
+    return 0
+
+
 def cmd_data_fetch(args) -> int:
     from .fetch import fetch
 
@@ -208,6 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--text", help="the text to run through --model")
     explain.add_argument("--html", help="write a self-contained HTML page instead of printing")
     explain.set_defaults(func=cmd_explain)
+
+    plot = sub.add_parser("plot", help="figures as PNG").add_subparsers(dest="what", required=True, metavar="WHAT")
+    attention = plot.add_parser("attention", help="attention heatmaps of every layer and head")
+    attention.add_argument("--model", required=True, help="checkpoint directory")
+    attention.add_argument("--text", required=True, help="the text to run through the model")
+    attention.add_argument("--out", required=True, help="PNG file to write")
+    attention.set_defaults(func=cmd_plot_attention)
+    loss = plot.add_parser("loss", help="training and validation loss of a run")
+    loss.add_argument("--run", required=True, help="run directory (holds log.jsonl)")
+    loss.add_argument("--out", required=True, help="PNG file to write")
+    loss.set_defaults(func=cmd_plot_loss)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="action", required=True, metavar="ACTION")
     fetch = data.add_parser("fetch", help="download a dataset and check its SHA-256")

@@ -30,6 +30,10 @@ NARRATION: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "en": ("Positional encoding", "Attention ignores order, so a pattern that depends on the position is added."),
         "zh": ("位置编码", "注意力本身不看顺序，所以加上一个随位置变化的编码。"),
     }),
+    "positional_learned": ("P[pos]", {
+        "en": ("Position embeddings", "Attention ignores order, so a learned vector for each position is added."),
+        "zh": ("位置嵌入", "注意力本身不看顺序，所以给每个位置加上一个学习得到的向量。"),
+    }),
     "emb_sum": ("X + PE", {
         "en": ("Embedding + position", "The layer's input: what each word is, plus where it stands."),
         "zh": ("嵌入 + 位置", "层的输入：每个词是什么，加上它在哪里。"),

@@ -26,6 +26,7 @@ class Step:
     layer: int | None = None
     head: int | None = None
     heatmap: bool = False  # attention probabilities: drawn as a heatmap
+    sublayer: str | None = None  # within a layer: "self" | "cross" (attention) | "ffn"
     table: list[list[str]] | None = None  # non-numeric content (corpus, vocabulary, decoding)
     header: list[str] | None = None
     extra: dict = field(default_factory=dict)  # e.g. {"predicted": "you", "p": 0.41}
@@ -71,15 +72,16 @@ def attention_steps(trace: Trace, attn, prefix: str, section: str, layer: int, q
                     cross: bool = False, show_weights: bool = False) -> list[Step]:
     """(W_Q, W_K, W_V,) Q, K, V, QKᵀ, scaling, mask, softmax, ×V per head, then concatenation and W_O."""
     core = f"{prefix}.core"
+    sub = "cross" if cross else "self"
     steps = []
     n_head = trace[f"{core}.q"].size(1)
     for h in range(n_head):
         def s(kind, key, rows, cols, **kw):
-            return Step(kind, section, matrix(trace[key][0, h]), rows, cols, layer, h, **kw)
+            return Step(kind, section, matrix(trace[key][0, h]), rows, cols, layer, h, sublayer=sub, **kw)
 
         if show_weights:
             for kind, w in head_weights(attn, h).items():
-                steps.append(Step(kind, section, w, None, None, layer, h))
+                steps.append(Step(kind, section, w, None, None, layer, h, sublayer=sub))
 
         steps.append(s("cross_q" if cross else "q", f"{core}.q", q_labels, None))
         steps.append(s("cross_kv" if cross else "k", f"{core}.k", k_labels, None))
@@ -88,24 +90,27 @@ def attention_steps(trace: Trace, attn, prefix: str, section: str, layer: int, q
         steps.append(s("scaled", f"{core}.scaled", q_labels, k_labels))
         if f"{core}.masked" in trace:
             steps.append(Step("mask", section, mask_matrix(trace[f"{core}.masked"][0, h]), q_labels, k_labels,
-                              layer, h))
+                              layer, h, sublayer=sub))
         steps.append(s("probs", f"{core}.probs", q_labels, k_labels, heatmap=True))
         steps.append(s("head_out", f"{core}.out", q_labels, None))
     if n_head > 1:
-        steps.append(Step("concat", section, matrix(trace[f"{prefix}.o_proj.in"][0]), q_labels, None, layer))
-    steps.append(Step("attn_out", section, matrix(trace[f"{prefix}.o_proj"][0]), q_labels, None, layer))
+        steps.append(Step("concat", section, matrix(trace[f"{prefix}.o_proj.in"][0]), q_labels, None, layer,
+                          sublayer=sub))
+    steps.append(Step("attn_out", section, matrix(trace[f"{prefix}.o_proj"][0]), q_labels, None, layer, sublayer=sub))
     return steps
 
 
 def residual_steps(trace: Trace, prefix: str, section: str, layer: int, labels, eps: float,
-                   pre_norm: bool) -> tuple[list[Step], list[Step]]:
-    """(steps before the sublayer, steps after it) of one residual connection."""
-    norm = [Step("ln_stats", section, ln_stats(trace[f"{prefix}.norm.in"][0], eps), labels, ["μ", "σ"], layer),
-            Step("ln_out", section, matrix(trace[f"{prefix}.norm"][0]), labels, None, layer)]
+                   pre_norm: bool, sub: str) -> tuple[list[Step], list[Step]]:
+    """(steps before the sublayer, steps after it) of the residual connection around sublayer `sub`."""
+    norm = [Step("ln_stats", section, ln_stats(trace[f"{prefix}.norm.in"][0], eps), labels, ["μ", "σ"], layer,
+                 sublayer=sub),
+            Step("ln_out", section, matrix(trace[f"{prefix}.norm"][0]), labels, None, layer, sublayer=sub)]
     if pre_norm:  # x + Sublayer(LN(x)): the norm comes first, the sum is the residual's output
-        return norm, [Step("residual", section, matrix(trace[prefix][0]), labels, None, layer)]
+        return norm, [Step("residual", section, matrix(trace[prefix][0]), labels, None, layer, sublayer=sub)]
     # LN(x + Sublayer(x)): "Add & Norm", the sum is what the norm receives
-    return [], [Step("residual", section, matrix(trace[f"{prefix}.norm.in"][0]), labels, None, layer), *norm]
+    return [], [Step("residual", section, matrix(trace[f"{prefix}.norm.in"][0]), labels, None, layer,
+                     sublayer=sub), *norm]
 
 
 def block_steps(trace: Trace, model, prefix: str, section: str, layer: int, labels, memory_labels,
@@ -114,18 +119,18 @@ def block_steps(trace: Trace, model, prefix: str, section: str, layer: int, labe
     config, block = model.config, model.get_submodule(prefix)
     eps, pre = config.norm_eps, config.norm_position == "pre"
     steps = []
-    before, after = residual_steps(trace, f"{prefix}.attn_res", section, layer, labels, eps, pre)
+    before, after = residual_steps(trace, f"{prefix}.attn_res", section, layer, labels, eps, pre, "self")
     steps += before + attention_steps(trace, block.self_attn, f"{prefix}.self_attn", section, layer, labels, labels,
                                       show_weights=show_weights) + after
     if block.cross_attn is not None:
-        before, after = residual_steps(trace, f"{prefix}.cross_res", section, layer, labels, eps, pre)
+        before, after = residual_steps(trace, f"{prefix}.cross_res", section, layer, labels, eps, pre, "cross")
         steps += before + attention_steps(trace, block.cross_attn, f"{prefix}.cross_attn", section, layer, labels,
                                           memory_labels, cross=True, show_weights=show_weights) + after
-    before, after = residual_steps(trace, f"{prefix}.ffn_res", section, layer, labels, eps, pre)
+    before, after = residual_steps(trace, f"{prefix}.ffn_res", section, layer, labels, eps, pre, "ffn")
     steps += before
-    steps.append(Step("ffn_hidden", section, matrix(trace[f"{prefix}.ffn.up"][0]), labels, None, layer))
-    steps.append(Step("ffn_act", section, matrix(trace[f"{prefix}.ffn.act"][0]), labels, None, layer))
-    steps.append(Step("ffn_out", section, matrix(trace[f"{prefix}.ffn.down"][0]), labels, None, layer))
+    for kind, name in (("ffn_hidden", "up"), ("ffn_act", "act"), ("ffn_out", "down")):
+        steps.append(Step(kind, section, matrix(trace[f"{prefix}.ffn.{name}"][0]), labels, None, layer,
+                          sublayer="ffn"))
     return steps + after
 
 
@@ -139,7 +144,8 @@ def input_steps(trace: Trace, section: str, emb: str, call: int, first_block: st
     steps = [Step("embedding", section, matrix(embeddings[min(call, len(embeddings) - 1)][0]), labels)]
     positions = trace.all("pos_emb")
     if positions:
-        steps.append(Step("positional", section, matrix(positions[call]), labels))
+        learned = "pos_emb.weight" in trace.model.state_dict()  # a trained table, not the sinusoid
+        steps.append(Step("positional_learned" if learned else "positional", section, matrix(positions[call]), labels))
     steps.append(Step("emb_sum", section, matrix(trace[f"{first_block}.in"][0]), labels))
     return steps
 
