@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CONFIG_FILE, load, read_json
-from .config import PRESETS, GPTConfig, apply_overrides
+from .config import GPTConfig
 from .data import DataError, cached_ids, read_text, split_text
 from .gpt import GPT
 from .tokenizers import load_tokenizer, train_tokenizer
-from .train import LMTask, TrainConfig, Trainer, evaluate_lm, pick_device, split_overrides
+from .train import LMTask, Trainer, configs_for_run, evaluate_lm, pick_device, resumed_configs
 
 BUNDLED = "bundled"  # what the run records as its data when no --data was given
 DEFAULT_PRESET = "shakespeare-char-cpu"
@@ -29,27 +29,17 @@ def load_corpus(data: str | None) -> str:
     return read_text(data)
 
 
-def configs_for_run(preset: str, overrides: list[str]) -> tuple[GPTConfig, TrainConfig]:
-    """The preset's model and training settings with `--set key=value` overrides applied."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-    entry = PRESETS[preset]
-    if not isinstance(entry.model, GPTConfig):
-        raise ValueError(f"preset {preset!r} is a translation model; use `glassformer train translation`")
-    train_cfg = TrainConfig(**entry.train)
-    train_sets, model_sets = split_overrides(overrides, train_cfg, entry.model)
-    return apply_overrides(entry.model, model_sets), apply_overrides(train_cfg, train_sets)
-
-
 def train_lm(out, data: str | None = None, tokenizer: str = "char", vocab_size: int | None = None,
              preset: str = DEFAULT_PRESET, overrides: list[str] = (), val_fraction: float | None = None,
              resume: bool = False, progress: bool | None = None) -> dict:
     """Trains a GPT on a text file (or the bundled corpus) into run directory `out`; returns final metrics."""
     out = Path(out)
     if resume:
-        model_cfg, train_cfg, tok, data = _resume_settings(out, data, overrides)
+        model_cfg, train_cfg, meta = resumed_configs(out, overrides, GPTConfig)
+        tok = load_tokenizer(out / "tokenizer.json")
+        data = data or meta.get("data")
     else:
-        model_cfg, train_cfg = configs_for_run(preset, list(overrides))
+        model_cfg, train_cfg = configs_for_run(preset, overrides, GPTConfig)
         if val_fraction is not None:
             train_cfg = dataclasses.replace(train_cfg, val_fraction=val_fraction)
     text = load_corpus(data)
@@ -66,20 +56,6 @@ def train_lm(out, data: str | None = None, tokenizer: str = "char", vocab_size: 
     torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed alone
     trainer = Trainer(GPT(model_cfg), task, train_cfg, out, tokenizer=tok, extra_config=record, progress=progress)
     return trainer.run(resume=resume)
-
-
-def _resume_settings(out: Path, data: str | None, overrides):
-    """Model config, training config, tokenizer and data of an existing run; --set may change training keys."""
-    if not (out / "resume.pt").exists():
-        raise ValueError(f"{out / 'resume.pt'} not found: nothing to resume (train without --resume to start)")
-    meta = read_json(out / CONFIG_FILE)
-    model_cfg = GPTConfig(**meta["config"])
-    train_cfg = TrainConfig(**meta.get("train", {}))
-    train_sets, model_sets = split_overrides(list(overrides), train_cfg, model_cfg)
-    if model_sets:
-        raise ValueError(f"a resumed run keeps its model; cannot change {', '.join(model_sets)}")
-    tok = load_tokenizer(out / "tokenizer.json")
-    return model_cfg, apply_overrides(train_cfg, train_sets), tok, data or meta.get("data")
 
 
 def eval_lm(model_dir, data: str, val_fraction: float | None = None, batch_size: int = 32,

@@ -364,6 +364,40 @@ class Progress:
             self.bar.stop()
 
 
+def configs_for_run(preset: str, overrides: list[str], model_cls):
+    """A preset's model and training settings with `--set key=value` overrides applied."""
+    from .config import PRESETS, apply_overrides
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    entry = PRESETS[preset]
+    if not isinstance(entry.model, model_cls):
+        raise ValueError(f"preset {preset!r} is for another kind of model ({type(entry.model).__name__})")
+    train_cfg = TrainConfig(**entry.train)
+    train_sets, model_sets = split_overrides(list(overrides), train_cfg, entry.model)
+    return apply_overrides(entry.model, model_sets), apply_overrides(train_cfg, train_sets)
+
+
+def resumed_configs(out: Path, overrides: list[str], model_cls):
+    """An existing run's model and training settings, and its config.json; --set may change training keys only."""
+    from .checkpoint import CONFIG_FILE, read_json
+    from .config import apply_overrides
+
+    if not (out / "resume.pt").exists():
+        raise ValueError(f"{out / 'resume.pt'} not found: nothing to resume (train without --resume to start)")
+    meta = read_json(out / CONFIG_FILE)
+    model_cfg = model_cls(**meta["config"])
+    train_cfg = TrainConfig(**meta.get("train", {}))
+    train_sets, model_sets = split_overrides(list(overrides), train_cfg, model_cfg)
+    # The command that started the run may be repeated with --resume: model settings that
+    # agree with the saved ones are fine, a different model is not.
+    wanted = apply_overrides(model_cfg, model_sets)
+    changed = [f.name for f in dataclasses.fields(model_cfg) if getattr(wanted, f.name) != getattr(model_cfg, f.name)]
+    if changed:
+        raise ValueError(f"a resumed run keeps its model; cannot change {', '.join(changed)}")
+    return model_cfg, apply_overrides(train_cfg, train_sets), meta
+
+
 def split_overrides(assignments: list[str], *configs) -> list[list[str]]:
     """Routes each key=value to the first config that has the key (unknown keys go to the last)."""
     routed: list[list[str]] = [[] for _ in configs]

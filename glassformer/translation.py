@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CONFIG_FILE, load, read_json
-from .config import PRESETS, Seq2SeqConfig, apply_overrides
+from .checkpoint import load
+from .config import Seq2SeqConfig
 from .data import DataError, read_text
 from .seq2seq import Seq2Seq
 from .tokenizers import BPETokenizer, load_tokenizer
-from .train import TrainConfig, Trainer, lm_loss, pick_device, split_overrides
+from .train import TrainConfig, Trainer, configs_for_run, lm_loss, pick_device, resumed_configs
 
 SOURCE_TOKENIZER_FILE = "source_tokenizer.json"  # only when source and target have separate vocabularies
 DEFAULT_VOCAB = 6000
@@ -200,17 +200,6 @@ def bleu_chrf(hypotheses: list[str], references: list[str]) -> dict:
 # Runs
 
 
-def configs_for_run(preset: str, overrides: list[str]) -> tuple[Seq2SeqConfig, TrainConfig]:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-    entry = PRESETS[preset]
-    if not isinstance(entry.model, Seq2SeqConfig):
-        raise ValueError(f"preset {preset!r} is a language model; use `glassformer train lm`")
-    train_cfg = TrainConfig(**entry.train)
-    train_sets, model_sets = split_overrides(overrides, train_cfg, entry.model)
-    return apply_overrides(entry.model, model_sets), apply_overrides(train_cfg, train_sets)
-
-
 def notice(text: str) -> None:
     print(f"glassformer: {text}", file=sys.stderr)
 
@@ -223,20 +212,12 @@ def train_translation(out, train_src, train_tgt, valid_src, valid_tgt, preset: s
     train_pairs = read_parallel(train_src, train_tgt, notice)
     valid_pairs = read_parallel(valid_src, valid_tgt, notice)
     if resume:
-        if not (out / "resume.pt").exists():
-            raise ValueError(f"{out / 'resume.pt'} not found: nothing to resume (train without --resume to start)")
-        meta = read_json(out / CONFIG_FILE)
-        model_cfg = Seq2SeqConfig(**meta["config"])
-        train_cfg = TrainConfig(**meta.get("train", {}))
-        train_sets, model_sets = split_overrides(list(overrides), train_cfg, model_cfg)
-        if model_sets:
-            raise ValueError(f"a resumed run keeps its model; cannot change {', '.join(model_sets)}")
-        train_cfg = apply_overrides(train_cfg, train_sets)
+        model_cfg, train_cfg, _ = resumed_configs(out, overrides, Seq2SeqConfig)
         src_tok, tgt_tok = load_translation_tokenizers(out)
     else:
         if tokenizer not in ("joint", "separate"):
             raise ValueError(f"--tokenizer must be joint or separate; got {tokenizer!r}")
-        model_cfg, train_cfg = configs_for_run(preset, list(overrides))
+        model_cfg, train_cfg = configs_for_run(preset, overrides, Seq2SeqConfig)
         size = vocab_size or DEFAULT_VOCAB
         if tokenizer == "joint":
             text = "\n".join(s for s, _ in train_pairs) + "\n" + "\n".join(t for _, t in train_pairs)

@@ -155,3 +155,8 @@ def test_subprocess_error_has_no_traceback(tmp_path):
                              "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert result.returncode == 1 and result.stderr.startswith("glassformer: error:")
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_resume_refuses_a_different_model(run_dir, capsys):
+    one_line_error(capsys, main(["train", "lm", "--out", str(run_dir), "--resume", "--set", "n_layer=5"]),
+                   "cannot change n_layer")

@@ -128,3 +128,32 @@ def test_bleu_comes_from_sacrebleu():
     assert perfect["bleu"] == pytest.approx(100.0) and perfect["chrf"] == pytest.approx(100.0)
     assert "case:mixed" in perfect["signature"]
     assert bleu_chrf(["The cat"], ["the cat sat on the mat"])["bleu"] < 20
+
+
+def test_translation_resume_equals_uninterrupted(corpus, tmp_path, monkeypatch):
+    from glassformer.train import Trainer
+    from glassformer.translation import train_translation
+
+    _, (tsrc, ttgt), (vsrc, vtgt) = corpus
+    settings = [a for a in TINY if a.startswith(("d_", "n_", "batch", "learning", "dropout", "block"))]
+    settings += ["max_iters=60", "eval_interval=20", "warmup_iters=5", "dropout=0.1"]
+
+    def run(out, resume=False):
+        return train_translation(out, tsrc, ttgt, vsrc, vtgt, overrides=settings, vocab_size=300, resume=resume,
+                                 progress=False)
+
+    whole = run(tmp_path / "whole")
+    original = Trainer.train_step
+
+    def dying(self):  # killed at iteration 45, after the checkpoint of iteration 40 (mid-epoch)
+        if self.iter == 45:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut")
+    monkeypatch.setattr(Trainer, "train_step", original)
+    resumed = run(tmp_path / "cut", resume=True)
+    assert resumed["val_loss"] == pytest.approx(whole["val_loss"], abs=1e-6)
+    assert resumed["bleu"] == pytest.approx(whole["bleu"], abs=1e-9) and resumed["epoch"] == whole["epoch"]
