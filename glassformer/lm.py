@@ -7,6 +7,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .checkpoint import CONFIG_FILE, load, read_json
@@ -72,8 +73,6 @@ def eval_lm(model_dir, data: str, val_fraction: float | None = None, batch_size:
     ids = tok.encode(val_text)
     if len(ids) < 2:
         raise DataError(f"the validation split of {data} has {len(ids)} tokens; nothing to evaluate")
-    import numpy as np
-
     dev = pick_device(device)
     return evaluate_lm(model.to(dev), np.asarray(ids, dtype=np.int64), batch_size, dev)
 
