@@ -26,7 +26,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_train_lm(args) -> int:
-    from .lm import format_metrics, train_lm
+    from .lm import train_lm
+    from .train import format_metrics
 
     metrics = train_lm(args.out, data=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
                        preset=args.preset, overrides=args.set, val_fraction=args.val_fraction, resume=args.resume)
@@ -52,14 +53,16 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval_lm(args) -> int:
-    from .lm import eval_lm, format_metrics
+    from .lm import eval_lm
+    from .train import format_metrics
 
     print(format_metrics(eval_lm(args.model, args.data, val_fraction=args.val_fraction, device=args.device)))
     return 0
 
 
 def cmd_train_translation(args) -> int:
-    from .translation import format_metrics, train_translation
+    from .train import format_metrics
+    from .translation import train_translation
 
     metrics = train_translation(args.out, args.train_src, args.train_tgt, args.valid_src, args.valid_tgt,
                                 preset=args.preset, overrides=args.set, vocab_size=args.vocab_size,
@@ -83,7 +86,8 @@ def cmd_translate(args) -> int:
 
 
 def cmd_eval_translation(args) -> int:
-    from .translation import eval_translation, format_metrics
+    from .train import format_metrics
+    from .translation import eval_translation
 
     print(format_metrics(eval_translation(args.model, args.src, args.ref, beam=args.beam, device=args.device)))
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
 from pathlib import Path
 
@@ -75,10 +74,6 @@ def eval_lm(model_dir, data: str, val_fraction: float | None = None, batch_size:
         raise DataError(f"the validation split of {data} has {len(ids)} tokens; nothing to evaluate")
     dev = pick_device(device)
     return evaluate_lm(model.to(dev), np.asarray(ids, dtype=np.int64), batch_size, dev)
-
-
-def format_metrics(metrics: dict) -> str:
-    return json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()})
 
 
 def encode_prompt(tok, prompt: str | None) -> tuple[list[int], list[str]]:

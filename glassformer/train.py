@@ -398,6 +398,11 @@ def resumed_configs(out: Path, overrides: list[str], model_cls):
     return model_cfg, apply_overrides(train_cfg, train_sets), meta
 
 
+def format_metrics(metrics: dict) -> str:
+    """One JSON line of metrics, floats rounded to 6 decimals."""
+    return json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}, ensure_ascii=False)
+
+
 def split_overrides(assignments: list[str], *configs) -> list[list[str]]:
     """Routes each key=value to the first config that has the key (unknown keys go to the last)."""
     routed: list[list[str]] = [[] for _ in configs]

@@ -11,7 +11,6 @@ block_size are truncated (and counted), keeping <eos>.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -263,7 +262,3 @@ def eval_translation(model_dir, src_path, ref_path, beam: int = 5, device: str =
         raise DataError(f"{src_path} has {len(sources)} lines but {ref_path} has {len(references)}")
     hyps = translate(model, src_tok, tgt_tok, sources, beam=beam, notice=notice)
     return {**bleu_chrf(hyps, references), "sentences": len(sources)}
-
-
-def format_metrics(metrics: dict) -> str:
-    return json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, ensure_ascii=False)

@@ -162,6 +162,46 @@ LABELS = {
 }
 
 
+# Words of the HTML page around the steps.
+WORDS = {
+    "contents": {"en": "Contents", "zh": "目录"},
+    "source": {"en": "Input text", "zh": "输入文本"},
+    "output": {"en": "Model output", "zh": "模型输出"},
+    "model": {"en": "Model", "zh": "模型"},
+    "seq2seq": {"en": "encoder–decoder Transformer", "zh": "编码器–解码器 Transformer"},
+    "gpt": {"en": "decoder-only Transformer (GPT)", "zh": "仅解码器 Transformer（GPT）"},
+    "heads": {"en": "heads", "zh": "注意力头"},
+    "layers": {"en": "layers", "zh": "层数"},
+    "enc_dec_layers": {"en": "layers (encoder + decoder)", "zh": "层数（编码器 + 解码器）"},
+    "vocab": {"en": "vocabulary", "zh": "词表大小"},
+    "more_rows": {"en": "… and {n} more rows", "zh": "……另有 {n} 行"},
+    "probs": {"en": "rows: queries ↓ · columns: keys →", "zh": "行：查询 ↓ · 列：键 →"},
+    "softmax_out": {"en": "rows: positions ↓ · columns: vocabulary →", "zh": "行：位置 ↓ · 列：词表 →"},
+    "heatmap": {"en": "rows ↓ · columns →", "zh": "行 ↓ · 列 →"},
+    "where": {"en": "where this step sits in the model", "zh": "这一步在模型中的位置"},
+}
+
+# Diagram boxes; "\n" breaks a label over two lines.
+BOXES = {
+    "src_tokens": {"en": "Source\ntokens", "zh": "源句\n词编号"},
+    "tgt_tokens": {"en": "Target\ntokens", "zh": "目标句\n词编号"},
+    "tokens": {"en": "Input\ntokens", "zh": "输入\n词编号"},
+    "embed": {"en": "Embedding\n+ position", "zh": "嵌入\n+ 位置"},
+    "self": {"en": "Self-\nattention", "zh": "自注意力"},
+    "masked_self": {"en": "Masked self-\nattention", "zh": "掩码\n自注意力"},
+    "cross": {"en": "Cross-\nattention", "zh": "交叉注意力"},
+    "ffn": {"en": "Feed-\nforward", "zh": "前馈网络"},
+    "norm": {"en": "Norm", "zh": "归一化"},
+    "add": {"en": "Add", "zh": "残差相加"},
+    "addnorm": {"en": "Add &\nNorm", "zh": "相加与\n归一化"},
+    "memory": {"en": "Memory", "zh": "记忆"},
+    "linear": {"en": "Linear", "zh": "线性层"},
+    "softmax": {"en": "Softmax", "zh": "Softmax"},
+    "encoder_layer": {"en": "Encoder layer × {n}", "zh": "编码器层 × {n}"},
+    "decoder_layer": {"en": "Decoder layer × {n}", "zh": "解码器层 × {n}"},
+}
+
+
 def check_lang(lang: str) -> None:
     if lang not in LANGS:
         raise ValueError(f"unknown language {lang!r}; choose one of {', '.join(LANGS)}")
