@@ -124,9 +124,10 @@ def sample(model_dir, prompt: str | None = None, max_new_tokens: int = 500, temp
                 break
             piece = streamer.push(token.item())
             text += piece
-            if stop and trim_at_stop(text, stop) != text:
-                piece = piece[: len(piece) - (len(text) - len(trim_at_stop(text, stop)))]
-                text = trim_at_stop(text, stop)
+            trimmed = trim_at_stop(text, stop) if stop else text
+            if trimmed != text:  # a stop string completed: write up to it, then end this sample
+                piece = piece[: max(len(piece) - (len(text) - len(trimmed)), 0)]
+                text = trimmed
                 if write:
                     write(piece)
                 break
