@@ -86,21 +86,26 @@ def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copies `tensors` into `model`, naming any missing, unexpected or mis-shaped tensor."""
-    expected = unique_state_dict(model)
-    missing = [k for k in expected if k not in tensors]
-    unexpected = [k for k in tensors if k not in expected]
+def check_tensors(tensors: dict[str, torch.Tensor], shapes: dict[str, tuple], source: str) -> None:
+    """Raises CheckpointError naming any tensor missing from, unexpected in or mis-shaped in `tensors`."""
+    missing = [k for k in shapes if k not in tensors]
+    unexpected = [k for k in tensors if k not in shapes]
     if missing:
         raise CheckpointError(f"{source}: missing tensor{'s' * (len(missing) > 1)} {', '.join(missing[:5])}"
                               + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
     if unexpected:
         raise CheckpointError(f"{source}: unexpected tensor{'s' * (len(unexpected) > 1)} "
                               f"{', '.join(unexpected[:5])}")
-    for name, tensor in expected.items():
-        if tuple(tensors[name].shape) != tuple(tensor.shape):
+    for name, shape in shapes.items():
+        if tuple(tensors[name].shape) != tuple(shape):
             raise CheckpointError(f"{source}: tensor {name} has shape {tuple(tensors[name].shape)}, "
-                                  f"the config expects {tuple(tensor.shape)}")
+                                  f"the config expects {tuple(shape)}")
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Copies `tensors` into `model`, naming any missing, unexpected or mis-shaped tensor."""
+    expected = unique_state_dict(model)
+    check_tensors(tensors, {name: tuple(t.shape) for name, t in expected.items()}, source)
     with torch.no_grad():
         for name, tensor in expected.items():
             tensor.copy_(tensors[name])
@@ -110,14 +115,19 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str
 # glassformer checkpoints
 
 
-def save(model: GPT | Seq2Seq, path, tokenizer=None, extra: dict | None = None) -> Path:
-    """Writes config.json, model.safetensors and (if given) tokenizer.json into directory `path`."""
+def save(model: GPT | Seq2Seq, path, tokenizer=None, extra: dict | None = None,
+         tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Writes config.json, model.safetensors and (if given) tokenizer.json into directory `path`.
+
+    `tensors`: the weights to write instead of the model's own (gathered from a sharded model).
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "version": 1, "model_type": model_type(model.config), "config": asdict(model.config)}
     if extra:
         meta.update(extra)
-    save_tensors(unique_state_dict(model), path / WEIGHTS_FILE, metadata={"format": "pt"})
+    tensors = unique_state_dict(model) if tensors is None else tensors
+    save_tensors(tensors, path / WEIGHTS_FILE, metadata={"format": "pt"})
     atomic_write_json(path / CONFIG_FILE, meta)
     if tokenizer is not None:
         tokenizer.save(path / TOKENIZER_FILE)

@@ -31,7 +31,8 @@ def cmd_train_lm(args) -> int:
 
     metrics = train_lm(args.out, data=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
                        preset=args.preset, overrides=args.set, val_fraction=args.val_fraction, resume=args.resume)
-    print(format_metrics({"iter": "final", **metrics}))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 speaks for the run
+        print(format_metrics({"iter": "final", **metrics}))
     print(f"model saved in {args.out}; try: glassformer sample --model {args.out}", file=sys.stderr)
     return 0
 
@@ -67,7 +68,8 @@ def cmd_train_translation(args) -> int:
     metrics = train_translation(args.out, args.train_src, args.train_tgt, args.valid_src, args.valid_tgt,
                                 preset=args.preset, overrides=args.set, vocab_size=args.vocab_size,
                                 tokenizer=args.tokenizer, resume=args.resume)
-    print(format_metrics({"iter": "final", **metrics}))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 speaks for the run
+        print(format_metrics({"iter": "final", **metrics}))
     print(f"model saved in {args.out}; try: glassformer translate --model {args.out}", file=sys.stderr)
     return 0
 
@@ -283,3 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"glassformer: internal error: {type(e).__name__}: {e} (set GLASSFORMER_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return 3
+    finally:
+        if "torch.distributed" in sys.modules:  # a torchrun process group, if training started one
+            from .distributed import teardown
+
+            teardown()

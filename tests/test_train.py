@@ -99,7 +99,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
 
     def poisoned(self):
         loss, tokens = original_step(self)
-        return (float("nan"), tokens) if self.iter == 14 else (loss, tokens)
+        return (torch.tensor(float("nan")), tokens) if self.iter == 14 else (loss, tokens)
 
     monkeypatch.setattr(Trainer, "train_step", poisoned)
     with pytest.raises(TrainingError, match="nan at iteration 14.*last good checkpoint"):

@@ -1,0 +1,92 @@
+"""torchrun with the gloo backend: 2 processes train what 1 process trains with the same global batch.
+
+DDP and FSDP2 (fully_shard) runs are compared tensor by tensor with a single-process run, and
+a checkpoint written by N processes is resumed by M processes.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built")
+
+# Global batch 6 rows x 2 micro-batches; each of 2 processes trains on 3 rows of every micro-batch.
+SETTINGS = ["--preset", "gpt-tiny", "--set", "block_size=16", "--set", "batch_size=6",
+            "--set", "gradient_accumulation_steps=2", "--set", "dropout=0.0", "--set", "dtype=float32",
+            "--set", "lr_schedule=constant", "--set", "learning_rate=3e-3", "--set", "eval_interval=4",
+            "--set", "eval_iters=2", "--set", "log_interval=1"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "text.txt"
+    words = ["tide", "moon", "salt", "wave", "shell", "sand", "gull", "reef"]
+    lines = [f"{words[i % 8]} and {words[(i * 3) % 8]} by the {words[(i * 5) % 8]} {i}" for i in range(300)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def train(corpus, out, processes: int, *extra: str) -> str:
+    command = ["-m", "glassformer", "train", "lm", "--data", str(corpus), "--out", str(out), *SETTINGS, *extra]
+    if processes > 1:
+        command = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *command]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLASSFORMER_DEBUG": "1"}
+    result = subprocess.run([sys.executable, *command], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def final_state(out):
+    return torch.load(out / "resume.pt", weights_only=True)
+
+
+def assert_same_training(a, b, atol=2e-5):
+    sa, sb = final_state(a), final_state(b)
+    assert sa["iter"] == sb["iter"]
+    assert sa["model"].keys() == sb["model"].keys()
+    for name in sa["model"]:
+        torch.testing.assert_close(sa["model"][name], sb["model"][name], atol=atol, rtol=1e-4, msg=name)
+    # The optimizer's moments too: what a resumed run continues from.
+    for name, moments in sa["optimizer"]["state"].items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(moments[key], sb["optimizer"]["state"][name][key], atol=atol, rtol=1e-3)
+    losses = [[r["train_loss"] for r in map(json.loads, (d / "log.jsonl").read_text().splitlines())
+               if "train_loss" in r] for d in (a, b)]
+    assert len(losses[0]) == len(losses[1]) > 0  # process 0 alone writes the log: no line twice
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def single(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "run"
+    stdout = train(corpus, out, 1, "--set", "max_iters=8")
+    return out, stdout
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_train_like_one(corpus, single, tmp_path, parallel):
+    out = tmp_path / parallel
+    stdout = train(corpus, out, 2, "--set", "max_iters=8", "--set", f"parallel={parallel}")
+    assert stdout.count('"iter": "final"') == 1  # one process speaks for the run
+    assert_same_training(single[0], out)
+    one = json.loads(single[1].strip().splitlines()[-1])
+    two = json.loads(stdout.strip().splitlines()[-1])
+    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-5)
+    # The saved model is whole (not one process's shard) and loads without torch.distributed.
+    from glassformer import load
+
+    model, _ = load(out)
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel() for p in load(single[0])[0].parameters())
+
+
+@pytest.mark.parametrize("first, then", [(2, 1), (1, 2)], ids=["ddp-then-single", "single-then-fsdp"])
+def test_resume_with_another_number_of_processes(corpus, single, tmp_path, first, then):
+    resumed = tmp_path / "resumed"
+    train(corpus, resumed, first, "--set", "max_iters=4")
+    train(corpus, resumed, then, "--resume", "--set", "max_iters=8", "--set", "parallel=fsdp")
+    assert_same_training(single[0], resumed)
