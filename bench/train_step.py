@@ -1,15 +1,20 @@
-"""Training-step speed: glassformer vs Hugging Face GPT2LMHeadModel, same shape, same weights.
+"""Training-step speed: glassformer vs Hugging Face GPT2LMHeadModel (and nanoGPT), same shape, same weights.
 
     python bench/train_step.py --shape cpu     # nanoGPT's CPU recipe: 4 layers, 4 heads, d 128, block 64, batch 12
     python bench/train_step.py --shape medium  # 6 layers, 6 heads, d 384, block 256
+    python bench/train_step.py --nanogpt ~/src/nanoGPT   # also nanoGPT's model.py from a checkout of it
 
-Prints one JSON line per model: tokens/s of a full step (forward, backward, clip, AdamW)
-and MFU, model FLOPs over the matmul peak this script measures itself (fp32 and bf16).
+Every model is GPT-2's architecture with exact GELU (nanoGPT's choice; HF's activation_function
+"gelu"), biases and tied embeddings, loaded with the same weights, and trained by the same
+step: forward, cross-entropy, backward, clipping at 1.0, fused AdamW. Prints one JSON line per
+model: tokens/s of a full step and MFU, the model's FLOPs over the matmul peak this script
+measures itself, in fp32 and in bf16 (reported against both).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -34,13 +39,12 @@ def flops_per_token(cfg: GPTConfig) -> float:
     return 6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
 
-def step_fn(model, logits_of, x, y, dtype):
+def step_fn(model, loss_of, x, y, dtype):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
-            logits = logits_of(model, x)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+            loss = loss_of(model, x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -49,40 +53,66 @@ def step_fn(model, logits_of, x, y, dtype):
     return step
 
 
+def cross_entropy(logits, y):
+    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+
+
+def nanogpt_model(checkout: str, cfg: GPTConfig, hf_tensors: dict):
+    """nanoGPT's GPT from its model.py, same weights (its Linear layers hold GPT-2's Conv1D weights transposed)."""
+    spec = importlib.util.spec_from_file_location("nanogpt_model", Path(checkout) / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.GPT(module.GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
+                                        n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=0.0, bias=True))
+    transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    tensors = {k: v.t() if k.endswith(transposed) else v for k, v in hf_tensors.items()}
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)  # lm_head is tied to wte
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=SHAPES, default="cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face model")
+    parser.add_argument("--nanogpt", metavar="DIR", help="a nanoGPT checkout: also time its model.py")
     args = parser.parse_args()
     offline()
     shape = SHAPES[args.shape]
     cfg = GPTConfig(vocab_size=65, block_size=shape["block_size"], n_layer=shape["n_layer"], n_head=shape["n_head"],
-                    n_embd=shape["n_embd"], dropout=0.0, bias=True, activation="gelu_tanh")
+                    n_embd=shape["n_embd"], dropout=0.0, bias=True, activation="gelu")
     torch.manual_seed(0)
     ours = GPT(cfg)
     x = torch.randint(0, 65, (shape["batch"], cfg.block_size))
     y = torch.randint(0, 65, (shape["batch"], cfg.block_size))
-    peak = matmul_peak(torch.bfloat16 if args.dtype == "bf16" else torch.float32)
-    contenders = [("glassformer", ours, lambda m, ids: m(ids))]
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    contenders = [("glassformer", ours, lambda m, ids, targets: cross_entropy(m(ids), targets))]
     if not args.no_hf:
         import transformers
 
         hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
             vocab_size=65, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+            activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
         hf.load_state_dict(tensors_to_hf(ours), strict=False)  # the same weights (lm_head tied to wte)
-        hf.train()
-        contenders.append(("hf-gpt2", hf, lambda m, ids: m(ids).logits))
+        contenders.append(("hf-gpt2", hf, lambda m, ids, targets: cross_entropy(m(ids).logits, targets)))
+    if args.nanogpt:
+        nano = nanogpt_model(args.nanogpt, cfg, tensors_to_hf(ours))
+        contenders.append(("nanogpt", nano, lambda m, ids, targets: m(ids, targets)[1]))  # its own cross-entropy
+    with torch.no_grad():  # the same weights give the same loss, or the comparison means nothing
+        losses = {name: loss_of(model, x, y).item() for name, model, loss_of in contenders}
+    assert max(losses.values()) - min(losses.values()) < 1e-4, losses
     tokens = x.numel()
-    for name, model, logits_of in contenders:
+    for name, model, loss_of in contenders:
         model.train()
-        seconds = timed(step_fn(model, logits_of, x, y, args.dtype), warmup=3, repeat=args.repeat)
+        seconds = timed(step_fn(model, loss_of, x, y, args.dtype), warmup=3, repeat=args.repeat)
         rate = tokens / seconds
+        flops = rate * flops_per_token(cfg)
         emit({"bench": "train_step", "model": name, "shape": args.shape, "dtype": args.dtype,
-              "ms_per_step": round(seconds * 1000, 2), "tokens_per_s": round(rate),
-              "mfu": round(rate * flops_per_token(cfg) / peak, 4), "peak_gflops": round(peak / 1e9, 1)})
+              "ms_per_step": round(seconds * 1000, 2), "tokens_per_s": round(rate), "gflops": round(flops / 1e9, 1),
+              "mfu_vs_fp32_peak": round(flops / peaks["fp32"], 4), "mfu_vs_bf16_peak": round(flops / peaks["bf16"], 4),
+              "peak_gflops_fp32": round(peaks["fp32"] / 1e9, 1), "peak_gflops_bf16": round(peaks["bf16"] / 1e9, 1)})
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ class LMTask:
 
     def train_batch(self, generator: torch.Generator, device):
         x, y = random_windows(self.train_ids, self.block_size, self.cfg.batch_size, generator)
-        return x.to(device), y.to(device)
+        return to_device(x, device), to_device(y, device)
 
     def loss(self, model, batch) -> torch.Tensor:
         x, y = batch
@@ -174,6 +174,13 @@ class LMTask:
     def score(metrics: dict) -> float:
         """Lower is better; the run keeps the model with the lowest score."""
         return metrics["val_loss"]
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A batch to the device; to a GPU from pinned memory, without waiting for the copy."""
+    if torch.device(device).type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0,
@@ -210,6 +217,9 @@ class Trainer:
         if self.device.type == "cuda" and self.world.distributed:
             self.device = torch.device("cuda", self.world.local_rank)
         self.dtype = pick_dtype(cfg.dtype, self.device)
+        if self.device.type == "cuda":  # float32 matmuls on tensor cores (TF32), as nanoGPT does
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         self.model = model.to(self.device)
         # The checkpoint's tensor names and shapes, tied tensors once: fixed before sharding turns
         # parameters into DTensors. `aliases` maps every state_dict name to the saved one.
@@ -372,8 +382,9 @@ class Trainer:
         progress = Progress(cfg.max_iters, self.iter, enabled=self.show_progress and self.world.main,
                             silent=not self.world.main)
         metrics: dict = {}
-        window_tokens, window_start = 0, time.perf_counter()
-        training_time, out_of_time = 0.0, False
+        self.run_start = window_start = time.perf_counter()
+        window_tokens = 0
+        self.training_time, out_of_time = 0.0, False
         try:
             while True:
                 if self.iter % cfg.eval_interval == 0 or self.iter == cfg.max_iters or out_of_time:
@@ -384,11 +395,11 @@ class Trainer:
                     break
                 step_start = time.perf_counter()
                 loss_share, tokens = self.train_step()
-                training_time += time.perf_counter() - step_start
+                self.training_time += time.perf_counter() - step_start
                 # One collective per step: the global loss, and whether any process ran out of time
                 # (they must all stop at the same iteration).
                 loss, late = self.world.sum([loss_share.item(), float(cfg.max_time > 0 and
-                                                                    training_time >= cfg.max_time)])
+                                                                    self.training_time >= cfg.max_time)])
                 out_of_time = late > 0
                 if not math.isfinite(loss):
                     raise TrainingError(f"the loss became {loss} at iteration {self.iter}; training stopped. "
@@ -415,7 +426,9 @@ class Trainer:
             self.best_score = score
             self.save_model()
         self.save_resume()
-        self.log({"iter": self.iter, **metrics, "best": improved})
+        # Seconds since this run (or resumption) started: steps, evaluations and checkpoints; and steps alone.
+        times = {"elapsed_s": round(time.perf_counter() - self.run_start, 3), "train_s": round(self.training_time, 3)}
+        self.log({"iter": self.iter, **metrics, "best": improved, **times})
         shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
         progress.message(f"iter {self.iter}: {shown}" + (" (saved)" if improved else ""))
 
