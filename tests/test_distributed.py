@@ -90,3 +90,28 @@ def test_resume_with_another_number_of_processes(corpus, single, tmp_path, first
     train(corpus, resumed, first, "--set", "max_iters=4")
     train(corpus, resumed, then, "--resume", "--set", "max_iters=8", "--set", "parallel=fsdp")
     assert_same_training(single[0], resumed)
+
+
+def test_translation_on_two_sharded_processes_trains_like_one(tmp_path):
+    """Token-budget batches split by rows: each process's loss is weighted by its share of the target tokens."""
+    from test_translation import numbers, write_pairs
+
+    (tsrc, ttgt), (vsrc, vtgt) = write_pairs(tmp_path, "train", numbers(200, 0)), write_pairs(tmp_path, "v",
+                                                                                              numbers(12, 1))
+    settings = ["--set", "d_model=32", "--set", "n_head=2", "--set", "n_encoder_layers=1", "--set",
+                "n_decoder_layers=1", "--set", "d_ff=64", "--set", "max_iters=6", "--set", "eval_interval=3",
+                "--set", "batch_tokens=160", "--set", "dropout=0.0", "--set", "block_size=24",
+                "--set", "dtype=float32", "--set", "log_interval=1", "--vocab-size", "300"]
+    runs = []
+    for processes, parallel in ((1, "ddp"), (2, "fsdp")):
+        out = tmp_path / parallel
+        command = ["-m", "glassformer", "train", "translation", "--train-src", str(tsrc), "--train-tgt", str(ttgt),
+                   "--valid-src", str(vsrc), "--valid-tgt", str(vtgt), "--out", str(out), *settings,
+                   "--set", f"parallel={parallel}"]
+        if processes > 1:
+            command = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *command]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "GLASSFORMER_DEBUG": "1"}
+        result = subprocess.run([sys.executable, *command], capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(out)
+    assert_same_training(*runs)
