@@ -4,19 +4,22 @@
     python bench/generate.py --batch 8 --sample
 
 A 64-token prompt and 256 new tokens on a 6-layer / 6-head / d 384 GPT. Greedy outputs
-must be identical (checked); prints one JSON line per model with new tokens/s.
+must be identical (checked); prints one JSON line per model with new tokens/s (median of
+--repeat runs, the two models alternating) and its ratio to Hugging Face's.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, offline, timed  # noqa: E402
+from common import emit, offline  # noqa: E402
 
 from glassformer import GPT, GPTConfig, generate  # noqa: E402
 from glassformer.checkpoint import tensors_to_hf  # noqa: E402
@@ -55,12 +58,21 @@ def main() -> None:
     same = None
     if not args.sample:
         same = run_ours() == run_hf()
-    for name, fn in (("glassformer", run_ours), ("hf-gpt2", run_hf)):
-        seconds = timed(fn, warmup=1, repeat=args.repeat)
+    # Alternate the two, one run each at a time, so that both see the same load on the machine.
+    runs = {"glassformer": run_ours, "hf-gpt2": run_hf}
+    times = {name: [] for name in runs}
+    for fn in runs.values():
+        fn()  # warm-up
+    for _ in range(args.repeat):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    speed = {name: args.batch * args.new / statistics.median(t) for name, t in times.items()}
+    for name in runs:
         emit({"bench": "generate", "model": name, "batch": args.batch, "prompt": args.prompt, "new": args.new,
-              "mode": "sample" if args.sample else "greedy",
-              "new_tokens_per_s": round(args.batch * args.new / seconds, 1), "greedy_identical": same})
-
+              "mode": "sample" if args.sample else "greedy", "new_tokens_per_s": round(speed[name], 1),
+              "vs_hf": round(speed[name] / speed["hf-gpt2"], 2), "greedy_identical": same})
 
 if __name__ == "__main__":
     main()

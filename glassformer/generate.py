@@ -3,8 +3,9 @@ module chooses the next token, feeds it back, and decides when to stop.
 
 Shapes: B batch, T time, V vocabulary. The model sees at most its last `block_size`
 tokens, as in nanoGPT: while the text fits, a KV cache means each step runs only the
-newest token; once it outgrows the block the window slides, every position shifts, and
-the whole window is recomputed each step.
+newest token (through the model's fast single-token step where it has one); once it
+outgrows the block the window slides, every position shifts, and the whole window is
+recomputed each step.
 """
 
 from __future__ import annotations
@@ -114,28 +115,50 @@ def stream(model: nn.Module, ids: Any, max_new_tokens: int, *, temperature: floa
 
 
 def _decode_steps(model, context, steps, sampling, generator, eos_id, use_cache) -> Iterator[torch.Tensor]:
-    """The generator behind `stream`; `context` (B, T) is the cropped prompt, T <= block_size."""
+    """The generator behind `stream`; `context` (B, T) is the cropped prompt, T <= block_size.
+
+    Three ways to the next logits, all computing the same numbers: the whole window through
+    the model (no cache, or once the window slides); the prompt through the model into the
+    cache; then one token per step, through the model's fast `decode_step` where it offers
+    one (GPT: the same kernels without module calls; None while hooks observe the model, so
+    a trace sees every step), else through the model. The fast step is chosen after the
+    prompt: hooks added later in the generation do not see its remaining steps.
+    """
     block_size = model.config.block_size
     cache = model.new_cache() if use_cache else None
+    fast_step = None
     finished = torch.zeros(context.size(0), dtype=torch.bool, device=context.device)  # (B,)
     for _ in range(steps):
         if cache is not None and context.size(1) > block_size:
             cache = None  # the window starts to slide: positions shift, so cached keys no longer fit
-        with evaluating(model), torch.inference_mode():
-            if cache is not None:
-                # Only the ids the cache has not seen: the whole prompt first, then one per step.
-                logits = model(context[:, cache.length:], cache=cache)  # (B, T_new, V)
+        with torch.inference_mode():
+            if cache is not None and fast_step is not None:
+                logits = fast_step(context[:, -1:], cache)  # (B, V): the newest token only
             else:
-                logits = model(context[:, -block_size:])  # (B, min(T, block_size), V)
-            token = next_token(logits[:, -1], generator=generator, **sampling)  # (B,)
+                with evaluating(model):
+                    if cache is not None:
+                        # Only the ids the cache has not seen: the whole prompt, then (no fast step) one per step.
+                        logits = last_logits(model, context[:, cache.length:], cache)  # (B, V)
+                        fast_step = model.decode_step(len(context)) if hasattr(model, "decode_step") else None
+                    else:
+                        logits = last_logits(model, context[:, -block_size:])  # (B, V)
+            token = next_token(logits, generator=generator, **sampling)  # (B,)
         token = token.clone()  # an ordinary tensor the caller may modify outside inference mode
         if eos_id is not None:
             token = token.masked_fill(finished, eos_id)  # finished rows only repeat eos
             finished |= token == eos_id
         yield token
-        if bool(finished.all()):
+        if eos_id is not None and bool(finished.all()):
             return
         context = torch.cat([context, token[:, None]], dim=1)  # (B, T) -> (B, T + 1)
+
+
+def last_logits(model: nn.Module, ids: torch.Tensor, cache=None) -> torch.Tensor:
+    """The logits (B, V) after the last of ids (B, T): `next_logits` where the model has it,
+    which projects only the last position to the vocabulary, else the forward's last row."""
+    if hasattr(model, "next_logits"):
+        return model.next_logits(ids, cache)
+    return model(ids, cache=cache)[:, -1] if cache is not None else model(ids)[:, -1]
 
 
 def as_batch(ids: Any, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -163,13 +186,14 @@ def crop_prompt(ids: torch.Tensor, block_size: int) -> torch.Tensor:
 @contextlib.contextmanager
 def evaluating(model: nn.Module) -> Iterator[None]:
     """Eval mode (dropout off) for the duration, then every module's training flag as it was."""
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
+    training = [module for module in model.modules() if module.training]  # usually none while generating
+    for module in training:
+        module.training = False
     try:
         yield
     finally:
-        for module, training in flags:
-            module.training = training
+        for module in training:
+            module.training = True
 
 
 # ---------------------------------------------------------------------------------------------

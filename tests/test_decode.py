@@ -2,7 +2,9 @@
 reproduce held-out sequences; beam search with a beam wide enough to keep every hypothesis
 against a brute-force enumeration scored by teacher forcing; beam 1 against greedy, the KV
 cache against recomputation, batches and padding against one sentence at a time; length
-limits; translate_texts on text (order, empty lines, unknown words, truncation)."""
+limits; the vectorised beam search against its earlier loop-based version and its fast
+candidate selection against the plain one; translate_texts on text (order, empty lines,
+unknown words, truncation)."""
 
 import functools
 import itertools
@@ -13,7 +15,19 @@ import torch
 import torch.nn.functional as F
 
 from glassformer.config import Seq2SeqConfig
-from glassformer.decode import beam_search, greedy, translate_texts
+from glassformer.decode import (
+    banned_ids,
+    beam_search,
+    best_candidates,
+    greedy,
+    keep_rows,
+    max_lengths,
+    next_log_probs,
+    source_lengths,
+    top_k_first,
+    translate_texts,
+)
+from glassformer.layers import KVCacheLayer
 from glassformer.seq2seq import Seq2Seq
 from glassformer.tokenizers import WordTokenizer
 
@@ -269,6 +283,148 @@ def test_ties_go_to_the_lower_id_in_greedy_and_beam_search():
     for beam in (3, 6):
         expected = reference_beam_search(model, [5, 6, 7, EOS], beam, 0.6, 5)
         assert beam_search(model, src, beam=beam, **limit) == [expected]
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast search against the readable one it replaced
+
+
+def argmax_top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest entries per row by repeated argmax, so ties go to the lower index."""
+    scores = scores.clone()
+    values, indices = [], []
+    for _ in range(k):
+        index = scores.argmax(dim=-1, keepdim=True)  # (N, 1)
+        values.append(scores.gather(-1, index))
+        indices.append(index)
+        scores.scatter_(-1, index, float("-inf"))
+    return torch.cat(values, dim=-1), torch.cat(indices, dim=-1)
+
+
+def previous_beam_search(model, src, src_mask, beam: int, alpha: float, max_len_a: float, max_len_b: float):
+    """glassformer's beam search before it was vectorised, kept compact as a reference: every
+    sentence holds `beam` rows to the end of the batch, candidates come from repeated argmax
+    over all beam * vocab sums, finished hypotheses go to Python lists, rows stop one by one."""
+    c, B, K = model.config, src.size(0), beam
+    limits = max_lengths(source_lengths(src, src_mask), c.block_size, max_len_a, max_len_b)
+    finished, best = [[] for _ in range(B)], [[] if n == 0 else None for n in limits]
+    with torch.no_grad():
+        memory = model.encode(src, src_mask).repeat_interleave(K, dim=0)  # (B*K, S, C)
+        mask = src_mask.repeat_interleave(K, dim=0) if src_mask is not None else None
+        cache = model.new_cache()
+        tgt = torch.full((B * K, 1), BOS)
+        scores = torch.full((B, K), float("-inf"), dtype=torch.float64)
+        scores[torch.tensor(limits) > 0, 0] = 0.0  # one live hypothesis per row that may produce a token
+        for step in range(1, max(limits, default=0) + 1):
+            logits = model.decode(tgt[:, -1:], memory, mask, cache=cache)[:, -1]  # (B*K, V)
+            V = logits.size(-1)
+            logprobs = next_log_probs(logits, banned_ids(c)).double().view(B, K, V)
+            top, index = argmax_top_k((scores[:, :, None] + logprobs).view(B, K * V), K)  # (B, K)
+            free = torch.tensor([K - len(f) for f in finished])
+            keep = (torch.arange(K)[None, :] < free[:, None]) & top.isfinite()
+            top = top.masked_fill(~keep, float("-inf"))
+            rows = (torch.arange(B)[:, None] * K + index // V).view(-1)
+            cache.reorder(rows)
+            tgt = torch.cat([tgt[rows], (index % V).view(-1, 1)], dim=1)
+            ended = keep & (index % V == EOS)
+            for b, k in ended.nonzero().tolist():
+                finished[b].append((top[b, k].item() / ((5 + step) / 6) ** alpha, tgt[b * K + k, 1:-1].tolist()))
+            scores = top.masked_fill(ended, float("-inf"))
+            for b in range(B):
+                if best[b] is None and (step >= limits[b] or not bool(scores[b].isfinite().any())):
+                    live = tgt[b * K: (b + 1) * K, 1:]
+                    best[b] = (max(finished[b], key=lambda f: f[0])[1] if finished[b]
+                               else live[int(scores[b].argmax())].tolist())
+                    scores[b] = float("-inf")
+            if all(answer is not None for answer in best):
+                break
+    return best
+
+
+@pytest.mark.parametrize("seed, eos_shift, beam, alpha, overrides", [
+    (22, 0.0, 2, 0.6, {}),
+    (25, 0.0, 5, 0.6, {}),
+    (21, 1.0, 4, 0.0, dict(position="rope")),
+    (22, -1.0, 7, 1.5, dict(position="rope")),
+    (21, 0.0, 3, 1.0, dict(tgt_vocab_size=8)),
+    (22, -1.0, 12, 0.6, {}),
+    (25, -1.0, 6, 0.6, dict(tgt_vocab_size=6)),  # 4 tokens to produce: fewer candidates than places at first
+])
+def test_beam_search_equals_the_previous_implementation_on_random_models(seed, eos_shift, beam, alpha, overrides):
+    model = eos_shifted_model(seed, eos_shift, **overrides)
+    generator = torch.Generator().manual_seed(seed)
+    src, src_mask = sources(random_sequences(10, generator, shortest=1, longest=12))
+    found = []
+    for a, b in [(1.5, 10), (0.5, 1), (0.0, 0)]:  # long limits, short ones, none
+        expected = previous_beam_search(model, src, src_mask, beam, alpha, a, b)
+        found += beam_search(model, src, src_mask, beam=beam, length_penalty=alpha, max_len_a=a, max_len_b=b)
+        assert found[-src.size(0):] == expected
+    assert len({len(ids) for ids in found}) >= 3  # answers of many lengths: ended early, late, cut
+
+
+@pytest.mark.parametrize("beam", [1, 2, 5])
+def test_beam_search_equals_the_previous_implementation_on_trained_and_tied_models(beam):
+    tied = eos_shifted_model(seed=27, eos_shift=0.0, tie_output=False)
+    with torch.no_grad():
+        tied.lm_head.weight.zero_()  # every token equally likely: every choice is a tie
+    src, src_mask = mixed_batch(seed=28)
+    for model in (trained("copy")[0], trained("reverse")[0], tied):
+        expected = previous_beam_search(model, src, src_mask, beam, 0.6, 1.5, 10)
+        assert beam_search(model, src, src_mask, beam=beam) == expected
+
+
+def test_top_k_first_equals_repeated_argmax_with_ties_and_infinities():
+    generator = torch.Generator().manual_seed(29)
+    for n_columns, k in [(50, 5), (7, 7), (4, 6), (300, 1), (30, 12)]:
+        scores = torch.randint(0, 4, (64, n_columns), generator=generator).double()  # few values: many ties
+        scores[torch.rand(scores.shape, generator=generator) < 0.3] = float("-inf")
+        scores[0] = float("-inf")
+        values, indices = top_k_first(scores, k)
+        expected_values, expected_indices = argmax_top_k(scores, k) if n_columns >= k else (None, None)
+        if expected_values is None:  # more picks than entries: the first n_columns, then -inf
+            expected_values, expected_indices = argmax_top_k(scores, n_columns)
+            assert values[:, n_columns:].eq(float("-inf")).all()
+            values, indices = values[:, :n_columns], indices[:, :n_columns]
+        assert torch.equal(values, expected_values)
+        finite = values.isfinite()  # -inf picks are dropped by callers, their indices are arbitrary
+        assert torch.equal(indices[finite], expected_indices[finite])
+
+
+def test_best_candidates_equals_ranking_every_sum():
+    generator = torch.Generator().manual_seed(30)
+    for A, W, V, k in [(16, 1, 40, 5), (16, 5, 40, 5), (8, 3, 6, 8), (8, 4, 100, 1)]:
+        logprobs = -torch.randint(0, 6, (A, W, V), generator=generator).float() / 4  # many equal log-probs
+        logprobs[torch.rand(logprobs.shape, generator=generator) < 0.2] = float("-inf")
+        scores = -torch.randint(0, 3, (A, W), generator=generator).double() / 8
+        scores[torch.rand(scores.shape, generator=generator) < 0.3] = float("-inf")
+        values, indices = best_candidates(scores, logprobs, k)
+        expected_values, expected_indices = top_k_first((scores[:, :, None] + logprobs).view(A, W * V), k)
+        assert torch.equal(values, expected_values)
+        finite = values.isfinite()
+        assert torch.equal(indices[finite], expected_indices[finite])
+    # Distinct log-probs whose sums with a large score round to one value: the lower token id
+    # must come first, though the log-probs rank it last.
+    logprobs = torch.full((1, 1, 8), -5.0)
+    logprobs[0, 0, :3] = torch.tensor([-0.00100, -0.00101, -0.00099])
+    scores = torch.tensor([[2.0 ** 40]], dtype=torch.float64)  # one float64 step here is 2 ** -12
+    sums = scores[:, :, None] + logprobs
+    assert sums[0, 0, 0] == sums[0, 0, 1] == sums[0, 0, 2]
+    values, indices = best_candidates(scores, logprobs, 2)
+    assert indices.tolist() == [[0, 1]] and torch.equal(values, sums[:, 0, :2])
+
+
+def test_keep_rows_equals_reordering_the_whole_cache():
+    generator = torch.Generator().manual_seed(31)
+    for rows in (torch.tensor([2, 2, 0, 1, 3, 3]), torch.tensor([3, 1]), torch.tensor([0, 1, 2, 3])):
+        fast, whole = KVCacheLayer(max_len=10), KVCacheLayer(max_len=10)
+        for _ in range(3):  # three positions filled
+            k, v = torch.randn(2, 4, 2, 1, 5, generator=generator)  # (B, h, T, d) each
+            fast.append(k, v)
+            whole.append(k, v)
+        keep_rows([fast], rows)
+        whole.reorder(rows)
+        new = torch.randn(2, len(rows), 2, 1, 5, generator=generator)
+        assert all(torch.equal(a, b) for a, b in zip(fast.append(*new), whole.append(*new)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,184 @@
+"""The fast generation path against the readable one: GPT.DecodeStep (one token per step,
+weights called directly) against the modules with the static KV cache, a concatenating
+cache written here, and full recomputation; for every architecture variant, 1 row and
+rows enough for the transposed-weight matmuls, across block_size, with sampling, stop
+strings and streaming; and the readable path whenever hooks observe the model."""
+
+import pytest
+import torch
+
+from glassformer.config import GPTConfig
+from glassformer.generate import generate, stream
+from glassformer.gpt import GPT
+from glassformer.tokenizers import CharTokenizer
+from glassformer.trace import Trace
+
+BLOCK = 16
+VARIANTS = {
+    "gpt2-like": dict(),
+    "rope-rms-swiglu-nobias": dict(position="rope", norm="rmsnorm", activation="swiglu", bias=False, d_ff=48),
+    "post-ln-sinusoidal-relu": dict(norm_position="post", position="sinusoidal", activation="relu"),
+    "no-positions-gelu-untied-narrow-heads": dict(position="none", activation="gelu", tie_weights=False, d_head=4),
+}
+
+
+def tiny_gpt(seed=0, vocab_size=50, **overrides) -> GPT:
+    torch.manual_seed(seed)
+    config = GPTConfig(vocab_size=vocab_size, block_size=BLOCK, n_layer=2, n_head=2, n_embd=32, **overrides)
+    return GPT(config).eval()
+
+
+def prompt(B, T, V=50, seed=1):
+    return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+class ConcatCacheLayer:
+    """The textbook KV cache: torch.cat each step's keys and values onto the old ones."""
+
+    def __init__(self):
+        self.k = self.v = None
+        self.length = 0
+
+    def append(self, k, v):
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)  # (B, h, length + T_new, d)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        self.length = self.k.size(2)
+        return self.k, self.v
+
+
+class ConcatCache:
+    def __init__(self, n_layers):
+        self.self_attn = [ConcatCacheLayer() for _ in range(n_layers)]
+
+    @property
+    def length(self):
+        return self.self_attn[0].length
+
+
+def no_op_hook(module, args, output):
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# One step at a time: logits against the modules
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("B", [1, 5])  # 5 rows: the transposed weight copies (DecodeLinear)
+def test_decode_step_logits_match_static_cache_concat_cache_and_recompute(variant, B):
+    model = tiny_gpt(**VARIANTS[variant])
+    x = prompt(B, BLOCK)
+    fast_cache, static_cache, concat_cache = model.new_cache(), model.new_cache(), ConcatCache(2)
+    with torch.inference_mode():
+        full = model(x)  # (B, BLOCK, V): every position recomputed from scratch
+        for cache in (fast_cache, static_cache, concat_cache):
+            torch.testing.assert_close(model.next_logits(x[:, :5], cache), full[:, 4], atol=1e-5, rtol=1e-5)
+        step = model.decode_step(B)
+        assert step is not None and all(layer.qkv.transposed == (B >= 4) for layer in step.layers)
+        for t in range(5, BLOCK):
+            fast = step(x[:, t : t + 1], fast_cache)  # (B, V)
+            static = model(x[:, t : t + 1], cache=static_cache)[:, -1]
+            concat = model(x[:, t : t + 1], cache=concat_cache)[:, -1]
+            torch.testing.assert_close(static, full[:, t], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(concat, static, atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(fast, static, atol=1e-5, rtol=1e-5)
+    assert fast_cache.length == static_cache.length == concat_cache.length == BLOCK
+    for fast_layer, static_layer in zip(fast_cache.self_attn, static_cache.self_attn):
+        torch.testing.assert_close(fast_layer.k, static_layer.k, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fast_layer.v, static_layer.v, atol=1e-5, rtol=1e-5)
+
+
+def test_next_logits_is_the_last_row_of_forward():
+    model = tiny_gpt()
+    x = prompt(3, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(model.next_logits(x), model(x)[:, -1], atol=1e-6, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole generations: the fast path, the readable path (a hook switches it on), recomputation
+
+
+def readable_generate(model, *args, **kwargs):
+    """generate with a no-op forward hook on the model, which keeps it on the readable path."""
+    handle = model.register_forward_hook(no_op_hook)
+    try:
+        assert model.decode_step(1) is None
+        return generate(model, *args, **kwargs)
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("B", [1, 3, 5])
+@pytest.mark.parametrize("sampling", [dict(temperature=0), dict(temperature=1.0, top_k=10, seed=7),
+                                      dict(temperature=0.8, top_p=0.9, seed=11)])
+def test_fast_generation_equals_readable_and_recomputed_past_block_size(variant, B, sampling):
+    model = tiny_gpt(**VARIANTS[variant])
+    x = prompt(B, 6)
+    fast = generate(model, x, 30, **sampling)  # 36 tokens: the window slides past block_size 16
+    assert fast == readable_generate(model, x, 30, **sampling)
+    assert fast == generate(model, x, 30, use_cache=False, **sampling)
+    assert all(len(row) == 36 for row in fast)
+
+
+def test_fast_path_is_used_only_without_observers():
+    model = tiny_gpt()
+    assert model.decode_step(1) is not None
+    handle = model.blocks[1].self_attn.core.register_forward_hook(no_op_hook)
+    assert model.decode_step(1) is None  # a hook deep inside is enough
+    handle.remove()
+    pre = model.blocks[0].ffn.register_forward_pre_hook(lambda module, args: None)
+    assert model.decode_step(1) is None
+    pre.remove()
+    model.blocks[0].self_attn.core.path = "explicit"
+    assert model.decode_step(1) is None
+    model.blocks[0].self_attn.core.path = "auto"
+    assert model.decode_step(1) is not None
+
+
+def test_trace_sees_every_step_of_a_generation():
+    model = tiny_gpt()
+    x = prompt(2, 5)
+    with Trace(model) as trace:
+        traced = generate(model, x, 8, temperature=0)
+    # The prompt once, then one call per new token but the last (its logits are never needed).
+    assert len(trace.all("blocks.0.self_attn.core.probs")) == 8
+    assert trace.all("blocks.0.self_attn.core.probs")[-1].shape == (2, 2, 1, 12)
+    assert traced == generate(model, x, 8, temperature=0)
+
+
+def test_dropout_model_in_training_mode_generates_as_in_eval_mode():
+    model = tiny_gpt(dropout=0.5).train()
+    x = prompt(5, 4)
+    out = generate(model, x, 20, temperature=0)
+    assert model.training and all(module.training for module in model.modules())
+    assert out == generate(tiny_gpt(dropout=0.5).eval(), x, 20, temperature=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stop strings, eos and streaming on the fast path
+
+
+def test_stop_strings_and_eos_with_the_fast_path_equal_the_readable_path():
+    text = "the cat sat on the mat.\nabc xyz\n"
+    tok = CharTokenizer.train(text)
+    model = tiny_gpt(vocab_size=tok.vocab_size)
+    x = torch.tensor([tok.encode("the "), tok.encode("abc ")] * 3)  # 6 rows
+    free = generate(model, x, 40, seed=2)
+    stop = tok.decode(free[0][4:])[10:12]
+    eos = free[1][4 + 7]
+    kwargs = dict(seed=2, stop=[stop], tokenizer=tok, eos_id=eos)
+    fast = generate(model, x, 40, **kwargs)
+    assert fast == readable_generate(model, x, 40, **kwargs)
+    assert fast[1] == free[1][: free[1].index(eos, 4)]  # cut at eos (unless the stop came first)
+    assert any(len(row) < 44 for row in fast)
+
+
+@pytest.mark.parametrize("B", [1, 4])
+def test_stream_yields_the_tokens_generate_returns(B):
+    model = tiny_gpt()
+    x = prompt(B, 3)
+    steps = torch.stack(list(stream(model, x, 25, temperature=0.9, top_k=20, seed=5)), dim=1)  # (B, 25)
+    expected = generate(model, x, 25, temperature=0.9, top_k=20, seed=5)
+    assert torch.cat([x, steps], dim=1).tolist() == expected
