@@ -256,6 +256,17 @@ def trim_at_stop(text: str, stop: list[str] | str | None) -> str:
     return text[:start] if start >= 0 else text
 
 
+def partial_stop(text: str, stop: list[str] | str | None) -> int:
+    """How many characters at the end of `text` could be the beginning of a stop string (0: none)."""
+    longest = 0
+    for s in _stop_list(stop):
+        for n in range(min(len(s) - 1, len(text)), longest, -1):
+            if text.endswith(s[:n]):
+                longest = n
+                break
+    return longest
+
+
 class TextStream:
     """Turns ids arriving one at a time into printable text, for streaming to a terminal.
 

@@ -96,7 +96,7 @@ def sample(model_dir, prompt: str | None = None, max_new_tokens: int = 500, temp
            top_k: int | None = 200, top_p: float | None = None, seed: int | None = 1337, num_samples: int = 1,
            stop: list[str] = (), device: str = "auto", write=None, notice=None) -> list[str]:
     """Generates `num_samples` continuations of `prompt`, streaming each one's text through `write`."""
-    from .generate import TextStream, stream, trim_at_stop
+    from .generate import TextStream, partial_stop, stream, trim_at_stop
 
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1; got {num_samples}")
@@ -114,7 +114,7 @@ def sample(model_dir, prompt: str | None = None, max_new_tokens: int = 500, temp
     for i in range(num_samples):
         if write:  # each sample starts with its prompt; samples are separated by a rule
             write(("\n" + "-" * 40 + "\n" if i else "") + (prompt or ""))
-        streamer, text = TextStream(tok), ""
+        streamer, text, written = TextStream(tok), "", 0
         with warnings.catch_warnings():  # the long-prompt notice above already said it
             warnings.simplefilter("ignore")
             steps = stream(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -122,21 +122,21 @@ def sample(model_dir, prompt: str | None = None, max_new_tokens: int = 500, temp
         for token in steps:
             if tok.eos_id is not None and token.item() == tok.eos_id:
                 break
-            piece = streamer.push(token.item())
-            text += piece
+            text += streamer.push(token.item())
             trimmed = trim_at_stop(text, stop) if stop else text
-            if trimmed != text:  # a stop string completed: write up to it, then end this sample
-                piece = piece[: max(len(piece) - (len(text) - len(trimmed)), 0)]
-                text = trimmed
-                if write:
-                    write(piece)
+            stopped, text = trimmed != text, trimmed
+            # Text that could be the start of a stop string waits until the next token says
+            # whether it is; the rest is written now.
+            ready = len(text) if stopped else len(text) - partial_stop(text, stop)
+            if write and ready > written:
+                write(text[written:ready])
+            written = max(written, ready)
+            if stopped:
                 break
-            if write:
-                write(piece)
         else:
-            tail = streamer.flush()
-            text += tail
-            if write:
-                write(tail)
+            text += streamer.flush()
+            text = trim_at_stop(text, stop) if stop else text
+        if write and len(text) > written:
+            write(text[written:])
         texts.append(text)
     return texts

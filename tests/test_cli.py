@@ -160,3 +160,18 @@ def test_subprocess_error_has_no_traceback(tmp_path):
 def test_resume_refuses_a_different_model(run_dir, capsys):
     one_line_error(capsys, main(["train", "lm", "--out", str(run_dir), "--resume", "--set", "n_layer=5"]),
                    "cannot change n_layer")
+
+
+def test_streamed_text_never_shows_the_start_of_a_stop_string(run_dir):
+    """What is written while streaming is exactly the prompt plus the returned (trimmed) text."""
+    from glassformer.lm import sample
+
+    stopped = 0
+    for seed in range(6):
+        pieces = []
+        [text] = sample(run_dir, prompt="the ", max_new_tokens=60, seed=seed, stop=["e ", " t"],
+                        write=pieces.append)
+        assert "".join(pieces) == "the " + text
+        assert "e " not in text and " t" not in text
+        stopped += len(text) < 59
+    assert stopped  # a stop string did end some of the samples

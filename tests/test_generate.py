@@ -303,3 +303,14 @@ def test_text_stream_on_generated_ids_and_tensor_ids():
         pieces.append(out.push(token[0]))
     assert "".join(pieces) + out.flush() == tok.decode(ids)
 
+
+
+def test_partial_stop_finds_the_longest_beginning_of_a_stop_string():
+    from glassformer.generate import partial_stop
+
+    assert partial_stop("That th", ["the"]) == 2
+    assert partial_stop("That t", ["the", "tea"]) == 1
+    assert partial_stop("That", ["the"]) == 1  # "t" may begin "the"
+    assert partial_stop("Thaw", ["the"]) == 0
+    assert partial_stop("xab", ["abc", "bz"]) == 2  # the longer candidate wins
+    assert partial_stop("", ["the"]) == 0
