@@ -6,30 +6,18 @@ strings and streaming; and the readable path whenever hooks observe the model.""
 
 import pytest
 import torch
+from test_generate import BLOCK, prompt, tiny_gpt
 
-from glassformer.config import GPTConfig
 from glassformer.generate import generate, stream
-from glassformer.gpt import GPT
 from glassformer.tokenizers import CharTokenizer
 from glassformer.trace import Trace
 
-BLOCK = 16
 VARIANTS = {
     "gpt2-like": dict(),
     "rope-rms-swiglu-nobias": dict(position="rope", norm="rmsnorm", activation="swiglu", bias=False, d_ff=48),
     "post-ln-sinusoidal-relu": dict(norm_position="post", position="sinusoidal", activation="relu"),
     "no-positions-gelu-untied-narrow-heads": dict(position="none", activation="gelu", tie_weights=False, d_head=4),
 }
-
-
-def tiny_gpt(seed=0, vocab_size=50, **overrides) -> GPT:
-    torch.manual_seed(seed)
-    config = GPTConfig(vocab_size=vocab_size, block_size=BLOCK, n_layer=2, n_head=2, n_embd=32, **overrides)
-    return GPT(config).eval()
-
-
-def prompt(B, T, V=50, seed=1):
-    return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
 class ConcatCacheLayer:
