@@ -12,9 +12,10 @@ import torch
 from .checkpoint import CONFIG_FILE, load, read_json
 from .config import GPTConfig
 from .data import DataError, cached_ids, read_text, split_text
+from .device import pick_device
 from .gpt import GPT
 from .tokenizers import load_tokenizer, train_tokenizer
-from .train import LMTask, Trainer, configs_for_run, evaluate_lm, pick_device, resumed_configs
+from .train import LMTask, Trainer, configs_for_run, evaluate_lm, resumed_configs
 
 BUNDLED = "bundled"  # what the run records as its data when no --data was given
 DEFAULT_PRESET = "shakespeare-char-fast"  # the fastest recipe measured (README: Speed and scale)

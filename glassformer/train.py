@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from . import distributed
 from .checkpoint import CheckpointError, check_tensors, save, unique_state_dict
 from .data import check_length, random_windows, sequential_windows
+from .device import pick_device, pick_dtype
 from .distributed import World
 from .files import atomic_write
 
@@ -105,35 +106,6 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
     # One fused kernel for the whole update; sharded (DTensor) parameters take the foreach path.
     fused = device.type in ("cpu", "cuda") and not distributed.is_sharded(model)
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for, but no CUDA GPU is available")
-    return torch.device(name)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether the device multiplies bfloat16 in hardware (elsewhere bf16 is emulated and slower than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":  # AVX512-BF16 or AMX; e.g. an Ice Lake Xeon has neither and runs bf16 at 1/5 of fp32
-        cpu = torch.cpu
-        return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported",
-                                                                       "_is_amx_tile_supported"))
-    return False
-
-
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if native_bf16(device) else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,9 +20,10 @@ import torch
 from .checkpoint import load
 from .config import Seq2SeqConfig
 from .data import DataError, read_text
+from .device import pick_device
 from .seq2seq import Seq2Seq
 from .tokenizers import BPETokenizer, load_tokenizer
-from .train import TrainConfig, Trainer, configs_for_run, lm_loss, pick_device, resumed_configs
+from .train import TrainConfig, Trainer, configs_for_run, lm_loss, resumed_configs
 
 SOURCE_TOKENIZER_FILE = "source_tokenizer.json"  # only when source and target have separate vocabularies
 DEFAULT_VOCAB = 6000

@@ -6,8 +6,9 @@ import torch
 from test_train import tiny_run
 
 from glassformer import GPT, GPTConfig
+from glassformer.device import native_bf16, pick_dtype
 from glassformer.layers import ScaledDotProductAttention, explicit_is_faster
-from glassformer.train import TrainConfig, native_bf16, pick_dtype
+from glassformer.train import TrainConfig
 
 
 def attention_run(path: str, dtype):
