@@ -6,12 +6,18 @@ Every error a user can cause ends as one line on stderr and a non-zero exit stat
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 
 class UsageError(Exception):
     """A mistake in what the user asked for; printed as one line, exit status 2."""
+
+
+def format_metrics(metrics: dict) -> str:
+    """One JSON line of metrics, floats rounded to 6 decimals."""
+    return json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}, ensure_ascii=False)
 
 
 def cmd_export(args) -> int:
@@ -27,7 +33,6 @@ def cmd_export(args) -> int:
 
 def cmd_train_lm(args) -> int:
     from .lm import train_lm
-    from .train import format_metrics
 
     metrics = train_lm(args.out, data=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
                        preset=args.preset, overrides=args.set, val_fraction=args.val_fraction, resume=args.resume)
@@ -55,14 +60,12 @@ def cmd_sample(args) -> int:
 
 def cmd_eval_lm(args) -> int:
     from .lm import eval_lm
-    from .train import format_metrics
 
     print(format_metrics(eval_lm(args.model, args.data, val_fraction=args.val_fraction, device=args.device)))
     return 0
 
 
 def cmd_train_translation(args) -> int:
-    from .train import format_metrics
     from .translation import train_translation
 
     metrics = train_translation(args.out, args.train_src, args.train_tgt, args.valid_src, args.valid_tgt,
@@ -88,7 +91,6 @@ def cmd_translate(args) -> int:
 
 
 def cmd_eval_translation(args) -> int:
-    from .train import format_metrics
     from .translation import eval_translation
 
     print(format_metrics(eval_translation(args.model, args.src, args.ref, beam=args.beam, device=args.device)))
@@ -264,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs the glassformer command on `argv` (default: the command line); returns the exit status."""
     from .train import TrainingError
 
     parser = build_parser()
@@ -285,8 +288,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"glassformer: internal error: {type(e).__name__}: {e} (set GLASSFORMER_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return 3
-    finally:
-        if "torch.distributed" in sys.modules:  # a torchrun process group, if training started one
-            from .distributed import teardown
-
-            teardown()

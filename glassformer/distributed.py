@@ -3,12 +3,13 @@
     torchrun --nproc_per_node=2 -m glassformer train lm --data input.txt --out runs/x
     torchrun --nproc_per_node=2 -m glassformer train lm ... --set parallel=fsdp
 
-torchrun starts the processes and sets RANK, WORLD_SIZE and LOCAL_RANK; `World.setup` joins
-them into one process group (NCCL on CUDA GPUs, gloo on CPUs). Every process draws the same
-global batch from the same random generator and trains on its own rows of it, so N processes
-compute what one process computes with the same global batch (`Trainer.shard` weights each
-part by its share of the tokens). Without torchrun, World is a single process and nothing
-here does anything.
+torchrun starts the processes and sets RANK, WORLD_SIZE and LOCAL_RANK; `process_group` joins
+them into one process group (NCCL on CUDA GPUs, gloo on CPUs) for the length of one training
+run, and destroys it at the end (`glassformer.train.run_training` is its one user). Every
+process draws the same global batch from the same random generator and trains on its own
+rows of it, so N processes compute what one process computes with the same global batch
+(`Trainer.shard` weights each part by its share of the tokens). Without torchrun, World is a
+single process and nothing here does anything.
 
 "ddp": every process holds the whole model; gradients are averaged after backward.
 "fsdp": `fully_shard` (FSDP2) splits every Block and the rest of the model over the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -46,26 +48,17 @@ class World:
 
     @property
     def distributed(self) -> bool:
+        """Whether this run has more than one process."""
         return self.size > 1
 
-    @staticmethod
-    def setup(device_type: str) -> World:
-        """The world torchrun describes in the environment, its process group started; a single process without it."""
-        size = int(os.environ.get("WORLD_SIZE", "1"))
-        if size <= 1:
-            return World()
-        world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-        if device_type == "cuda":
-            torch.cuda.set_device(world.local_rank)
-        if device_type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-            # The processes of one machine share its cores.
-            local = int(os.environ.get("LOCAL_WORLD_SIZE", size))
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-        return world
+    def place(self, device: torch.device) -> torch.device:
+        """This process's device: its own GPU (by local rank) when several processes share a machine's GPUs."""
+        if device.type == "cuda" and self.distributed:
+            return torch.device("cuda", self.local_rank)
+        return device
 
     def barrier(self) -> None:
+        """Waits until every process gets here (nothing to wait for in a single process)."""
         if self.distributed:
             dist.barrier()
 
@@ -78,9 +71,46 @@ class World:
         return t.tolist()
 
 
-def teardown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def world_from_env() -> World:
+    """The world torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK); one process without it."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    return World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+@contextlib.contextmanager
+def process_group(device_type: str) -> Iterator[World]:
+    """The run's process group, from start to end: the one place that creates and destroys it.
+
+    Under torchrun the processes join one group (NCCL on CUDA GPUs, gloo otherwise), which is
+    destroyed when the block ends, however it ends. A group that already existed is used and
+    left alone. Without torchrun this yields a single-process World and does nothing.
+
+    Args:
+        device_type: "cuda", "cpu" or "mps": the device the run trains on.
+
+    Returns:
+        A context manager yielding this process's World.
+    """
+    world = world_from_env()
+    if not world.distributed:
+        yield world
+        return
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    if device_type == "cuda":
+        torch.cuda.set_device(world.local_rank)
+    if device_type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # The processes of one machine share its cores.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    try:
+        yield world
+    finally:
+        if created:
+            dist.destroy_process_group()
 
 
 def wrap(model: nn.Module, world: World, parallel: str, device: torch.device) -> nn.Module:
@@ -105,6 +135,7 @@ def wrap(model: nn.Module, world: World, parallel: str, device: torch.device) ->
 
 
 def is_sharded(model: nn.Module) -> bool:
+    """Whether `model` was split over the processes by `fully_shard` (FSDP2)."""
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)

@@ -1,24 +1,112 @@
-"""Language modelling end to end: text file -> tokenizer -> ids -> trained GPT, and its evaluation."""
+"""Language modelling end to end: text file -> tokenizer -> ids -> trained GPT, its evaluation and sampling.
+
+`LMTask` is the language-model training task (glassformer.task.Task): random windows of the
+training ids to train on, fixed windows of the validation ids to measure. Its loss and its
+evaluation loop are glassformer.data's `lm_loss` and `lm_eval_loss`, which `evaluate_lm`
+also uses over every token of a split.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from .checkpoint import CONFIG_FILE, load, read_json
 from .config import GPTConfig
-from .data import DataError, cached_ids, read_text, split_text
+from .data import (
+    DataError,
+    cached_ids,
+    check_length,
+    lm_eval_loss,
+    lm_loss,
+    random_windows,
+    read_text,
+    sequential_windows,
+    split_text,
+    to_device,
+)
 from .device import pick_device
 from .gpt import GPT
+from .runs import configs_for_run, resumed_configs
+from .task import Batch
 from .tokenizers import load_tokenizer, train_tokenizer
-from .train import LMTask, Trainer, configs_for_run, evaluate_lm, resumed_configs
+from .train import TrainConfig, run_training
 
 BUNDLED = "bundled"  # what the run records as its data when no --data was given
 DEFAULT_PRESET = "shakespeare-char-fast"  # the fastest recipe measured (README: Speed and scale)
+
+
+class LMTask:
+    """Next-token prediction on token-id arrays: random windows to train, fixed windows to validate.
+
+    Args:
+        train_ids, val_ids: the two splits' token ids.
+        block_size: the window length (the model's block size).
+        cfg: batch_size (windows per batch), eval_iters (batches per evaluation), seed.
+    """
+
+    def __init__(self, train_ids: np.ndarray, val_ids: np.ndarray, block_size: int, cfg: TrainConfig):
+        check_length(train_ids, block_size, "training")
+        check_length(val_ids, block_size, "validation")
+        self.train_ids, self.val_ids = train_ids, val_ids
+        self.block_size, self.cfg = block_size, cfg
+
+    def train_batch(self, generator: torch.Generator, device: torch.device) -> Batch:
+        """batch_size random training windows: x (B, T) and y (B, T), on `device`."""
+        x, y = random_windows(self.train_ids, self.block_size, self.cfg.batch_size, generator)
+        return to_device(x, device), to_device(y, device)
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Mean cross-entropy of the model's next-token predictions."""
+        x, y = batch
+        return lm_loss(model(x), y)
+
+    def tokens(self, batch: Batch) -> int:
+        """Every position of a window is a target."""
+        return batch[0].numel()
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict:
+        """Mean loss over `eval_iters` validation batches, the same batches at every evaluation."""
+        generator = torch.Generator().manual_seed(self.cfg.seed + 1)
+        windows = (random_windows(self.val_ids, self.block_size, self.cfg.batch_size, generator)
+                   for _ in range(self.cfg.eval_iters))
+        loss, _ = lm_eval_loss(model, windows, device)
+        return {"val_loss": loss}
+
+    @staticmethod
+    def score(metrics: dict) -> float:
+        """Lower is better; the run keeps the model with the lowest validation loss."""
+        return metrics["val_loss"]
+
+    def state_dict(self) -> dict:
+        """Nothing: the trainer's generator alone decides the next batch."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to restore (see state_dict)."""
+
+
+def evaluate_lm(model: GPT, ids: np.ndarray, batch_size: int = 32, device="cpu") -> dict:
+    """Loss over every token of `ids`, in non-overlapping windows of the model's block size.
+
+    Args:
+        model: the language model (put in eval mode here).
+        ids: the token ids to predict.
+        batch_size: windows per forward pass.
+        device: where the model is.
+
+    Returns:
+        {"val_loss": mean cross-entropy per token, "perplexity": exp of it, "tokens": how many were predicted}.
+    """
+    model.eval()
+    loss, count = lm_eval_loss(model, sequential_windows(ids, model.config.block_size, batch_size), device)
+    return {"val_loss": loss, "perplexity": math.exp(loss), "tokens": count}
 
 
 def load_corpus(data: str | None) -> str:
@@ -55,8 +143,8 @@ def train_lm(out, data: str | None = None, tokenizer: str = "char", vocab_size: 
     task = LMTask(train_ids, val_ids, model_cfg.block_size, train_cfg)
     record = {"data": str(Path(data).resolve()) if data not in (None, BUNDLED) else BUNDLED}
     torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed alone
-    trainer = Trainer(GPT(model_cfg), task, train_cfg, out, tokenizer=tok, extra_config=record, progress=progress)
-    return trainer.run(resume=resume)
+    return run_training(GPT(model_cfg), task, train_cfg, out, resume=resume, tokenizer=tok, extra_config=record,
+                        progress=progress)
 
 
 def eval_lm(model_dir, data: str, val_fraction: float | None = None, batch_size: int = 32,

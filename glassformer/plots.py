@@ -59,6 +59,8 @@ MAX_PIXELS = 40e6  # a big model's grid is drawn at a lower resolution rather th
 
 @dataclass
 class AttentionMap:
+    """One attention layer's probabilities, with the tokens that label its rows and columns."""
+
     name: str  # "layer 1" or "encoder 1 self-attention"
     probs: np.ndarray  # (heads, queries, keys)
     queries: list[str]
@@ -73,6 +75,7 @@ def attention_maps(model, tokenizer, text: str) -> list[AttentionMap]:
     """
     import torch
 
+    from .data import source_ids
     from .decode import greedy
     from .seq2seq import Seq2Seq
     from .trace import Trace
@@ -85,7 +88,7 @@ def attention_maps(model, tokenizer, text: str) -> list[AttentionMap]:
 
     c = model.config
     if isinstance(model, Seq2Seq):
-        src_ids = tokenizer.encode(text)[: c.block_size - 1] + [c.eos_id]
+        src_ids = source_ids(tokenizer.encode(text), c.block_size, c.eos_id)
         src = torch.tensor([src_ids])
         tgt_ids = [c.bos_id] + greedy(model, src)[0]
         with torch.no_grad(), Trace(model) as trace:
@@ -164,5 +167,6 @@ def tick_label(token: str) -> str:
 
 
 def shorten(text: str, width: int = 80) -> str:
+    """`text` on one line, cut to `width` characters with an ellipsis."""
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,4 +1,4 @@
-"""One trainer for every model: a task supplies batches, the loss and the evaluation.
+"""One trainer for every model: a task (glassformer.task.Task) supplies batches, the loss and the evaluation.
 
 The loop is nanoGPT's: AdamW with weight-decay groups, linear warmup then cosine decay,
 gradient accumulation and clipping, periodic evaluation. A run directory holds
@@ -8,12 +8,15 @@ gradient accumulation and clipping, periodic evaluation. A run directory holds
   loss.png       the loss curves
 `resume.pt` holds only tensors and plain values; it is read with torch.load(weights_only=True).
 Both hold full tensors, written by process 0 alone, so a run started by torchrun on N processes
-resumes on any number of processes (see glassformer.distributed).
+resumes on any number of processes (see glassformer.distributed). `run_training` owns the run's
+process group: it starts it, trains, and ends it.
+
+The tasks live in their own modules (glassformer.lm, glassformer.translation), the device and
+dtype choice in glassformer.device, and preset and resume settings in glassformer.runs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
@@ -21,16 +24,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 from . import distributed
 from .checkpoint import CheckpointError, check_tensors, save, unique_state_dict
-from .data import check_length, random_windows, sequential_windows
 from .device import pick_device, pick_dtype
 from .distributed import World
 from .files import atomic_write
+from .task import Batch, Task
 
 
 @dataclass
@@ -80,7 +82,16 @@ class TrainingError(RuntimeError):
 
 
 def learning_rate(it: int, cfg: TrainConfig, d_model: int) -> float:
-    """The learning rate at iteration `it` (0-based)."""
+    """The learning rate at iteration `it` under the config's schedule.
+
+    Args:
+        it: the iteration, 0-based.
+        cfg: the schedule and its settings (lr_schedule, learning_rate, min_lr, warmup_iters, lr_decay_iters).
+        d_model: the model width, which scales the "noam" schedule.
+
+    Returns:
+        The learning rate.
+    """
     if cfg.lr_schedule == "constant":
         return cfg.learning_rate
     if cfg.lr_schedule == "noam":
@@ -96,8 +107,17 @@ def learning_rate(it: int, cfg: TrainConfig, d_model: int) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; matrices and embeddings decay, biases and norm scales do not."""
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; matrices and embeddings decay, biases and norm scales do not.
+
+    Args:
+        model: the model whose trainable parameters are optimised.
+        cfg: learning_rate, weight_decay, beta1, beta2.
+        device: where the model is (the fused update runs on CPUs and CUDA GPUs).
+
+    Returns:
+        The optimizer, with two parameter groups: decayed (dim >= 2) then not decayed.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
@@ -109,85 +129,54 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
 
 
 # ---------------------------------------------------------------------------------------------
-# Tasks: what to train on and how to measure it
-
-
-class LMTask:
-    """Next-token prediction on token-id arrays: random windows to train, fixed windows to validate."""
-
-    def __init__(self, train_ids: np.ndarray, val_ids: np.ndarray, block_size: int, cfg: TrainConfig):
-        check_length(train_ids, block_size, "training")
-        check_length(val_ids, block_size, "validation")
-        self.train_ids, self.val_ids = train_ids, val_ids
-        self.block_size, self.cfg = block_size, cfg
-
-    def train_batch(self, generator: torch.Generator, device):
-        x, y = random_windows(self.train_ids, self.block_size, self.cfg.batch_size, generator)
-        return to_device(x, device), to_device(y, device)
-
-    def loss(self, model, batch) -> torch.Tensor:
-        x, y = batch
-        return lm_loss(model(x), y)
-
-    def tokens(self, batch) -> int:
-        return batch[0].numel()
-
-    @torch.no_grad()
-    def evaluate(self, model, device) -> dict:
-        """Mean loss over `eval_iters` validation batches, the same batches at every evaluation."""
-        generator = torch.Generator().manual_seed(self.cfg.seed + 1)
-        losses = []
-        for _ in range(self.cfg.eval_iters):
-            x, y = random_windows(self.val_ids, self.block_size, self.cfg.batch_size, generator)
-            losses.append(lm_loss(model(x.to(device)), y.to(device)).item())
-        return {"val_loss": sum(losses) / len(losses)}
-
-    @staticmethod
-    def score(metrics: dict) -> float:
-        """Lower is better; the run keeps the model with the lowest score."""
-        return metrics["val_loss"]
-
-
-def to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """A batch to the device; to a GPU from pinned memory, without waiting for the copy."""
-    if torch.device(device).type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0,
-            ignore_index: int = -100) -> torch.Tensor:
-    """Mean cross-entropy of (B, T, V) logits against (B, T) targets."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index,
-                           label_smoothing=label_smoothing)
-
-
-@torch.no_grad()
-def evaluate_lm(model, ids: np.ndarray, batch_size: int = 32, device="cpu") -> dict:
-    """Loss over every token of `ids` (non-overlapping windows of the model's block size)."""
-    model.eval()
-    total, count = 0.0, 0
-    for x, y in sequential_windows(ids, model.config.block_size, batch_size):
-        logits = model(x.to(device))
-        total += F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten(), reduction="sum").item()
-        count += y.numel()
-    if count == 0:
-        raise ValueError("no tokens to evaluate")
-    return {"val_loss": total / count, "perplexity": math.exp(total / count), "tokens": count}
-
-
-# ---------------------------------------------------------------------------------------------
 # The loop
 
 
+def run_training(model: nn.Module, task: Task, cfg: TrainConfig, out_dir, *, resume: bool = False, tokenizer=None,
+                 extra_config: dict | None = None, progress: bool | None = None) -> dict:
+    """Trains `model` on `task` into a run directory, in one process or in each of torchrun's.
+
+    The run's process group exists for the length of this call (glassformer.distributed.process_group).
+
+    Args:
+        model: the model to train (moved to the chosen device).
+        task: batches, loss and evaluation.
+        cfg: the training settings.
+        out_dir: the run directory.
+        resume: continue the run in `out_dir` from its resume.pt.
+        tokenizer: saved with the model.
+        extra_config: more values for the checkpoint's config.json (e.g. the data it was trained on).
+        progress: show a progress bar (None: when stderr is a terminal).
+
+    Returns:
+        The final evaluation's metrics.
+    """
+    with distributed.process_group(pick_device(cfg.device).type) as world:
+        trainer = Trainer(model, task, cfg, out_dir, tokenizer=tokenizer, extra_config=extra_config,
+                          progress=progress, world=world)
+        return trainer.run(resume=resume)
+
+
 class Trainer:
-    def __init__(self, model, task, cfg: TrainConfig, out_dir, tokenizer=None, extra_config: dict | None = None,
-                 progress: bool | None = None):
+    """The training loop: optimizer steps over the task's batches, evaluations, checkpoints and the log.
+
+    Args:
+        model: the model to train.
+        task: batches, loss and evaluation.
+        cfg: the training settings.
+        out_dir: the run directory.
+        tokenizer: saved with the model.
+        extra_config: more values for the checkpoint's config.json.
+        progress: show a progress bar (None: when stderr is a terminal).
+        world: this process's place in a torchrun run, its process group already started
+            (see `run_training`); None: a single process.
+    """
+
+    def __init__(self, model: nn.Module, task: Task, cfg: TrainConfig, out_dir, tokenizer=None,
+                 extra_config: dict | None = None, progress: bool | None = None, world: World | None = None):
         self.cfg = cfg
-        self.device = pick_device(cfg.device)
-        self.world = World.setup(self.device.type)
-        if self.device.type == "cuda" and self.world.distributed:
-            self.device = torch.device("cuda", self.world.local_rank)
+        self.world = world or World()
+        self.device = self.world.place(pick_device(cfg.device))
         self.dtype = pick_dtype(cfg.dtype, self.device)
         if self.device.type == "cuda":  # float32 matmuls on tensor cores (TF32), as nanoGPT does
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -214,7 +203,7 @@ class Trainer:
         self.iter = 0
         self.best_score = math.inf
         self.show_progress = sys.stderr.isatty() if progress is None else progress
-        self.d_model = getattr(model.config, "d_model", 0)
+        self.d_model = model.config.d_model  # the "noam" schedule scales with it
 
     # -- state ------------------------------------------------------------------------------
 
@@ -231,6 +220,7 @@ class Trainer:
         return {name: tensors[name] for name in self.shapes}, optim
 
     def state_dict(self) -> dict | None:
+        """Everything to continue the run exactly (see resume.pt above), on process 0; None elsewhere."""
         full = self.full_state(with_optimizer=True)
         if full is None:
             return None
@@ -243,17 +233,19 @@ class Trainer:
             "data_rng": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "task": self.task.state_dict() if hasattr(self.task, "state_dict") else {},
+            "task": self.task.state_dict(),
             "train_config": json.dumps(asdict(self.cfg)),
         }
 
     def save_resume(self) -> None:
+        """Writes resume.pt (process 0); every process waits until it is written."""
         state = self.state_dict()
         if state is not None:
             atomic_write(self.out / "resume.pt", lambda tmp: torch.save(state, tmp))
         self.world.barrier()  # nobody runs ahead of a checkpoint that is still being written
 
     def load_resume(self) -> None:
+        """Restores the run from resume.pt: weights, optimizer, iteration, best score, random states, task state."""
         path = self.out / "resume.pt"
         if not path.exists():
             raise CheckpointError(f"{path} not found: nothing to resume (train without --resume to start)")
@@ -277,10 +269,10 @@ class Trainer:
             torch.manual_seed(self.cfg.seed + self.world.rank + 1_000_003 * self.iter)
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        if hasattr(self.task, "load_state_dict"):
-            self.task.load_state_dict(state["task"])
+        self.task.load_state_dict(state.get("task", {}))
 
     def save_model(self) -> None:
+        """Writes the model directory (weights, config.json, tokenizer) from process 0; every process waits."""
         full = self.full_state(with_optimizer=False)
         if full is not None:
             extra = {"train": asdict(self.cfg), **self.extra_config}
@@ -290,11 +282,13 @@ class Trainer:
     # -- running ----------------------------------------------------------------------------
 
     def log(self, record: dict) -> None:
+        """Appends one JSON line to log.jsonl (process 0)."""
         if self.world.main:
             with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 
     def autocast(self):
+        """bfloat16 autocast when the run's dtype is bfloat16; a no-op context otherwise."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16)
 
     def evaluate(self) -> dict:
@@ -305,7 +299,7 @@ class Trainer:
         self.model.train()
         return metrics
 
-    def shard(self, batch):
+    def shard(self, batch: Batch) -> tuple[Batch, float]:
         """This process's rows of a global batch, and its share of the batch's tokens (the loss's divisor)."""
         if not self.world.distributed:
             return batch, 1.0
@@ -392,6 +386,7 @@ class Trainer:
         return metrics
 
     def on_evaluation(self, metrics: dict, progress: Progress) -> None:
+        """Keeps the model if it scores best so far, writes resume.pt, logs the metrics and shows them."""
         score = self.task.score(metrics)
         improved = score < self.best_score
         if improved:
@@ -405,6 +400,7 @@ class Trainer:
         progress.message(f"iter {self.iter}: {shown}" + (" (saved)" if improved else ""))
 
     def plot(self) -> None:
+        """Draws loss.png from log.jsonl."""
         log = self.out / "log.jsonl"
         if log.exists():
             from .plots import plot_loss
@@ -429,10 +425,12 @@ class Progress:
             self.bar.start()
 
     def update(self, it: int, loss: float, rate: float) -> None:
+        """Moves the bar to iteration `it`, showing the loss and tokens per second."""
         if self.bar is not None:
             self.bar.update(self.task, completed=it, status=f"loss {loss:.4f}  {rate:,.0f} tok/s")
 
     def message(self, text: str) -> None:
+        """One line above the bar, or on stderr without one."""
         if self.silent:
             return
         if self.bar is not None:
@@ -441,55 +439,6 @@ class Progress:
             print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        """Stops the bar."""
         if self.bar is not None:
             self.bar.stop()
-
-
-def configs_for_run(preset: str, overrides: list[str], model_cls):
-    """A preset's model and training settings with `--set key=value` overrides applied."""
-    from .config import PRESETS, apply_overrides
-
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-    entry = PRESETS[preset]
-    if not isinstance(entry.model, model_cls):
-        raise ValueError(f"preset {preset!r} is for another kind of model ({type(entry.model).__name__})")
-    train_cfg = TrainConfig(**entry.train)
-    train_sets, model_sets = split_overrides(list(overrides), train_cfg, entry.model)
-    return apply_overrides(entry.model, model_sets), apply_overrides(train_cfg, train_sets)
-
-
-def resumed_configs(out: Path, overrides: list[str], model_cls):
-    """An existing run's model and training settings, and its config.json; --set may change training keys only."""
-    from .checkpoint import CONFIG_FILE, read_json
-    from .config import apply_overrides
-
-    if not (out / "resume.pt").exists():
-        raise ValueError(f"{out / 'resume.pt'} not found: nothing to resume (train without --resume to start)")
-    meta = read_json(out / CONFIG_FILE)
-    model_cfg = model_cls(**meta["config"])
-    train_cfg = TrainConfig(**meta.get("train", {}))
-    train_sets, model_sets = split_overrides(list(overrides), train_cfg, model_cfg)
-    # The command that started the run may be repeated with --resume: model settings that
-    # agree with the saved ones are fine, a different model is not.
-    wanted = apply_overrides(model_cfg, model_sets)
-    changed = [f.name for f in dataclasses.fields(model_cfg) if getattr(wanted, f.name) != getattr(model_cfg, f.name)]
-    if changed:
-        raise ValueError(f"a resumed run keeps its model; cannot change {', '.join(changed)}")
-    return model_cfg, apply_overrides(train_cfg, train_sets), meta
-
-
-def format_metrics(metrics: dict) -> str:
-    """One JSON line of metrics, floats rounded to 6 decimals."""
-    return json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}, ensure_ascii=False)
-
-
-def split_overrides(assignments: list[str], *configs) -> list[list[str]]:
-    """Routes each key=value to the first config that has the key (unknown keys go to the last)."""
-    routed: list[list[str]] = [[] for _ in configs]
-    for a in assignments:
-        key = a.partition("=")[0].strip()
-        index = next((i for i, c in enumerate(configs) if key in {f.name for f in dataclasses.fields(c)}),
-                     len(configs) - 1)
-        routed[index].append(a)
-    return routed

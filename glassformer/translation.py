@@ -5,7 +5,9 @@ A sentence pair becomes
   tgt_in   = <bos> + target tokens                       (decoder input)
   tgt_out  = target tokens + <eos>                       (what the decoder must predict)
 Pairs with an empty side are dropped (and counted); pairs longer than the model's
-block_size are truncated (and counted), keeping <eos>.
+block_size are truncated (and counted), keeping <eos>. The source's shape, the padding and
+the loss are glassformer.data's (`source_ids`, `collate`, `lm_loss`); `TranslationTask` is
+the translation training task (glassformer.task.Task).
 """
 
 from __future__ import annotations
@@ -16,16 +18,26 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .checkpoint import load
 from .config import Seq2SeqConfig
-from .data import DataError, read_text
+from .data import (
+    SOURCE_TOKENIZER_FILE,
+    DataError,
+    collate,
+    lm_loss,
+    load_translation_tokenizers,
+    read_text,
+    source_ids,
+)
 from .device import pick_device
+from .runs import configs_for_run, resumed_configs
 from .seq2seq import Seq2Seq
-from .tokenizers import BPETokenizer, load_tokenizer
-from .train import TrainConfig, Trainer, configs_for_run, lm_loss, resumed_configs
+from .task import Batch
+from .tokenizers import BPETokenizer, Tokenizer
+from .train import TrainConfig, run_training
 
-SOURCE_TOKENIZER_FILE = "source_tokenizer.json"  # only when source and target have separate vocabularies
 DEFAULT_VOCAB = 6000
 
 
@@ -56,7 +68,7 @@ def encode_pairs(pairs, src_tok, tgt_tok, block_size: int, notice=None) -> list[
     truncated = sum(len(s) > limit or len(t) > limit for s, t in zip(src_ids, tgt_ids))
     if truncated and notice:
         notice(f"truncated {truncated} sentence pairs longer than block_size {block_size} tokens")
-    return [(s[:limit] + [src_tok.eos_id], t[:limit]) for s, t in zip(src_ids, tgt_ids)]
+    return [(source_ids(s, block_size, src_tok.eos_id), t[:limit]) for s, t in zip(src_ids, tgt_ids)]
 
 
 def bucket_batches(examples, batch_tokens: int) -> list[list[int]]:
@@ -79,24 +91,17 @@ def bucket_batches(examples, batch_tokens: int) -> list[list[int]]:
     return batches
 
 
-def collate(examples, indices, pad_id: int, bos_id: int, eos_id: int):
-    """Padded tensors for a batch: src (B, S), src_mask (B, S), tgt_in (B, T), tgt_out (B, T)."""
-    srcs = [examples[i][0] for i in indices]
-    tgts = [examples[i][1] for i in indices]
-    S, T = max(map(len, srcs)), max(map(len, tgts)) + 1
-    src = torch.full((len(indices), S), pad_id, dtype=torch.long)
-    tgt_in = torch.full((len(indices), T), pad_id, dtype=torch.long)
-    tgt_out = torch.full((len(indices), T), pad_id, dtype=torch.long)
-    for row, (s, t) in enumerate(zip(srcs, tgts)):
-        src[row, : len(s)] = torch.tensor(s)
-        tgt_in[row, : len(t) + 1] = torch.tensor([bos_id] + t)
-        tgt_out[row, : len(t) + 1] = torch.tensor(t + [eos_id])
-    src_mask = torch.arange(S)[None, :] < torch.tensor([len(s) for s in srcs])[:, None]
-    return src, src_mask, tgt_in, tgt_out
-
-
 class TranslationTask:
-    """Label-smoothed cross-entropy on length-bucketed batches; validation loss, BLEU and chrF."""
+    """Label-smoothed cross-entropy on length-bucketed batches; validation loss, BLEU and chrF.
+
+    Args:
+        train: encoded training pairs (see `encode_pairs`).
+        valid_examples: encoded validation pairs, for the validation loss.
+        valid_pairs: the validation sentences, for BLEU and chrF of greedy translations.
+        config: the model's config (its special token ids).
+        cfg: batch_tokens (the token budget of a batch) and label_smoothing.
+        src_tok, tgt_tok: the tokenizers (one object when the vocabulary is joint).
+    """
 
     def __init__(self, train, valid_examples, valid_pairs, config: Seq2SeqConfig, cfg: TrainConfig,
                  src_tok, tgt_tok):
@@ -109,11 +114,12 @@ class TranslationTask:
         self.position = 0
         self.epoch = 0
 
-    def _collate(self, examples, indices):
+    def _collate(self, examples, indices) -> Batch:
         c = self.config
         return collate(examples, indices, c.pad_id, c.bos_id, c.eos_id)
 
-    def train_batch(self, generator, device):
+    def train_batch(self, generator: torch.Generator, device: torch.device) -> Batch:
+        """The next batch of this epoch (a new random order each epoch): src, src_mask, tgt_in, tgt_out."""
         if self.position >= len(self.order):  # a new epoch: the batches in a new random order
             self.order = torch.randperm(len(self.batches), generator=generator).tolist()
             self.position = 0
@@ -122,23 +128,28 @@ class TranslationTask:
         self.position += 1
         return tuple(t.to(device) for t in self._collate(self.train, indices))
 
-    def loss(self, model, batch) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Label-smoothed cross-entropy of the decoder's predictions; padding does not count."""
         src, src_mask, tgt_in, tgt_out = batch
         # Right padding: real target positions never attend to padding under the causal mask.
         logits = model(src, tgt_in, src_mask)
         return lm_loss(logits, tgt_out, self.cfg.label_smoothing, ignore_index=self.config.pad_id)
 
-    def tokens(self, batch) -> int:
+    def tokens(self, batch: Batch) -> int:
+        """The batch's target tokens, padding excluded."""
         return int((batch[3] != self.config.pad_id).sum())
 
     def state_dict(self) -> dict:
+        """Where the run is in its epochs: this epoch's batch order, the next batch, the epoch."""
         return {"order": torch.tensor(self.order, dtype=torch.long), "position": self.position, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restores what state_dict returned."""
         self.order, self.position, self.epoch = state["order"].tolist(), state["position"], state["epoch"]
 
     @torch.no_grad()
-    def evaluate(self, model, device) -> dict:
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict:
+        """Validation loss (no label smoothing), and BLEU and chrF of greedy translations; the epoch."""
         total, count = 0.0, 0
         for indices in bucket_batches(self.valid_examples, self.cfg.batch_tokens):
             src, src_mask, tgt_in, tgt_out = (t.to(device) for t in self._collate(self.valid_examples, indices))
@@ -152,6 +163,7 @@ class TranslationTask:
 
     @staticmethod
     def score(metrics: dict) -> float:
+        """Minus BLEU: the run keeps the model that translates best."""
         return -metrics["bleu"]  # keep the model that translates best
 
 
@@ -201,6 +213,7 @@ def bleu_chrf(hypotheses: list[str], references: list[str]) -> dict:
 
 
 def notice(text: str) -> None:
+    """Prints a note about the input (dropped or truncated pairs) on stderr."""
     print(f"glassformer: {text}", file=sys.stderr)
 
 
@@ -235,19 +248,12 @@ def train_translation(out, train_src, train_tgt, valid_src, valid_tgt, preset: s
     valid = encode_pairs(valid_pairs, src_tok, tgt_tok, model_cfg.block_size)
     task = TranslationTask(train, valid, valid_pairs, model_cfg, train_cfg, src_tok, tgt_tok)
     torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed alone
-    trainer = Trainer(Seq2Seq(model_cfg), task, train_cfg, out, tokenizer=tgt_tok, progress=progress)
-    return trainer.run(resume=resume)
+    return run_training(Seq2Seq(model_cfg), task, train_cfg, out, resume=resume, tokenizer=tgt_tok,
+                        progress=progress)
 
 
-def load_translation_tokenizers(model_dir):
-    """(source tokenizer, target tokenizer) of a translation checkpoint."""
-    model_dir = Path(model_dir)
-    tgt = load_tokenizer(model_dir / "tokenizer.json")
-    src_path = model_dir / SOURCE_TOKENIZER_FILE
-    return (load_tokenizer(src_path) if src_path.exists() else tgt), tgt
-
-
-def load_translator(model_dir, device: str = "auto"):
+def load_translator(model_dir, device: str = "auto") -> tuple[Seq2Seq, Tokenizer, Tokenizer]:
+    """(model, source tokenizer, target tokenizer) of a translation checkpoint, the model on `device`."""
     model, _ = load(model_dir, pick_device(device))
     if not isinstance(model, Seq2Seq):
         raise ValueError(f"{model_dir} holds a language model, not a translation model; use `glassformer sample`")

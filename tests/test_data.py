@@ -1,4 +1,4 @@
-"""Reading text, the nanoGPT split, cached ids and batches."""
+"""Reading text, the nanoGPT split, cached ids and batches; source ids, padding, the LM loss and evaluation."""
 
 import gzip
 
@@ -7,12 +7,19 @@ import pytest
 import torch
 
 from glassformer.data import (
+    SOURCE_TOKENIZER_FILE,
     DataError,
     cached_ids,
     check_length,
+    collate,
+    lm_eval_loss,
+    lm_loss,
+    load_translation_tokenizers,
     random_windows,
     read_text,
+    right_pad,
     sequential_windows,
+    source_ids,
     split_text,
 )
 from glassformer.tokenizers import CharTokenizer
@@ -84,3 +91,51 @@ def test_sequential_windows_predict_every_token_once():
 def test_corpus_shorter_than_a_block_is_an_error():
     with pytest.raises(DataError, match="fewer than block_size"):
         check_length(np.arange(30), 64, "validation")
+
+
+def test_source_ids_are_cut_to_the_block_with_room_for_eos():
+    assert source_ids([7, 8, 9], 8, 2) == [7, 8, 9, 2]
+    assert source_ids(list(range(10, 30)), 8, 2) == [10, 11, 12, 13, 14, 15, 16, 2]  # block_size ids in all
+    assert source_ids([], 8, 2) == [2]
+
+
+def test_right_pad_pads_on_the_right_and_masks_the_padding():
+    ids, mask = right_pad([[5, 6, 7], [8], [9, 10]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0], [9, 10, 0]] and ids.dtype == torch.long
+    assert mask.tolist() == [[True, True, True], [True, False, False], [True, True, False]]
+
+
+def test_collate_builds_decoder_input_and_targets():
+    examples = [([5, 6, 2], [7, 8]), ([9, 2], [10, 11, 12])]
+    src, src_mask, tgt_in, tgt_out = collate(examples, [1, 0], pad_id=0, bos_id=1, eos_id=2)
+    assert src.tolist() == [[9, 2, 0], [5, 6, 2]] and src_mask.tolist() == [[True, True, False], [True] * 3]
+    assert tgt_in.tolist() == [[1, 10, 11, 12], [1, 7, 8, 0]]
+    assert tgt_out.tolist() == [[10, 11, 12, 2], [7, 8, 2, 0]]
+
+
+def test_lm_eval_loss_weights_each_batch_by_its_tokens():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 4, 11)  # five windows of four positions
+    targets = torch.randint(0, 11, (5, 4))
+
+    def model(x):
+        return logits[x[:, 0]]  # each window's logits, found by the row index the window carries
+
+    rows = torch.arange(5)[:, None].expand(5, 4)
+    windows = [(rows[:3], targets[:3]), (rows[3:], targets[3:])]  # batches of 3 and 2 windows
+    loss, count = lm_eval_loss(model, windows, "cpu")
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    assert count == 20 and loss == pytest.approx(expected.item(), rel=1e-6)
+    assert lm_loss(logits, targets).item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="no tokens"):
+        lm_eval_loss(model, [], "cpu")
+
+
+def test_translation_tokenizers_are_one_when_joint_and_two_when_separate(tmp_path):
+    tgt = CharTokenizer.train("hello")
+    tgt.save(tmp_path / "tokenizer.json")
+    src_tok, tgt_tok = load_translation_tokenizers(tmp_path)
+    assert src_tok is tgt_tok and tgt_tok.encode("hello") == tgt.encode("hello")
+    CharTokenizer.train("xyz").save(tmp_path / SOURCE_TOKENIZER_FILE)
+    src_tok, tgt_tok = load_translation_tokenizers(tmp_path)
+    assert src_tok.encode("xyz") == CharTokenizer.train("xyz").encode("xyz") and src_tok is not tgt_tok

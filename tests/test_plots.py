@@ -91,3 +91,15 @@ def test_plot_loss(tmp_path):
     log.write_text('{"iter": 0}\n', encoding="utf-8")
     with pytest.raises(ValueError):
         plot_loss(log, tmp_path / "empty.png")
+
+
+def test_figures_and_the_walkthrough_do_not_import_training():
+    import subprocess
+    import sys
+
+    code = ("import sys, glassformer.plots, glassformer.explain.walkthrough; "
+            "print(sorted(m for m in sys.modules if m in ('glassformer.train', 'glassformer.translation', "
+            "'glassformer.lm')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from glassformer import GPT, GPTConfig
-from glassformer.train import LMTask, TrainConfig, Trainer, TrainingError, learning_rate, make_optimizer
+from glassformer.lm import LMTask, evaluate_lm
+from glassformer.task import Task
+from glassformer.train import TrainConfig, Trainer, TrainingError, learning_rate, make_optimizer
 
 
 def test_cosine_schedule_follows_nanogpt():
@@ -83,7 +85,8 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     def one_step(batch_size, accum):
         torch.manual_seed(0)
         model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=1, n_head=2, n_embd=16))
-        cfg = TrainConfig(max_iters=1, batch_size=batch_size, gradient_accumulation_steps=accum, grad_clip=0)
+        cfg = TrainConfig(max_iters=1, batch_size=batch_size, gradient_accumulation_steps=accum, grad_clip=0,
+                          dtype="float32")  # bf16 autocast rounds the two ways differently
         trainer = Trainer(model, LMTask(data, data, 16, cfg), cfg, tmp_path / f"r{accum}", progress=False)
         trainer.train_step()
         return model
@@ -120,3 +123,82 @@ def test_training_reduces_loss(tmp_path):
     trainer = tiny_run(tmp_path, max_iters=60)
     first = trainer.evaluate()["val_loss"]
     assert trainer.run()["val_loss"] < first - 0.1
+
+
+def test_both_tasks_provide_every_method_of_the_task_protocol():
+    import dataclasses
+
+    from glassformer import PRESETS
+    from glassformer.translation import TranslationTask
+
+    cfg = TrainConfig(batch_tokens=64)
+    lm = LMTask(np.arange(100) % 7, np.arange(50) % 7, 8, cfg)
+    config = dataclasses.replace(PRESETS["walkthrough"].model, src_vocab_size=10, tgt_vocab_size=10)
+    translation = TranslationTask([([5, 2], [6])], [([5, 2], [6])], [("a", "b")], config, cfg, None, None)
+    assert isinstance(lm, Task) and isinstance(translation, Task)
+    assert lm.state_dict() == {}  # the trainer's generator alone places a language-model run in its data
+    translation.train_batch(torch.Generator().manual_seed(0), "cpu")
+    state = translation.state_dict()
+    assert state["position"] == 1 and state["epoch"] == 1
+
+
+def test_resume_file_holds_the_tasks_state(tmp_path):
+    tiny_run(tmp_path, max_iters=10).run()
+    assert torch.load(tmp_path / "resume.pt", weights_only=True)["task"] == {}
+
+
+def test_lm_evaluations_are_the_mean_loss_per_token():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16)).eval()
+    ids = np.random.default_rng(0).integers(0, 20, 45).astype(np.uint16)
+    # Every token once: 5 whole windows of 8 and a tail of 4, the tail its own short batch.
+    x = torch.from_numpy(ids[:-1].astype(np.int64))[None]
+    y = torch.from_numpy(ids[1:].astype(np.int64))[None]
+    with torch.no_grad():
+        logits = torch.cat([model(x[:, i: i + 8])[0] for i in range(0, 44, 8)])  # (44, V)
+    expected = F.cross_entropy(logits, y[0], reduction="sum").item() / 44
+    got = evaluate_lm(model, ids, batch_size=2)
+    assert got["tokens"] == 44 and got["val_loss"] == pytest.approx(expected, rel=1e-6)
+    assert got["perplexity"] == pytest.approx(math.exp(expected), rel=1e-6)
+    # The sampled evaluation: eval_iters equal batches, the mean of their mean losses.
+    cfg = TrainConfig(batch_size=3, eval_iters=4, seed=5)
+    task = LMTask(ids, ids, 8, cfg)
+    from glassformer.data import random_windows
+
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    with torch.no_grad():
+        losses = [F.cross_entropy(model(a).flatten(0, 1), b.flatten()).item()
+                  for a, b in (random_windows(ids, 8, 3, generator) for _ in range(4))]
+    assert task.evaluate(model, "cpu")["val_loss"] == pytest.approx(sum(losses) / 4, rel=1e-6)
+
+
+def test_a_single_process_world_starts_no_process_group(monkeypatch):
+    from glassformer import distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with distributed.process_group("cpu") as world:
+        assert world == distributed.World() and world.main and not world.distributed
+        assert not torch.distributed.is_initialized()
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    world = distributed.world_from_env()
+    assert (world.rank, world.size, world.local_rank, world.main) == (3, 4, 1, False)
+    assert world.place(torch.device("cuda")) == torch.device("cuda", 1)
+    assert world.place(torch.device("cpu")) == torch.device("cpu")
+
+
+def test_overrides_go_to_the_config_that_has_the_key():
+    from glassformer.runs import configs_for_run, split_overrides
+
+    train_sets, model_sets = split_overrides(["max_iters=5", "n_layer=3", "nonsense=1"], TrainConfig(),
+                                             GPTConfig())
+    assert train_sets == ["max_iters=5"] and model_sets == ["n_layer=3", "nonsense=1"]
+    model_cfg, train_cfg = configs_for_run("gpt-tiny", ["max_iters=5", "n_layer=3"], GPTConfig)
+    assert model_cfg.n_layer == 3 and train_cfg.max_iters == 5 and train_cfg.batch_size == 8  # the preset's
+    with pytest.raises(ValueError, match="unknown key 'nonsense'"):
+        configs_for_run("gpt-tiny", ["nonsense=1"], GPTConfig)
+    with pytest.raises(ValueError, match="another kind of model"):
+        configs_for_run("multi30k", [], GPTConfig)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from glassformer.cli import main
-from glassformer.translation import bleu_chrf, bucket_batches, collate, read_parallel
+from glassformer.data import collate
+from glassformer.translation import bleu_chrf, bucket_batches, read_parallel
 
 DE = ["null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun"]
 EN = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

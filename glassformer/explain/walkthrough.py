@@ -14,13 +14,12 @@ from dataclasses import dataclass
 import torch
 
 from ..config import PRESETS
+from ..data import collate, lm_loss, load_translation_tokenizers, source_ids
 from ..decode import greedy
 from ..gpt import GPT
 from ..seq2seq import Seq2Seq
 from ..tokenizers import WordTokenizer
 from ..trace import Trace
-from ..train import lm_loss
-from ..translation import collate
 from .steps import Step, block_steps, input_steps, matrix, output_steps
 
 # Three lines of a dialogue; each line answers the one before. The first two are the articles'.
@@ -39,6 +38,8 @@ def small_model(config) -> bool:
 
 @dataclass
 class Walkthrough:
+    """What the renderers draw: the steps in order, and what the model read and produced."""
+
     steps: list[Step]
     source: str  # the text the model read
     output: str  # what it produced (translation or next token)
@@ -47,6 +48,7 @@ class Walkthrough:
 
 
 def token_labels(tok, ids: list[int]) -> list[str]:
+    """The tokens of `ids` as the walkthrough shows them (special tokens by the articles' names)."""
     return [DISPLAY.get(tok.token(i), tok.token(i)) for i in ids]
 
 
@@ -58,7 +60,7 @@ def train_walkthrough_model(heads: int = 1, seed: int = 0, steps: int = 150) -> 
                               pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id)
     torch.manual_seed(seed)
     model = Seq2Seq(cfg)
-    pairs = [(tok.encode(a) + [tok.eos_id], tok.encode(b)) for a, b in zip(CORPUS, CORPUS[1:])]
+    pairs = [(source_ids(tok.encode(a), cfg.block_size, tok.eos_id), tok.encode(b)) for a, b in zip(CORPUS, CORPUS[1:])]
     src, src_mask, tgt_in, tgt_out = collate(pairs, range(len(pairs)), tok.pad_id, tok.bos_id, tok.eos_id)
     # Gradient descent with momentum, written out: the articles' update rule, and it spares
     # loading torch.optim (whose first use imports the compiler stack, slower than this training).
@@ -77,7 +79,7 @@ def train_walkthrough_model(heads: int = 1, seed: int = 0, steps: int = 150) -> 
 
 def seq2seq_walkthrough(model: Seq2Seq, src_tok, tgt_tok, text: str, corpus: list[str] | None = None) -> Walkthrough:
     """Every step of translating `text`: the encoder pass, then the decoder pass over its own greedy output."""
-    src_ids = src_tok.encode(text)[: model.config.block_size - 1] + [model.config.eos_id]
+    src_ids = source_ids(src_tok.encode(text), model.config.block_size, model.config.eos_id)
     src = torch.tensor([src_ids])
     decoded = greedy(model, src)[0]
     tgt_ids = [model.config.bos_id] + decoded
@@ -139,7 +141,6 @@ def builtin_walkthrough(heads: int = 1) -> Walkthrough:
 def model_walkthrough(model_dir, text: str) -> Walkthrough:
     """The walkthrough of a trained GPT or Seq2Seq checkpoint on the user's text."""
     from ..checkpoint import load
-    from ..translation import load_translation_tokenizers
 
     model, tok = load(model_dir)
     if tok is None:
