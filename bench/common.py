@@ -1,14 +1,21 @@
-"""Shared pieces of the benchmarks: timing, the machine's matmul peak, one JSON line per result."""
+"""Shared pieces of the benchmarks: contenders timed in turn, the machine's matmul peaks, one JSON line per result."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import statistics
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+
+from glassformer.device import native_bf16
+
+NOT_NATIVE = "not native"  # what a bf16 figure reads where the hardware has no bf16 units
 
 
 def emit(record: dict) -> None:
@@ -18,34 +25,80 @@ def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
-def timed(fn, warmup: int, repeat: int) -> float:
-    """Median seconds of `fn()` over `repeat` runs after `warmup` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
+@dataclass(frozen=True)
+class Timing:
+    """Seconds of repeated runs: the median is the figure, min and max show how steady the machine was."""
+
+    median: float
+    min: float
+    max: float
+    runs: int
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Timing:
+        return cls(statistics.median(seconds), min(seconds), max(seconds), len(seconds))
+
+    def fields(self) -> dict:
+        """The JSON fields of this timing: median_s, min_s, max_s and runs."""
+        return {"median_s": round(self.median, 6), "min_s": round(self.min, 6), "max_s": round(self.max, 6),
+                "runs": self.runs}
+
+
+def alternate(contenders: dict[str, Callable[[], object]], repeat: int, warmup: int = 1) -> dict[str, Timing]:
+    """Times each contender `repeat` times, taking turns: A B C, A B C, ...
+
+    Every contender first runs `warmup` times untimed (first-call costs: allocation, kernel choice).
+    Taking turns within each repeat, rather than all runs of A then all of B, puts a drift of a
+    shared machine (another job starting, the clock throttling) on every contender alike.
+
+    Args:
+        contenders: name -> a function that does one timed unit of work (its result is ignored).
+        repeat: timed runs of each contender.
+        warmup: untimed runs of each contender before the first timed one.
+
+    Returns:
+        name -> the Timing of its `repeat` runs, in seconds.
+    """
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: Timing.of(s) for name, s in seconds.items()}
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeat: int = 10) -> float:
+def matmul_peak(dtype: torch.dtype, n: int = 2048, budget_s: float = 2.0, repeat: int = 10) -> float:
     """FLOP/s of a large square matmul: what this machine's matrix units reach at best.
 
-    The fastest of `repeat` runs, not the median: a peak, and steadier on a shared machine.
+    The fastest run, not the median: a peak, and steadier on a shared machine. One warm-up run,
+    then up to `repeat` runs, stopping early once `budget_s` seconds have been spent.
     """
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
+    a @ b  # warm-up
     seconds = []
-    for _ in range(repeat):
+    started = time.perf_counter()
+    while len(seconds) < repeat and time.perf_counter() - started < budget_s:
         start = time.perf_counter()
         a @ b
         seconds.append(time.perf_counter() - start)
     return 2 * n ** 3 / min(seconds)
 
 
+def matmul_peaks() -> dict[str, float | None]:
+    """The CPU's fp32 peak FLOP/s, and its bf16 peak where it has bf16 units (None where it has not).
+
+    Emulated bf16 runs far below fp32 (0.3 GFLOP/s on one CPU, minutes per matmul), so it is
+    not measured: an MFU against it would only say the emulation is slow.
+    """
+    bf16 = matmul_peak(torch.bfloat16) if native_bf16(torch.device("cpu")) else None
+    return {"fp32": matmul_peak(torch.float32), "bf16": bf16}
+
+
 def offline() -> None:
+    """No network: every Hugging Face model here is built from a config, nothing is downloaded."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -6,9 +6,13 @@
 
 Every model is GPT-2's architecture with exact GELU (nanoGPT's choice; HF's activation_function
 "gelu"), biases and tied embeddings, loaded with the same weights, and trained by the same
-step: forward, cross-entropy, backward, clipping at 1.0, fused AdamW. Prints one JSON line per
-model: tokens/s of a full step and MFU, the model's FLOPs over the matmul peak this script
-measures itself, in fp32 and in bf16 (reported against both).
+step: forward, cross-entropy, backward, clipping at 1.0, fused AdamW. Their losses on the same
+batch must agree (checked). The models take turns, one step each per repeat, so that a drift of
+a shared machine lands on all of them. Prints one JSON line per model: the median, min and max
+seconds of a step, tokens/s and MFU at the median: the model's FLOPs over the matmul peak this
+script measures itself (a few seconds), in fp32 and, only where the CPU has bf16 units
+(AVX512-BF16 or AMX), in bf16; elsewhere the bf16 figures read "not native". The default,
+--shape cpu, takes well under a minute on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, matmul_peak, offline, timed  # noqa: E402
+from common import NOT_NATIVE, alternate, emit, matmul_peaks, offline  # noqa: E402
 
 from glassformer import GPT, GPTConfig  # noqa: E402
 from glassformer.checkpoint import tensors_to_hf  # noqa: E402
@@ -87,7 +91,7 @@ def main() -> None:
     ours = GPT(cfg)
     x = torch.randint(0, 65, (shape["batch"], cfg.block_size))
     y = torch.randint(0, 65, (shape["batch"], cfg.block_size))
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peaks = matmul_peaks()
     contenders = [("glassformer", ours, lambda m, ids, targets: cross_entropy(m(ids), targets))]
     if not args.no_hf:
         import transformers
@@ -103,16 +107,22 @@ def main() -> None:
     with torch.no_grad():  # the same weights give the same loss, or the comparison means nothing
         losses = {name: loss_of(model, x, y).item() for name, model, loss_of in contenders}
     assert max(losses.values()) - min(losses.values()) < 1e-4, losses
-    tokens = x.numel()
+    steps = {}
     for name, model, loss_of in contenders:
         model.train()
-        seconds = timed(step_fn(model, loss_of, x, y, args.dtype), warmup=3, repeat=args.repeat)
-        rate = tokens / seconds
+        steps[name] = step_fn(model, loss_of, x, y, args.dtype)
+    timings = alternate(steps, repeat=args.repeat, warmup=3)
+    tokens = x.numel()
+    for name, timing in timings.items():
+        rate = tokens / timing.median
         flops = rate * flops_per_token(cfg)
+        bf16 = peaks["bf16"]
         emit({"bench": "train_step", "model": name, "shape": args.shape, "dtype": args.dtype,
-              "ms_per_step": round(seconds * 1000, 2), "tokens_per_s": round(rate), "gflops": round(flops / 1e9, 1),
-              "mfu_vs_fp32_peak": round(flops / peaks["fp32"], 4), "mfu_vs_bf16_peak": round(flops / peaks["bf16"], 4),
-              "peak_gflops_fp32": round(peaks["fp32"] / 1e9, 1), "peak_gflops_bf16": round(peaks["bf16"] / 1e9, 1)})
+              "ms_per_step": round(timing.median * 1000, 2), **timing.fields(), "tokens_per_s": round(rate),
+              "gflops": round(flops / 1e9, 1), "mfu_vs_fp32_peak": round(flops / peaks["fp32"], 4),
+              "mfu_vs_bf16_peak": NOT_NATIVE if bf16 is None else round(flops / bf16, 4),
+              "peak_gflops_fp32": round(peaks["fp32"] / 1e9, 1),
+              "peak_gflops_bf16": NOT_NATIVE if bf16 is None else round(bf16 / 1e9, 1)})
 
 
 if __name__ == "__main__":
