@@ -1,18 +1,23 @@
-"""Generation from a language model, on token ids: the model maps ids to logits, this
-module chooses the next token, feeds it back, and decides when to stop.
+"""Decoding, on token ids: the model maps ids to logits; this module chooses the next token,
+feeds it back, and decides when to stop. It is the one decoding core: language-model sampling
+here, translation's greedy and beam search in glassformer.decode, all on the same pieces:
 
-Shapes: B batch, T time, V vocabulary. The model sees at most its last `block_size`
-tokens, as in nanoGPT: while the text fits, a KV cache means each step runs only the
-newest token (through the model's fast single-token step where it has one); once it
-outgrows the block the window slides, every position shifts, and the whole window is
-recomputed each step.
+  selection   `top_k` (ties to the lower index), `filter_top_k`, `filter_top_p`, `next_token`
+  a Decoder   next-token logits for rows of sequences with a KV cache: `start`, `step`, `keep`
+              (`LanguageModelDecoder` for a GPT; decode.Seq2SeqDecoder for a translation model)
+  the loop    `decode_steps`: choose a token per row, feed it back, drop rows that finished
+
+Shapes: B batch, A rows still decoding, T time, V vocabulary. A GPT sees at most its last
+`block_size` tokens, as in nanoGPT: while the text fits, the KV cache means each step runs only
+the newest token (through the model's fast one-token step where it has one); once it outgrows
+the block the window slides, every position shifts, and the whole window is recomputed each step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 import torch.nn as nn
@@ -25,7 +30,7 @@ REPLACEMENT_CHAR = "\ufffd"  # what a decoder prints for an incomplete UTF-8 cha
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
     """Raises ValueError for sampling settings outside their ranges."""
-    if temperature < 0:
+    if not temperature >= 0:  # also refuses nan
         raise ValueError(f"temperature must be >= 0 (0 means greedy); got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 (or None for no limit); got {top_k}")
@@ -33,11 +38,39 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
         raise ValueError(f"top_p must be in (0, 1] (or None for no limit); got {top_p}")
 
 
+def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest entries of each row of scores (N, M): values and indices (N, k), best first.
+
+    Equal values go to the lower index, as `argmax` does, so a beam of one picks what greedy
+    picks. torch.topk leaves the order of equal values unspecified, so its picks are put in
+    (value descending, index ascending) order afterwards, and a row where equal values
+    straddle the k-th place (topk may have kept a higher index) is sorted stably instead.
+    With fewer than k entries, or fewer finite ones, the remaining picks are -inf with
+    arbitrary indices; callers drop -inf picks.
+    """
+    N, M = scores.shape
+    values, indices = scores.topk(min(k + 1, M), dim=-1)  # (N, k + 1): one more, to see a tie at the k-th
+    if M > k:
+        straddles = (values[:, k - 1] == values[:, k]) & values[:, k - 1].isfinite()  # (N,)
+        values, indices = values[:, :k], indices[:, :k]
+        if bool(straddles.any()):
+            rows = straddles.nonzero().squeeze(1)
+            exact = scores[rows].sort(dim=-1, descending=True, stable=True)  # equal values keep index order
+            values[rows], indices[rows] = exact.values[:, :k], exact.indices[:, :k]
+    elif M < k:  # fewer entries than picks: the rest are -inf
+        values = torch.cat([values, values.new_full((N, k - M), float("-inf"))], dim=-1)
+        indices = torch.cat([indices, indices.new_zeros(N, k - M)], dim=-1)
+    # Best first, equal values by index: sort by index, then stably by value.
+    order = indices.argsort(dim=-1)
+    values, indices = values.gather(-1, order), indices.gather(-1, order)
+    order = values.argsort(dim=-1, descending=True, stable=True)
+    return values.gather(-1, order), indices.gather(-1, order)
+
+
 def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Keeps exactly the k largest logits of each row (ties go to the lower id); the rest become -inf."""
-    k = min(k, logits.size(-1))
-    top = logits.topk(k, dim=-1).indices  # (B, k)
-    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)  # (B, V)
+    _, best = top_k(logits, min(k, logits.size(-1)))  # (B, k)
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, best, True)  # (B, V)
     return logits.masked_fill(~keep, float("-inf"))
 
 
@@ -61,9 +94,9 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """logits (B, V) for the next position -> token ids (B,).
 
-    temperature 0 or top_k 1 is greedy (argmax, no randomness used). Otherwise the logits
-    are divided by the temperature, filtered by top-k and then top-p, and one id per row is
-    drawn from the softmax with `generator` (the global RNG if None).
+    temperature 0 or top_k 1 is greedy (argmax, ties to the lower id, no randomness used).
+    Otherwise the logits are divided by the temperature, filtered by top-k and then top-p,
+    and one id per row is drawn from the softmax with `generator` (the global RNG if None).
     """
     check_sampling(temperature, top_k, top_p)
     if temperature == 0 or top_k == 1:
@@ -78,7 +111,119 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
 
 
 # ---------------------------------------------------------------------------------------------
+# Decoders: next-token logits for rows of sequences, with a cache
+
+
+class Decoder(Protocol):
+    """What a search needs from a model. Each method runs in eval and inference mode."""
+
+    def start(self) -> torch.Tensor:
+        """Runs what the sequences start from (a prompt, <bos>); returns the next logits (B, V)."""
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        """Appends one token per row (A,) to the sequences; returns the next logits (A, V)."""
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keeps rows `rows` (A',) of the sequences, in that order: beam search's reordering
+        (a row may be kept twice), or the rows still decoding."""
+
+
+@contextlib.contextmanager
+def running(model: nn.Module) -> Iterator[None]:
+    """Eval mode and inference mode for the duration, then every module's training flag as it was."""
+    training = [module for module in model.modules() if module.training]  # usually none while decoding
+    for module in training:
+        module.training = False
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        for module in training:
+            module.training = True
+
+
+class LanguageModelDecoder:
+    """A GPT continuing prompts (B, T), T <= block_size.
+
+    With the cache: the prompt once, then one token per step through the model's fast
+    `decode_step` where it offers one (None while the model is observed, so a trace sees
+    every step through the modules), until the text outgrows the block; from then on, and
+    without the cache, the last block_size tokens are recomputed at every step.
+    """
+
+    def __init__(self, model: nn.Module, prompt: torch.Tensor, use_cache: bool = True):
+        self.model, self.context = model, prompt  # (B, T)
+        self.cache = model.new_cache() if use_cache else None
+        self.fast_step = None
+
+    def start(self) -> torch.Tensor:
+        return self._logits()
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        self.context = torch.cat([self.context, token[:, None]], dim=1)  # (A, T) -> (A, T + 1)
+        return self._logits()
+
+    def keep(self, rows: torch.Tensor) -> None:
+        with running(self.model):
+            self.context = self.context[rows]
+            if self.cache is not None:
+                self.cache.keep(rows)
+        if self.fast_step is not None and self.fast_step.rows != rows.numel():
+            self.fast_step = None  # built for another number of rows: the next step builds a new one
+
+    def _logits(self) -> torch.Tensor:
+        block_size = self.model.config.block_size
+        if self.cache is not None and self.context.size(1) > block_size:
+            self.cache = None  # the window starts to slide: positions shift, so cached keys no longer fit
+        with running(self.model):
+            if self.cache is None:
+                return self.model.next_logits(self.context[:, -block_size:])  # (A, V)
+            new = self.context[:, self.cache.length:]  # the ids the cache has not seen: the prompt, then one
+            if self.cache.length > 0:
+                if self.fast_step is None:
+                    self.fast_step = self.model.decode_step(len(self.context))
+                if self.fast_step is not None:
+                    return self.fast_step(new, self.cache)
+            return self.model.next_logits(new, self.cache)
+
+
+# ---------------------------------------------------------------------------------------------
 # The decoding loop
+
+
+def decode_steps(decoder: Decoder, steps: int, choose: Callable[[torch.Tensor], torch.Tensor],
+                 eos_id: int | None = None, limits: torch.Tensor | None = None,
+                 drop_finished: bool = True) -> Iterator[torch.Tensor]:
+    """Yields the chosen token of every row, (B,) per step, for up to `steps` steps.
+
+    choose: logits (A, V) of the rows in the decoder's batch -> their tokens (A,).
+    A row finishes when it chooses eos_id or has produced limits[row] tokens (eos included);
+    from then on it yields eos_id (or its last token, with no eos_id), and the loop ends when
+    every row has finished. A finished row leaves the decoder's batch; with drop_finished=False
+    it stays and is fed eos_id, so that `choose` sees every row at every step (sampling then
+    draws the same random numbers for a row whichever other rows finish).
+    """
+    logits = decoder.start()  # (B, V)
+    B, device = logits.size(0), logits.device
+    rows = torch.arange(B, device=device)  # (A,) the rows in the decoder's batch, by their place in the batch
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    out = torch.full((B,), -1 if eos_id is None else eos_id, dtype=torch.long, device=device)
+    for step in range(1, steps + 1):
+        token = choose(logits)  # (A,)
+        out = out.clone()  # each step's tokens in a tensor of their own, for the caller to keep
+        out[rows] = token.masked_fill(finished[rows], eos_id) if eos_id is not None else token
+        yield out
+        ended = out[rows] == eos_id if eos_id is not None else torch.zeros_like(token, dtype=torch.bool)
+        if limits is not None:
+            ended |= step >= limits[rows]
+        finished[rows] |= ended
+        if bool(finished.all()) or step == steps:
+            return
+        if drop_finished and bool(ended.any()):
+            going = (~ended).nonzero().squeeze(1)  # (A',)
+            rows = rows[going]
+            decoder.keep(going)
+        logits = decoder.step(out[rows])  # (A, V)
 
 
 def stream(model: nn.Module, ids: Any, max_new_tokens: int, *, temperature: float = 1.0,
@@ -110,55 +255,12 @@ def stream(model: nn.Module, ids: Any, max_new_tokens: int, *, temperature: floa
         generator.seed()  # fresh entropy from the OS, not from the global RNG
     else:
         generator.manual_seed(seed)
-    sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p)
-    return _decode_steps(model, prompt, max_new_tokens, sampling, generator, eos_id, use_cache)
 
+    def choose(logits: torch.Tensor) -> torch.Tensor:
+        return next_token(logits, temperature, top_k, top_p, generator)
 
-def _decode_steps(model, context, steps, sampling, generator, eos_id, use_cache) -> Iterator[torch.Tensor]:
-    """The generator behind `stream`; `context` (B, T) is the cropped prompt, T <= block_size.
-
-    Three ways to the next logits, all computing the same numbers: the whole window through
-    the model (no cache, or once the window slides); the prompt through the model into the
-    cache; then one token per step, through the model's fast `decode_step` where it offers
-    one (GPT: the same kernels without module calls; None while hooks observe the model, so
-    a trace sees every step), else through the model. The fast step is chosen after the
-    prompt: hooks added later in the generation do not see its remaining steps.
-    """
-    block_size = model.config.block_size
-    cache = model.new_cache() if use_cache else None
-    fast_step = None
-    finished = torch.zeros(context.size(0), dtype=torch.bool, device=context.device)  # (B,)
-    for _ in range(steps):
-        if cache is not None and context.size(1) > block_size:
-            cache = None  # the window starts to slide: positions shift, so cached keys no longer fit
-        with torch.inference_mode():
-            if cache is not None and fast_step is not None:
-                logits = fast_step(context[:, -1:], cache)  # (B, V): the newest token only
-            else:
-                with evaluating(model):
-                    if cache is not None:
-                        # Only the ids the cache has not seen: the whole prompt, then (no fast step) one per step.
-                        logits = last_logits(model, context[:, cache.length:], cache)  # (B, V)
-                        fast_step = model.decode_step(len(context)) if hasattr(model, "decode_step") else None
-                    else:
-                        logits = last_logits(model, context[:, -block_size:])  # (B, V)
-            token = next_token(logits, generator=generator, **sampling)  # (B,)
-        token = token.clone()  # an ordinary tensor the caller may modify outside inference mode
-        if eos_id is not None:
-            token = token.masked_fill(finished, eos_id)  # finished rows only repeat eos
-            finished |= token == eos_id
-        yield token
-        if eos_id is not None and bool(finished.all()):
-            return
-        context = torch.cat([context, token[:, None]], dim=1)  # (B, T) -> (B, T + 1)
-
-
-def last_logits(model: nn.Module, ids: torch.Tensor, cache=None) -> torch.Tensor:
-    """The logits (B, V) after the last of ids (B, T): `next_logits` where the model has it,
-    which projects only the last position to the vocabulary, else the forward's last row."""
-    if hasattr(model, "next_logits"):
-        return model.next_logits(ids, cache)
-    return model(ids, cache=cache)[:, -1] if cache is not None else model(ids)[:, -1]
+    decoder = LanguageModelDecoder(model, prompt, use_cache)
+    return decode_steps(decoder, max_new_tokens, choose, eos_id, drop_finished=False)
 
 
 def as_batch(ids: Any, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -181,19 +283,6 @@ def crop_prompt(ids: torch.Tensor, block_size: int) -> torch.Tensor:
     warnings.warn(f"the prompt has {T} tokens but the model sees at most block_size={block_size}: "
                   f"the first {T - block_size} tokens were dropped", stacklevel=3)
     return ids[:, -block_size:]
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode (dropout off) for the duration, then every module's training flag as it was."""
-    training = [module for module in model.modules() if module.training]  # usually none while generating
-    for module in training:
-        module.training = False
-    try:
-        yield
-    finally:
-        for module in training:
-            module.training = True
 
 
 # ---------------------------------------------------------------------------------------------

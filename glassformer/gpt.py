@@ -12,15 +12,17 @@ from .config import GPTConfig
 from .layers import (
     Block,
     KVCache,
-    RMSNorm,
     RotaryEmbedding,
     TokenEmbedding,
-    apply_rotary,
     check_ids,
+    feed_forward,
     init_weights,
     make_norm,
     make_positions,
+    merge_heads,
+    split_heads,
 )
+from .trace import observed
 
 
 class GPT(nn.Module):
@@ -55,20 +57,29 @@ class GPT(nn.Module):
         c = self.config
         past = cache.length if cache is not None else 0
         check_ids(ids, c.vocab_size, c.block_size, past)
+        if self.seg_emb is not None:
+            if segment_ids is None:
+                raise ValueError("this model has a segment embedding; pass segment_ids of the same shape as ids")
+            check_ids(segment_ids, c.n_segments, c.block_size, past, name="segment_ids")
+        x, rotary = self.embed(ids, past, segment_ids)
+        for i, block in enumerate(self.blocks):
+            layer_cache = cache.self_attn[i] if cache is not None else None
+            x = block(x, is_causal=True, cache=layer_cache, rotary=rotary)
+        return self.final(x)
+
+    def embed(self, ids: torch.Tensor, past: int = 0, segment_ids=None):
+        """ids (B, T) at positions past.. -> (the residual stream's start (B, T, C), RoPE's (cos, sin) or None)."""
         positions = torch.arange(past, past + ids.size(1), device=ids.device)  # (T,)
         x = self.tok_emb(ids)  # (B, T, C)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)  # (T, C) broadcast over the batch
         if self.seg_emb is not None:
-            if segment_ids is None:
-                raise ValueError("this model has a segment embedding; pass segment_ids of the same shape as ids")
-            check_ids(segment_ids, c.n_segments, c.block_size, past, name="segment_ids")
             x = x + self.seg_emb(segment_ids)
-        x = self.drop(x)
         rotary = self.rotary(positions) if self.rotary is not None else None
-        for i, block in enumerate(self.blocks):
-            layer_cache = cache.self_attn[i] if cache is not None else None
-            x = block(x, is_causal=True, cache=layer_cache, rotary=rotary)
+        return self.drop(x), rotary
+
+    def final(self, x: torch.Tensor) -> torch.Tensor:
+        """The last blocks' output through the final norm, where the model has one (pre-LN)."""
         return self.final_norm(x) if self.final_norm is not None else x
 
     def forward(self, ids: torch.Tensor, cache: KVCache | None = None, segment_ids=None) -> torch.Tensor:
@@ -82,13 +93,9 @@ class GPT(nn.Module):
 
     def decode_step(self, rows: int) -> DecodeStep | None:
         """A fast single-token step for generating `rows` sequences with a KV cache, or None where
-        it would not compute what forward computes or would hide a step from observers: forward
-        hooks on any module, a segment embedding, an attention core forced onto the explicit path."""
-        hooked = bool(nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
-        for module in self.modules():
-            hooked = hooked or bool(module._forward_hooks or module._forward_pre_hooks)
-        explicit = any(block.self_attn.core.path == "explicit" for block in self.blocks)
-        if hooked or explicit or self.seg_emb is not None:
+        it would hide steps from an observer (`glassformer.trace.observe`, which Trace uses) or the
+        model has a segment embedding."""
+        if observed(self) or self.seg_emb is not None:
             return None
         return DecodeStep(self, rows)
 
@@ -118,86 +125,55 @@ class GPT(nn.Module):
 class DecodeStep:
     """GPT.next_logits for one new token per row, (B, 1) ids after a KV cache -> (B, V), in eval mode.
 
-    The same math and the same kernels as the modules, called directly on their weights: at
-    one token per step a small model spends more time in module calls, attribute look-ups,
-    id checks and reshapes than in its matmuls. Differences from the readable path: Q, K
-    and V come from one matmul against the stacked W_Q, W_K, W_V; rows stay (B, C) with no
-    time axis; dropout is off; the ids are not checked (generation feeds back ids the model
-    chose); from 4 rows on the matmuls use a transposed copy of the weights (DecodeLinear).
+    The model's own functions (`GPT.embed`, `Block.sublayers`, `MultiHeadAttention.attend`,
+    `feed_forward`, `GPT.final`) with faster linear maps: at one token per step a small model
+    spends much of its time around its matmuls. Q, K and V come from one matmul against the
+    stacked W_Q, W_K, W_V; from 4 rows on the matmuls use a transposed copy of the weights
+    (DecodeLinear); the ids are not checked (generation feeds back ids the model chose).
     Reads the weights when built: build one per generation, for `rows` sequences.
     tests/test_generate_fast.py holds it to the modules.
     """
 
     def __init__(self, model: GPT, rows: int):
-        c = model.config
-        self.n_head, self.head_dim, self.pre_norm = c.n_head, c.head_dim, c.norm_position == "pre"
-        self.tok_emb = model.tok_emb.weight  # (V, C)
-        self.emb_scale = model.tok_emb.scale
-        self.positions = model.pos_emb.weight if isinstance(model.pos_emb, nn.Embedding) else (
-            model.pos_emb.table if model.pos_emb is not None else None)  # (block_size, C) or None
-        self.rotary = (model.rotary.cos, model.rotary.sin) if model.rotary is not None else None  # (block_size, d/2)
+        self.model = model
+        self.rows = rows
         self.layers = [DecodeLayer(block, rows) for block in model.blocks]
-        self.final_norm = norm_function(model.final_norm) if model.final_norm is not None else None
         self.lm_head = DecodeLinear(model.lm_head.weight, None, rows)
 
     def __call__(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        B, h, d = ids.size(0), self.n_head, self.head_dim
-        past = cache.length  # the new token's position
-        x = F.embedding(ids[:, 0], self.tok_emb)  # (B, C)
-        if self.emb_scale != 1.0:
-            x = x * self.emb_scale
-        if self.positions is not None:
-            x = x + self.positions[past]  # (C,) broadcast over the batch
-        rotary = None
-        if self.rotary is not None:
-            rotary = tuple(table[past : past + 1] for table in self.rotary)  # cos, sin: (1, d/2) each
-        for layer, layer_cache in zip(self.layers, cache.self_attn):
-            a = layer.attn_norm(x) if self.pre_norm else x
-            q, k, v = layer.qkv(a).view(B, 3, h, 1, d).unbind(1)  # (B, 3*h*d) -> 3 x (B, h, 1, d)
-            if rotary is not None:
-                q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-            k, v = layer_cache.append(k, v)  # (B, h, past + 1, d)
-            out = F.scaled_dot_product_attention(q, k, v)  # (B, h, 1, d): one query sees every key, no mask
-            y = layer.o_proj(out.reshape(B, h * d))  # heads concatenated -> (B, C)
-            x = x + y if self.pre_norm else layer.attn_norm(x + y)
-            a = layer.ffn_norm(x) if self.pre_norm else x
-            u = layer.up(a)  # (B, d_ff)
-            u = layer.act(layer.gate(a)) * u if layer.gate is not None else layer.act(u)
-            y = layer.down(u)  # (B, C)
-            x = x + y if self.pre_norm else layer.ffn_norm(x + y)
-        if self.final_norm is not None:
-            x = self.final_norm(x)
-        return self.lm_head(x)  # (B, V)
+        x, rotary = self.model.embed(ids, cache.length)  # (B, 1, C)
+        for block, layer, layer_cache in zip(self.model.blocks, self.layers, cache.self_attn):
+            x = block.sublayers(x, functools.partial(layer.self_attention, cache=layer_cache, rotary=rotary),
+                                layer.feed_forward)
+        return self.lm_head(self.model.final(x)[:, -1])  # (B, V)
 
 
 class DecodeLayer:
-    """One block's weights as plain tensors and functions, for DecodeStep."""
+    """One block's sublayers with DecodeLinear maps, for DecodeStep."""
 
     def __init__(self, block: Block, rows: int):
         attn, ffn = block.self_attn, block.ffn
         projections = (attn.q_proj, attn.k_proj, attn.v_proj)
         qkv_bias = torch.cat([p.bias for p in projections]) if attn.q_proj.bias is not None else None
         qkv_weight = torch.cat([p.weight for p in projections])  # (3*h*d, C): W_Q, W_K, W_V stacked
+        self.attn, self.act = attn, ffn.act
         self.qkv = DecodeLinear(qkv_weight, qkv_bias, rows)
         self.o_proj = DecodeLinear(attn.o_proj.weight, attn.o_proj.bias, rows)
         self.up = DecodeLinear(ffn.up.weight, ffn.up.bias, rows)
         self.gate = DecodeLinear(ffn.gate.weight, ffn.gate.bias, rows) if ffn.gate is not None else None
         self.down = DecodeLinear(ffn.down.weight, ffn.down.bias, rows)
-        self.act = ffn.act.forward  # e.g. F.gelu with the module's settings
-        self.attn_norm = norm_function(block.attn_res.norm)
-        self.ffn_norm = norm_function(block.ffn_res.norm)
 
+    def self_attention(self, x: torch.Tensor, cache, rotary) -> torch.Tensor:
+        """MultiHeadAttention.forward for (B, 1, C) with one matmul for Q, K and V."""
+        q, k, v = split_heads(self.qkv(x), 3 * self.attn.n_head).chunk(3, dim=1)  # (B, 3h, 1, d) -> 3 x (B, h, 1, d)
+        return self.o_proj(merge_heads(self.attn.attend(q, k, v, cache=cache, rotary=rotary)))
 
-def norm_function(norm: nn.Module):
-    """A LayerNorm or RMSNorm module as a function of x alone, calling the same kernel."""
-    if isinstance(norm, RMSNorm):
-        return functools.partial(F.rms_norm, normalized_shape=norm.weight.shape, weight=norm.weight, eps=norm.eps)
-    return functools.partial(F.layer_norm, normalized_shape=norm.weight.shape, weight=norm.weight, bias=norm.bias,
-                             eps=norm.eps)
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return feed_forward(x, self.up, self.down, self.act, self.gate)
 
 
 class DecodeLinear:
-    """x (rows, in) -> x Wᵀ + b, nn.Linear's map, for a few rows at a time.
+    """x (rows, ..., in) -> x Wᵀ + b, nn.Linear's map, for a few rows at a time.
 
     For 4 or more rows MKL's matmul is up to twice as fast with W stored (in, out), as
     GPT-2's Conv1D keeps it, than with nn.Linear's (out, in) (measured on CPU: 25 matmuls of
@@ -213,4 +189,6 @@ class DecodeLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.transposed:
             return F.linear(x, self.weight, self.bias)
-        return x @ self.weight if self.bias is None else torch.addmm(self.bias, x, self.weight)
+        rows = x.flatten(0, -2)  # (rows, ..., in) -> (N, in)
+        y = rows @ self.weight if self.bias is None else torch.addmm(self.bias, rows, self.weight)
+        return y.view(*x.shape[:-1], -1)

@@ -154,14 +154,13 @@ def attention(q, k, v, mask=None, dropout_p: float = 0.0, tap: Tap | None = None
 
 
 class ScaledDotProductAttention(nn.Module):
-    """The attention core: (q, k, v, mask) -> (output, probabilities or None).
+    """The attention core: (q, k, v, mask, is_causal) -> (output, probabilities or None).
 
     path "explicit": `attention` above, which forms the probability matrix.
-    path "fused": `F.scaled_dot_product_attention`, which never forms it.
-    path "auto" (default): the fused kernel, or `attention` where `explicit_is_faster`. When a
-    forward hook observes this module or its tap ("auto"), the probabilities are also
-    computed with `attention` for the observers; the output stays the fused one, so
-    observing never changes what the model computes.
+    path "fused": `F.scaled_dot_product_attention`, which never forms it (probabilities None).
+    path "auto" (default): the fused kernel, or `attention` where `explicit_is_faster`.
+    An observer that wants the probabilities of a fused call computes them with
+    `probabilities` (glassformer.trace does), so observing never changes what the model computes.
     """
 
     def __init__(self, dropout: float = 0.0):
@@ -170,27 +169,33 @@ class ScaledDotProductAttention(nn.Module):
         self.path = "auto"  # "auto" | "explicit" | "fused"
         self.tap = Tap()
 
-    def observed(self) -> bool:
-        return (bool(self._forward_hooks) or bool(self.tap._forward_hooks)
-                or bool(nn.modules.module._global_forward_hooks))
-
     def forward(self, q, k, v, mask=None, is_causal: bool = False):
-        t_q, t_k = q.size(-2), k.size(-2)
+        mask, is_causal = effective_mask(q, k, mask, is_causal)
         dropout_p = self.dropout if self.training else 0.0
-        if is_causal and t_q == 1:
-            is_causal = False  # a single newest query sees every key
-        if is_causal and (mask is not None or t_q != t_k):
-            # The fused kernel's own causal flag aligns queries to the first key; with a cache
-            # (Tq < Tk) the newest queries sit at the end, so spell the mask out.
-            mask = combine_masks(mask, causal_mask(t_q, t_k, q.device))
-            is_causal = False
         if self.path == "explicit" or (self.path == "auto" and explicit_is_faster(q)):
-            return attention(q, k, v, causal_mask(t_q, t_k, q.device) if is_causal else mask, dropout_p, self.tap)
+            return attention(q, k, v, causal_mask(q.size(-2), k.size(-2), q.device) if is_causal else mask,
+                             dropout_p, self.tap)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
-        if self.path == "auto" and self.observed():
-            _, probs = attention(q, k, v, causal_mask(t_q, t_k, q.device) if is_causal else mask, 0.0, self.tap)
-            return out, probs
         return out, None
+
+    def probabilities(self, q, k, v, mask=None, is_causal: bool = False) -> torch.Tensor:
+        """The probabilities (B, h, Tq, Tk) a call with these arguments attends with, by `attention`,
+        its inner steps passing through the tap."""
+        mask, is_causal = effective_mask(q, k, mask, is_causal)
+        return attention(q, k, v, causal_mask(q.size(-2), k.size(-2), q.device) if is_causal else mask, 0.0,
+                         self.tap)[1]
+
+
+def effective_mask(q, k, mask, is_causal: bool) -> tuple[torch.Tensor | None, bool]:
+    """(mask, is_causal) as the fused kernel needs them: its causal flag aligns queries to the
+    first key, so with a cache (Tq < Tk, the newest queries at the end) the mask is spelled out;
+    a single newest query sees every key and needs none."""
+    t_q, t_k = q.size(-2), k.size(-2)
+    if is_causal and t_q == 1:
+        return mask, False
+    if is_causal and (mask is not None or t_q != t_k):
+        return combine_masks(mask, causal_mask(t_q, t_k, q.device)), False
+    return mask, is_causal
 
 
 def explicit_is_faster(q: torch.Tensor) -> bool:
@@ -242,11 +247,29 @@ class KVCacheLayer:
         self.length = end
         return self.k[:, :, :end], self.v[:, :, :end]
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keeps batch rows `index` (beam search): row i becomes old row index[i]."""
+    def keys_values(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Everything stored so far, (B, h, length, d) each."""
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Row i becomes old row rows[i] (a row may be kept twice or dropped): beam search's
+        reordering, or the rows of a batch that are still decoding.
+
+        Only the filled positions are copied, and back into the buffers held unless there
+        are more rows than before; a generation fills few of block_size positions.
+        """
         if self.k is not None:
-            self.k = self.k.index_select(0, index)
-            self.v = self.v.index_select(0, index)
+            self.k, self.v = (kept_rows(buffer, self.length, rows) for buffer in (self.k, self.v))
+
+
+def kept_rows(buffer: torch.Tensor, length: int, rows: torch.Tensor) -> torch.Tensor:
+    """buffer (N, h, P, d) -> (len(rows), h, P, d): old rows `rows` at the positions below `length`."""
+    filled = buffer[:, :, :length].index_select(0, rows)  # (A, h, length, d): a copy, so the buffer may be reused
+    if rows.numel() > buffer.size(0):
+        buffer = buffer.new_empty(rows.numel(), *buffer.shape[1:])
+    buffer = buffer[: rows.numel()]  # (A, h, P, d), contiguous
+    buffer[:, :, :length] = filled
+    return buffer
 
 
 class KVCache:
@@ -261,9 +284,11 @@ class KVCache:
         """Number of positions already processed."""
         return self.self_attn[0].length
 
-    def reorder(self, index: torch.Tensor) -> None:
-        for layer in self.self_attn + (self.cross_attn or []):
-            layer.reorder(index)
+    def keep(self, rows: torch.Tensor) -> None:
+        """The self-attention caches' rows `rows` (see KVCacheLayer.keep); cross-attention
+        caches hold the memory, whose rows their owner gathers (decode.Seq2SeqDecoder)."""
+        for layer in self.self_attn:
+            layer.keep(rows)
 
 
 class MultiHeadAttention(nn.Module):
@@ -286,43 +311,32 @@ class MultiHeadAttention(nn.Module):
                 rotary=None):
         q = split_heads(self.q_proj(x), self.n_head)  # (B, Tq, h*d) -> (B, h, Tq, d)
         if context is not None and cache is not None and cache.length > 0:
-            k, v = cache.k[:, :, : cache.length], cache.v[:, :, : cache.length]  # memory seen before
+            out, _ = self.core(q, *cache.keys_values(), mask, is_causal)  # the memory's keys and values, seen before
         else:
             source = x if context is None else context
             k = split_heads(self.k_proj(source), self.n_head)  # (B, h, Tk, d)
             v = split_heads(self.v_proj(source), self.n_head)
-            if rotary is not None:
-                q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-            if cache is not None:
-                k, v = cache.append(k, v)  # with everything before: (B, h, past + Tk, d)
-        out, _ = self.core(q, k, v, mask, is_causal)
+            out = self.attend(q, k, v, mask, is_causal, cache, rotary)
         return self.o_proj(merge_heads(out))  # (B, h, Tq, d) -> (B, Tq, h*d) -> (B, Tq, C)
+
+    def attend(self, q, k, v, mask=None, is_causal=False, cache: KVCacheLayer | None = None, rotary=None):
+        """New queries, keys and values (B, h, T, d) -> each head's output (B, h, Tq, d): positions
+        rotated in (RoPE), the keys and values added to the cache, then the attention core.
+        The one-token decode step (gpt.DecodeStep) calls this too, after its own projection."""
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        if cache is not None:
+            k, v = cache.append(k, v)  # with everything before: (B, h, past + Tk, d)
+        return self.core(q, k, v, mask, is_causal)[0]
 
 
 # ---------------------------------------------------------------------------------------------
 # Norms, feed-forward, residual connections
 
 
-def layer_norm(x, weight=None, bias=None, eps: float = 1e-5):
-    """(x - mean) / sqrt(var + eps) * weight + bias over the last dimension, written out."""
-    mean = x.mean(dim=-1, keepdim=True)
-    var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)  # biased variance, as LayerNorm uses
-    y = (x - mean) / torch.sqrt(var + eps)
-    if weight is not None:
-        y = y * weight
-    if bias is not None:
-        y = y + bias
-    return y
-
-
-def rms_norm(x, weight=None, eps: float = 1e-5):
-    """x / sqrt(mean(x²) + eps) * weight, written out."""
-    y = x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps)
-    return y * weight if weight is not None else y
-
-
 class LayerNorm(nn.Module):
-    """Learnable scale and (optional) shift; computes `layer_norm` above with the fused kernel."""
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last dimension (biased variance),
+    with a learnable scale and optional shift; computed by torch's fused kernel."""
 
     def __init__(self, d_model: int, eps: float = 1e-5, bias: bool = True):
         super().__init__()
@@ -333,9 +347,14 @@ class LayerNorm(nn.Module):
     def forward(self, x):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
+    def statistics(self, x) -> dict[str, torch.Tensor]:
+        """What the norm divides by and subtracts, per row of x (..., C): for display (explain)."""
+        mean = x.mean(-1)
+        return {"μ": mean, "σ": torch.sqrt(((x - mean[..., None]) ** 2).mean(-1) + self.eps)}
+
 
 class RMSNorm(nn.Module):
-    """Scale only, no centring (Llama); computes `rms_norm` above with the fused kernel."""
+    """x / sqrt(mean(x²) + eps) * weight: scale only, no centring (Llama); torch's fused kernel."""
 
     def __init__(self, d_model: int, eps: float = 1e-5):
         super().__init__()
@@ -344,6 +363,10 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+
+    def statistics(self, x) -> dict[str, torch.Tensor]:
+        """What the norm divides by, per row of x (..., C): for display (explain)."""
+        return {"rms": torch.sqrt((x * x).mean(-1) + self.eps)}
 
 
 def make_norm(kind: str, d_model: int, eps: float, bias: bool) -> nn.Module:
@@ -368,10 +391,17 @@ class FeedForward(nn.Module):
         self.act = ACTIVATIONS[activation]()
         self.down = nn.Linear(d_ff, d_model, bias=bias)
 
-    def forward(self, x):  # (B, T, C) -> (B, T, d_ff) -> (B, T, C)
-        if self.gate is not None:
-            return self.down(self.act(self.gate(x)) * self.up(x))
-        return self.down(self.act(self.up(x)))
+    def forward(self, x):
+        return feed_forward(x, self.up, self.down, self.act, self.gate)
+
+
+def feed_forward(x, up, down, act, gate=None):
+    """(B, T, C) -> (B, T, d_ff) -> (B, T, C): down(act(up(x))), or with a gate down(act(gate(x)) * up(x)).
+
+    up, down and gate are linear maps: the modules' own, or the one-token step's (gpt.DecodeStep).
+    """
+    hidden = act(gate(x)) * up(x) if gate is not None else act(up(x))
+    return down(hidden)
 
 
 class Residual(nn.Module):
@@ -417,15 +447,23 @@ class Block(nn.Module):
 
     def forward(self, x, mask=None, is_causal=False, memory=None, memory_mask=None, cache=None, cross_cache=None,
                 rotary=None):
-        y = self.self_attn(self.attn_res.sublayer_input(x), mask=mask, is_causal=is_causal, cache=cache,
-                           rotary=rotary)
-        x = self.attn_res(x, y)
+        self_attention = functools.partial(self.self_attn, mask=mask, is_causal=is_causal, cache=cache,
+                                           rotary=rotary)
+        cross_attention = None
         if self.cross_attn is not None:
-            y = self.cross_attn(self.cross_res.sublayer_input(x), context=memory, mask=memory_mask,
-                                cache=cross_cache)
-            x = self.cross_res(x, y)
-        y = self.ffn(self.ffn_res.sublayer_input(x))
-        return self.ffn_res(x, y)
+            cross_attention = functools.partial(self.cross_attn, context=memory, mask=memory_mask, cache=cross_cache)
+        return self.sublayers(x, self_attention, self.ffn, cross_attention)
+
+    def sublayers(self, x, self_attention, feed_forward, cross_attention=None):
+        """The layer's wiring, each sublayer inside its residual connection: (B, T, C) -> (B, T, C).
+
+        The sublayers are functions of their input alone; `forward` passes the modules, and
+        the one-token decode step (gpt.DecodeStep) passes its own faster ones.
+        """
+        x = self.attn_res(x, self_attention(self.attn_res.sublayer_input(x)))
+        if cross_attention is not None:
+            x = self.cross_res(x, cross_attention(self.cross_res.sublayer_input(x)))
+        return self.ffn_res(x, feed_forward(self.ffn_res.sublayer_input(x)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,14 +18,42 @@ Names are module paths, with suffixes:
   <core>.scores/.scaled/.masked   QKᵀ, QKᵀ/sqrt(d_k), and the scores after the mask
 A module called several times (a decoder stepping through a translation) keeps every
 call: `trace.all(name)` lists them, `trace[name]` is the last.
+
+While a Trace is open its model counts as observed (`observe`), so generation runs every
+step through the modules, where the hooks see it, instead of GPT's fast one-token step.
+Hooks of your own see every step the same way inside `with observe(model):`.
 """
 
 from __future__ import annotations
+
+import contextlib
+import weakref
+from typing import Iterator
 
 import torch
 import torch.nn as nn
 
 from .layers import FeedForward, MultiHeadAttention, ScaledDotProductAttention, Tap
+
+_observers: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()  # model -> open observations
+
+
+@contextlib.contextmanager
+def observe(model: nn.Module) -> Iterator[nn.Module]:
+    """Marks `model` as observed for the duration: code that could compute around its modules
+    (GPT.decode_step) runs through them instead, so forward hooks see every step."""
+    _observers[model] = _observers.get(model, 0) + 1
+    try:
+        yield model
+    finally:
+        _observers[model] -= 1
+        if not _observers[model]:
+            del _observers[model]
+
+
+def observed(model: nn.Module) -> bool:
+    """Whether an `observe` block (a Trace, for one) is open on `model`."""
+    return model in _observers
 
 
 class Trace:
@@ -47,8 +75,11 @@ class Trace:
             elif isinstance(mod, ScaledDotProductAttention):
                 for key, value in zip(("q", "k", "v", "mask"), args):
                     self._keep(f"{name}.{key}", value)
-                self._keep(f"{name}.out", output[0])
-                self._keep(f"{name}.probs", output[1])
+                out, probs = output
+                if probs is None:  # the fused kernel never forms them: the written-out formula does, for us
+                    probs = mod.probabilities(*args)
+                self._keep(f"{name}.out", out)
+                self._keep(f"{name}.probs", probs)
             else:
                 if args and isinstance(args[0], torch.Tensor):
                     self._keep(f"{name}.in", args[0])
@@ -57,6 +88,8 @@ class Trace:
         return record
 
     def __enter__(self) -> Trace:
+        self._observation = observe(self.model)
+        self._observation.__enter__()
         for name, module in self.model.named_modules():
             if not name or isinstance(module, (nn.ModuleList, FeedForward, MultiHeadAttention, nn.Dropout)):
                 continue  # containers: their parts are recorded one by one
@@ -67,6 +100,7 @@ class Trace:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._observation.__exit__(*exc)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -85,4 +119,4 @@ class Trace:
         return list(self.records)
 
 
-__all__ = ["Trace"]
+__all__ = ["Trace", "observe", "observed"]

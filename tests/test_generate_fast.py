@@ -1,8 +1,9 @@
 """The fast generation path against the readable one: GPT.DecodeStep (one token per step,
-weights called directly) against the modules with the static KV cache, a concatenating
-cache written here, and full recomputation; for every architecture variant, 1 row and
-rows enough for the transposed-weight matmuls, across block_size, with sampling, stop
-strings and streaming; and the readable path whenever hooks observe the model."""
+the blocks' own functions with fused and transposed matmuls) against the modules with the
+static KV cache, a concatenating cache written here, and full recomputation; for every
+architecture variant, 1 row and rows enough for the transposed-weight matmuls, across
+block_size, with sampling, stop strings and streaming; and the readable path whenever the
+model is observed."""
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from test_generate import BLOCK, prompt, tiny_gpt
 
 from glassformer.generate import generate, stream
 from glassformer.tokenizers import CharTokenizer
-from glassformer.trace import Trace
+from glassformer.trace import Trace, observe
 
 VARIANTS = {
     "gpt2-like": dict(),
@@ -41,10 +42,6 @@ class ConcatCache:
     @property
     def length(self):
         return self.self_attn[0].length
-
-
-def no_op_hook(module, args, output):
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,13 +85,10 @@ def test_next_logits_is_the_last_row_of_forward():
 
 
 def readable_generate(model, *args, **kwargs):
-    """generate with a no-op forward hook on the model, which keeps it on the readable path."""
-    handle = model.register_forward_hook(no_op_hook)
-    try:
+    """generate while the model is observed, which keeps it on the readable path."""
+    with observe(model):
         assert model.decode_step(1) is None
         return generate(model, *args, **kwargs)
-    finally:
-        handle.remove()
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -113,16 +107,36 @@ def test_fast_generation_equals_readable_and_recomputed_past_block_size(variant,
 def test_fast_path_is_used_only_without_observers():
     model = tiny_gpt()
     assert model.decode_step(1) is not None
-    handle = model.blocks[1].self_attn.core.register_forward_hook(no_op_hook)
-    assert model.decode_step(1) is None  # a hook deep inside is enough
-    handle.remove()
-    pre = model.blocks[0].ffn.register_forward_pre_hook(lambda module, args: None)
-    assert model.decode_step(1) is None
-    pre.remove()
-    model.blocks[0].self_attn.core.path = "explicit"
-    assert model.decode_step(1) is None
-    model.blocks[0].self_attn.core.path = "auto"
+    with observe(model):
+        with observe(model):  # observations nest
+            assert model.decode_step(1) is None
+        assert model.decode_step(1) is None
     assert model.decode_step(1) is not None
+    with Trace(model):
+        assert model.decode_step(1) is None
+    assert model.decode_step(1) is not None and tiny_gpt(n_segments=2).decode_step(1) is None
+
+
+@pytest.mark.parametrize("path", ["explicit", "fused"])
+def test_fast_path_follows_the_attention_path_the_model_is_set_to(path):
+    model = tiny_gpt(position="rope")
+    x = prompt(2, 5)
+    expected = generate(model, x, 12, temperature=0, use_cache=False)
+    for block in model.blocks:
+        block.self_attn.core.path = path
+    calls = []
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *args: None)  # noqa: F841
+    handle.remove()
+    original = model.blocks[0].self_attn.core.forward
+
+    def counting(*args, **kwargs):
+        out, probs = original(*args, **kwargs)
+        calls.append(probs is not None)  # explicit: the probabilities were formed
+        return out, probs
+
+    model.blocks[0].self_attn.core.forward = counting
+    assert generate(model, x, 12, temperature=0) == expected
+    assert len(calls) == 12 and all(formed == (path == "explicit") for formed in calls)
 
 
 def test_trace_sees_every_step_of_a_generation():

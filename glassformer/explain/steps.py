@@ -48,11 +48,10 @@ def matrix(t: torch.Tensor) -> np.ndarray:
     return a[None, :] if a.ndim == 1 else a
 
 
-def ln_stats(x: torch.Tensor, eps: float) -> np.ndarray:
-    """(T, C) -> (T, 2): each row's mean and sqrt(variance + eps), as LayerNorm uses them."""
-    mean = x.mean(-1, keepdim=True)
-    std = torch.sqrt(((x - mean) ** 2).mean(-1, keepdim=True) + eps)
-    return matrix(torch.cat([mean, std], dim=-1))
+def norm_statistics(norm, x: torch.Tensor) -> tuple[np.ndarray, list[str]]:
+    """(T, C) -> (T, n) the statistics the norm module computes per row (LayerNorm: μ and σ), and their names."""
+    stats = norm.statistics(x)
+    return matrix(torch.stack(list(stats.values()), dim=-1)), list(stats)
 
 
 def mask_matrix(masked: torch.Tensor) -> np.ndarray:
@@ -100,11 +99,11 @@ def attention_steps(trace: Trace, attn, prefix: str, section: str, layer: int, q
     return steps
 
 
-def residual_steps(trace: Trace, prefix: str, section: str, layer: int, labels, eps: float,
+def residual_steps(trace: Trace, prefix: str, section: str, layer: int, labels,
                    pre_norm: bool, sub: str) -> tuple[list[Step], list[Step]]:
     """(steps before the sublayer, steps after it) of the residual connection around sublayer `sub`."""
-    norm = [Step("ln_stats", section, ln_stats(trace[f"{prefix}.norm.in"][0], eps), labels, ["μ", "σ"], layer,
-                 sublayer=sub),
+    stats, names = norm_statistics(trace.model.get_submodule(f"{prefix}.norm"), trace[f"{prefix}.norm.in"][0])
+    norm = [Step("ln_stats", section, stats, labels, names, layer, sublayer=sub),
             Step("ln_out", section, matrix(trace[f"{prefix}.norm"][0]), labels, None, layer, sublayer=sub)]
     if pre_norm:  # x + Sublayer(LN(x)): the norm comes first, the sum is the residual's output
         return norm, [Step("residual", section, matrix(trace[prefix][0]), labels, None, layer, sublayer=sub)]
@@ -117,16 +116,16 @@ def block_steps(trace: Trace, model, prefix: str, section: str, layer: int, labe
                 show_weights: bool = False) -> list[Step]:
     """Every step of one Transformer layer (the Block at module path `prefix`)."""
     config, block = model.config, model.get_submodule(prefix)
-    eps, pre = config.norm_eps, config.norm_position == "pre"
+    pre = config.norm_position == "pre"
     steps = []
-    before, after = residual_steps(trace, f"{prefix}.attn_res", section, layer, labels, eps, pre, "self")
+    before, after = residual_steps(trace, f"{prefix}.attn_res", section, layer, labels, pre, "self")
     steps += before + attention_steps(trace, block.self_attn, f"{prefix}.self_attn", section, layer, labels, labels,
                                       show_weights=show_weights) + after
     if block.cross_attn is not None:
-        before, after = residual_steps(trace, f"{prefix}.cross_res", section, layer, labels, eps, pre, "cross")
+        before, after = residual_steps(trace, f"{prefix}.cross_res", section, layer, labels, pre, "cross")
         steps += before + attention_steps(trace, block.cross_attn, f"{prefix}.cross_attn", section, layer, labels,
                                           memory_labels, cross=True, show_weights=show_weights) + after
-    before, after = residual_steps(trace, f"{prefix}.ffn_res", section, layer, labels, eps, pre, "ffn")
+    before, after = residual_steps(trace, f"{prefix}.ffn_res", section, layer, labels, pre, "ffn")
     steps += before
     for kind, name in (("ffn_hidden", "up"), ("ffn_act", "act"), ("ffn_out", "down")):
         steps.append(Step(kind, section, matrix(trace[f"{prefix}.ffn.{name}"][0]), labels, None, layer,
