@@ -67,13 +67,16 @@ def test_update_lowers_the_loss(sections_en):
 
 def test_perceptron_fails_xor_and_mlp_learns_it():
     accs = train_perceptron()
-    assert max(accs) <= 0.75
-    assert train_mlp()["accuracy"] == 1.0
+    assert max(accs) <= 0.75  # a line separates at most 3 of XOR's 4 points: a bound, not luck
+    # The seeded MLP ends with p(y=1) of 0.0005, 0.998, 0.999, 0.002: nowhere near the 0.5 threshold.
+    mlp = train_mlp()
+    assert mlp["accuracy"] == 1.0
+    assert (abs(mlp["probs"] - 0.5) > 0.4).all()
 
 
 def test_humpty_model_learns_and_generates_deterministically():
     model, losses = train_char_model()
-    assert losses[-1] < 0.2 * losses[0]
+    assert losses[-1] < 0.2 * losses[0]  # the seeded run ends at 0.025 of the start: 8x inside the bound
     a = generate_chars(model, "hump", n=40, seed=3)
     b = generate_chars(model, "hump", n=40, seed=3)
     assert a == b and a.startswith("hump") and len(a) == 44

@@ -41,6 +41,10 @@ def ids_for(vocab, T, seed=0):
     return torch.randint(0, vocab, (2, T), generator=torch.Generator().manual_seed(seed))
 
 
+# Logits against Hugging Face's: atol 1e-4 where the largest difference seen (seeds 0-7, 1 and 2
+# threads, logits up to 3 in size) was 8e-7, 100 times smaller.
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_import_hf_gpt2_gives_same_logits(tmp_path, seed):
     torch.manual_seed(seed)
@@ -128,9 +132,9 @@ def test_save_load_round_trip(tmp_path, make):
             torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
         else:
             torch.testing.assert_close(loaded(x, x), model(x, x), atol=0, rtol=0)
-    if model.config.__dict__.get("tie_weights") or model.config.__dict__.get("tie_output"):
-        assert loaded.lm_head.weight.data_ptr() in {p.data_ptr() for n, p in loaded.named_parameters()
-                                                     if "emb" in n}
+    tied = getattr(model.config, "tie_weights", False) or getattr(model.config, "tie_output", False)
+    embeddings = {p.data_ptr() for n, p in loaded.named_parameters() if "emb" in n}
+    assert (loaded.lm_head.weight.data_ptr() in embeddings) == tied  # tied again after loading, and only then
 
 
 def small_checkpoint(tmp_path):

@@ -55,9 +55,14 @@ def test_not_one_story_repeated(text):
 
 
 def test_fast():
-    start = time.perf_counter()
-    bundled_corpus(300_000, seed=7)
-    assert time.perf_counter() - start < 1.0
+    # About 0.015 s on the 2-core development machine: the 1 s bound leaves a 60x margin for slower
+    # CPUs; the best of three runs keeps a busy neighbour from deciding it.
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        bundled_corpus(300_000, seed=7)
+        times.append(time.perf_counter() - start)
+    assert min(times) < 1.0
 
 
 def test_negative_length_is_refused():

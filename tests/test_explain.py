@@ -16,16 +16,11 @@ from glassformer.tokenizers import CharTokenizer
 from glassformer.trace import Trace
 
 
-def tiny_gpt(**kw):
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=16, **kw)).eval()
-
-
 @pytest.mark.parametrize("kw", [dict(), dict(position="rope", norm="rmsnorm", activation="swiglu", dropout=0.2),
                                 dict(norm_position="post", position="sinusoidal")])
-def test_tracing_leaves_gpt_logits_bit_identical(kw):
+def test_tracing_leaves_gpt_logits_bit_identical(kw, tiny_gpt, ids):
     model = tiny_gpt(**kw)
-    x = torch.randint(0, 30, (2, 12), generator=torch.Generator().manual_seed(1))
+    x = ids(2, 12)
     plain = model(x)
     with Trace(model) as trace:
         traced = model(x)
@@ -44,17 +39,18 @@ def test_tracing_leaves_seq2seq_logits_bit_identical():
         assert torch.equal(model(src, tgt), plain)
 
 
-def test_recorded_intermediates_fit_together():
+def test_recorded_intermediates_fit_together(tiny_gpt, ids):
     model = tiny_gpt(norm_position="post")
-    x = torch.randint(0, 30, (1, 10), generator=torch.Generator().manual_seed(2))
+    h, d = model.config.n_head, model.config.head_dim
+    x = ids(1, 10, seed=2)
     with Trace(model) as t:
         model(x)
     attn = "blocks.0.self_attn"
-    q = t[f"{attn}.q_proj"].view(1, 10, 2, 8).transpose(1, 2)  # (B, T, h*d) -> (B, h, T, d)
+    q = t[f"{attn}.q_proj"].view(1, 10, h, d).transpose(1, 2)  # (B, T, h*d) -> (B, h, T, d)
     assert torch.equal(t[f"{attn}.core.q"], q)
-    torch.testing.assert_close(t[f"{attn}.core.probs"].sum(-1), torch.ones(1, 2, 10))
+    torch.testing.assert_close(t[f"{attn}.core.probs"].sum(-1), torch.ones(1, h, 10))
     assert (t[f"{attn}.core.probs"].triu(1) == 0).all()  # causal
-    torch.testing.assert_close(t[f"{attn}.core.scaled"], t[f"{attn}.core.scores"] / 8 ** 0.5)
+    torch.testing.assert_close(t[f"{attn}.core.scaled"], t[f"{attn}.core.scores"] / d ** 0.5)
     torch.testing.assert_close(t[f"{attn}.o_proj.in"], merge_heads(t[f"{attn}.core.out"]))
     # Post-LN "Add & Norm": the norm receives the block input plus the attention output.
     torch.testing.assert_close(t["blocks.0.attn_res.norm.in"], t["blocks.0.in"] + t[f"{attn}.o_proj"])
@@ -105,10 +101,9 @@ def test_every_step_is_narrated_in_both_languages(walkthrough):
         narrate("q", "fr")
 
 
-def test_large_matrices_show_a_corner_and_statistics():
-    model = tiny_gpt()
+def test_large_matrices_show_a_corner_and_statistics(tiny_gpt):
     tok = CharTokenizer.train("abcdefghijklmnopqrstuvwxyz ")
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()
+    model = tiny_gpt(vocab_size=tok.vocab_size, n_layer=1)  # width 32: more columns than the corner shows
     w = gpt_walkthrough(model, tok, "hello world")
     console = Console(record=True, width=150)
     print_walkthrough(w, console=console)

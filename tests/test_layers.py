@@ -1,7 +1,9 @@
-"""Each layer against its formula or an independent implementation."""
+"""Each layer against its formula or an independent implementation (NumPy in float64, torch's
+functions), and dropout where our layers put it: embeddings, attention probabilities, residuals."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,7 @@ import torch.nn.functional as F
 from glassformer.layers import (
     LayerNorm,
     MultiHeadAttention,
+    Residual,
     RMSNorm,
     RotaryEmbedding,
     ScaledDotProductAttention,
@@ -16,9 +19,7 @@ from glassformer.layers import (
     apply_rotary,
     attention,
     causal_mask,
-    layer_norm,
     padding_mask,
-    rms_norm,
 )
 
 
@@ -60,18 +61,21 @@ def test_attention_matches_formula_by_hand():
     torch.testing.assert_close(out, torch.einsum("bhij,bhjd->bhid", expected_probs, v))
 
 
-def test_observed_core_returns_probabilities_and_the_same_output():
-    q, k, v = qkv()
+@pytest.mark.parametrize("t_q, t_k", [(7, 7), (3, 7), (1, 7)])  # a whole sequence, then cached queries
+def test_core_probabilities_are_those_the_explicit_path_attends_with(t_q, t_k):
+    q, k, v = qkv(Tq=t_q, Tk=t_k)
+    mask = padding_mask(keep_mask([7, 4, 1], 7))
     core = ScaledDotProductAttention()
-    plain, none = core(q, k, v, None, True)
-    seen = []
-    handle = core.register_forward_hook(lambda mod, inp, out: seen.append(out[1]))
-    out, probs = core(q, k, v, None, True)
-    handle.remove()
-    assert none is None and probs is not None and seen[0] is probs
-    assert torch.equal(out, plain)  # observing never changes the output
-    torch.testing.assert_close(probs, attention(q, k, v, causal_mask(7, 7))[1])
-    assert core(q, k, v, None, True)[1] is None  # unobserved again
+    core.path = "explicit"
+    out, probs = core(q, k, v, mask, True)
+    core.path = "fused"
+    fused, none = core(q, k, v, mask, True)
+    assert none is None  # the fused kernel never forms them
+    assert torch.equal(core.probabilities(q, k, v, mask, True), probs)
+    # Query i sits at position Tk - Tq + i: it sees keys up to there, and no padded key.
+    expected = attention(q, k, v, causal_mask(t_q, t_k) & mask)[1]
+    torch.testing.assert_close(probs, expected)
+    torch.testing.assert_close(fused, out, atol=1e-5, rtol=0)
 
 
 def test_causal_mask_with_offset_for_cached_queries():
@@ -120,31 +124,61 @@ def test_sinusoidal_encoding_matches_formula():
             assert pe[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
 
 
-def test_layer_norm_formula_module_and_torch_agree():
-    torch.manual_seed(0)
-    x = torch.randn(4, 5, 16) * 3 + 1
-    ln = LayerNorm(16, eps=1e-5)
-    with torch.no_grad():
-        ln.weight.normal_()
-        ln.bias.normal_()
-    reference = F.layer_norm(x, (16,), ln.weight, ln.bias, 1e-5)
-    torch.testing.assert_close(ln(x), reference)
-    torch.testing.assert_close(layer_norm(x, ln.weight, ln.bias, 1e-5), reference, atol=1e-5, rtol=1e-5)
-    # Normalised rows have mean 0 and (biased) std 1 before scale and shift.
-    y = layer_norm(x)
-    torch.testing.assert_close(y.mean(-1), torch.zeros(4, 5), atol=1e-5, rtol=0)
-    torch.testing.assert_close(y.std(-1, unbiased=False), torch.ones(4, 5), atol=1e-4, rtol=0)
+def numpy_layer_norm(x, weight, bias, eps):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis, in float64."""
+    x = x.astype(np.float64)
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)  # biased, as the paper's LayerNorm
+    y = (x - mean) / np.sqrt(var + eps) * weight
+    return y + bias if bias is not None else y
 
 
-def test_rms_norm_formula_and_module_agree():
-    torch.manual_seed(0)
-    x = torch.randn(3, 10)
-    norm = RMSNorm(10)
+def numpy_rms_norm(x, weight, eps):
+    """x / sqrt(mean(x²) + eps) * weight over the last axis, in float64."""
+    x = x.astype(np.float64)
+    return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps) * weight
+
+
+def norm_input():
+    """(4, 5, 16): rows off-centre (so centring matters) at spreads 0.01 (eps matters) to 30.
+
+    Each row's offset scales with its spread: an offset far above the spread would make float32's
+    x - mean lose digits to cancellation, and the comparison would test float32, not the norm.
+    """
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(4, 5, 16, generator=g) + 2 * torch.randn(4, 5, 1, generator=g)
+    return rows * torch.tensor([0.01, 0.3, 1.0, 30.0])[:, None, None]
+
+
+def randomise_(norm):
+    """Random scale and shift, so that a swapped or missing one shows."""
+    g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        norm.weight.normal_()
-    expected = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight
-    torch.testing.assert_close(norm(x), expected)
-    torch.testing.assert_close(rms_norm(x, norm.weight), expected)
+        for p in norm.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    return norm
+
+
+def as_numpy(t):
+    return t.detach().numpy() if t is not None else None
+
+
+# Float32 carries about 7 significant digits: the largest error seen was 9e-7, a twentieth of the tolerance.
+@pytest.mark.parametrize("eps", [1e-5, 0.1])
+@pytest.mark.parametrize("bias", [True, False])
+def test_layer_norm_equals_numpy_float64(eps, bias):
+    x = norm_input()
+    norm = randomise_(LayerNorm(16, eps=eps, bias=bias))
+    expected = numpy_layer_norm(x.numpy(), as_numpy(norm.weight), as_numpy(norm.bias), eps)
+    np.testing.assert_allclose(as_numpy(norm(x)), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("eps", [1e-5, 0.1])
+def test_rms_norm_equals_numpy_float64(eps):
+    x = norm_input()
+    norm = randomise_(RMSNorm(16, eps=eps))
+    expected = numpy_rms_norm(x.numpy(), as_numpy(norm.weight), eps)
+    np.testing.assert_allclose(as_numpy(norm(x)), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_rotary_scores_depend_only_on_relative_position():
@@ -164,12 +198,97 @@ def test_rotary_scores_depend_only_on_relative_position():
     assert rotated.norm().item() == pytest.approx(q.norm().item(), rel=1e-5)
 
 
-def test_dropout_is_inverted_and_identity_in_eval():
+# ---------------------------------------------------------------------------------------------
+# Dropout where our layers apply it. The kept count of n elements is Binomial(n, 1 - p): the tests
+# accept 6 standard deviations either side, a false alarm about once in 500 million runs.
+
+
+def assert_inverted_dropout(dropped, full, p):
+    """Each element of `dropped` is 0 or its `full` value / (1 - p), and about a 1 - p share is kept.
+
+    `full` must have no zeros, so that a zero always means "dropped".
+    """
+    assert (full != 0).all()
+    kept = dropped != 0
+    torch.testing.assert_close(dropped[kept], full[kept] / (1 - p), atol=1e-6, rtol=1e-5)
+    n = full.numel()
+    sigma = math.sqrt(n * p * (1 - p))
+    assert abs(kept.sum().item() - n * (1 - p)) <= 6 * sigma, (kept.sum().item(), n, p)
+
+
+@pytest.mark.parametrize("path", ["explicit", "fused"])
+def test_attention_dropout_drops_probabilities_in_training_only(path):
+    B, h, T, p = 4, 2, 64, 0.25
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(B, h, T, 8, generator=g), torch.randn(B, h, T, 8, generator=g)
+    eye = torch.eye(T).expand(B, h, T, T)  # values = identity: the output is the (dropped) probabilities
+    probs = attention(q, k, eye, causal_mask(T, T))[1]
+    core = ScaledDotProductAttention(dropout=p)
+    core.path = path
     torch.manual_seed(0)
-    drop = torch.nn.Dropout(0.5)
-    x = torch.ones(200_000)
-    y = drop(x)
-    assert set(y.unique().tolist()) == {0.0, 2.0}  # survivors scaled by 1 / (1 - p)
-    assert y.mean().item() == pytest.approx(1.0, abs=0.02)
-    drop.eval()
-    assert torch.equal(drop(x), x)
+    dropped, _ = core.train()(q, k, eye, None, True)
+    allowed = causal_mask(T, T).expand(B, h, T, T)  # 2080 of 4096 per head
+    assert (dropped[~allowed] == 0).all()
+    assert_inverted_dropout(dropped[allowed], probs[allowed], p)
+    assert not torch.equal(dropped, core(q, k, eye, None, True)[0])  # a new mask each call
+    # Evaluation: no dropout at all.
+    torch.testing.assert_close(core.eval()(q, k, eye, None, True)[0], probs, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pre_norm", [True, False])
+def test_residual_drops_the_sublayer_output_in_training_only(pre_norm):
+    p = 0.25
+    res = Residual(16, "layernorm", 1e-5, True, pre_norm=pre_norm, dropout=p)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 32, 16, generator=g), torch.randn(8, 32, 16, generator=g)  # stream, sublayer output
+    norm = res.norm
+    if pre_norm:  # x + dropout(y): with a zero stream the output is the dropped sublayer output
+        assert_inverted_dropout(res.train()(torch.zeros_like(x), y), y, p)
+    else:  # norm(x + dropout(y)), "Add & Norm": rebuild it from the same draw of the mask
+        torch.manual_seed(1)
+        out = res.train()(x, y)
+        torch.manual_seed(1)
+        mask = F.dropout(torch.ones_like(y), p)  # 0 or 1 / (1 - p) per element
+        torch.testing.assert_close(out, norm(x + y * mask))
+        assert not torch.allclose(out, norm(x + y))
+    expected = x + y if pre_norm else norm(x + y)
+    assert torch.equal(res.eval()(x, y), expected)
+
+
+def test_gpt_dropout_acts_at_each_site_in_training_and_nowhere_in_eval(tiny_gpt, ids):
+    x = ids(2, 16)
+    model, plain = tiny_gpt(dropout=0.5), tiny_gpt()  # the same weights: dropout draws nothing at build time
+    sites = {  # the modules that drop, and the attribute holding each one's rate
+        "embeddings": [(model.drop, "p")],
+        "residuals": [(res.dropout, "p") for block in model.blocks for res in (block.attn_res, block.ffn_res)],
+        "attention probabilities": [(block.self_attn.core, "dropout") for block in model.blocks],
+    }
+
+    def set_rate(site, p):
+        for module, attribute in sites[site]:
+            setattr(module, attribute, p)
+
+    assert all(getattr(module, attribute) == 0.5 for site in sites.values() for module, attribute in site)
+    with torch.no_grad():
+        reference = plain(x)
+        assert torch.equal(model(x), reference)  # eval: dropout is the identity, bit for bit
+        model.train()
+        for site in sites:
+            set_rate(site, 0.0)
+        assert torch.equal(model(x), reference)  # training with every rate 0: nothing else is random
+        for site in sites:  # each site alone makes a training forward random
+            set_rate(site, 0.5)
+            a, b = model(x), model(x)
+            assert not torch.allclose(a, reference) and not torch.allclose(a, b), site
+            set_rate(site, 0.0)
+
+
+def test_seq2seq_dropout_in_training_only(tiny_seq2seq, ids):
+    src, tgt = ids(2, 10, 31), ids(2, 8, 29, seed=2)
+    model, plain = tiny_seq2seq(dropout=0.3), tiny_seq2seq()
+    with torch.no_grad():
+        reference = plain(src, tgt)
+        assert torch.equal(model(src, tgt), reference)
+        model.train()
+        a, b = model(src, tgt), model(src, tgt)
+    assert not torch.allclose(a, reference) and not torch.allclose(a, b)
