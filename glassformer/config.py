@@ -11,10 +11,13 @@ import types
 import typing
 from dataclasses import dataclass, field
 
-# Option values shared by both models (checked in __post_init__).
-NORMS = ("layernorm", "rmsnorm")
+from . import layers
+
+# Option values shared by both models (checked in __post_init__); norms and activations are
+# the ones glassformer.layers builds.
+NORMS = layers.NORMS
 NORM_POSITIONS = ("pre", "post")  # pre-LN (GPT-2) or post-LN "Add & Norm" (2017 paper)
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "swiglu")
+ACTIVATIONS = tuple(layers.ACTIVATIONS)
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
 INITS = ("gpt2", "xavier")
 
@@ -42,8 +45,22 @@ def _check_layer_options(cfg) -> None:
         raise ValueError(f"dropout must be in [0, 1); got {cfg.dropout}")
 
 
+class Widths:
+    """The widths both configs derive from d_model, n_head, d_head and d_ff."""
+
+    @property
+    def head_dim(self) -> int:
+        """Q/K/V width per head: d_head, or d_model // n_head."""
+        return self.d_head or self.d_model // self.n_head
+
+    @property
+    def ff_dim(self) -> int:
+        """Feed-forward hidden width: d_ff, or 4 * d_model."""
+        return self.d_ff or 4 * self.d_model
+
+
 @dataclass
-class GPTConfig:
+class GPTConfig(Widths):
     """Decoder-only language model. Names follow nanoGPT where it has one."""
 
     vocab_size: int = 50304
@@ -74,17 +91,9 @@ class GPTConfig:
     def d_model(self) -> int:
         return self.n_embd
 
-    @property
-    def head_dim(self) -> int:
-        return self.d_head or self.n_embd // self.n_head
-
-    @property
-    def ff_dim(self) -> int:
-        return self.d_ff or 4 * self.n_embd
-
 
 @dataclass
-class Seq2SeqConfig:
+class Seq2SeqConfig(Widths):
     """Encoder-decoder Transformer of "Attention Is All You Need" (2017)."""
 
     src_vocab_size: int = 32000
@@ -119,14 +128,6 @@ class Seq2SeqConfig:
         if self.shared_vocab and self.src_vocab_size != self.tgt_vocab_size:
             raise ValueError(f"shared_vocab needs src_vocab_size == tgt_vocab_size; "
                              f"got {self.src_vocab_size} and {self.tgt_vocab_size}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_head or self.d_model // self.n_head
-
-    @property
-    def ff_dim(self) -> int:
-        return self.d_ff or 4 * self.d_model
 
     @property
     def use_final_norm(self) -> bool:

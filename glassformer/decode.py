@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from .data import right_pad, source_ids
-from .generate import decode_steps, running, top_k
+from .generate import SequenceDecoder, decode_steps, running, top_k
 
 # ---------------------------------------------------------------------------------------------
 # Small pure pieces
@@ -70,7 +70,7 @@ def cut_at_eos(ids: list[int], eos_id: int) -> list[int]:
 # The decoder: target rows over encoded sources
 
 
-class Seq2SeqDecoder:
+class Seq2SeqDecoder(SequenceDecoder):
     """A Decoder (glassformer.generate) for a Seq2Seq model: rows of targets, each starting from
     <bos> and reading the encoder memory of one source sentence.
 
@@ -82,43 +82,36 @@ class Seq2SeqDecoder:
 
     def __init__(self, model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor | None = None,
                  use_cache: bool = True):
-        self.model = model
+        bos = torch.full((src.size(0), 1), model.config.bos_id, dtype=torch.long, device=src.device)  # (B, 1)
+        super().__init__(model, bos, use_cache)
         with running(model):
             self.sentence_memory = model.encode(src, src_mask)  # (B, S, C)
         self.sentence_mask = src_mask  # (B, S) or None
+        self.sentence_kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, (B, h, S, d) each
         self.source = torch.arange(src.size(0), device=src.device)  # (A,)
         self.memory, self.mask = self.sentence_memory, src_mask
-        self.cache = model.new_cache() if use_cache else None
-        self.sentence_kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, (B, h, S, d) each
-        self.tgt = torch.full((src.size(0), 1), model.config.bos_id, dtype=torch.long, device=src.device)  # (A, T)
 
     def start(self) -> torch.Tensor:
-        logits = self._logits()
+        logits = super().start()
         if self.cache is not None:  # the first step filled the cross-attention caches, a row per sentence
             self.sentence_kv = [layer.keys_values() for layer in self.cache.cross_attn]
         return logits
 
-    def step(self, token: torch.Tensor) -> torch.Tensor:
-        self.tgt = torch.cat([self.tgt, token[:, None]], dim=1)  # (A, T) -> (A, T + 1)
-        return self._logits()
-
     def keep(self, rows: torch.Tensor) -> None:
+        super().keep(rows)
+        source = self.source[rows]  # (A',)
+        if torch.equal(source, self.source):
+            return  # every row reads the sentence it read before
+        self.source = source
         with running(self.model):
-            self.tgt = self.tgt[rows]
-            if self.cache is not None:
-                self.cache.keep(rows)
-            source = self.source[rows]  # (A',)
-            if torch.equal(source, self.source):
-                return  # every row reads the sentence it read before
-            self.source = source
             self.memory = self.sentence_memory.index_select(0, source)  # (A', S, C)
             self.mask = self.sentence_mask.index_select(0, source) if self.sentence_mask is not None else None
             if self.cache is not None:
                 for layer, (k, v) in zip(self.cache.cross_attn, self.sentence_kv):
                     layer.k, layer.v = k.index_select(0, source), v.index_select(0, source)
 
-    def _logits(self) -> torch.Tensor:
-        new = self.tgt[:, -1:] if self.cache is not None else self.tgt  # with a cache only the newest token
+    def logits(self) -> torch.Tensor:
+        new = self.ids[:, -1:] if self.cache is not None else self.ids  # with a cache only the newest token
         with running(self.model):
             return self.model.decode(new, self.memory, self.mask, cache=self.cache)[:, -1]  # (A, V)
 

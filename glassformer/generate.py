@@ -142,7 +142,33 @@ def running(model: nn.Module) -> Iterator[None]:
             module.training = True
 
 
-class LanguageModelDecoder:
+class SequenceDecoder:
+    """What the decoders share: the rows' ids so far (B, T), their KV cache (or None: every step
+    recomputes), one token per row and step; the subclass computes the next logits."""
+
+    def __init__(self, model: nn.Module, ids: torch.Tensor, use_cache: bool = True):
+        self.model, self.ids = model, ids
+        self.cache = model.new_cache() if use_cache else None
+
+    def start(self) -> torch.Tensor:
+        return self.logits()
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        self.ids = torch.cat([self.ids, token[:, None]], dim=1)  # (A, T) -> (A, T + 1)
+        return self.logits()
+
+    def keep(self, rows: torch.Tensor) -> None:
+        with running(self.model):
+            self.ids = self.ids[rows]
+            if self.cache is not None:
+                self.cache.keep(rows)
+
+    def logits(self) -> torch.Tensor:
+        """The next logits (A, V) after self.ids."""
+        raise NotImplementedError
+
+
+class LanguageModelDecoder(SequenceDecoder):
     """A GPT continuing prompts (B, T), T <= block_size.
 
     With the cache: the prompt once, then one token per step through the model's fast
@@ -152,36 +178,25 @@ class LanguageModelDecoder:
     """
 
     def __init__(self, model: nn.Module, prompt: torch.Tensor, use_cache: bool = True):
-        self.model, self.context = model, prompt  # (B, T)
-        self.cache = model.new_cache() if use_cache else None
+        super().__init__(model, prompt, use_cache)
         self.fast_step = None
 
-    def start(self) -> torch.Tensor:
-        return self._logits()
-
-    def step(self, token: torch.Tensor) -> torch.Tensor:
-        self.context = torch.cat([self.context, token[:, None]], dim=1)  # (A, T) -> (A, T + 1)
-        return self._logits()
-
     def keep(self, rows: torch.Tensor) -> None:
-        with running(self.model):
-            self.context = self.context[rows]
-            if self.cache is not None:
-                self.cache.keep(rows)
+        super().keep(rows)
         if self.fast_step is not None and self.fast_step.rows != rows.numel():
             self.fast_step = None  # built for another number of rows: the next step builds a new one
 
-    def _logits(self) -> torch.Tensor:
+    def logits(self) -> torch.Tensor:
         block_size = self.model.config.block_size
-        if self.cache is not None and self.context.size(1) > block_size:
+        if self.cache is not None and self.ids.size(1) > block_size:
             self.cache = None  # the window starts to slide: positions shift, so cached keys no longer fit
         with running(self.model):
             if self.cache is None:
-                return self.model.next_logits(self.context[:, -block_size:])  # (A, V)
-            new = self.context[:, self.cache.length:]  # the ids the cache has not seen: the prompt, then one
+                return self.model.next_logits(self.ids[:, -block_size:])  # (A, V)
+            new = self.ids[:, self.cache.length:]  # the ids the cache has not seen: the prompt, then one
             if self.cache.length > 0:
                 if self.fast_step is None:
-                    self.fast_step = self.model.decode_step(len(self.context))
+                    self.fast_step = self.model.decode_step(len(self.ids))
                 if self.fast_step is not None:
                     return self.fast_step(new, self.cache)
             return self.model.next_logits(new, self.cache)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import typing
 
 import torch
 import torch.nn as nn
@@ -369,26 +370,36 @@ class RMSNorm(nn.Module):
         return {"rms": torch.sqrt((x * x).mean(-1) + self.eps)}
 
 
+NORMS = ("layernorm", "rmsnorm")  # the `norm` option's values
+
+
 def make_norm(kind: str, d_model: int, eps: float, bias: bool) -> nn.Module:
     return RMSNorm(d_model, eps) if kind == "rmsnorm" else LayerNorm(d_model, eps, bias)
 
 
+class Activation(typing.NamedTuple):
+    module: typing.Callable[[], nn.Module]  # builds the activation
+    gated: bool = False  # down(act(gate(x)) * up(x)) instead of down(act(up(x)))
+
+
+# The `activation` option's values: adding one here is all a new activation needs.
 ACTIVATIONS = {
-    "relu": nn.ReLU,  # the 2017 paper
-    "gelu": nn.GELU,  # exact erf form (nanoGPT)
-    "gelu_tanh": functools.partial(nn.GELU, approximate="tanh"),  # GPT-2's "gelu_new"
-    "swiglu": nn.SiLU,  # gate activation of SwiGLU
+    "relu": Activation(nn.ReLU),  # the 2017 paper
+    "gelu": Activation(nn.GELU),  # exact erf form (nanoGPT)
+    "gelu_tanh": Activation(functools.partial(nn.GELU, approximate="tanh")),  # GPT-2's "gelu_new"
+    "swiglu": Activation(nn.SiLU, gated=True),  # Llama's SwiGLU: silu(gate(x)) * up(x)
 }
 
 
 class FeedForward(nn.Module):
-    """Position-wise Linear -> activation -> Linear; SwiGLU: down(silu(gate(x)) * up(x))."""
+    """Position-wise Linear -> activation -> Linear; gated (SwiGLU): down(silu(gate(x)) * up(x))."""
 
     def __init__(self, d_model: int, d_ff: int, activation: str = "relu", bias: bool = True):
         super().__init__()
+        kind = ACTIVATIONS[activation]
         self.up = nn.Linear(d_model, d_ff, bias=bias)
-        self.gate = nn.Linear(d_model, d_ff, bias=bias) if activation == "swiglu" else None
-        self.act = ACTIVATIONS[activation]()
+        self.gate = nn.Linear(d_model, d_ff, bias=bias) if kind.gated else None
+        self.act = kind.module()
         self.down = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x):
