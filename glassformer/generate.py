@@ -129,9 +129,9 @@ class Decoder(Protocol):
 
 
 @contextlib.contextmanager
-def running(model: nn.Module) -> Iterator[None]:
-    """Eval mode and inference mode for the duration, then every module's training flag as it was."""
-    training = [module for module in model.modules() if module.training]  # usually none while decoding
+def running(training: list[nn.Module]) -> Iterator[None]:
+    """Inference mode, and eval mode for `training` (a model's modules in training mode, see
+    `training_modules`), for the duration; then their training flags are set back."""
     for module in training:
         module.training = False
     try:
@@ -142,6 +142,12 @@ def running(model: nn.Module) -> Iterator[None]:
             module.training = True
 
 
+def training_modules(model: nn.Module) -> list[nn.Module]:
+    """The model's modules in training mode (usually none while decoding), found once per decoding:
+    walking the modules costs more than a small model's step."""
+    return [module for module in model.modules() if module.training]
+
+
 class SequenceDecoder:
     """What the decoders share: the rows' ids so far (B, T), their KV cache (or None: every step
     recomputes), one token per row and step; the subclass computes the next logits."""
@@ -149,6 +155,7 @@ class SequenceDecoder:
     def __init__(self, model: nn.Module, ids: torch.Tensor, use_cache: bool = True):
         self.model, self.ids = model, ids
         self.cache = model.new_cache() if use_cache else None
+        self.training = training_modules(model)  # switched to eval mode while the model runs
 
     def start(self) -> torch.Tensor:
         return self.logits()
@@ -158,7 +165,7 @@ class SequenceDecoder:
         return self.logits()
 
     def keep(self, rows: torch.Tensor) -> None:
-        with running(self.model):
+        with running(self.training):
             self.ids = self.ids[rows]
             if self.cache is not None:
                 self.cache.keep(rows)
@@ -190,7 +197,7 @@ class LanguageModelDecoder(SequenceDecoder):
         block_size = self.model.config.block_size
         if self.cache is not None and self.ids.size(1) > block_size:
             self.cache = None  # the window starts to slide: positions shift, so cached keys no longer fit
-        with running(self.model):
+        with running(self.training):
             if self.cache is None:
                 return self.model.next_logits(self.ids[:, -block_size:])  # (A, V)
             new = self.ids[:, self.cache.length:]  # the ids the cache has not seen: the prompt, then one
@@ -213,32 +220,34 @@ def decode_steps(decoder: Decoder, steps: int, choose: Callable[[torch.Tensor], 
 
     choose: logits (A, V) of the rows in the decoder's batch -> their tokens (A,).
     A row finishes when it chooses eos_id or has produced limits[row] tokens (eos included);
-    from then on it yields eos_id (or its last token, with no eos_id), and the loop ends when
-    every row has finished. A finished row leaves the decoder's batch; with drop_finished=False
-    it stays and is fed eos_id, so that `choose` sees every row at every step (sampling then
-    draws the same random numbers for a row whichever other rows finish).
+    from then on it yields eos_id, and the loop ends when every row has finished. A finished
+    row leaves the decoder's batch; with drop_finished=False it stays and is fed eos_id, so
+    that `choose` sees every row at every step (sampling then draws the same random numbers
+    for a row whichever other rows finish). Without eos_id and limits no row finishes.
     """
     logits = decoder.start()  # (B, V)
     B, device = logits.size(0), logits.device
     rows = torch.arange(B, device=device)  # (A,) the rows in the decoder's batch, by their place in the batch
     finished = torch.zeros(B, dtype=torch.bool, device=device)
-    out = torch.full((B,), -1 if eos_id is None else eos_id, dtype=torch.long, device=device)
+    can_finish = eos_id is not None or limits is not None
     for step in range(1, steps + 1):
         token = choose(logits)  # (A,)
-        out = out.clone()  # each step's tokens in a tensor of their own, for the caller to keep
-        out[rows] = token.masked_fill(finished[rows], eos_id) if eos_id is not None else token
-        yield out
-        ended = out[rows] == eos_id if eos_id is not None else torch.zeros_like(token, dtype=torch.bool)
-        if limits is not None:
-            ended |= step >= limits[rows]
-        finished[rows] |= ended
-        if bool(finished.all()) or step == steps:
+        if can_finish:
+            if not drop_finished:
+                token = token.masked_fill(finished, eos_id)  # finished rows stay and repeat eos
+            out = torch.full((B,), eos_id, dtype=token.dtype, device=device).index_copy_(0, rows, token)
+            ended = token == eos_id if eos_id is not None else torch.zeros_like(token, dtype=torch.bool)
+            if limits is not None:
+                ended |= step >= limits[rows]
+            finished[rows] |= ended
+        yield out if can_finish else token
+        if step == steps or (can_finish and bool(finished.all())):
             return
-        if drop_finished and bool(ended.any()):
+        if can_finish and drop_finished and bool(ended.any()):
             going = (~ended).nonzero().squeeze(1)  # (A',)
-            rows = rows[going]
+            rows, token = rows[going], token[going]
             decoder.keep(going)
-        logits = decoder.step(out[rows])  # (A, V)
+        logits = decoder.step(token)  # (A, V)
 
 
 def stream(model: nn.Module, ids: Any, max_new_tokens: int, *, temperature: float = 1.0,

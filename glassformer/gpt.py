@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -19,8 +17,9 @@ from .layers import (
     init_weights,
     make_norm,
     make_positions,
-    merge_heads,
-    split_heads,
+    residual_input,
+    residual_output,
+    wire,
 )
 from .trace import observed
 
@@ -76,7 +75,7 @@ class GPT(nn.Module):
         if self.seg_emb is not None:
             x = x + self.seg_emb(segment_ids)
         rotary = self.rotary(positions) if self.rotary is not None else None
-        return self.drop(x), rotary
+        return self.drop(x) if self.drop.training else x, rotary  # no call at all to an idle dropout
 
     def final(self, x: torch.Tensor) -> torch.Tensor:
         """The last blocks' output through the final norm, where the model has one (pre-LN)."""
@@ -125,13 +124,15 @@ class GPT(nn.Module):
 class DecodeStep:
     """GPT.next_logits for one new token per row, (B, 1) ids after a KV cache -> (B, V), in eval mode.
 
-    The model's own functions (`GPT.embed`, `Block.sublayers`, `MultiHeadAttention.attend`,
-    `feed_forward`, `GPT.final`) with faster linear maps: at one token per step a small model
-    spends much of its time around its matmuls. Q, K and V come from one matmul against the
-    stacked W_Q, W_K, W_V; from 4 rows on the matmuls use a transposed copy of the weights
-    (DecodeLinear); the ids are not checked (generation feeds back ids the model chose).
-    Reads the weights when built: build one per generation, for `rows` sequences.
-    tests/test_generate_fast.py holds it to the modules.
+    The model's own functions (`GPT.embed`, `Block.sublayers` and `wire`, the residuals'
+    `residual_input`/`residual_output`, `MultiHeadAttention.attend`, `feed_forward`, `GPT.final`)
+    with faster pieces: at one token per step a small model spends much of its time around its
+    matmuls. Q, K and V come from one matmul against the stacked W_Q, W_K, W_V; from 4 rows on
+    the matmuls use a transposed copy of the weights (DecodeLinear); norms, the attention core
+    and the activation are called without module dispatch (no hooks: the step is used only
+    while nobody observes the model); rows have no time axis; the ids are not checked
+    (generation feeds back ids the model chose). Reads the weights when built: build one per
+    generation, for `rows` sequences. tests/test_generate_fast.py holds it to the modules.
     """
 
     def __init__(self, model: GPT, rows: int):
@@ -141,39 +142,58 @@ class DecodeStep:
         self.lm_head = DecodeLinear(model.lm_head.weight, None, rows)
 
     def __call__(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        x, rotary = self.model.embed(ids, cache.length)  # (B, 1, C)
-        for block, layer, layer_cache in zip(self.model.blocks, self.layers, cache.self_attn):
-            x = block.sublayers(x, functools.partial(layer.self_attention, cache=layer_cache, rotary=rotary),
-                                layer.feed_forward)
-        return self.lm_head(self.model.final(x)[:, -1])  # (B, V)
+        x, rotary = self.model.embed(ids, cache.length)
+        x = x[:, 0]  # (B, 1, C) -> (B, C): rows without a time axis, as the matmuls want them
+        for layer, layer_cache in zip(self.layers, cache.self_attn):
+            layer.cache, layer.rotary = layer_cache, rotary
+            x = wire(x, layer.wiring)
+        return self.lm_head(self.model.final(x))  # (B, V)
 
 
 class DecodeLayer:
-    """One block's sublayers with DecodeLinear maps, for DecodeStep."""
+    """One block's sublayers with DecodeLinear maps, wired as the block wires its own, for DecodeStep."""
 
     def __init__(self, block: Block, rows: int):
         attn, ffn = block.self_attn, block.ffn
         projections = (attn.q_proj, attn.k_proj, attn.v_proj)
         qkv_bias = torch.cat([p.bias for p in projections]) if attn.q_proj.bias is not None else None
         qkv_weight = torch.cat([p.weight for p in projections])  # (3*h*d, C): W_Q, W_K, W_V stacked
-        self.attn, self.act = attn, ffn.act
+        self.attn, self.core, self.n_head, self.act = attn, attn.core.forward, attn.n_head, ffn.act.forward
         self.qkv = DecodeLinear(qkv_weight, qkv_bias, rows)
         self.o_proj = DecodeLinear(attn.o_proj.weight, attn.o_proj.bias, rows)
         self.up = DecodeLinear(ffn.up.weight, ffn.up.bias, rows)
         self.gate = DecodeLinear(ffn.gate.weight, ffn.gate.bias, rows) if ffn.gate is not None else None
         self.down = DecodeLinear(ffn.down.weight, ffn.down.bias, rows)
+        self.wiring = block.sublayers(self.self_attention, self.feed_forward, residual=DecodeResidual)
+        self.cache, self.rotary = None, None  # this step's: set by DecodeStep before each call
 
-    def self_attention(self, x: torch.Tensor, cache, rotary) -> torch.Tensor:
-        """MultiHeadAttention.forward for (B, 1, C) with one matmul for Q, K and V."""
-        q, k, v = split_heads(self.qkv(x), 3 * self.attn.n_head).chunk(3, dim=1)  # (B, 3h, 1, d) -> 3 x (B, h, 1, d)
-        return self.o_proj(merge_heads(self.attn.attend(q, k, v, cache=cache, rotary=rotary)))
+    def self_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """MultiHeadAttention.forward for one position per row, (B, C) -> (B, C), with one matmul for Q, K and V."""
+        B = x.size(0)
+        q, k, v = self.qkv(x).view(B, 3, self.n_head, 1, -1).unbind(1)  # (B, 3*h*d) -> 3 x (B, h, 1, d)
+        out = self.attn.attend(q, k, v, cache=self.cache, rotary=self.rotary, core=self.core)  # (B, h, 1, d)
+        return self.o_proj(out.reshape(B, -1))  # heads concatenated: (B, h*d) -> (B, C)
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return feed_forward(x, self.up, self.down, self.act, self.gate)
 
 
+class DecodeResidual:
+    """A block's Residual for DecodeStep: the same two functions, its norm called without module
+    dispatch, and no dropout (the step runs in eval mode)."""
+
+    def __init__(self, residual):
+        self.norm, self.pre_norm = residual.norm.forward, residual.pre_norm
+
+    def sublayer_input(self, x: torch.Tensor) -> torch.Tensor:
+        return residual_input(x, self.norm, self.pre_norm)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return residual_output(x, y, self.norm, self.pre_norm)
+
+
 class DecodeLinear:
-    """x (rows, ..., in) -> x Wᵀ + b, nn.Linear's map, for a few rows at a time.
+    """x (rows, in) -> x Wᵀ + b, nn.Linear's map, for a few rows at a time.
 
     For 4 or more rows MKL's matmul is up to twice as fast with W stored (in, out), as
     GPT-2's Conv1D keeps it, than with nn.Linear's (out, in) (measured on CPU: 25 matmuls of
@@ -189,6 +209,4 @@ class DecodeLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.transposed:
             return F.linear(x, self.weight, self.bias)
-        rows = x.flatten(0, -2)  # (rows, ..., in) -> (N, in)
-        y = rows @ self.weight if self.bias is None else torch.addmm(self.bias, rows, self.weight)
-        return y.view(*x.shape[:-1], -1)
+        return x @ self.weight if self.bias is None else torch.addmm(self.bias, x, self.weight)

@@ -320,15 +320,17 @@ class MultiHeadAttention(nn.Module):
             out = self.attend(q, k, v, mask, is_causal, cache, rotary)
         return self.o_proj(merge_heads(out))  # (B, h, Tq, d) -> (B, Tq, h*d) -> (B, Tq, C)
 
-    def attend(self, q, k, v, mask=None, is_causal=False, cache: KVCacheLayer | None = None, rotary=None):
+    def attend(self, q, k, v, mask=None, is_causal=False, cache: KVCacheLayer | None = None, rotary=None,
+               core=None):
         """New queries, keys and values (B, h, T, d) -> each head's output (B, h, Tq, d): positions
         rotated in (RoPE), the keys and values added to the cache, then the attention core.
-        The one-token decode step (gpt.DecodeStep) calls this too, after its own projection."""
+        The one-token decode step (gpt.DecodeStep) calls this too, after its own projection,
+        with `core` the core's forward called without module dispatch."""
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if cache is not None:
             k, v = cache.append(k, v)  # with everything before: (B, h, past + Tk, d)
-        return self.core(q, k, v, mask, is_causal)[0]
+        return (core or self.core)(q, k, v, mask, is_causal)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,12 +343,12 @@ class LayerNorm(nn.Module):
 
     def __init__(self, d_model: int, eps: float = 1e-5, bias: bool = True):
         super().__init__()
-        self.eps = eps
+        self.eps, self.shape = eps, (d_model,)
         self.weight = nn.Parameter(torch.ones(d_model))
         self.bias = nn.Parameter(torch.zeros(d_model)) if bias else None
 
     def forward(self, x):
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        return F.layer_norm(x, self.shape, self.weight, self.bias, self.eps)
 
     def statistics(self, x) -> dict[str, torch.Tensor]:
         """What the norm divides by and subtracts, per row of x (..., C): for display (explain)."""
@@ -359,11 +361,11 @@ class RMSNorm(nn.Module):
 
     def __init__(self, d_model: int, eps: float = 1e-5):
         super().__init__()
-        self.eps = eps
+        self.eps, self.shape = eps, (d_model,)
         self.weight = nn.Parameter(torch.ones(d_model))
 
     def forward(self, x):
-        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        return F.rms_norm(x, self.shape, self.weight, self.eps)
 
     def statistics(self, x) -> dict[str, torch.Tensor]:
         """What the norm divides by, per row of x (..., C): for display (explain)."""
@@ -415,6 +417,17 @@ def feed_forward(x, up, down, act, gate=None):
     return down(hidden)
 
 
+def residual_input(x, norm, pre_norm: bool):
+    """What a sublayer reads: x through the norm first (pre-LN), or x itself (post-LN)."""
+    return norm(x) if pre_norm else x
+
+
+def residual_output(x, y, norm, pre_norm: bool):
+    """The sublayer's output y added back onto x, and the sum through the norm when post-LN ("Add & Norm")."""
+    x = x + y
+    return x if pre_norm else norm(x)
+
+
 class Residual(nn.Module):
     """x + dropout(sublayer(·)), with its norm before the sublayer (pre-LN) or after the sum (post-LN).
 
@@ -429,11 +442,21 @@ class Residual(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def sublayer_input(self, x):
-        return self.norm(x) if self.pre_norm else x
+        return residual_input(x, self.norm, self.pre_norm)
 
     def forward(self, x, y):
-        x = x + self.dropout(y)
-        return x if self.pre_norm else self.norm(x)
+        y = self.dropout(y) if self.dropout.training else y  # an idle dropout is not called at all
+        return residual_output(x, y, self.norm, self.pre_norm)
+
+
+def wire(x, sublayers):
+    """A layer's sublayers in turn, each inside its residual connection: (B, T, C) -> (B, T, C).
+
+    sublayers: (residual, function) pairs, as `Block.sublayers` lists them.
+    """
+    for residual, sublayer in sublayers:
+        x = residual(x, sublayer(residual.sublayer_input(x)))
+    return x
 
 
 class Block(nn.Module):
@@ -463,18 +486,21 @@ class Block(nn.Module):
         cross_attention = None
         if self.cross_attn is not None:
             cross_attention = functools.partial(self.cross_attn, context=memory, mask=memory_mask, cache=cross_cache)
-        return self.sublayers(x, self_attention, self.ffn, cross_attention)
+        return wire(x, self.sublayers(self_attention, self.ffn, cross_attention))
 
-    def sublayers(self, x, self_attention, feed_forward, cross_attention=None):
-        """The layer's wiring, each sublayer inside its residual connection: (B, T, C) -> (B, T, C).
+    def sublayers(self, self_attention, feed_forward, cross_attention=None, residual=None) -> list:
+        """The layer's wiring: its sublayers in order, each with its residual connection, as
+        (residual, function) pairs for `wire`.
 
-        The sublayers are functions of their input alone; `forward` passes the modules, and
-        the one-token decode step (gpt.DecodeStep) passes its own faster ones.
+        The functions map a sublayer's input to its output; `forward` passes the modules, and
+        the one-token decode step (gpt.DecodeStep) its own faster ones, with `residual`
+        wrapping each Residual so that its norm is called without module dispatch.
         """
-        x = self.attn_res(x, self_attention(self.attn_res.sublayer_input(x)))
+        pairs = [(self.attn_res, self_attention)]
         if cross_attention is not None:
-            x = self.cross_res(x, cross_attention(self.cross_res.sublayer_input(x)))
-        return self.ffn_res(x, feed_forward(self.ffn_res.sublayer_input(x)))
+            pairs.append((self.cross_res, cross_attention))
+        pairs.append((self.ffn_res, feed_forward))
+        return pairs if residual is None else [(residual(r), f) for r, f in pairs]
 
 
 # ---------------------------------------------------------------------------------------------

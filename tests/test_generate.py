@@ -6,14 +6,10 @@ import warnings
 
 import pytest
 import torch
-from conftest import BLOCK, build_tiny_gpt, random_ids
+from conftest import BLOCK
 
 from glassformer.generate import TextStream, filter_top_k, filter_top_p, generate, next_token, stream, trim_at_stop
 from glassformer.tokenizers import BPETokenizer, CharTokenizer
-
-# tests/test_generate_fast.py imports tiny_gpt, prompt and BLOCK from here; the tests below ask
-# conftest's fixtures `tiny_gpt` and `ids` for the same factories.
-tiny_gpt, prompt = build_tiny_gpt, random_ids
 
 REPLACEMENT = "\ufffd"  # what decode gives for half a UTF-8 character
 
@@ -271,7 +267,7 @@ def test_empty_prompt_and_stop_without_tokenizer_raise(tiny_gpt):
         generate(model, [1], 5, stop=[""], tokenizer=CharTokenizer.train("ab"))
 
 
-def test_zero_new_tokens_returns_the_ids():
+def test_zero_new_tokens_returns_the_ids(tiny_gpt):
     model = tiny_gpt()
     assert generate(model, [4, 5, 6], 0) == [[4, 5, 6]]
     assert list(stream(model, [4, 5, 6], 0)) == []

@@ -7,7 +7,9 @@ model is observed."""
 
 import pytest
 import torch
-from test_generate import BLOCK, prompt, tiny_gpt
+from conftest import BLOCK
+from conftest import build_tiny_gpt as tiny_gpt
+from conftest import random_ids as prompt
 
 from glassformer.generate import generate, stream
 from glassformer.tokenizers import CharTokenizer
