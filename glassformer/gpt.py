@@ -10,11 +10,12 @@ from .config import GPTConfig
 from .layers import (
     Block,
     KVCache,
-    RotaryEmbedding,
     TokenEmbedding,
+    add_positions,
     check_ids,
     feed_forward,
     init_weights,
+    make_block,
     make_norm,
     make_positions,
     residual_input,
@@ -27,18 +28,12 @@ from .trace import observed
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.config = config
-        c = config
+        self.config = c = config
         self.tok_emb = TokenEmbedding(c.vocab_size, c.n_embd)
-        self.pos_emb = make_positions(c.position, c.block_size, c.n_embd)
+        self.pos_emb, self.rotary = make_positions(c, c.n_embd)
         self.seg_emb = nn.Embedding(c.n_segments, c.n_embd) if c.n_segments else None
-        self.rotary = RotaryEmbedding(c.head_dim, c.block_size, c.rope_theta) if c.position == "rope" else None
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(
-            Block(c.n_embd, c.n_head, c.head_dim, c.ff_dim, dropout=c.dropout, bias=c.bias, norm=c.norm,
-                  norm_eps=c.norm_eps, pre_norm=c.norm_position == "pre", activation=c.activation)
-            for _ in range(c.n_layer)
-        )
+        self.blocks = nn.ModuleList(make_block(c) for _ in range(c.n_layer))
         # Pre-LN leaves the residual stream un-normalised, so GPT-2 adds a final norm; post-LN (GPT-1) does not.
         self.final_norm = make_norm(c.norm, c.n_embd, c.norm_eps, c.bias) if c.norm_position == "pre" else None
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
@@ -68,13 +63,9 @@ class GPT(nn.Module):
 
     def embed(self, ids: torch.Tensor, past: int = 0, segment_ids=None):
         """ids (B, T) at positions past.. -> (the residual stream's start (B, T, C), RoPE's (cos, sin) or None)."""
-        positions = torch.arange(past, past + ids.size(1), device=ids.device)  # (T,)
-        x = self.tok_emb(ids)  # (B, T, C)
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(positions)  # (T, C) broadcast over the batch
+        x, rotary = add_positions(self.tok_emb(ids), past, self.pos_emb, self.rotary)  # (B, T, C)
         if self.seg_emb is not None:
             x = x + self.seg_emb(segment_ids)
-        rotary = self.rotary(positions) if self.rotary is not None else None
         return self.drop(x) if self.drop.training else x, rotary  # no call at all to an idle dropout
 
     def final(self, x: torch.Tensor) -> torch.Tensor:

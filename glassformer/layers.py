@@ -60,15 +60,6 @@ class SinusoidalPositionalEncoding(nn.Module):
         return self.table[positions]
 
 
-def make_positions(position: str, max_len: int, d_model: int) -> nn.Module | None:
-    """The table added to token embeddings, or None when positions enter elsewhere (RoPE) or not at all."""
-    if position == "learned":
-        return LearnedPositionalEmbedding(max_len, d_model)
-    if position == "sinusoidal":
-        return SinusoidalPositionalEncoding(max_len, d_model)
-    return None
-
-
 class RotaryEmbedding(nn.Module):
     """positions (T,) -> (cos, sin), each (T, d/2), for rotating queries and keys (RoPE).
 
@@ -93,6 +84,29 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     x1, x2 = x[..., :half], x[..., half:]
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+def make_positions(config, d_model: int) -> tuple[nn.Module | None, RotaryEmbedding | None]:
+    """A model's position modules, by config.position: (the table added to token embeddings,
+    RoPE's rotation of queries and keys); either is None where positions do not enter that way."""
+    table = None
+    if config.position == "learned":
+        table = LearnedPositionalEmbedding(config.block_size, d_model)
+    elif config.position == "sinusoidal":
+        table = SinusoidalPositionalEncoding(config.block_size, d_model)
+    rotary = None
+    if config.position == "rope":
+        rotary = RotaryEmbedding(config.head_dim, config.block_size, config.rope_theta)
+    return table, rotary
+
+
+def add_positions(x: torch.Tensor, past: int, table: nn.Module | None, rotary: RotaryEmbedding | None):
+    """Token embeddings (B, T, C) at positions past.. -> (x plus the table's rows (T, C) where the
+    model adds a table, RoPE's (cos, sin) for those positions or None)."""
+    positions = torch.arange(past, past + x.size(1), device=x.device)  # (T,)
+    if table is not None:
+        x = x + table(positions)  # (T, C) broadcast over the batch
+    return x, rotary(positions) if rotary is not None else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,6 +461,14 @@ class Residual(nn.Module):
     def forward(self, x, y):
         y = self.dropout(y) if self.dropout.training else y  # an idle dropout is not called at all
         return residual_output(x, y, self.norm, self.pre_norm)
+
+
+def make_block(config, cross_attention: bool = False) -> Block:
+    """A Block with the layer options of a model config (GPTConfig or Seq2SeqConfig)."""
+    c = config
+    return Block(c.d_model, c.n_head, c.head_dim, c.ff_dim, dropout=c.dropout, bias=c.bias, norm=c.norm,
+                 norm_eps=c.norm_eps, pre_norm=c.norm_position == "pre", activation=c.activation,
+                 cross_attention=cross_attention)
 
 
 def wire(x, sublayers):

@@ -11,12 +11,12 @@ import torch.nn as nn
 
 from .config import Seq2SeqConfig
 from .layers import (
-    Block,
     KVCache,
-    RotaryEmbedding,
     TokenEmbedding,
+    add_positions,
     check_ids,
     init_weights,
+    make_block,
     make_norm,
     make_positions,
     padding_mask,
@@ -26,23 +26,16 @@ from .layers import (
 class Seq2Seq(nn.Module):
     def __init__(self, config: Seq2SeqConfig):
         super().__init__()
-        self.config = config
-        c = config
+        self.config = c = config
         self.src_emb = TokenEmbedding(c.src_vocab_size, c.d_model, scale=c.scale_embeddings)
         # With a shared vocabulary the decoder reads the same table as the encoder.
         self.tgt_emb = None if c.shared_vocab else TokenEmbedding(c.tgt_vocab_size, c.d_model, scale=c.scale_embeddings)
-        self.pos_emb = make_positions(c.position, c.block_size, c.d_model)
-        self.rotary = RotaryEmbedding(c.head_dim, c.block_size, c.rope_theta) if c.position == "rope" else None
+        self.pos_emb, self.rotary = make_positions(c, c.d_model)
         self.src_drop = nn.Dropout(c.dropout)
         self.tgt_drop = nn.Dropout(c.dropout)
 
-        def block(cross_attention: bool) -> Block:
-            return Block(c.d_model, c.n_head, c.head_dim, c.ff_dim, dropout=c.dropout, bias=c.bias, norm=c.norm,
-                         norm_eps=c.norm_eps, pre_norm=c.norm_position == "pre", activation=c.activation,
-                         cross_attention=cross_attention)
-
-        self.encoder = nn.ModuleList(block(False) for _ in range(c.n_encoder_layers))
-        self.decoder = nn.ModuleList(block(True) for _ in range(c.n_decoder_layers))
+        self.encoder = nn.ModuleList(make_block(c) for _ in range(c.n_encoder_layers))
+        self.decoder = nn.ModuleList(make_block(c, cross_attention=True) for _ in range(c.n_decoder_layers))
         final = c.use_final_norm
         self.encoder_norm = make_norm(c.norm, c.d_model, c.norm_eps, c.bias) if final else None
         self.decoder_norm = make_norm(c.norm, c.d_model, c.norm_eps, c.bias) if final else None
@@ -60,11 +53,7 @@ class Seq2Seq(nn.Module):
         return KVCache(self.config.n_decoder_layers, self.config.block_size, cross_attention=True)
 
     def _embed(self, emb: TokenEmbedding, ids: torch.Tensor, past: int, drop: nn.Dropout):
-        positions = torch.arange(past, past + ids.size(1), device=ids.device)  # (T,)
-        x = emb(ids)  # (B, T, C)
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(positions)
-        rotary = self.rotary(positions) if self.rotary is not None else None
+        x, rotary = add_positions(emb(ids), past, self.pos_emb, self.rotary)  # (B, T, C)
         return drop(x), rotary
 
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
