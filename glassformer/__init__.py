@@ -1,12 +1,29 @@
-"""glassformer: the Transformer and GPT from first principles, with every number visible."""
+"""glassformer: the Transformer and GPT from first principles, with every number visible.
 
-from .checkpoint import load, save
-from .config import PRESETS, GPTConfig, Seq2SeqConfig
-from .generate import TextStream, generate, stream
-from .gpt import GPT
-from .layers import KVCache
-from .seq2seq import Seq2Seq
+The public names are imported when first used, so that the command line (glassformer.cli)
+starts, and answers Ctrl-C, before torch is imported.
+"""
 
-__all__ = ["GPT", "GPTConfig", "KVCache", "PRESETS", "Seq2Seq", "Seq2SeqConfig", "TextStream", "generate", "load",
-           "save", "stream"]
+from __future__ import annotations
+
+import importlib
+
+_PUBLIC = {
+    "load": "checkpoint", "save": "checkpoint",
+    "PRESETS": "config", "GPTConfig": "config", "Seq2SeqConfig": "config",
+    "TextStream": "generate", "generate": "generate", "stream": "generate",
+    "GPT": "gpt", "KVCache": "layers", "Seq2Seq": "seq2seq",
+}
+
+__all__ = sorted(_PUBLIC)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

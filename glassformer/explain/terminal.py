@@ -2,7 +2,9 @@
 
 Matrices are coloured by value (red negative, green positive; attention and output
 probabilities in one blue scale). A matrix too large to read shows its top-left corner
-and its statistics.
+and its statistics. What came from the user or a file (the text, tokens, the corpus) is
+printed as plain text: rich markup in it is not interpreted and control characters are
+shown escaped (`user_text`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..display import plain
 from .narration import SECTIONS, check_lang, label, narrate
 from .steps import Step
+
+
+def user_text(value, style: str = "") -> Text:
+    """A user's or a file's string as a rich Text: printed character for character, never as markup."""
+    return Text(plain(str(value)), style=style)
 
 
 def cell_style(value: float, scale: float, probability: bool) -> str:
@@ -46,14 +54,14 @@ def matrix_table(step: Step, lang: str, max_rows: int, max_cols: int) -> tuple[T
     table.add_column("")
     col_labels = step.cols if step.cols is not None else [str(j) for j in range(cols)]
     for j in range(shown.shape[1]):
-        table.add_column(str(col_labels[j])[:8], justify="right")
+        table.add_column(user_text(str(col_labels[j])[:8]), justify="right")
     if cols > max_cols:
         table.add_column("…")
     row_labels = step.rows if step.rows is not None else [str(i) for i in range(rows)]
     for i in range(shown.shape[0]):
         cells = [Text(format_value(v), style=cell_style(v, 1.0 if step.heatmap else scale, step.heatmap))
                  for v in shown[i]]
-        table.add_row(str(row_labels[i])[:12], *cells, *(["…"] if cols > max_cols else []))
+        table.add_row(user_text(str(row_labels[i])[:12]), *cells, *(["…"] if cols > max_cols else []))
     if rows > max_rows:
         table.add_row("…", *["" for _ in range(shown.shape[1])], *([""] if cols > max_cols else []))
     stats = None
@@ -68,7 +76,8 @@ def print_walkthrough(walkthrough, lang: str = "en", console: Console | None = N
     check_lang(lang)
     console = console or Console()
     console.rule(f"[bold]{label('walkthrough', lang)}")
-    console.print(f"[bold]{walkthrough.source}[/] → [bold green]{walkthrough.output}[/]")
+    console.print(Text.assemble(user_text(walkthrough.source, "bold"), " → ",
+                                user_text(walkthrough.output, "bold green")))
     section = None
     for number, step in enumerate(walkthrough.steps, 1):
         if step.section != section:
@@ -88,7 +97,7 @@ def print_walkthrough(walkthrough, lang: str = "en", console: Console | None = N
             for name in (step.header or [""] * width):
                 table.add_column(name)
             for row in step.table:
-                table.add_row(*row)
+                table.add_row(*(user_text(cell) for cell in row))
             console.print(table)
         elif step.matrix is not None:
             table, stats = matrix_table(step, lang, max_rows, max_cols)
@@ -96,6 +105,7 @@ def print_walkthrough(walkthrough, lang: str = "en", console: Console | None = N
             if stats:
                 console.print(Text(stats, style="dim"))
         if "predicted" in step.extra:
-            console.print(f"[bold green]{label('predicted', lang)}: {step.extra['predicted']}[/] "
-                          f"(p = {step.extra['p']:.3f})")
+            console.print(Text.assemble(Text(f"{label('predicted', lang)}: ", "bold green"),
+                                        user_text(step.extra["predicted"], "bold green"),
+                                        f" (p = {step.extra['p']:.3f})"))
         console.print()
