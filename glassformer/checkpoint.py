@@ -4,6 +4,10 @@ A glassformer checkpoint directory holds:
   config.json        {"format": "glassformer", "model_type": "gpt" | "seq2seq", "config": asdict(config)}
   model.safetensors  the weights, each tied matrix stored once
   tokenizer.json     the tokenizer, when the model has one
+  manifest.json      the SHA-256 of each file above, written last: the files of one checkpoint
+                     are published as a set. `load` reads the files, checks them against the
+                     manifest and reads again while a writer is between two sets, so a reader
+                     never gets parts of two checkpoints. A directory without one loads as it is.
 
 `load` also reads a Hugging Face GPT-2 directory (config.json with model_type "gpt2" and
 model.safetensors, or pytorch_model.bin read with weights_only=True). Nothing is unpickled
@@ -12,13 +16,17 @@ beyond plain tensors. Every file is written atomically: a temporary file, then a
 
 from __future__ import annotations
 
+import hashlib
 import json
+import pickle
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file, save_file
 
 from .config import GPTConfig, ModelConfig, config_from_dict, model_type
@@ -29,7 +37,9 @@ from .seq2seq import Seq2Seq
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
+MANIFEST_FILE = "manifest.json"
 FORMAT = "glassformer"
+MANIFEST_WAIT_S = 10.0  # how long `load` waits for a writer to finish a checkpoint set
 
 
 class CheckpointError(ValueError):
@@ -129,9 +139,54 @@ def save(model: GPT | Seq2Seq, path, tokenizer=None, extra: dict | None = None,
     tensors = unique_state_dict(model) if tensors is None else tensors
     save_tensors(tensors, path / WEIGHTS_FILE, metadata={"format": "pt"})
     atomic_write_json(path / CONFIG_FILE, meta)
+    names = [CONFIG_FILE, WEIGHTS_FILE]
     if tokenizer is not None:
         tokenizer.save(path / TOKENIZER_FILE)
+        names.append(TOKENIZER_FILE)
+    # Written last: until it is, readers see the previous set (or wait for this one).
+    atomic_write_json(path / MANIFEST_FILE, {"files": {name: _sha256((path / name).read_bytes()) for name in names}})
     return path
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_checkpoint_set(path: Path) -> dict[str, bytes] | None:
+    """The bytes of each file the manifest of checkpoint `path` names, all of one set; None without a manifest.
+
+    A writer replaces the files one by one and the manifest last: while a writer holds the
+    directory (glassformer.rundir), files that do not match the manifest are read again (for up
+    to MANIFEST_WAIT_S seconds) until they do. With no writer, files that do not match were
+    changed since (by hand, or by a writer killed midway): they are read as they are (None).
+    """
+    from .rundir import live_writer
+
+    deadline = time.monotonic() + MANIFEST_WAIT_S
+    while True:
+        if not (path / MANIFEST_FILE).exists():
+            return None
+        files = read_json(path / MANIFEST_FILE).get("files")
+        if not isinstance(files, dict):
+            raise CheckpointError(f"{path / MANIFEST_FILE} does not list the checkpoint's files")
+        contents = {}
+        for name, digest in files.items():
+            try:
+                data = (path / name).read_bytes()
+            except FileNotFoundError:
+                break
+            if _sha256(data) != digest:
+                break
+            contents[name] = data
+        else:
+            return contents
+        writer = live_writer(path)
+        if writer is None:
+            return None
+        if time.monotonic() > deadline:
+            raise CheckpointError(f"{path} is being written by process {writer} and did not hold a whole "
+                                  f"checkpoint for {MANIFEST_WAIT_S:g} s; try again")
+        time.sleep(0.05)
 
 
 def load(path, device: str | torch.device = "cpu"):
@@ -142,7 +197,10 @@ def load(path, device: str | torch.device = "cpu"):
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a checkpoint directory")
-    meta = read_json(path / CONFIG_FILE)
+    files = read_checkpoint_set(path)  # the bytes of one checkpoint set, or None: read the files as they are
+    if files is not None and not {CONFIG_FILE, WEIGHTS_FILE} <= files.keys():
+        raise CheckpointError(f"{path / MANIFEST_FILE} does not list {CONFIG_FILE} and {WEIGHTS_FILE}")
+    meta = read_json(path / CONFIG_FILE) if files is None else _json_from_bytes(files[CONFIG_FILE], path / CONFIG_FILE)
     if meta.get("model_type") == "gpt2":
         model, tokenizer = load_hf_gpt2(path, meta)
     elif meta.get("format") == FORMAT:
@@ -151,19 +209,42 @@ def load(path, device: str | torch.device = "cpu"):
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{path / CONFIG_FILE}: {e}") from None
         model = build_model(config)
-        load_weights(model, read_tensors(path / WEIGHTS_FILE), str(path / WEIGHTS_FILE))
-        tokenizer = _load_tokenizer(path / TOKENIZER_FILE)
+        if files is None:
+            tensors = read_tensors(path / WEIGHTS_FILE)
+            tokenizer = _load_tokenizer(path / TOKENIZER_FILE)
+        else:
+            tensors = _tensors_from_bytes(files[WEIGHTS_FILE], path / WEIGHTS_FILE)
+            tokenizer = _load_tokenizer(path / TOKENIZER_FILE, files.get(TOKENIZER_FILE, b""))
+        load_weights(model, tensors, str(path / WEIGHTS_FILE))
     else:
         raise CheckpointError(f"{path / CONFIG_FILE} is neither a glassformer nor a GPT-2 config")
     return model.to(device).eval(), tokenizer
 
 
-def _load_tokenizer(path: Path):
-    if not path.exists():
+def _load_tokenizer(path: Path, data: bytes | None = None):
+    """The tokenizer in `path` (or in `data`, its bytes already read; b"": none); None when there is none."""
+    if data == b"" or (data is None and not path.exists()):
         return None
     from .tokenizers import load_tokenizer
 
-    return load_tokenizer(path)
+    return load_tokenizer(path, None if data is None else data.decode("utf-8", "replace"))
+
+
+def _json_from_bytes(data: bytes, path: Path) -> dict:
+    try:
+        meta = json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object")
+    return meta
+
+
+def _tensors_from_bytes(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_safetensors_bytes(data)
+    except (SafetensorError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,16 +357,31 @@ def tensors_to_hf(model: GPT) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in out.items()}
 
 
+def load_tensors_only(path: Path):
+    """torch.load of a file of tensors and plain values, refusing anything else in one line.
+
+    weights_only=True makes torch refuse pickled objects instead of running their code; its
+    own message is several lines long and suggests weights_only=False, which must not be done
+    with a file one did not write, so it is replaced here.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} holds pickled Python objects, whose code glassformer will not run; convert "
+                              f"it to safetensors with a program you trust (e.g. transformers' save_pretrained "
+                              f"with safe_serialization=True) and load that") from None
+    except Exception as e:  # truncated, or not a torch file at all
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} cannot be read: {first}") from None
+
+
 def load_hf_gpt2(path: Path, hf_config: dict):
     config = config_from_hf(hf_config)
     weights = path / WEIGHTS_FILE
     if weights.exists():
         tensors = read_tensors(weights)
     elif (path / "pytorch_model.bin").exists():
-        try:
-            tensors = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        except Exception as e:  # weights_only refuses anything but tensors; say so in one line
-            raise CheckpointError(f"{path / 'pytorch_model.bin'} cannot be read safely: {e}") from None
+        tensors = load_tensors_only(path / "pytorch_model.bin")
     else:
         raise CheckpointError(f"{path} has neither {WEIGHTS_FILE} nor pytorch_model.bin")
     model = GPT(config)
@@ -298,13 +394,30 @@ def load_hf_gpt2(path: Path, hf_config: dict):
     return model, tokenizer
 
 
-def export_hf(model: GPT, out) -> Path:
-    """Writes a directory that transformers.GPT2LMHeadModel.from_pretrained loads with the same logits."""
+def export_hf(model: GPT, out, overwrite: bool = False, source=None) -> Path:
+    """Writes a directory that transformers.GPT2LMHeadModel.from_pretrained loads with the same logits.
+
+    Args:
+        model: the GPT to export.
+        out: the directory to write; it must be new or empty unless `overwrite`.
+        overwrite: write into `out` even though it holds files (their same-named files are replaced).
+        source: the checkpoint directory `model` came from; `out` may never be it.
+
+    Returns:
+        `out`, as a Path.
+    """
     problems = hf_incompatibilities(model.config)
     if problems:
         raise CheckpointError("not GPT-2-compatible: " + "; ".join(problems))
     c = model.config
     out = Path(out)
+    if source is not None and out.exists() and out.resolve() == Path(source).resolve():
+        raise ValueError(f"--out {out} is the checkpoint being exported; give another directory")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"{out} already holds files; give an empty or new directory, "
+                         f"or --overwrite to write into it anyway")
     out.mkdir(parents=True, exist_ok=True)
     hf_act = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[c.activation]
     hf_config = {
@@ -314,6 +427,7 @@ def export_hf(model: GPT, out) -> Path:
         "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
         "tie_word_embeddings": c.tie_weights, "scale_attn_weights": True,
     }
+    (out / MANIFEST_FILE).unlink(missing_ok=True)  # a glassformer checkpoint's manifest would not match these files
     save_tensors(tensors_to_hf(model), out / WEIGHTS_FILE, metadata={"format": "pt"})
     atomic_write_json(out / CONFIG_FILE, hf_config)
     return out

@@ -6,9 +6,12 @@ Every error a user can cause ends as one line on stderr and a non-zero exit stat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 
 
 class UsageError(Exception):
@@ -26,7 +29,7 @@ def cmd_export(args) -> int:
     if args.format != "hf":
         raise UsageError(f"unknown export format {args.format!r}; supported: hf")
     model, _ = load(args.model)
-    out = export_hf(model, args.out)
+    out = export_hf(model, args.out, overwrite=args.overwrite, source=args.model)
     print(f"wrote a transformers GPT-2 directory to {out}")
     return 0
 
@@ -35,7 +38,8 @@ def cmd_train_lm(args) -> int:
     from .lm import train_lm
 
     metrics = train_lm(args.out, data=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-                       preset=args.preset, overrides=args.set, val_fraction=args.val_fraction, resume=args.resume)
+                       preset=args.preset, overrides=args.set, val_fraction=args.val_fraction, resume=args.resume,
+                       overwrite=args.overwrite)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 speaks for the run
         print(format_metrics({"iter": "final", **metrics}))
     print(f"model saved in {args.out}; try: glassformer sample --model {args.out}", file=sys.stderr)
@@ -43,14 +47,15 @@ def cmd_train_lm(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    from .display import plain
     from .lm import sample
 
-    def write(text):
-        sys.stdout.write(text)
+    def write(text):  # generated text is the model's: control characters are shown, not sent
+        sys.stdout.write(plain(text))
         sys.stdout.flush()
 
     def notice(text):
-        print(f"glassformer: {text}", file=sys.stderr)
+        print(f"glassformer: {plain(text)}", file=sys.stderr)
 
     sample(args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
            args.num_samples, args.stop, args.device, write, notice)
@@ -70,7 +75,7 @@ def cmd_train_translation(args) -> int:
 
     metrics = train_translation(args.out, args.train_src, args.train_tgt, args.valid_src, args.valid_tgt,
                                 preset=args.preset, overrides=args.set, vocab_size=args.vocab_size,
-                                tokenizer=args.tokenizer, resume=args.resume)
+                                tokenizer=args.tokenizer, resume=args.resume, overwrite=args.overwrite)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 speaks for the run
         print(format_metrics({"iter": "final", **metrics}))
     print(f"model saved in {args.out}; try: glassformer translate --model {args.out}", file=sys.stderr)
@@ -78,6 +83,7 @@ def cmd_train_translation(args) -> int:
 
 
 def cmd_translate(args) -> int:
+    from .display import plain
     from .translation import load_translator, notice, read_lines, translate
 
     model, src_tok, tgt_tok = load_translator(args.model, args.device)
@@ -86,7 +92,7 @@ def cmd_translate(args) -> int:
     else:
         lines = sys.stdin.read().splitlines()
     for line in translate(model, src_tok, tgt_tok, lines, beam=args.beam, notice=notice):
-        print(line)
+        print(plain(line))
     return 0
 
 
@@ -178,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--val-fraction", type=float, help="last fraction of the text kept for validation (0.1)")
     lm.add_argument("--out", required=True, help="run directory")
     lm.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    lm.add_argument("--overwrite", action="store_true", help="replace the run (or other files) in --out with a new run")
     lm.set_defaults(func=cmd_train_lm)
 
     tr = train.add_parser("translation", help="train an encoder-decoder on line-aligned parallel text")
@@ -192,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one BPE vocabulary for both languages, or one each")
     tr.add_argument("--out", required=True, help="run directory")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    tr.add_argument("--overwrite", action="store_true", help="replace the run (or other files) in --out with a new run")
     tr.set_defaults(func=cmd_train_translation)
 
     translate = sub.add_parser("translate", help="translate lines of text with a trained model")
@@ -260,31 +268,76 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a checkpoint in another library's format")
     export.add_argument("--format", default="hf", help="hf: a transformers GPT2LMHeadModel directory")
     export.add_argument("--model", required=True, help="glassformer checkpoint directory")
-    export.add_argument("--out", required=True, help="directory to write")
+    export.add_argument("--out", required=True, help="directory to write (new or empty)")
+    export.add_argument("--overwrite", action="store_true", help="write into --out even though it holds files")
     export.set_defaults(func=cmd_export)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the glassformer command on `argv` (default: the command line); returns the exit status."""
-    from .train import TrainingError
+    """Runs the glassformer command on `argv` (default: the command line); returns the exit status.
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    Every way it can end is one line on stderr at most. Ctrl-C at any moment exits 130: torch
+    is imported inside, and since its import can swallow the KeyboardInterrupt of a Ctrl-C
+    pressed at the wrong instant, the signal is also remembered and checked once it is loaded.
+    """
+    interrupted: list[int] = []
+
+    def interrupt(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, interrupt) if in_main_thread else None
+    try:
+        status = run(argv, interrupted)
+    except KeyboardInterrupt:
+        status = None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if status is None or interrupted:
+        print("glassformer: interrupted", file=sys.stderr)
+        return 130
+    return status
+
+
+@contextlib.contextmanager
+def interrupts_held():
+    """Holds Ctrl-C back for the duration, then lets it through: a KeyboardInterrupt raised inside
+    torch's import can abort the process from C++ (SIGABRT, a native stack on stderr) or be
+    swallowed there. Where signals cannot be masked (Windows, a thread), does nothing."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a held Ctrl-C is delivered now
+
+
+def run(argv: list[str] | None, interrupted: list[int]) -> int:
+    args = build_parser().parse_args(argv)
+    from .display import plain
+
+    with interrupts_held():
+        from .train import TrainingError  # imports torch
+    if interrupted:
+        raise KeyboardInterrupt  # pressed while torch was being imported
     try:
         return args.func(args)
     except UsageError as e:
-        print(f"glassformer: error: {e}", file=sys.stderr)
+        print(f"glassformer: error: {plain(str(e))}", file=sys.stderr)
         return 2
     except (ValueError, OSError, TrainingError) as e:  # bad input files, configs, checkpoints; NaN loss
-        print(f"glassformer: error: {e}", file=sys.stderr)
+        print(f"glassformer: error: {plain(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("glassformer: interrupted", file=sys.stderr)
-        return 130
+        raise
     except Exception as e:  # a bug of ours: still one line, with the way to see the details
         if os.environ.get("GLASSFORMER_DEBUG"):
             raise
-        print(f"glassformer: internal error: {type(e).__name__}: {e} (set GLASSFORMER_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        print(f"glassformer: internal error: {type(e).__name__}: {plain(str(e))} "
+              f"(set GLASSFORMER_DEBUG=1 for the traceback)", file=sys.stderr)
         return 3

@@ -19,9 +19,11 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the permissions of an ordinary file
     try:
         write(tmp)
+        # mkstemp makes the file private (and some writers, safetensors among them, make their file anew):
+        # give what was written the permissions of an ordinary file under the user's umask.
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -33,6 +33,7 @@ from .data import (
 )
 from .device import pick_device
 from .gpt import GPT
+from .rundir import run_directory
 from .runs import configs_for_run, resumed_configs
 from .task import Batch
 from .tokenizers import load_tokenizer, train_tokenizer
@@ -120,9 +121,17 @@ def load_corpus(data: str | None) -> str:
 
 def train_lm(out, data: str | None = None, tokenizer: str = "char", vocab_size: int | None = None,
              preset: str = DEFAULT_PRESET, overrides: list[str] = (), val_fraction: float | None = None,
-             resume: bool = False, progress: bool | None = None) -> dict:
-    """Trains a GPT on a text file (or the bundled corpus) into run directory `out`; returns final metrics."""
-    out = Path(out)
+             resume: bool = False, progress: bool | None = None, overwrite: bool = False) -> dict:
+    """Trains a GPT on a text file (or the bundled corpus) into run directory `out`; returns final metrics.
+
+    A directory that holds files is refused unless `resume` (continue its run) or `overwrite`
+    (replace it); the run holds the directory's lock while it writes (glassformer.rundir).
+    """
+    with run_directory(out, resume=resume, overwrite=overwrite) as out:
+        return _train_lm(out, data, tokenizer, vocab_size, preset, overrides, val_fraction, resume, progress)
+
+
+def _train_lm(out: Path, data, tokenizer, vocab_size, preset, overrides, val_fraction, resume, progress) -> dict:
     if resume:
         model_cfg, train_cfg, meta = resumed_configs(out, overrides, GPTConfig)
         tok = load_tokenizer(out / "tokenizer.json")

@@ -335,11 +335,11 @@ def train_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Toke
     raise ValueError(f"unknown tokenizer kind {kind!r}; choose char, word or bpe")
 
 
-def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """Rebuilds the tokenizer that `Tokenizer.save` wrote to `path`."""
+def load_tokenizer(path: str | os.PathLike, text: str | None = None) -> Tokenizer:
+    """Rebuilds the tokenizer that `Tokenizer.save` wrote to `path` (`text`: the file's contents, already read)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8") if text is None else text)
     except FileNotFoundError:
         raise ValueError(f"tokenizer file not found: {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -32,6 +32,7 @@ from .data import (
     source_ids,
 )
 from .device import pick_device
+from .rundir import run_directory
 from .runs import configs_for_run, resumed_configs
 from .seq2seq import Seq2Seq
 from .task import Batch
@@ -219,9 +220,19 @@ def notice(text: str) -> None:
 
 def train_translation(out, train_src, train_tgt, valid_src, valid_tgt, preset: str = "multi30k",
                       overrides: list[str] = (), vocab_size: int | None = None, tokenizer: str = "joint",
-                      resume: bool = False, progress: bool | None = None) -> dict:
-    """Trains a Seq2Seq model on parallel text into run directory `out`; returns the final metrics."""
-    out = Path(out)
+                      resume: bool = False, progress: bool | None = None, overwrite: bool = False) -> dict:
+    """Trains a Seq2Seq model on parallel text into run directory `out`; returns the final metrics.
+
+    A directory that holds files is refused unless `resume` (continue its run) or `overwrite`
+    (replace it); the run holds the directory's lock while it writes (glassformer.rundir).
+    """
+    with run_directory(out, resume=resume, overwrite=overwrite) as out:
+        return _train_translation(out, train_src, train_tgt, valid_src, valid_tgt, preset, overrides, vocab_size,
+                                  tokenizer, resume, progress)
+
+
+def _train_translation(out: Path, train_src, train_tgt, valid_src, valid_tgt, preset, overrides, vocab_size,
+                       tokenizer, resume, progress) -> dict:
     train_pairs = read_parallel(train_src, train_tgt, notice)
     valid_pairs = read_parallel(valid_src, valid_tgt, notice)
     if resume:
