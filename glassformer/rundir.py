@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,13 +100,19 @@ def live_writer(directory: Path) -> int | None:
     return pid
 
 
-def remove_leftovers(directory: Path) -> list[Path]:
-    """Deletes the temporary files a killed writer left in `directory` and its data/; returns them."""
-    removed = []
+def remove_leftovers(directory: Path, min_age_s: float = 0.0) -> list[Path]:
+    """Deletes the temporary files a killed writer left in `directory` and its data/; returns them.
+
+    Args:
+        directory: the run directory.
+        min_age_s: keep temporary files modified less than this many seconds ago (under torchrun
+            the other processes may be writing their token-id caches while process 0 starts).
+    """
+    removed, now = [], time.time()
     for folder in (directory, directory / CACHE_DIR):
         if folder.is_dir():
             for leftover in folder.glob(".*.tmp"):
-                if leftover.is_file():
+                if leftover.is_file() and now - leftover.stat().st_mtime >= min_age_s:
                     leftover.unlink(missing_ok=True)
                     removed.append(leftover)
     return removed
@@ -115,7 +122,8 @@ def remove_leftovers(directory: Path) -> list[Path]:
 def run_directory(out, resume: bool = False, overwrite: bool = False) -> Iterator[Path]:
     """Holds run directory `out` for one writer: refuses clobbering, takes the lock, removes leftovers.
 
-    Under torchrun only process 0 does this (it is the process that writes the run's files).
+    Under torchrun only process 0 does this (it is the process that writes the run's files; the
+    others write only the token-id caches in data/, which do not make a directory hold a run).
 
     Args:
         out: the run directory.
@@ -139,7 +147,7 @@ def run_directory(out, resume: bool = False, overwrite: bool = False) -> Iterato
         if not (resume or overwrite) and holds_a_run(out):
             raise ValueError(f"{out} already holds files; give --resume to continue the run there, "
                              f"or --overwrite to replace it with a new run")
-        remove_leftovers(out)
+        remove_leftovers(out, min_age_s=60.0 if world_from_env().distributed else 0.0)
         if overwrite:
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)

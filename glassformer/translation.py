@@ -32,6 +32,7 @@ from .data import (
     source_ids,
 )
 from .device import pick_device
+from .distributed import world_from_env
 from .rundir import run_directory
 from .runs import configs_for_run, resumed_configs
 from .seq2seq import Seq2Seq
@@ -252,7 +253,7 @@ def _train_translation(out: Path, train_src, train_tgt, valid_src, valid_tgt, pr
         model_cfg = dataclasses.replace(
             model_cfg, src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size,
             shared_vocab=tokenizer == "joint", pad_id=tgt_tok.pad_id, bos_id=tgt_tok.bos_id, eos_id=tgt_tok.eos_id)
-        if tokenizer == "separate":
+        if tokenizer == "separate" and world_from_env().main:  # under torchrun, process 0 writes the run's files
             out.mkdir(parents=True, exist_ok=True)
             src_tok.save(out / SOURCE_TOKENIZER_FILE)
     train = encode_pairs(train_pairs, src_tok, tgt_tok, model_cfg.block_size, notice)
