@@ -138,11 +138,15 @@ def run_directory(out, resume: bool = False, overwrite: bool = False) -> Iterato
         raise ValueError("--resume continues the run in --out and --overwrite replaces it; give one of them")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a run directory")
+    if resume and not (out / "resume.pt").exists():
+        raise ValueError(f"{out / 'resume.pt'} not found: nothing to resume (train without --resume to start)")
     if not world_from_env().main:
         yield out
         return
+    created = not out.exists()
     lock = RunLock(out)
     lock.acquire()
+    finished = False
     try:
         if not (resume or overwrite) and holds_a_run(out):
             raise ValueError(f"{out} already holds files; give --resume to continue the run there, "
@@ -152,5 +156,8 @@ def run_directory(out, resume: bool = False, overwrite: bool = False) -> Iterato
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
         yield out
+        finished = True
     finally:
         lock.release()
+        if created and not finished and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before writing anything leaves no directory behind

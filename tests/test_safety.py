@@ -100,6 +100,13 @@ def test_resume_and_overwrite_together_are_refused(run_dir, capsys):
     one_line_error(capsys, code, "--resume", "--overwrite")
 
 
+def test_a_run_that_fails_before_writing_leaves_no_directory(tmp_path, capsys):
+    out = tmp_path / "new"
+    one_line_error(capsys, main(["train", "lm", "--data", str(tmp_path / "missing.txt"), "--out", str(out)]))
+    one_line_error(capsys, main(["train", "lm", "--out", str(out), "--resume"]), "nothing to resume")
+    assert not out.exists()
+
+
 def test_export_refuses_its_source_and_a_non_empty_directory(run_dir, tmp_path, capsys):
     before = snapshot(run_dir)
     for flags in ([], ["--overwrite"]):
