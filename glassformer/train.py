@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .checkpoint import CheckpointError, check_tensors, save, unique_state_dict
+from .checkpoint import CheckpointError, check_tensors, load_tensors_only, save, unique_state_dict
 from .device import pick_device, pick_dtype
 from .distributed import World
 from .files import atomic_write
@@ -249,10 +249,7 @@ class Trainer:
         path = self.out / "resume.pt"
         if not path.exists():
             raise CheckpointError(f"{path} not found: nothing to resume (train without --resume to start)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated or foreign file; weights_only refuses code
-            raise CheckpointError(f"{path} cannot be read: {e}") from None
+        state = load_tensors_only(path)  # one line for a truncated, foreign or pickled file
         tensors = state["model"]
         check_tensors(tensors, self.shapes, str(path))
         optim = state["optimizer"] if state["optimizer"] and state["optimizer"]["state"] else None  # None: no step yet
