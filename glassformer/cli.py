@@ -13,6 +13,8 @@ import signal
 import sys
 import threading
 
+from .display import plain
+
 
 class UsageError(Exception):
     """A mistake in what the user asked for; printed as one line, exit status 2."""
@@ -30,7 +32,7 @@ def cmd_export(args) -> int:
         raise UsageError(f"unknown export format {args.format!r}; supported: hf")
     model, _ = load(args.model)
     out = export_hf(model, args.out, overwrite=args.overwrite, source=args.model)
-    print(f"wrote a transformers GPT-2 directory to {out}")
+    print(f"wrote a transformers GPT-2 directory to {plain(str(out))}")
     return 0
 
 
@@ -42,12 +44,11 @@ def cmd_train_lm(args) -> int:
                        overwrite=args.overwrite)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 speaks for the run
         print(format_metrics({"iter": "final", **metrics}))
-    print(f"model saved in {args.out}; try: glassformer sample --model {args.out}", file=sys.stderr)
+    print(plain(f"model saved in {args.out}; try: glassformer sample --model {args.out}"), file=sys.stderr)
     return 0
 
 
 def cmd_sample(args) -> int:
-    from .display import plain
     from .lm import sample
 
     def write(text):  # generated text is the model's: control characters are shown, not sent
@@ -78,12 +79,11 @@ def cmd_train_translation(args) -> int:
                                 tokenizer=args.tokenizer, resume=args.resume, overwrite=args.overwrite)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 speaks for the run
         print(format_metrics({"iter": "final", **metrics}))
-    print(f"model saved in {args.out}; try: glassformer translate --model {args.out}", file=sys.stderr)
+    print(plain(f"model saved in {args.out}; try: glassformer translate --model {args.out}"), file=sys.stderr)
     return 0
 
 
 def cmd_translate(args) -> int:
-    from .display import plain
     from .translation import load_translator, notice, read_lines, translate
 
     model, src_tok, tgt_tok = load_translator(args.model, args.device)
@@ -130,7 +130,7 @@ def cmd_explain(args) -> int:
         from .explain.html import write_html
 
         write_html(walkthrough, args.html, lang=args.lang)
-        print(f"wrote {args.html}; open it in a browser (it needs no network)", file=sys.stderr)
+        print(plain(f"wrote {args.html}; open it in a browser (it needs no network)"), file=sys.stderr)
     else:
         from .explain.terminal import print_walkthrough
 
@@ -145,7 +145,7 @@ def cmd_plot_attention(args) -> int:
     model, tok = load(args.model)
     if tok is None:
         raise UsageError(f"{args.model} has no tokenizer; it cannot read text")
-    print(plot_attention(model, tok, args.text, args.out))
+    print(plain(str(plot_attention(model, tok, args.text, args.out))))
     return 0
 
 
@@ -157,7 +157,7 @@ def cmd_plot_loss(args) -> int:
     log = Path(args.run) / "log.jsonl"
     if not log.exists():
         raise UsageError(f"{log} not found: --run must be a training run directory")
-    print(plot_loss(log, args.out))
+    print(plain(str(plot_loss(log, args.out))))
     return 0
 
 
@@ -165,7 +165,7 @@ def cmd_data_fetch(args) -> int:
     from .fetch import fetch
 
     path = fetch(args.name, cache_dir=args.dir)
-    print(path)
+    print(plain(str(path)))
     return 0
 
 
@@ -319,8 +319,6 @@ def interrupts_held():
 
 def run(argv: list[str] | None, interrupted: list[int]) -> int:
     args = build_parser().parse_args(argv)
-    from .display import plain
-
     with interrupts_held():
         from .train import TrainingError  # imports torch
     if interrupted:
