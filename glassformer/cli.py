@@ -84,13 +84,13 @@ def cmd_train_translation(args) -> int:
 
 
 def cmd_translate(args) -> int:
-    from .translation import load_translator, notice, read_lines, translate
+    from .translation import load_translator, notice, read_lines, read_stdin_lines, translate
 
     model, src_tok, tgt_tok = load_translator(args.model, args.device)
     if args.input:
         lines = read_lines(args.input)
     else:
-        lines = sys.stdin.read().splitlines()
+        lines = read_stdin_lines()
     for line in translate(model, src_tok, tgt_tok, lines, beam=args.beam, notice=notice):
         print(plain(line))
     return 0

@@ -12,6 +12,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
+import stat
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -29,27 +32,105 @@ class DataError(ValueError):
     """Input data that cannot be used: missing, empty, binary, not UTF-8, too short."""
 
 
-def read_text(path) -> str:
-    """The file as text; .gz files are decompressed. One-line DataError for anything unusable."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.is_dir():
+MAX_TEXT_BYTES = 1 << 30  # 1 GiB of text (after decompression); GLASSFORMER_MAX_TEXT_BYTES raises it
+MAX_LINE_CHARS = 1 << 20  # one sentence of a line-oriented input; GLASSFORMER_MAX_LINE_CHARS raises it
+TEXT_LIMIT_ENV = "GLASSFORMER_MAX_TEXT_BYTES"
+LINE_LIMIT_ENV = "GLASSFORMER_MAX_LINE_CHARS"
+READ_CHUNK = 1 << 20
+STDIN = "standard input"
+
+
+def env_limit(name: str, default: int) -> int:
+    """A positive integer limit from environment variable `name`, or `default` when it is unset."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise DataError(f"{name} must be a positive whole number; got {value!r}")
+    return limit
+
+
+def check_regular_file(path: Path) -> None:
+    """Refuses, without opening it, anything but a regular file: a FIFO or a device could block or never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    if stat.S_ISDIR(mode):
         raise DataError(f"{path} is a directory, not a text file")
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise DataError(f"{path} is not a readable gzip file ({e})") from None
-    if not raw.strip():
-        raise DataError(f"{path} is empty")
-    if b"\x00" in raw[:65536]:
-        raise DataError(f"{path} looks like a binary file (it contains NUL bytes), not text")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "special")
+        raise DataError(f"{path} is {kind}, not a regular file; give a text file")
+
+
+def too_large(name, limit: int, what: str = "holds") -> DataError:
+    return DataError(f"{name} {what} more than {limit} bytes, the limit for a text input; "
+                     f"raise it with {TEXT_LIMIT_ENV}=<bytes>")
+
+
+def read_bounded(f, name, limit: int, what: str = "holds") -> bytearray:
+    """At most `limit` bytes of binary stream `f`, read in chunks; one-line DataError when there are more."""
+    raw = bytearray()
+    while chunk := f.read(min(READ_CHUNK, limit + 1 - len(raw))):
+        raw += chunk
+        if len(raw) > limit:
+            raise too_large(name, limit, what)
+    return raw
+
+
+def decode_text(raw, name) -> str:
+    """UTF-8 text from bytes; one-line DataError naming `name` for binary (NUL bytes) or other encodings."""
+    if (nul := raw.find(b"\x00")) >= 0:
+        raise DataError(f"{name} looks like a binary file (it contains NUL bytes, the first at offset {nul}), not text")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text (invalid byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+        raise DataError(f"{name} is not UTF-8 text (invalid byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+
+
+def read_text(path, limit: int | None = None) -> str:
+    """The file as text; .gz files are decompressed. One-line DataError for anything unusable.
+
+    Args:
+        path: a regular file (a FIFO, device or directory is refused before it is opened).
+        limit: most bytes of text (decompressed, for .gz); default GLASSFORMER_MAX_TEXT_BYTES or 1 GiB.
+
+    Returns:
+        The file's text, which must be non-empty UTF-8 without NUL bytes.
+    """
+    path = Path(path)
+    limit = limit or env_limit(TEXT_LIMIT_ENV, MAX_TEXT_BYTES)
+    check_regular_file(path)
+    if path.suffix == ".gz":
+        try:
+            with gzip.open(path, "rb") as f:
+                raw = read_bounded(f, path, limit, what="decompresses to")
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path} is not a readable gzip file ({e})") from None
+    else:
+        if (size := path.stat().st_size) > limit:
+            raise DataError(f"{path} is {size} bytes, more than {limit}, the limit for a text input; "
+                            f"raise it with {TEXT_LIMIT_ENV}=<bytes>")
+        with open(path, "rb") as f:
+            raw = read_bounded(f, path, limit)  # bounded again: the file may grow while it is read
+    if not raw or raw.isspace():  # isspace, not strip: no copy of a large file
+        raise DataError(f"{path} is empty")
+    return decode_text(raw, path)
+
+
+def check_line_lengths(lines: list[str], name, limit: int | None = None) -> list[str]:
+    """`lines`, unchanged, or a one-line DataError naming the first line longer than `limit` characters."""
+    limit = limit or env_limit(LINE_LIMIT_ENV, MAX_LINE_CHARS)
+    for number, line in enumerate(lines, 1):
+        if len(line) > limit:
+            raise DataError(f"{name} line {number} is {len(line)} characters long, more than {limit}; "
+                            f"raise the limit with {LINE_LIMIT_ENV}=<characters>")
+    return lines
 
 
 def split_text(text: str, val_fraction: float) -> tuple[str, str]:

@@ -8,18 +8,36 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import DataError, read_text
 from .files import atomic_write
 
 
 def read_log(path) -> list[dict]:
-    """The records of a run's log.jsonl; a line cut short by a killed run is skipped."""
+    """The records of a run's log.jsonl; a last line cut short by a killed run is skipped.
+
+    Any other line that is not a JSON object, or a loss record without a numeric iteration and loss,
+    is a one-line DataError naming the file and the line number.
+    """
+    lines = read_text(path).splitlines()
     records = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            if number == len(lines):
+                continue
+            raise DataError(f"{path} line {number} is not a JSON record; is this a training run's log.jsonl?") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path} line {number} is not a JSON object; is this a training run's log.jsonl?")
+        for key in ("train_loss", "val_loss"):
+            if key in record and not all(is_number(record.get(k)) for k in ("iter", key)):
+                raise DataError(f"{path} line {number} has {key} without a numeric iter and {key}")
+        records.append(record)
     return records
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def plot_loss(log_path, out_path) -> Path:
@@ -33,7 +51,7 @@ def plot_loss(log_path, out_path) -> Path:
     train = [(r["iter"], r["train_loss"]) for r in records if "train_loss" in r]
     val = [(r["iter"], r["val_loss"]) for r in records if "val_loss" in r]
     if not train and not val:
-        raise ValueError(f"{log_path} has no loss records to plot")
+        raise DataError(f"{log_path} has no loss records to plot")
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if train:
         ax.plot(*zip(*train), label="train", linewidth=1, alpha=0.8)

@@ -23,11 +23,18 @@ from torch import nn
 from .checkpoint import load
 from .config import Seq2SeqConfig
 from .data import (
+    MAX_TEXT_BYTES,
     SOURCE_TOKENIZER_FILE,
+    STDIN,
+    TEXT_LIMIT_ENV,
     DataError,
+    check_line_lengths,
     collate,
+    decode_text,
+    env_limit,
     lm_loss,
     load_translation_tokenizers,
+    read_bounded,
     read_text,
     source_ids,
 )
@@ -44,8 +51,18 @@ DEFAULT_VOCAB = 6000
 
 
 def read_lines(path) -> list[str]:
-    """Lines of a text file (plain or .gz), without line endings."""
-    return read_text(path).splitlines()
+    """Lines of a text file (plain or .gz), without line endings; a line over the length limit is refused."""
+    return check_line_lengths(read_text(path).splitlines(), path)
+
+
+def read_stdin_lines(stream=None) -> list[str]:
+    """Lines of standard input (or binary `stream`), read with the same bounds and checks as a file's.
+
+    Empty input gives no lines; bytes that are not UTF-8 text are refused in one line naming the offset.
+    """
+    stream = sys.stdin.buffer if stream is None else stream
+    raw = read_bounded(stream, STDIN, env_limit(TEXT_LIMIT_ENV, MAX_TEXT_BYTES))
+    return check_line_lengths(decode_text(raw, STDIN).splitlines(), STDIN)
 
 
 def read_parallel(src_path, tgt_path, notice=None) -> list[tuple[str, str]]:
@@ -270,7 +287,21 @@ def load_translator(model_dir, device: str = "auto") -> tuple[Seq2Seq, Tokenizer
     if not isinstance(model, Seq2Seq):
         raise ValueError(f"{model_dir} holds a language model, not a translation model; use `glassformer sample`")
     src_tok, tgt_tok = load_translation_tokenizers(model_dir)
+    check_translation_tokenizers(model.config, src_tok, tgt_tok, Path(model_dir))
     return model, src_tok, tgt_tok
+
+
+def check_translation_tokenizers(config, src_tok: Tokenizer, tgt_tok: Tokenizer, model_dir: Path) -> None:
+    """Raises ValueError (one line) when a tokenizer lacks <pad>/<bos>/<eos> or has more ids than the model."""
+    for side, tok, size_key in (("source", src_tok, "src_vocab_size"), ("target", tgt_tok, "tgt_vocab_size")):
+        missing = [name for name in ("pad", "bos", "eos") if getattr(tok, f"{name}_id") is None]
+        if missing:
+            raise ValueError(f"{model_dir}: the {side} tokenizer ({type(tok).__name__}) has no "
+                             f"{', '.join(f'<{m}>' for m in missing)} token; translation needs <pad>, <bos> and <eos> "
+                             f"(glassformer train translation writes BPE tokenizers that have them)")
+        if tok.vocab_size > getattr(config, size_key):
+            raise ValueError(f"{model_dir}: the {side} tokenizer has {tok.vocab_size} tokens, more than the model's "
+                             f"{size_key} {getattr(config, size_key)} in config.json")
 
 
 def eval_translation(model_dir, src_path, ref_path, beam: int = 5, device: str = "auto") -> dict:
