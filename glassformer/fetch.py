@@ -24,6 +24,7 @@ from .files import atomic_write
 
 TIMEOUT_S = 30  # per connect and per read; a stalled server fails instead of hanging forever
 CHUNK = 1 << 16
+MAX_DOWNLOAD_BYTES = 1 << 30  # the data sets are megabytes; a server sending without end is cut off here
 ENV_CACHE = "GLASSFORMER_CACHE"
 ENV_URL = "GLASSFORMER_DATA_URL"
 
@@ -144,7 +145,13 @@ def _download(url: str, dest: Path, filename: str, hint: str, progress: Progress
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(dest, "wb") as out:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            if total is not None and total > MAX_DOWNLOAD_BYTES:
+                raise FetchError(f"{url} offers {total} bytes for {filename}, more than {MAX_DOWNLOAD_BYTES}, "
+                                 f"so it is not downloaded; if you have the file, pass it directly: {hint}")
             while chunk := response.read(CHUNK):
+                if done + len(chunk) > MAX_DOWNLOAD_BYTES:
+                    raise FetchError(f"{url} sent more than {MAX_DOWNLOAD_BYTES} bytes for {filename}, so it was "
+                                     f"cut off; if you have the file, pass it directly: {hint}")
                 out.write(chunk)
                 digest.update(chunk)
                 done += len(chunk)

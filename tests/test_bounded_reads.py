@@ -6,15 +6,18 @@ size, and translate's standard input is checked like a file.
 """
 
 import gzip
+import http.server
 import io
 import json
 import os
 import sys
+import threading
 
 import pytest
 import torch
 
 import glassformer
+from glassformer import fetch as fetch_mod
 from glassformer.cli import main
 from glassformer.config import Seq2SeqConfig
 from glassformer.data import LINE_LIMIT_ENV, TEXT_LIMIT_ENV
@@ -136,3 +139,38 @@ def test_plot_loss_skips_a_last_line_cut_short(tmp_path, capsys):
     log.write_text(json.dumps({"iter": 0, "train_loss": 1.0}) + "\n" + '{"iter": 1, "tra')
     assert main(["plot", "loss", "--run", str(tmp_path), "--out", str(tmp_path / "loss.png")]) == 0
     assert (tmp_path / "loss.png").exists()
+
+
+class Endless(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with 5000 bytes and, when `length` is set, a Content-Length saying so."""
+
+    length = False
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        if self.length:
+            self.send_header("Content-Length", "5000")
+        self.end_headers()
+        self.wfile.write(b"x" * 5000)
+
+    def log_message(self, format: str, *args) -> None:
+        pass
+
+
+@pytest.mark.parametrize("length, message", [(True, "offers 5000 bytes for input.txt, more than 1000"),
+                                             (False, "sent more than 1000 bytes for input.txt")])
+def test_fetch_stops_a_download_over_the_limit(tmp_path, capsys, monkeypatch, length, message):
+    handler = type("Handler", (Endless,), {"length": length})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("GLASSFORMER_DATA_URL", f"http://127.0.0.1:{httpd.server_address[1]}")
+        monkeypatch.setattr(fetch_mod, "MAX_DOWNLOAD_BYTES", 1000)
+        code, err = run_cli(["data", "fetch", "shakespeare", "--dir", str(tmp_path)], capsys)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+    assert code == 1 and message in err and "pass it directly" in err
+    assert os.listdir(tmp_path / "shakespeare") == []  # the partial download is removed
