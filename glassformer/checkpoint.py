@@ -112,10 +112,21 @@ def check_tensors(tensors: dict[str, torch.Tensor], shapes: dict[str, tuple], so
                                   f"the config expects {tuple(shape)}")
 
 
+def check_values(tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Raises CheckpointError naming a tensor that is not floating point (fp16/bf16 are converted) or not finite."""
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            raise CheckpointError(f"{source}: tensor {name} has dtype {str(tensor.dtype).removeprefix('torch.')}; "
+                                  f"weights must be floating point (float32, float16 or bfloat16)")
+        if not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{source}: tensor {name} holds NaN or infinite values")
+
+
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copies `tensors` into `model`, naming any missing, unexpected or mis-shaped tensor."""
+    """Copies `tensors` into `model`, naming any missing, unexpected, mis-shaped, non-float or non-finite tensor."""
     expected = unique_state_dict(model)
     check_tensors(tensors, {name: tuple(t.shape) for name, t in expected.items()}, source)
+    check_values({name: tensors[name] for name in expected}, source)
     with torch.no_grad():
         for name, tensor in expected.items():
             tensor.copy_(tensors[name])
@@ -204,8 +215,12 @@ def load(path, device: str | torch.device = "cpu"):
     if meta.get("model_type") == "gpt2":
         model, tokenizer = load_hf_gpt2(path, meta)
     elif meta.get("format") == FORMAT:
+        values = meta.get("config")
+        if not isinstance(values, dict):  # without it a default-sized model would be built, then found wanting
+            raise CheckpointError(f"{path / CONFIG_FILE}: key 'config' must hold the model settings "
+                                  f"(a JSON object); got {values!r}")
         try:
-            config = config_from_dict(meta.get("model_type", ""), meta.get("config", {}))
+            config = config_from_dict(meta.get("model_type", ""), values)
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{path / CONFIG_FILE}: {e}") from None
         model = build_model(config)
@@ -216,9 +231,24 @@ def load(path, device: str | torch.device = "cpu"):
             tensors = _tensors_from_bytes(files[WEIGHTS_FILE], path / WEIGHTS_FILE)
             tokenizer = _load_tokenizer(path / TOKENIZER_FILE, files.get(TOKENIZER_FILE, b""))
         load_weights(model, tensors, str(path / WEIGHTS_FILE))
+        check_tokenizer_fits(tokenizer, config, path)
     else:
         raise CheckpointError(f"{path / CONFIG_FILE} is neither a glassformer nor a GPT-2 config")
     return model.to(device).eval(), tokenizer
+
+
+def check_tokenizer_fits(tokenizer, config: ModelConfig, path: Path) -> None:
+    """Raises CheckpointError when the tokenizer has more ids than the model's (target) vocabulary.
+
+    A smaller tokenizer is fine: the vocabulary may be padded (nanoGPT pads 50257 to 50304).
+    """
+    if tokenizer is None:
+        return
+    size = config.vocab_size if isinstance(config, GPTConfig) else config.tgt_vocab_size
+    key = "vocab_size" if isinstance(config, GPTConfig) else "tgt_vocab_size"
+    if tokenizer.vocab_size > size:
+        raise CheckpointError(f"{path / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens, more than the model's "
+                              f"{key} {size} in {path / CONFIG_FILE}; they do not belong together")
 
 
 def _load_tokenizer(path: Path, data: bytes | None = None):
@@ -263,13 +293,23 @@ def config_from_hf(hf: dict) -> GPTConfig:
                      ("scale_attn_weights", True), ("add_cross_attention", False)):
         if hf.get(flag, ok) != ok:
             raise CheckpointError(f"GPT-2 option {flag}={hf[flag]} is not supported")
-    return GPTConfig(
-        vocab_size=hf["vocab_size"], block_size=hf.get("n_positions", 1024), n_layer=hf["n_layer"],
-        n_head=hf["n_head"], n_embd=hf["n_embd"], d_ff=hf.get("n_inner"),
-        dropout=0.0, bias=True, norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-        norm_position="pre", activation=HF_ACTIVATIONS[act], position="learned",
-        tie_weights=hf.get("tie_word_embeddings", True),
-    )
+    missing = [key for key in ("vocab_size", "n_layer", "n_head", "n_embd") if key not in hf]
+    if missing:
+        raise CheckpointError(f"GPT-2 config has no {', '.join(missing)}")
+    try:
+        return GPTConfig(
+            vocab_size=hf["vocab_size"], block_size=hf.get("n_positions", 1024), n_layer=hf["n_layer"],
+            n_head=hf["n_head"], n_embd=hf["n_embd"], d_ff=hf.get("n_inner"),
+            dropout=0.0, bias=True, norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+            norm_position="pre", activation=HF_ACTIVATIONS[act], position="learned",
+            tie_weights=hf.get("tie_word_embeddings", True),
+        )
+    except ValueError as e:  # names the GPTConfig field; GPT-2's own name is given where it differs
+        hf_names = {"block_size": "n_positions", "d_ff": "n_inner", "norm_eps": "layer_norm_epsilon",
+                    "tie_weights": "tie_word_embeddings"}
+        field = str(e).split()[0]
+        raise CheckpointError(f"GPT-2 config: {hf_names.get(field, field)}"
+                              f"{str(e)[len(field):]}") from None
 
 
 def hf_incompatibilities(config: ModelConfig) -> list[str]:
@@ -376,7 +416,10 @@ def load_tensors_only(path: Path):
 
 
 def load_hf_gpt2(path: Path, hf_config: dict):
-    config = config_from_hf(hf_config)
+    try:
+        config = config_from_hf(hf_config)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path / CONFIG_FILE}: {e}") from None
     weights = path / WEIGHTS_FILE
     if weights.exists():
         tensors = read_tensors(weights)
@@ -391,6 +434,7 @@ def load_hf_gpt2(path: Path, hf_config: dict):
         from .tokenizers import BPETokenizer
 
         tokenizer = BPETokenizer.from_gpt2(path)
+    check_tokenizer_fits(tokenizer, config, path)
     return model, tokenizer
 
 

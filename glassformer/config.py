@@ -7,6 +7,7 @@ and `config_from_dict` turns it back into the dataclass.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,8 +28,64 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
+# Size limits, checked before anything is allocated: generous enough for GPT-2 and Llama-sized
+# models (Llama 3: vocabulary 128256, width 16384, 126 layers, 131072 positions), small enough
+# that a typo such as a vocab_size of 3e7 is refused instead of allocating gigabytes.
+LIMITS = {
+    "vocab_size": (0, 1_000_000), "src_vocab_size": (0, 1_000_000), "tgt_vocab_size": (0, 1_000_000),
+    "block_size": (1, 1_048_576), "n_layer": (1, 1024), "n_encoder_layers": (1, 1024),
+    "n_decoder_layers": (1, 1024), "n_head": (1, 4096), "n_embd": (1, 65536), "d_model": (1, 65536),
+    "d_head": (1, 65536), "d_ff": (1, 1_048_576), "n_segments": (0, 1_000_000), "n_classes": (0, 1_000_000),
+    "pad_id": (0, 1_000_000), "bos_id": (0, 1_000_000), "eos_id": (0, 1_000_000),
+}
+POSITIVE = ("norm_eps", "rope_theta", "init_std")  # float fields that must be finite and > 0
+
+
+def _type_name(annotation) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    return " or ".join(names.get(a, str(a)) for a in (typing.get_args(annotation) or (annotation,)))
+
+
+def _has_type(value, annotation) -> bool:
+    """Whether a value (from JSON or --set) fits a field type: int, float, bool, str, or a union of them."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_has_type(value, option) for option in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:  # an integer is a fine float; a bool is not a number here
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def check_fields(cfg, limits: dict | None = None, positive: tuple[str, ...] = ()) -> None:
+    """Raises ValueError (one line: key, value, what is allowed) for a field of the wrong type or out of range.
+
+    Args:
+        cfg: a config dataclass instance.
+        limits: field -> (lowest, highest) allowed for integer fields; None values are skipped.
+        positive: float fields that must be finite and greater than 0.
+    """
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not _has_type(value, hints[f.name]):
+            raise ValueError(f"{f.name} must be {_type_name(hints[f.name])}; got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{f.name} must be a finite number; got {value!r}")
+    for name, (low, high) in (limits or {}).items():
+        value = getattr(cfg, name, None)
+        if value is not None and not low <= value <= high:
+            raise ValueError(f"{name} must be between {low} and {high}; got {value!r}")
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"{name} must be greater than 0; got {getattr(cfg, name)!r}")
+
+
 def _check_layer_options(cfg) -> None:
-    """Checks the options both configs share: widths, heads and the named choices."""
+    """Checks the options both configs share: field types and sizes, widths, heads and the named choices."""
+    check_fields(cfg, LIMITS, POSITIVE)
     _check_choice("norm", cfg.norm, NORMS)
     _check_choice("norm_position", cfg.norm_position, NORM_POSITIONS)
     _check_choice("activation", cfg.activation, ACTIVATIONS)

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import torch
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
 
 def pick_device(name: str) -> torch.device:
+    """The torch device for a --device name: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for, but no CUDA GPU is available")
+    kind, sep, index = name.partition(":")
+    if kind not in DEVICES or kind == "auto" or (sep and not (kind == "cuda" and index.isdigit())):
+        raise ValueError(f"device {name!r} is not one of {', '.join(DEVICES)}, cuda:N (N a GPU number)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name} was asked for, but no CUDA GPU is available")
+    if kind == "cuda" and sep and int(index) >= torch.cuda.device_count():
+        raise ValueError(f"device {name} was asked for, but there are {torch.cuda.device_count()} CUDA GPUs")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device mps was asked for, but no Apple GPU (MPS) is available")
     return torch.device(name)
 
 

@@ -34,7 +34,7 @@ from .data import (
 from .device import pick_device
 from .gpt import GPT
 from .rundir import run_directory
-from .runs import configs_for_run, resumed_configs
+from .runs import configs_for_run, resumed_configs, saved_train_config
 from .task import Batch
 from .tokenizers import load_tokenizer, train_tokenizer
 from .train import TrainConfig, run_training
@@ -165,7 +165,8 @@ def eval_lm(model_dir, data: str, val_fraction: float | None = None, batch_size:
     if not isinstance(model, GPT):
         raise ValueError(f"{model_dir} holds a translation model; use `glassformer eval translation`")
     meta = read_json(Path(model_dir) / CONFIG_FILE)
-    fraction = val_fraction if val_fraction is not None else meta.get("train", {}).get("val_fraction", 0.1)
+    train_cfg = saved_train_config(meta, Path(model_dir) / CONFIG_FILE)  # one line for a malformed "train"
+    fraction = val_fraction if val_fraction is not None else train_cfg.val_fraction
     _, val_text = split_text(read_text(data), fraction)
     ids = tok.encode(val_text)
     if len(ids) < 2:

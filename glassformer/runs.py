@@ -10,9 +10,32 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .checkpoint import CONFIG_FILE, read_json
-from .config import PRESETS, ModelConfig, apply_overrides
+from .checkpoint import CONFIG_FILE, CheckpointError, read_json
+from .config import MODEL_TYPES, PRESETS, ModelConfig, apply_overrides, config_from_dict
 from .train import TrainConfig
+
+
+def saved_train_config(meta: dict, path: Path) -> TrainConfig:
+    """The training settings in a run's config.json (its "train" object), checked; defaults where there is none.
+
+    Args:
+        meta: the parsed config.json.
+        path: its path, named in the one-line error.
+
+    Returns:
+        The TrainConfig.
+    """
+    train = meta.get("train", {})
+    if not isinstance(train, dict):
+        raise CheckpointError(f"{path}: key 'train' must hold the training settings (a JSON object); got {train!r}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(train) - known)
+    if unknown:
+        raise CheckpointError(f"{path}: unknown training keys in 'train': {', '.join(unknown)}")
+    try:
+        return TrainConfig(**train)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: train.{e}") from None
 
 
 def split_overrides(assignments: list[str], *configs) -> list[list[str]]:
@@ -69,8 +92,15 @@ def resumed_configs(out: Path, overrides: list[str], model_cls: type) -> tuple[M
     if not (out / "resume.pt").exists():
         raise ValueError(f"{out / 'resume.pt'} not found: nothing to resume (train without --resume to start)")
     meta = read_json(out / CONFIG_FILE)
-    model_cfg = model_cls(**meta["config"])
-    train_cfg = TrainConfig(**meta.get("train", {}))
+    values = meta.get("config")
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{out / CONFIG_FILE}: key 'config' must hold the model settings (a JSON object); "
+                              f"got {values!r}")
+    try:
+        model_cfg = config_from_dict(next(k for k, v in MODEL_TYPES.items() if v is model_cls), values)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{out / CONFIG_FILE}: {e}") from None
+    train_cfg = saved_train_config(meta, out / CONFIG_FILE)
     train_sets, model_sets = split_overrides(list(overrides), train_cfg, model_cfg)
     # The command that started the run may be repeated with --resume: model settings that
     # agree with the saved ones are fine, a different model is not.

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from . import distributed
-from .checkpoint import CheckpointError, check_tensors, load_tensors_only, save, unique_state_dict
+from .checkpoint import CheckpointError, check_tensors, check_values, load_tensors_only, save, unique_state_dict
+from .config import check_fields
 from .device import pick_device, pick_dtype
 from .distributed import World
 from .files import atomic_write
@@ -71,10 +72,52 @@ class TrainConfig:
             raise ValueError(f"dtype must be auto, float32 or bfloat16; got {self.dtype!r}")
         if self.parallel not in distributed.PARALLEL:
             raise ValueError(f"parallel must be one of {', '.join(distributed.PARALLEL)}; got {self.parallel!r}")
-        for name in ("max_iters", "batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters",
-                     "log_interval"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}")
+        check_fields(self, TRAIN_LIMITS)
+        for name, (low, high, high_open) in TRAIN_FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if not (low <= value < high if high_open else low <= value <= high):
+                raise ValueError(f"{name} must be in [{low:g}, {high:g}{')' if high_open else ']'}; got {value!r}")
+
+
+# Integer settings: (lowest, highest). Floats: (lowest, highest, whether highest is excluded); all must be finite.
+TRAIN_LIMITS = {name: (1, 10**12) for name in ("max_iters", "batch_size", "batch_tokens", "gradient_accumulation_steps",
+                                               "eval_interval", "eval_iters", "log_interval", "lr_decay_iters")}
+TRAIN_LIMITS.update(warmup_iters=(0, 10**12), seed=(0, 2**63 - 1))
+TRAIN_FLOAT_RANGES = {
+    "max_time": (0.0, math.inf, True), "learning_rate": (0.0, 1e3, False), "min_lr": (0.0, 1e3, False),
+    "weight_decay": (0.0, 1e3, False), "beta1": (0.0, 1.0, True), "beta2": (0.0, 1.0, True),
+    "grad_clip": (0.0, math.inf, True), "label_smoothing": (0.0, 1.0, True), "val_fraction": (0.0, 1.0, True),
+}
+
+
+# What resume.pt must hold, key -> (types allowed, what to call them); save_resume writes them all.
+RESUME_KEYS = {
+    "model": (dict, "a dict of tensors"), "optimizer": ((dict, type(None)), "the optimizer state (a dict)"),
+    "iter": (int, "an integer"), "best_score": ((int, float, type(None)), "a number"),
+    "data_rng": (torch.Tensor, "a tensor"), "torch_rng": (torch.Tensor, "a tensor"),
+    "cuda_rng": ((list, tuple), "a list of tensors"),
+}
+
+
+def check_resume_state(state, path: Path) -> None:
+    """Raises CheckpointError (one line naming resume.pt and the key) for a resume.pt missing a part or holding a
+    wrong kind of value, before any of it is used."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a training state (a dict); got {type(state).__name__}")
+    for key, (types, what) in RESUME_KEYS.items():
+        if key not in state:
+            raise CheckpointError(f"{path} has no {key!r}: it was not written by glassformer's trainer, "
+                                  f"or is incomplete; it cannot be resumed")
+        if not isinstance(state[key], types) or isinstance(state[key], bool):
+            raise CheckpointError(f"{path}: {key!r} must be {what}; got {type(state[key]).__name__}")
+    optim = state["optimizer"]
+    if optim and not (isinstance(optim.get("state"), dict) and isinstance(optim.get("param_groups"), list)):
+        raise CheckpointError(f"{path}: 'optimizer' must hold 'state' and 'param_groups'; "
+                              f"it holds {', '.join(map(str, optim)) or 'nothing'}")
+    if not all(isinstance(t, torch.Tensor) for t in state["model"].values()):
+        raise CheckpointError(f"{path}: 'model' must map tensor names to tensors")
+    if "task" in state and not isinstance(state["task"], dict):
+        raise CheckpointError(f"{path}: 'task' must be a dict; got {type(state['task']).__name__}")
 
 
 class TrainingError(RuntimeError):
@@ -250,8 +293,10 @@ class Trainer:
         if not path.exists():
             raise CheckpointError(f"{path} not found: nothing to resume (train without --resume to start)")
         state = load_tensors_only(path)  # one line for a truncated, foreign or pickled file
+        check_resume_state(state, path)
         tensors = state["model"]
         check_tensors(tensors, self.shapes, str(path))
+        check_values(tensors, str(path))
         optim = state["optimizer"] if state["optimizer"] and state["optimizer"]["state"] else None  # None: no step yet
         legacy = optim is not None and isinstance(next(iter(optim["state"])), int)  # keyed by position, not name
         full = {name: tensors[saved] for name, saved in self.aliases.items()}
