@@ -36,12 +36,29 @@ def cmd_export(args) -> int:
     return 0
 
 
+def check_usage(args) -> None:
+    """Raises UsageError for a --device name that is not a device or a --beam below 1 (before any file is read)."""
+    from .device import check_device_name
+
+    if getattr(args, "device", None) is not None:
+        try:
+            check_device_name(args.device)
+        except ValueError as e:
+            raise UsageError(f"--{e}") from None
+    if getattr(args, "beam", 1) < 1:
+        raise UsageError(f"--beam must be at least 1; got {args.beam}")
+
+
 def cmd_train_lm(args) -> int:
+    from .config import OverrideError
     from .lm import train_lm
 
-    metrics = train_lm(args.out, data=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-                       preset=args.preset, overrides=args.set, val_fraction=args.val_fraction, resume=args.resume,
-                       overwrite=args.overwrite)
+    try:
+        metrics = train_lm(args.out, data=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+                           preset=args.preset, overrides=args.set, val_fraction=args.val_fraction,
+                           resume=args.resume, overwrite=args.overwrite)
+    except OverrideError as e:  # a bad --set is bad usage
+        raise UsageError(str(e)) from None
     if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 speaks for the run
         print(format_metrics({"iter": "final", **metrics}))
     print(plain(f"model saved in {args.out}; try: glassformer sample --model {args.out}"), file=sys.stderr)
@@ -49,6 +66,7 @@ def cmd_train_lm(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    check_usage(args)
     from .lm import sample
 
     def write(text):  # generated text is the model's: control characters are shown, not sent
@@ -65,6 +83,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval_lm(args) -> int:
+    check_usage(args)
     from .lm import eval_lm
 
     print(format_metrics(eval_lm(args.model, args.data, val_fraction=args.val_fraction, device=args.device)))
@@ -72,11 +91,15 @@ def cmd_eval_lm(args) -> int:
 
 
 def cmd_train_translation(args) -> int:
+    from .config import OverrideError
     from .translation import train_translation
 
-    metrics = train_translation(args.out, args.train_src, args.train_tgt, args.valid_src, args.valid_tgt,
-                                preset=args.preset, overrides=args.set, vocab_size=args.vocab_size,
-                                tokenizer=args.tokenizer, resume=args.resume, overwrite=args.overwrite)
+    try:
+        metrics = train_translation(args.out, args.train_src, args.train_tgt, args.valid_src, args.valid_tgt,
+                                    preset=args.preset, overrides=args.set, vocab_size=args.vocab_size,
+                                    tokenizer=args.tokenizer, resume=args.resume, overwrite=args.overwrite)
+    except OverrideError as e:  # a bad --set is bad usage
+        raise UsageError(str(e)) from None
     if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 speaks for the run
         print(format_metrics({"iter": "final", **metrics}))
     print(plain(f"model saved in {args.out}; try: glassformer translate --model {args.out}"), file=sys.stderr)
@@ -84,6 +107,7 @@ def cmd_train_translation(args) -> int:
 
 
 def cmd_translate(args) -> int:
+    check_usage(args)
     from .translation import load_translator, notice, read_lines, read_stdin_lines, translate
 
     model, src_tok, tgt_tok = load_translator(args.model, args.device)
@@ -97,6 +121,7 @@ def cmd_translate(args) -> int:
 
 
 def cmd_eval_translation(args) -> int:
+    check_usage(args)
     from .translation import eval_translation
 
     print(format_metrics(eval_translation(args.model, args.src, args.ref, beam=args.beam, device=args.device)))

@@ -253,8 +253,23 @@ def _parse_value(text: str, annotation, key: str):
     raise ValueError(f"{key}: fields of type {annotation} cannot be set from the command line")
 
 
+class OverrideError(ValueError):
+    """A `--set key=value` that cannot be applied: unknown key, unparsable or out-of-range value (bad usage)."""
+
+
 def apply_overrides(config, assignments: list[str]):
-    """Returns a copy of a config dataclass with `key=value` strings applied, each type-checked."""
+    """Returns a copy of a config dataclass with `key=value` strings applied, each type- and range-checked.
+
+    Raises OverrideError (one line, starting with --set) for any assignment that cannot be applied.
+    """
+    try:
+        return _apply_overrides(config, assignments)
+    except ValueError as e:
+        message = str(e)
+        raise OverrideError(message if message.startswith("--set") else f"--set {message}") from None
+
+
+def _apply_overrides(config, assignments: list[str]):
     hints = typing.get_type_hints(type(config))
     changes = {}
     for assignment in assignments:

@@ -7,6 +7,13 @@ import torch
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
+def check_device_name(name: str) -> None:
+    """Raises ValueError (one line listing the allowed names) unless `name` is auto, cpu, cuda, cuda:N or mps."""
+    kind, sep, index = name.partition(":")
+    if kind not in DEVICES or (sep and not (kind == "cuda" and index.isdigit())):
+        raise ValueError(f"device {name!r} is not one of {', '.join(DEVICES)}, cuda:N (N a GPU number)")
+
+
 def pick_device(name: str) -> torch.device:
     """The torch device for a --device name: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."""
     if name == "auto":
@@ -15,9 +22,8 @@ def pick_device(name: str) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    check_device_name(name)
     kind, sep, index = name.partition(":")
-    if kind not in DEVICES or kind == "auto" or (sep and not (kind == "cuda" and index.isdigit())):
-        raise ValueError(f"device {name!r} is not one of {', '.join(DEVICES)}, cuda:N (N a GPU number)")
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name} was asked for, but no CUDA GPU is available")
     if kind == "cuda" and sep and int(index) >= torch.cuda.device_count():

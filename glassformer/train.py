@@ -30,7 +30,7 @@ from torch import nn
 from . import distributed
 from .checkpoint import CheckpointError, check_tensors, check_values, load_tensors_only, save, unique_state_dict
 from .config import check_fields
-from .device import pick_device, pick_dtype
+from .device import check_device_name, pick_device, pick_dtype
 from .distributed import World
 from .files import atomic_write
 from .task import Batch, Task
@@ -73,6 +73,7 @@ class TrainConfig:
         if self.parallel not in distributed.PARALLEL:
             raise ValueError(f"parallel must be one of {', '.join(distributed.PARALLEL)}; got {self.parallel!r}")
         check_fields(self, TRAIN_LIMITS)
+        check_device_name(self.device)
         for name, (low, high, high_open) in TRAIN_FLOAT_RANGES.items():
             value = getattr(self, name)
             if not (low <= value < high if high_open else low <= value <= high):

@@ -131,6 +131,7 @@ SET_CASES = [
     ("weight_decay=-1", ["weight_decay", "-1"]),
     ("vocab_size=30000000", ["vocab_size", "30000000"]),
     ("beta2=1.5", ["beta2", "1.5"]),
+    ("device=tpu9", ["device", "tpu9"]),
 ]
 
 
@@ -140,13 +141,16 @@ def test_bad_set_values(tmp_path, capsys, assignment, words):
     data.write_text(TEXT)
     out = tmp_path / "run"
     code = main(["train", "lm", "--data", str(data), "--out", str(out), "--preset", "gpt-tiny", "--set", assignment])
-    expect_one_line(capsys, 1, code, *words)
+    expect_one_line(capsys, 2, code, "--set", *words)
     assert not out.exists()  # refused before anything was written
 
 
 def test_unknown_device(tmp_path, capsys):
     model = tiny_gpt(tmp_path / "m")
-    expect_one_line(capsys, 1, main(["sample", "--model", str(model), "--device", "tpu9"]), "tpu9", "cpu", "cuda")
+    expect_one_line(capsys, 2, main(["sample", "--model", str(model), "--device", "tpu9"]), "--device", "tpu9", "cpu",
+                    "cuda")
+    expect_one_line(capsys, 2, main(["eval", "translation", "--model", str(model), "--src", "s", "--ref", "r",
+                                     "--beam", "0"]), "--beam", "0")
 
 
 def test_eval_lm_with_malformed_train_section(tmp_path, capsys):
