@@ -237,7 +237,7 @@ def load(path, device: str | torch.device = "cpu"):
     return model.to(device).eval(), tokenizer
 
 
-def check_tokenizer_fits(tokenizer, config: ModelConfig, path: Path) -> None:
+def check_tokenizer_fits(tokenizer, config: ModelConfig, path: Path, tokenizer_file: str = TOKENIZER_FILE) -> None:
     """Raises CheckpointError when the tokenizer has more ids than the model's (target) vocabulary.
 
     A smaller tokenizer is fine: the vocabulary may be padded (nanoGPT pads 50257 to 50304).
@@ -247,7 +247,7 @@ def check_tokenizer_fits(tokenizer, config: ModelConfig, path: Path) -> None:
     size = config.vocab_size if isinstance(config, GPTConfig) else config.tgt_vocab_size
     key = "vocab_size" if isinstance(config, GPTConfig) else "tgt_vocab_size"
     if tokenizer.vocab_size > size:
-        raise CheckpointError(f"{path / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens, more than the model's "
+        raise CheckpointError(f"{path / tokenizer_file} has {tokenizer.vocab_size} tokens, more than the model's "
                               f"{key} {size} in {path / CONFIG_FILE}; they do not belong together")
 
 
@@ -434,7 +434,7 @@ def load_hf_gpt2(path: Path, hf_config: dict):
         from .tokenizers import BPETokenizer
 
         tokenizer = BPETokenizer.from_gpt2(path)
-    check_tokenizer_fits(tokenizer, config, path)
+    check_tokenizer_fits(tokenizer, config, path, "vocab.json")
     return model, tokenizer
 
 
