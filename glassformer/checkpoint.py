@@ -223,6 +223,9 @@ def load(path, device: str | torch.device = "cpu"):
             config = config_from_dict(meta.get("model_type", ""), values)
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{path / CONFIG_FILE}: {e}") from None
+        for key in ("vocab_size", "src_vocab_size", "tgt_vocab_size"):  # 0 is only a preset's "from the tokenizer"
+            if getattr(config, key, 1) < 1:
+                raise CheckpointError(f"{path / CONFIG_FILE}: {key} must be at least 1; got {getattr(config, key)}")
         model = build_model(config)
         if files is None:
             tensors = read_tensors(path / WEIGHTS_FILE)

@@ -182,6 +182,10 @@ class Seq2SeqConfig(Widths):
 
     def __post_init__(self):
         _check_layer_options(self)
+        for name in ("pad_id", "bos_id", "eos_id"):  # a vocabulary of 0 is filled in from the tokenizer later
+            if self.tgt_vocab_size and getattr(self, name) >= self.tgt_vocab_size:
+                raise ValueError(f"{name} must be below tgt_vocab_size {self.tgt_vocab_size}; "
+                                 f"got {getattr(self, name)}")
         if self.shared_vocab and self.src_vocab_size != self.tgt_vocab_size:
             raise ValueError(f"shared_vocab needs src_vocab_size == tgt_vocab_size; "
                              f"got {self.src_vocab_size} and {self.tgt_vocab_size}")

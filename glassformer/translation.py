@@ -190,9 +190,16 @@ def translate(model, src_tok, tgt_tok, sentences: list[str], beam: int = 1, batc
               notice=None) -> list[str]:
     """Translations of `sentences`, in order (decoding lives in glassformer.decode).
 
-    Sentences longer than the model's block_size are truncated; `notice` hears how many.
+    Sentences longer than the model's block_size are truncated; `notice` hears how many. A beam wider
+    than the target vocabulary is narrowed to it (its memory grows with beam x vocabulary); `notice` hears it.
     """
     from .decode import translate_texts
+
+    widest = model.config.tgt_vocab_size
+    if beam > widest:
+        if notice:
+            notice(f"--beam {beam} is more than the {widest} tokens of the target vocabulary; using --beam {widest}")
+        beam = widest
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

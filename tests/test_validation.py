@@ -76,6 +76,7 @@ CONFIG_CASES = [  # (what to change in config.json, words the error names)
     ("negative layers", set_config("n_layer", -3), ["n_layer", "-3"]),
     ("bool width", set_config("n_embd", True), ["n_embd", "True"]),
     ("nan init_std", set_config("init_std", float("nan")), ["init_std", "nan"]),
+    ("zero vocab", set_config("vocab_size", 0), ["config.json", "vocab_size", "0"]),
     ("no config key", lambda meta: meta.pop("config"), ["config.json", "'config'"]),
     ("config not an object", lambda meta: meta.__setitem__("config", [1]), ["config.json", "'config'"]),
 ]
@@ -198,10 +199,18 @@ def test_translation_run_with_char_tokenizer(tmp_path, capsys):
                     "tokenizer", "<pad>")
 
 
-def test_beam_larger_than_vocabulary(tmp_path, capsys):
+def test_special_ids_outside_the_target_vocabulary(tmp_path, capsys):
+    model = tiny_seq2seq(tmp_path / "m", BPETokenizer.train(TEXT, vocab_size=270))
+    edit_json(model / "config.json", set_config("eos_id", 5000))
+    expect_one_line(capsys, 1, main(["translate", "--model", str(model), "--input", str(model / "config.json")]),
+                    "config.json", "eos_id", "5000")
+
+
+def test_beam_larger_than_vocabulary_is_narrowed(tmp_path, capsys):
     tok = BPETokenizer.train(TEXT, vocab_size=270)
     model = tiny_seq2seq(tmp_path / "m", tok)
     src = tmp_path / "src.txt"
     src.write_text("abc\n")
-    expect_one_line(capsys, 1, main(["translate", "--model", str(model), "--input", str(src), "--beam", "100000"]),
-                    "beam", "100000", str(tok.vocab_size))
+    assert main(["translate", "--model", str(model), "--input", str(src), "--beam", "100000"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--beam 100000" in err and f"--beam {tok.vocab_size}" in err, err
