@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -50,18 +51,25 @@ def check_usage(args) -> None:
 
 
 def cmd_train_lm(args) -> int:
-    from .config import OverrideError
     from .lm import train_lm
 
+    return train_run(functools.partial(train_lm, data=args.data, val_fraction=args.val_fraction), args, "sample")
+
+
+def train_run(train, args, next_command: str) -> int:
+    """Runs `train` (lm.train_lm or translation.train_translation, its own inputs bound) with the
+    options both share; a --set that cannot be applied is bad usage. Prints the final metrics
+    and the command to try next."""
+    from .config import OverrideError
+
     try:
-        metrics = train_lm(args.out, data=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-                           preset=args.preset, overrides=args.set, val_fraction=args.val_fraction,
-                           resume=args.resume, overwrite=args.overwrite)
-    except OverrideError as e:  # a bad --set is bad usage
+        metrics = train(args.out, preset=args.preset, overrides=args.set, vocab_size=args.vocab_size,
+                        tokenizer=args.tokenizer, resume=args.resume, overwrite=args.overwrite)
+    except OverrideError as e:
         raise UsageError(str(e)) from None
     if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 speaks for the run
         print(format_metrics({"iter": "final", **metrics}))
-    print(plain(f"model saved in {args.out}; try: glassformer sample --model {args.out}"), file=sys.stderr)
+    print(plain(f"model saved in {args.out}; try: glassformer {next_command} --model {args.out}"), file=sys.stderr)
     return 0
 
 
@@ -91,19 +99,10 @@ def cmd_eval_lm(args) -> int:
 
 
 def cmd_train_translation(args) -> int:
-    from .config import OverrideError
     from .translation import train_translation
 
-    try:
-        metrics = train_translation(args.out, args.train_src, args.train_tgt, args.valid_src, args.valid_tgt,
-                                    preset=args.preset, overrides=args.set, vocab_size=args.vocab_size,
-                                    tokenizer=args.tokenizer, resume=args.resume, overwrite=args.overwrite)
-    except OverrideError as e:  # a bad --set is bad usage
-        raise UsageError(str(e)) from None
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 speaks for the run
-        print(format_metrics({"iter": "final", **metrics}))
-    print(plain(f"model saved in {args.out}; try: glassformer translate --model {args.out}"), file=sys.stderr)
-    return 0
+    texts = dict(train_src=args.train_src, train_tgt=args.train_tgt, valid_src=args.valid_src, valid_tgt=args.valid_tgt)
+    return train_run(functools.partial(train_translation, **texts), args, "translate")
 
 
 def cmd_translate(args) -> int:
