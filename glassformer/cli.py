@@ -17,6 +17,13 @@ import threading
 from .display import plain
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with glassformer's one-line errors (argparse's own print the usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"glassformer: error: {plain(message)} (see {self.prog} --help)\n")
+
+
 class UsageError(Exception):
     """A mistake in what the user asked for; printed as one line, exit status 2."""
 
@@ -75,7 +82,13 @@ def train_run(train, args, next_command: str) -> int:
 
 def cmd_sample(args) -> int:
     check_usage(args)
+    from .generate import check_sampling
     from .lm import sample
+
+    try:
+        check_sampling(args.temperature, args.top_k, args.top_p)  # before the model is loaded
+    except ValueError as e:
+        raise UsageError(f"--{e}") from None
 
     def write(text):  # generated text is the model's: control characters are shown, not sent
         sys.stdout.write(plain(text))
@@ -194,7 +207,7 @@ def cmd_data_fetch(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="glassformer", description="The Transformer and GPT, every number visible.")
+    parser = Parser(prog="glassformer", description="The Transformer and GPT, every number visible.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="task", required=True, metavar="TASK")
@@ -296,6 +309,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--overwrite", action="store_true", help="write into --out even though it holds files")
     export.set_defaults(func=cmd_export)
     return parser
+
+
+def entry() -> None:
+    """The command's entry point (console script and python -m glassformer): main(), then exit.
+
+    An interrupted command ends at once with status 130: torch's import can swallow a
+    KeyboardInterrupt after Python has marked it unhandled, and Python would then end the
+    process by SIGINT at exit instead of with the status main returned.
+    """
+    status = main()
+    if status == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(status)
 
 
 def main(argv: list[str] | None = None) -> int:
