@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -102,8 +103,30 @@ def _check_layer_options(cfg) -> None:
         raise ValueError(f"dropout must be in [0, 1); got {cfg.dropout}")
 
 
+def check_fits_in_memory(config, bytes_per_parameter: int = 4) -> None:
+    """Raises ValueError when the model `config` describes would not fit in this machine's memory,
+    before anything is allocated (each size has its own limit, but their product can still be huge)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: nothing to compare with
+        return
+    needed = config.parameter_estimate() * bytes_per_parameter
+    if needed > memory:
+        raise ValueError(f"this model has about {config.parameter_estimate():,} parameters, "
+                         f"{needed / 2**30:,.1f} GiB in float32, more than this machine's {memory / 2**30:,.1f} GiB "
+                         f"of memory; check the sizes in its config")
+
+
 class Widths:
     """The widths both configs derive from d_model, n_head, d_head and d_ff."""
+
+    def attention_parameters(self) -> int:
+        """W_Q, W_K, W_V and W_O of one attention sublayer (without biases)."""
+        return 4 * self.d_model * self.n_head * self.head_dim
+
+    def feed_forward_parameters(self) -> int:
+        """up, down and (SwiGLU) gate of one feed-forward sublayer, counted as three (without biases)."""
+        return 3 * self.d_model * self.ff_dim
 
     @property
     def head_dim(self) -> int:
@@ -148,6 +171,11 @@ class GPTConfig(Widths):
     def d_model(self) -> int:
         return self.n_embd
 
+    def parameter_estimate(self) -> int:
+        """Roughly how many parameters the model has (its matrices), from the config alone."""
+        layer = self.attention_parameters() + self.feed_forward_parameters()
+        return (self.vocab_size + self.block_size) * self.d_model + self.n_layer * layer
+
 
 @dataclass
 class Seq2SeqConfig(Widths):
@@ -189,6 +217,13 @@ class Seq2SeqConfig(Widths):
         if self.shared_vocab and self.src_vocab_size != self.tgt_vocab_size:
             raise ValueError(f"shared_vocab needs src_vocab_size == tgt_vocab_size; "
                              f"got {self.src_vocab_size} and {self.tgt_vocab_size}")
+
+    def parameter_estimate(self) -> int:
+        """Roughly how many parameters the model has (its matrices), from the config alone."""
+        encoder = self.attention_parameters() + self.feed_forward_parameters()
+        decoder = encoder + self.attention_parameters()  # and cross-attention
+        tables = (self.src_vocab_size + self.tgt_vocab_size + self.block_size) * self.d_model
+        return tables + self.n_encoder_layers * encoder + self.n_decoder_layers * decoder
 
     @property
     def use_final_norm(self) -> bool:

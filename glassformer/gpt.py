@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import GPTConfig
+from .config import GPTConfig, check_fits_in_memory
 from .layers import (
     Block,
     KVCache,
@@ -28,6 +28,7 @@ from .trace import observed
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
+        check_fits_in_memory(config)
         self.config = c = config
         self.tok_emb = TokenEmbedding(c.vocab_size, c.n_embd)
         self.pos_emb, self.rotary = make_positions(c, c.n_embd)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .config import Seq2SeqConfig
+from .config import Seq2SeqConfig, check_fits_in_memory
 from .layers import (
     KVCache,
     TokenEmbedding,
@@ -26,6 +26,7 @@ from .layers import (
 class Seq2Seq(nn.Module):
     def __init__(self, config: Seq2SeqConfig):
         super().__init__()
+        check_fits_in_memory(config)
         self.config = c = config
         self.src_emb = TokenEmbedding(c.src_vocab_size, c.d_model, scale=c.scale_embeddings)
         # With a shared vocabulary the decoder reads the same table as the encoder.

@@ -214,3 +214,24 @@ def test_beam_larger_than_vocabulary_is_narrowed(tmp_path, capsys):
     assert main(["translate", "--model", str(model), "--input", str(src), "--beam", "100000"]) == 0
     err = capsys.readouterr().err
     assert "Traceback" not in err and "--beam 100000" in err and f"--beam {tok.vocab_size}" in err, err
+
+
+@pytest.mark.parametrize("config", [
+    GPTConfig(vocab_size=1_000_000, block_size=16, n_layer=2, n_head=64, n_embd=65536),
+    Seq2SeqConfig(src_vocab_size=1_000_000, tgt_vocab_size=1_000_000, block_size=16, n_head=64, d_model=65536),
+])
+def test_a_model_too_big_for_memory_is_refused_before_any_allocation(config):
+    # Each size is within its own limit; together they need hundreds of GiB. The estimate is
+    # checked against this machine's memory before a single tensor is made.
+    assert config.parameter_estimate() * 4 > 2 ** 39  # over 512 GiB: more than any machine this project runs on
+    with pytest.raises(ValueError, match="parameters.*GiB.*memory"):
+        (GPT if isinstance(config, GPTConfig) else Seq2Seq)(config)
+
+
+def test_the_parameter_estimate_is_close_to_the_real_count():
+    for config in (GPTConfig(vocab_size=500, block_size=32, n_layer=2, n_head=4, n_embd=64, activation="swiglu"),
+                   Seq2SeqConfig(src_vocab_size=300, tgt_vocab_size=200, block_size=32, n_encoder_layers=2,
+                                 n_decoder_layers=2, n_head=4, d_model=64, d_ff=96, shared_vocab=False)):
+        model = (GPT if isinstance(config, GPTConfig) else Seq2Seq)(config)
+        real = sum(p.numel() for p in model.parameters())
+        assert 0.7 * real < config.parameter_estimate() < 1.6 * real
