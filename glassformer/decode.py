@@ -116,11 +116,14 @@ class Seq2SeqDecoder(SequenceDecoder):
             return self.model.decode(new, self.memory, self.mask, cache=self.cache)[:, -1]  # (A, V)
 
 
-def sentences_to_decode(model, src, src_mask, max_len_a: float, max_len_b: float):
-    """(max_len per row, the rows (A,) whose max_len lets them produce a token)."""
+def sentences_to_decode(model, src, src_mask, max_len_a: float, max_len_b: float, use_cache: bool = True):
+    """(max_len per row, the rows (A,) whose max_len lets them produce a token, a Seq2SeqDecoder
+    over just those rows; None when there are none)."""
     limits = max_lengths(source_lengths(src, src_mask), model.config.block_size, max_len_a, max_len_b)
     todo = torch.tensor([b for b, n in enumerate(limits) if n > 0], dtype=torch.long, device=src.device)
-    return limits, todo
+    if todo.numel() == 0:
+        return limits, todo, None
+    return limits, todo, Seq2SeqDecoder(model, src[todo], src_mask[todo] if src_mask is not None else None, use_cache)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,11 +139,10 @@ def greedy(model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor | None = 
     reference the cached path is tested against); the result is the same.
     """
     c = model.config
-    limits, todo = sentences_to_decode(model, src, src_mask, max_len_a, max_len_b)
+    limits, todo, decoder = sentences_to_decode(model, src, src_mask, max_len_a, max_len_b, use_cache)
     answers: list[list[int]] = [[] for _ in limits]
-    if todo.numel() == 0:
+    if decoder is None:
         return answers
-    decoder = Seq2SeqDecoder(model, src[todo], src_mask[todo] if src_mask is not None else None, use_cache)
     banned = banned_ids(c)
 
     def most_likely(logits: torch.Tensor) -> torch.Tensor:
@@ -175,11 +177,10 @@ def beam_search(model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor | No
     if beam < 1:
         raise ValueError(f"beam must be >= 1; got {beam}")
     c, K = model.config, beam
-    limits, todo = sentences_to_decode(model, src, src_mask, max_len_a, max_len_b)
+    limits, todo, decoder = sentences_to_decode(model, src, src_mask, max_len_a, max_len_b)
     answers: list[list[int]] = [[] for _ in limits]
-    if todo.numel() == 0:
+    if decoder is None:
         return answers
-    decoder = Seq2SeqDecoder(model, src[todo], src_mask[todo] if src_mask is not None else None)
     banned, device = banned_ids(c), src.device
     sentence = todo.tolist()  # (A,) each sentence's row in the batch
     limit = torch.tensor(limits, device=device)[todo]  # (A,)
