@@ -4,11 +4,13 @@ next-character model, each computed step by step and printed in English or Chine
     sections = basics("en")          # numbers as data (numpy arrays, floats), nothing printed
     print_basics("zh")               # the same steps rendered with rich
 
-The four sections build on each other:
-  leaf      a 4-3-2 network scores an object (R, G, B, volume) as leaf or flower
-  backprop  the gradients of that network derived by hand, checked against autograd, one update
-  xor       a single perceptron cannot learn XOR; two layers can
-  humpty    a fixed-window character model learns a two-line text and writes more of it
+The sections build on each other:
+  leaf         a 4-3-2 network scores an object (R, G, B, volume) as leaf or flower; a loss
+  backprop     the gradients of that network derived by hand, checked against autograd, one update
+  activations  without one the network collapses to one weighted sum; ReLU, softmax, temperature
+  dropout      the two ways of scaling dropout, equal in expectation
+  xor          a single perceptron cannot learn XOR; two layers can
+  humpty       a 12-character-window model learns a two-line text and writes more of it
 """
 
 from __future__ import annotations
@@ -21,13 +23,38 @@ import torch
 TEXT = {
     "en": {
         "leaf.title": "1. Leaf or flower? A 4-3-2 network",
-        "leaf.explain": "Four numbers describe an object; weighted sums, ReLU and softmax turn them into two scores.",
+        "leaf.explain": "Four numbers describe an object; weighted sums plus biases, ReLU and softmax turn them into "
+                        "two scores.",
         "backprop.title": "2. One gradient-descent step, gradients by hand",
         "backprop.explain": "The chain rule, written out in NumPy, gives each gradient; autograd agrees; loss drops.",
-        "xor.title": "3. XOR: one layer fails, two layers succeed",
+        "xor.title": "5. XOR: one layer fails, two layers succeed",
         "xor.explain": "No single straight line separates XOR; a hidden layer bends the space so one can.",
-        "humpty.title": "4. Humpty dumpty: predicting the next character",
-        "humpty.explain": "The previous characters are embedded, concatenated and scored against every character.",
+        "humpty.title": "6. Humpty dumpty: predicting the next character",
+        "humpty.explain": "The 12 previous characters are embedded, concatenated and scored against every character.",
+        "activations.title": "3. Activations: why they are needed, ReLU, softmax, temperature",
+        "activations.explain": "Without an activation two layers are one weighted sum; softmax turns scores into "
+                               "probabilities, and a temperature sharpens or flattens them.",
+        "dropout.title": "4. Dropout: two ways to scale, one expectation",
+        "dropout.explain": "Training drops each unit with probability p; one of the two phases must scale so that "
+                           "training and testing see the same average.",
+        "chosen": "B and volume weights chosen by us to give the article's −47.1; not the article's",
+        "bias": "plus each hidden neuron's bias (the first is the article's 0.25)",
+        "loss_example": "the article's loss: wanted, got",
+        "squared": "squared differences would give",
+        "collapse": "No activation: W2(W1x + b1) = (W2·W1)x + W2·b1, one weighted sum of the inputs:",
+        "volume": "volume",
+        "temperature": "temperature: softmax(z / T)",
+        "entropy": "entropy",
+        "temperature.verdict": "A higher temperature flattens the distribution (max p falls, entropy rises); "
+                               "a lower one sharpens it.",
+        "dropout.article": "scaling at test time (the article): train a·mask, test a·(1 − p)",
+        "dropout.inverted": "inverted dropout (torch, glassformer): train a·mask/(1 − p), test a unchanged",
+        "dropout.same": "Each convention's mean training output equals its test output; the two differ only by "
+                        "the factor (1 − p), which the next layer's weights absorb.",
+        "exact_mean": "exact mean over all masks",
+        "sampled_mean": "mean over random masks",
+        "at_test": "at test",
+        "window": "generation, step by step: the 12-character window the model reads → the character it picks",
         "input": "input (R, G, B, volume)",
         "hidden": "hidden neuron",
         "relu": "ReLU(z) = max(0, z)",
@@ -50,13 +77,33 @@ TEXT = {
     },
     "zh": {
         "leaf.title": "1. 叶子还是花?一个 4-3-2 的神经网络",
-        "leaf.explain": "四个数字描述一个物体;加权求和、ReLU 和 softmax 把它们变成两个分数。",
+        "leaf.explain": "四个数字描述一个物体;加权求和加上偏置、ReLU 和 softmax 把它们变成两个分数。",
         "backprop.title": "2. 一步梯度下降,手推梯度",
         "backprop.explain": "用 NumPy 写出链式法则得到每个梯度;与自动求导一致;损失下降。",
-        "xor.title": "3. 异或:一层做不到,两层可以",
+        "xor.title": "5. 异或:一层做不到,两层可以",
         "xor.explain": "没有一条直线能分开异或;隐藏层把空间弯折,使一条直线就够了。",
-        "humpty.title": "4. Humpty dumpty:预测下一个字符",
-        "humpty.explain": "前几个字符被嵌入、拼接,再与每个字符打分。",
+        "humpty.title": "6. Humpty dumpty:预测下一个字符",
+        "humpty.explain": "前 12 个字符被嵌入、拼接,再与每个字符打分。",
+        "activations.title": "3. 激活函数:为什么需要它、ReLU、softmax、温度",
+        "activations.explain": "没有激活函数,两层网络只是一个加权和;softmax 把分数变成概率,温度让它们更尖锐或更平坦。",
+        "dropout.title": "4. Dropout:两种缩放方式,同一个期望",
+        "dropout.explain": "训练时每个单元以概率 p 被丢弃;训练或测试两个阶段之一必须缩放,使两者看到的平均值相同。",
+        "chosen": "B 和体积的权重是我们选的,使结果为文章中的 −47.1;不是文章给出的",
+        "bias": "再加上每个隐藏神经元的偏置(第一个是文章中的 0.25)",
+        "loss_example": "文章中的损失:期望值、实际值",
+        "squared": "若用差的平方则是",
+        "collapse": "没有激活函数:W2(W1x + b1) = (W2·W1)x + W2·b1,只是输入的一个加权和:",
+        "volume": "体积",
+        "temperature": "温度:softmax(z / T)",
+        "entropy": "熵",
+        "temperature.verdict": "温度越高,分布越平坦(最大概率下降,熵上升);温度越低,分布越尖锐。",
+        "dropout.article": "测试时缩放(文章的做法):训练时 a·掩码,测试时 a·(1 − p)",
+        "dropout.inverted": "反向 dropout(torch 和 glassformer 的做法):训练时 a·掩码/(1 − p),测试时 a 不变",
+        "dropout.same": "每种做法训练输出的平均值都等于它的测试输出;两者只差一个因子 (1 − p),下一层的权重会吸收它。",
+        "exact_mean": "对所有掩码的精确平均",
+        "sampled_mean": "随机掩码的平均",
+        "at_test": "测试时",
+        "window": "逐步生成:模型读入的 12 个字符窗口 → 它选出的字符",
         "input": "输入 (R, G, B, 体积)",
         "hidden": "隐藏神经元",
         "relu": "ReLU(z) = max(0, z)",
@@ -123,29 +170,38 @@ def weighted_sum_text(x: np.ndarray, w: np.ndarray) -> str:
     return " + ".join(terms) + " = " + _num(x @ w, ".1f")
 
 
-# -- section 1: leaf or flower ---------------------------------------------------------------------
+# -- section: leaf or flower ---------------------------------------------------------------------
 
-# The object and the first hidden neuron's weights (0.10, −0.29, −0.07, 0.46) are the
-# article's. Its other weights live in a figure we could not retrieve, so hidden neurons
-# 2-3 and the whole output layer are ours, picked so that the untrained network gets this
-# leaf wrong (calls it a flower) and section 2 has something to fix.
+# From the article: the object (32, 107, 56, 11.2); the first hidden neuron's weights
+# (0.10, −0.29, −0.07, 0.46) and bias 0.25; the R and G weights of all three hidden neurons
+# (R 0.10, 0.12, −0.36; G −0.29, −0.05, −0.21); and the weights (−0.17, 0.39, 0.1) from the
+# hidden neurons into the output neuron whose formula it writes out (here the leaf score).
+# The article names −47.1 for the second hidden neuron, but its B and volume weights are only
+# in a figure: −0.75 and −0.32 are CHOSEN by us so that 32×0.12 + 107×(−0.05) + 56×B + 11.2×vol
+# comes to −47.1 (−47.094). The third neuron's B and volume weights, the other biases and the
+# flower score's weights are ours too, picked so that the untrained network gets this leaf
+# wrong (calls it a flower) and the backprop section has something to fix.
 LEAF_X = np.array([32.0, 107.0, 56.0, 11.2])  # R, G, B, volume (ml)
 LEAF_W1 = np.array(
     [
         [0.10, -0.29, -0.07, 0.46],  # article
-        [0.02, 0.05, -0.03, 0.10],  # ours
-        [-0.04, 0.03, 0.08, -0.20],  # ours
+        [0.12, -0.05, -0.75, -0.32],  # R, G article; B, volume chosen to give the article's −47.1
+        [-0.36, -0.21, 0.50, 0.80],  # R, G article; B, volume ours
     ]
 )
+LEAF_B1 = np.array([0.25, 0.0, 0.0])  # first: the article's 0.25; the others ours
 LEAF_W2 = np.array(
     [
-        [0.30, 0.25, -0.10],  # leaf score (ours)
-        [-0.20, 0.10, 0.40],  # flower score (ours)
+        [-0.17, 0.39, 0.10],  # leaf score: the article's output neuron
+        [0.20, -0.10, 0.30],  # flower score (ours)
     ]
 )
 LEAF_Y = 0  # the object really is a leaf
 # Inputs are raw, unnormalised values in the hundreds, so a step must be tiny.
 LEAF_LR = 5e-4
+# The article's loss example: the answer wanted (leaf 0.8, flower 0.2) and the one given.
+LOSS_WANTED = np.array([0.8, 0.2])
+LOSS_GOT = np.array([0.6, 0.4])
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -153,41 +209,63 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def forward(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, y: int) -> dict:
-    """Every intermediate of the 4-3-2 network (no biases, as in the article)."""
-    z1 = w1 @ x  # (3,) weighted sums
+def forward(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, y: int, b1: np.ndarray | None = None) -> dict:
+    """Every intermediate of the 4-3-2 network: hidden biases b1 (zeros if None), no output biases."""
+    z1 = w1 @ x + (0.0 if b1 is None else b1)  # (3,) weighted sums plus bias
     h = np.maximum(z1, 0.0)  # (3,) ReLU
     z2 = w2 @ h  # (2,) scores
     p = softmax(z2)
     return {"z1": z1, "h": h, "z2": z2, "p": p, "loss": float(-np.log(p[y]))}
 
 
+def absolute_loss(wanted: np.ndarray, got: np.ndarray) -> float:
+    """Σ |wanted − got|: the loss that gives the article's 0.4 (squared differences would give 0.08)."""
+    return float(np.abs(wanted - got).sum())
+
+
 def _leaf_section(t: dict) -> Section:
-    f = forward(LEAF_X, LEAF_W1, LEAF_W2, LEAF_Y)
+    f = forward(LEAF_X, LEAF_W1, LEAF_W2, LEAF_Y, LEAF_B1)
     classes = t["classes"]
+    sums = LEAF_W1 @ LEAF_X  # before the bias
     lines = [f"{t['input']}: {_vec(LEAF_X, 'g')}"]
     for i, w in enumerate(LEAF_W1):
-        lines.append(f"{t['hidden']} {i + 1}: {weighted_sum_text(LEAF_X, w)}")
+        note = f"   ({t['chosen']})" if i == 1 else ""
+        lines.append(f"{t['hidden']} {i + 1}: {weighted_sum_text(LEAF_X, w)}{note}")
+    lines.append(f"{t['bias']}:")
+    for i, (z, b) in enumerate(zip(sums, LEAF_B1)):
+        lines.append(f"  {t['hidden']} {i + 1}: {_num(z, '.1f')} + {_num(b)} = {_num(z + b, '.2f')}")
     lines += [
-        f"{t['relu']}: {_vec(f['z1'], '.1f')} → {_vec(f['h'], '.1f')}",
+        f"{t['relu']}: {_vec(f['z1'], '.2f')} → {_vec(f['h'], '.2f')}",
         f"{t['scores']} ({classes[0]}, {classes[1]}): {_vec(f['z2'])}",
+        f"  {classes[0]} = " + " + ".join(f"{_num(h)}×({_num(w)})" for h, w in zip(f["h"], LEAF_W2[0]))
+        + f" = {_num(f['z2'][0], '.3f')}",
         f"{t['probs']}: {_vec(f['p'])}",
         f"{t['predicted']}: {classes[int(np.argmax(f['p']))]}   {t['truth']}: {classes[LEAF_Y]}",
         f"{t['loss']}: {_num(f['loss'], '.4f')}",
     ]
+    l1 = absolute_loss(LOSS_WANTED, LOSS_GOT)
+    l2 = float(((LOSS_WANTED - LOSS_GOT) ** 2).sum())
+    lines += [
+        f"{t['loss_example']} {_vec(LOSS_WANTED, '.1f')}, {_vec(LOSS_GOT, '.1f')}:",
+        "  " + " + ".join(f"|{w:g} − {g:g}|" for w, g in zip(LOSS_WANTED, LOSS_GOT)) + " = "
+        + " + ".join(_num(abs(w - g)) for w, g in zip(LOSS_WANTED, LOSS_GOT)) + f" = {_num(l1, '.1f')}",
+        f"  {t['squared']}: " + " + ".join(f"({w:g} − {g:g})²" for w, g in zip(LOSS_WANTED, LOSS_GOT))
+        + f" = {_num(l2)}",
+    ]
     inputs = ["R", "G", "B", "vol"]
     hidden = ["h1", "h2", "h3"]
     matrices = [Matrix("W1", LEAF_W1, hidden, inputs), Matrix("W2", LEAF_W2, list(classes), hidden)]
-    values = dict(f, x=LEAF_X, w1=LEAF_W1, w2=LEAF_W2, predicted=int(np.argmax(f["p"])))
+    values = dict(f, x=LEAF_X, w1=LEAF_W1, b1=LEAF_B1, w2=LEAF_W2, sums=sums,
+                  predicted=int(np.argmax(f["p"])), loss_example=l1, loss_example_squared=l2)
     return Section("leaf", t["leaf.title"], t["leaf.explain"], lines, matrices, values)
 
 
-# -- section 2: backpropagation by hand ------------------------------------------------------------
+# -- section: backpropagation by hand ------------------------------------------------------------
 
 
-def backward(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, y: int) -> dict:
+def backward(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, y: int, b1: np.ndarray | None = None) -> dict:
     """The gradients of the cross-entropy loss, one chain-rule step per line."""
-    f = forward(x, w1, w2, y)
+    f = forward(x, w1, w2, y, b1)
     onehot = np.eye(len(f["p"]))[y]
     dz2 = f["p"] - onehot  # softmax + cross-entropy collapse to p − y
     dw2 = np.outer(dz2, f["h"])  # (2, 3): score j depends on w2[j, k] through h[k]
@@ -195,27 +273,30 @@ def backward(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, y: int) -> dict:
     mask = (f["z1"] > 0).astype(float)  # ReLU passes gradient only where it was active
     dz1 = dh * mask
     dw1 = np.outer(dz1, x)  # (3, 4)
-    return {"dz2": dz2, "dw2": dw2, "dh": dh, "mask": mask, "dz1": dz1, "dw1": dw1}
+    db1 = dz1  # a bias is a weight on a constant input of 1
+    return {"dz2": dz2, "dw2": dw2, "dh": dh, "mask": mask, "dz1": dz1, "dw1": dw1, "db1": db1}
 
 
-def autograd_grads(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, y: int) -> dict:
+def autograd_grads(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, y: int, b1: np.ndarray | None = None) -> dict:
     """The same gradients from torch autograd, in float64 so the comparison is exact to ~1e-15."""
     tw1 = torch.tensor(w1, requires_grad=True)
+    tb1 = torch.tensor(np.zeros(len(w1)) if b1 is None else b1, requires_grad=True)
     tw2 = torch.tensor(w2, requires_grad=True)
-    scores = tw2 @ torch.relu(tw1 @ torch.tensor(x))
+    scores = tw2 @ torch.relu(tw1 @ torch.tensor(x) + tb1)
     loss = torch.nn.functional.cross_entropy(scores[None], torch.tensor([y]))
     loss.backward()
-    return {"dw1": tw1.grad.numpy(), "dw2": tw2.grad.numpy()}
+    return {"dw1": tw1.grad.numpy(), "db1": tb1.grad.numpy(), "dw2": tw2.grad.numpy()}
 
 
 def _backprop_section(t: dict) -> Section:
-    before = forward(LEAF_X, LEAF_W1, LEAF_W2, LEAF_Y)
-    g = backward(LEAF_X, LEAF_W1, LEAF_W2, LEAF_Y)
-    ref = autograd_grads(LEAF_X, LEAF_W1, LEAF_W2, LEAF_Y)
-    diffs = {k: float(np.abs(g[k] - ref[k]).max()) for k in ("dw1", "dw2")}
+    before = forward(LEAF_X, LEAF_W1, LEAF_W2, LEAF_Y, LEAF_B1)
+    g = backward(LEAF_X, LEAF_W1, LEAF_W2, LEAF_Y, LEAF_B1)
+    ref = autograd_grads(LEAF_X, LEAF_W1, LEAF_W2, LEAF_Y, LEAF_B1)
+    diffs = {k: float(np.abs(g[k] - ref[k]).max()) for k in ("dw1", "db1", "dw2")}
     w1_new = LEAF_W1 - LEAF_LR * g["dw1"]
+    b1_new = LEAF_B1 - LEAF_LR * g["db1"]
     w2_new = LEAF_W2 - LEAF_LR * g["dw2"]
-    after = forward(LEAF_X, w1_new, w2_new, LEAF_Y)
+    after = forward(LEAF_X, w1_new, w2_new, LEAF_Y, b1_new)
     lines = [
         f"{t['probs']}: {_vec(before['p'])}   {t['loss']}: {_num(before['loss'], '.4f')}",
         f"dL/dz2 = p − y = {_vec(g['dz2'])}",
@@ -223,8 +304,8 @@ def _backprop_section(t: dict) -> Section:
         f"dL/dh = W2ᵀ · dL/dz2 = {_vec(g['dh'])}",
         f"ReLU mask (z1 > 0) = {_vec(g['mask'], '.0f')}",
         f"dL/dz1 = dL/dh ⊙ mask = {_vec(g['dz1'])}",
-        "dL/dW1 = (dL/dz1) ⊗ x",
-        f"{t['check']}: dW1 {diffs['dw1']:.1e}, dW2 {diffs['dw2']:.1e}",
+        "dL/dW1 = (dL/dz1) ⊗ x,   dL/db1 = dL/dz1",
+        f"{t['check']}: dW1 {diffs['dw1']:.1e}, db1 {diffs['db1']:.1e}, dW2 {diffs['dw2']:.1e}",
         f"{t['update']} = {LEAF_LR:g}",
         f"{t['before_after']}: {_num(before['loss'], '.4f')} → {_num(after['loss'], '.4f')}",
         f"{t['probs']}: {_vec(before['p'])} → {_vec(after['p'])}",
@@ -242,13 +323,125 @@ def _backprop_section(t: dict) -> Section:
         loss_before=before["loss"],
         loss_after=after["loss"],
         w1_new=w1_new,
+        b1_new=b1_new,
         w2_new=w2_new,
         lr=LEAF_LR,
     )
     return Section("backprop", t["backprop.title"], t["backprop.explain"], lines, matrices, values)
 
 
-# -- section 3: XOR --------------------------------------------------------------------------------
+# -- section: activations ---------------------------------------------------------------------------
+
+RELU_XS = np.array([-2.0, -0.5, 0.0, 0.5, 2.0])
+SOFTMAX_Z = np.array([2.0, 1.0, 0.1])
+TEMPERATURES = (0.5, 1.0, 2.0)
+
+
+def linear_collapse(w1: np.ndarray, b1: np.ndarray, w2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Without an activation, W2 (W1 x + b1) = (W2 W1) x + W2 b1: two layers are one weighted sum.
+
+    Returns (coefficients (2, 4): one per input for each score, constants (2,))."""
+    return w2 @ w1, w2 @ b1
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """log softmax(z) = z − logsumexp(z), with logsumexp shifted by the max so it cannot overflow."""
+    m = z.max()
+    return z - (m + np.log(np.exp(z - m).sum()))
+
+
+def entropy(p: np.ndarray) -> float:
+    """−Σ p log p in nats: 0 for a certain choice, log n for a uniform one over n."""
+    return float(-(p * np.log(p)).sum())
+
+
+def _activations_section(t: dict) -> Section:
+    coef, const = linear_collapse(LEAF_W1, LEAF_B1, LEAF_W2)
+    classes = t["classes"]
+    lines = [t["collapse"]]
+    for name, c, k in zip(classes, coef, const):
+        terms = " + ".join(f"({_num(ci, '.4f')})·{v}" for ci, v in zip(c, ("R", "G", "B", t["volume"])))
+        lines.append(f"  {name} = {terms} + ({_num(k, '.4f')})")
+    two_layer = LEAF_W2 @ (LEAF_W1 @ LEAF_X + LEAF_B1)
+    lines.append(f"  x = {_vec(LEAF_X, 'g')}: W2(W1x + b1) = {_vec(two_layer, '.4f')},  "
+                 f"(W2·W1)x + W2·b1 = {_vec(coef @ LEAF_X + const, '.4f')}")
+    relu_alt = (RELU_XS + np.abs(RELU_XS)) / 2
+    lines += [
+        f"ReLU(x) = (x + |x|)/2: x = {_vec(RELU_XS, '.1f')} → {_vec(relu_alt, '.1f')};"
+        f"  max(0, x) = {_vec(np.maximum(RELU_XS, 0), '.1f')}",
+    ]
+    p = softmax(SOFTMAX_Z)
+    lsm = log_softmax(SOFTMAX_Z)
+    lse = float(np.log(np.exp(SOFTMAX_Z).sum()))
+    lines += [
+        f"z = {_vec(SOFTMAX_Z, '.1f')}:  softmax(z) = e^z / Σ e^z = {_vec(p, '.4f')}",
+        f"  logsumexp(z) = log Σ e^z = {_num(lse, '.4f')};  log-softmax(z) = z − logsumexp(z) = {_vec(lsm, '.4f')}",
+        f"  log(softmax(z)) = {_vec(np.log(p), '.4f')}",
+        t["temperature"],
+    ]
+    temps = {}
+    for temp in TEMPERATURES:
+        q = softmax(SOFTMAX_Z / temp)
+        temps[temp] = {"p": q, "max": float(q.max()), "entropy": entropy(q)}
+        lines.append(f"  T = {temp:g}: {_vec(q, '.4f')}   max p = {_num(q.max(), '.4f')}   "
+                     f"{t['entropy']} = {_num(entropy(q), '.4f')}")
+    lines.append(t["temperature.verdict"])
+    values = {"coefficients": coef, "constants": const, "relu_x": RELU_XS, "relu_alt": relu_alt,
+              "z": SOFTMAX_Z, "softmax": p, "log_softmax": lsm, "logsumexp": lse, "temperature": temps}
+    matrices = [Matrix("W2·W1", coef, list(classes), ["R", "G", "B", "vol"])]
+    return Section("activations", t["activations.title"], t["activations.explain"], lines, matrices, values)
+
+
+# -- section: dropout -------------------------------------------------------------------------------
+
+DROPOUT_A = np.array([1.0, 2.0, 3.0, 4.0])  # one layer's activations
+DROPOUT_P = 0.25  # the probability of dropping a unit
+DROPOUT_SAMPLES = 20_000
+
+
+def dropout_expectations(a: np.ndarray, p: float) -> dict:
+    """The exact mean training output of both conventions, by enumerating all 2^n keep/drop masks.
+
+    "scale at test" (the article): train a·m, test a·(1 − p).
+    "inverted" (torch's F.dropout, which glassformer uses): train a·m/(1 − p), test a.
+    Either way the mean training output equals that convention's test output."""
+    n = len(a)
+    masks = (np.arange(2**n)[:, None] >> np.arange(n)) & 1  # (2^n, n) every mask, 1 = kept
+    probs = np.prod(np.where(masks == 1, 1 - p, p), axis=1)  # (2^n,)
+    return {"test_scaled": probs @ (a * masks), "inverted": probs @ (a * masks / (1 - p))}
+
+
+def dropout_samples(a: np.ndarray, p: float, n: int = DROPOUT_SAMPLES, seed: int = 0) -> dict:
+    """Mean training output over n random masks, for each convention, with a fixed seed.
+
+    The article's convention is drawn with NumPy; the inverted one is torch's own F.dropout."""
+    keep = np.random.default_rng(seed).random((n, len(a))) >= p  # (n, 4) True = kept
+    with torch.random.fork_rng(devices=[]):  # leave the caller's global seed alone
+        torch.manual_seed(seed)
+        inverted = torch.nn.functional.dropout(torch.tensor(a).expand(n, -1), p, training=True).numpy()
+    return {"test_scaled": (a * keep).mean(0), "inverted": inverted.mean(0), "inverted_rows": inverted}
+
+
+def _dropout_section(t: dict) -> Section:
+    a, p = DROPOUT_A, DROPOUT_P
+    exact = dropout_expectations(a, p)
+    sampled = dropout_samples(a, p)
+    eval_out = torch.nn.functional.dropout(torch.tensor(a), p, training=False).numpy()
+    lines = [
+        f"a = {_vec(a, '.1f')},  p = {p:g}",
+        t["dropout.article"],
+        f"  {t['exact_mean']}: {_vec(exact['test_scaled'])}   {t['sampled_mean']} ({DROPOUT_SAMPLES}): "
+        f"{_vec(sampled['test_scaled'])}   {t['at_test']}: a·(1 − p) = {_vec(a * (1 - p))}",
+        t["dropout.inverted"],
+        f"  {t['exact_mean']}: {_vec(exact['inverted'])}   {t['sampled_mean']} ({DROPOUT_SAMPLES}): "
+        f"{_vec(sampled['inverted'])}   {t['at_test']}: a = {_vec(eval_out)}",
+        t["dropout.same"],
+    ]
+    values = {"a": a, "p": p, "exact": exact, "sampled": sampled, "eval": eval_out, "n": DROPOUT_SAMPLES}
+    return Section("dropout", t["dropout.title"], t["dropout.explain"], lines, [], values)
+
+
+# -- section: XOR --------------------------------------------------------------------------------
 
 XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 XOR_Y = np.array([0.0, 1.0, 1.0, 0.0])
@@ -302,12 +495,14 @@ def _xor_section(t: dict) -> Section:
     return Section("xor", t["xor.title"], t["xor.explain"], lines, matrices, values)
 
 
-# -- section 4: humpty dumpty next-character model ---------------------------------------------
+# -- section: humpty dumpty next-character model ---------------------------------------------
 
-# Our own two lines; the nursery rhyme only lends its hero. "pty " is followed by "d", "h"
-# or "s", so no 4-character window can be certain there and the loss settles near 0.07.
+# Our own two lines; the nursery rhyme only lends its hero. The model reads a fixed window of
+# the 12 previous characters, as the article's does. Both lines begin "humpty dumpty " (14
+# characters), so the window "mpty dumpty " is followed once by "h" and once by "s": no model
+# can be sure there, and the mean loss over the 61 pairs cannot fall below 2·ln 2 / 61 ≈ 0.023.
 HUMPTY_TEXT = "humpty dumpty hummed a tune,\nhumpty dumpty sang to the moon.\n"
-CONTEXT = 4
+CONTEXT = 12
 
 
 @dataclass
@@ -369,33 +564,52 @@ def train_char_model(
 
 
 @torch.no_grad()
-def generate_chars(model: CharModel, seed_text: str, n: int = 60, seed: int = 0) -> str:
-    """Sample one character at a time, sliding the window forward; same seed, same text."""
+def generate_steps(model: CharModel, seed_text: str, n: int = 60, seed: int = 0) -> list[tuple[str, str]]:
+    """Sample one character at a time, sliding the window forward; same seed, same text.
+
+    Returns one (window, next character) pair per step: the window is exactly the CONTEXT
+    characters the model was given, and the next one is the character it chose."""
+    if len(seed_text) < CONTEXT:
+        raise ValueError(f"seed_text needs at least {CONTEXT} characters (the window); got {len(seed_text)}")
     g = torch.Generator().manual_seed(seed)
-    out = seed_text
+    window, steps = seed_text[-CONTEXT:], []
     for _ in range(n):
-        ids = torch.tensor([[model.chars.index(c) for c in out[-CONTEXT:]]])
+        ids = torch.tensor([[model.chars.index(c) for c in window]])  # (1, CONTEXT)
         probs = torch.softmax(model.logits(ids)[0], dim=-1)
-        out += model.chars[int(torch.multinomial(probs, 1, generator=g))]
-    return out
+        nxt = model.chars[int(torch.multinomial(probs, 1, generator=g))]
+        steps.append((window, nxt))
+        window = window[1:] + nxt  # drop the oldest character, append the new one
+    return steps
+
+
+def generate_chars(model: CharModel, seed_text: str, n: int = 60, seed: int = 0) -> str:
+    """seed_text followed by n sampled characters (see generate_steps)."""
+    return seed_text + "".join(nxt for _, nxt in generate_steps(model, seed_text, n, seed))
+
+
+def _shown(text: str) -> str:
+    return text.replace("\n", "⏎")  # one visible character per character, so windows line up
 
 
 def _humpty_section(t: dict) -> Section:
     model, losses = train_char_model()
     xs, ys = char_pairs(HUMPTY_TEXT, model.chars)
-    shown = "".join(model.chars).replace("\n", "⏎")
-    pairs = [f"  {''.join(model.chars[i] for i in x)!r} → {model.chars[y]!r}" for x, y in zip(xs[:6].tolist(), ys[:6])]
+    pairs = [f"  [{_shown(''.join(model.chars[i] for i in x))}] → [{_shown(model.chars[y])}]"
+             for x, y in zip(xs[:4].tolist(), ys[:4])]
     seed_text = HUMPTY_TEXT[:CONTEXT]
-    sample = generate_chars(model, seed_text)
+    steps = generate_steps(model, seed_text, n=30)
+    sample = seed_text + "".join(nxt for _, nxt in steps)
     lines = [
-        f"{t['vocab']} ({len(model.chars)}): {shown}",
+        f"{t['vocab']} ({len(model.chars)}): {_shown(''.join(model.chars))}",
         f"{t['pairs']}:",
         *pairs,
         f"{t['train_loss']}: " + " → ".join(f"{loss:.3f}" for loss in losses[::25] + losses[-1:]),
-        f"{t['generated']} {seed_text!r}:",
+        f"{t['window']}:",
+        *(f"  {i + 1:2d}  [{_shown(w)}] → [{_shown(c)}]" for i, (w, c) in enumerate(steps)),
+        f"{t['generated']} [{_shown(seed_text)}]:",
         *sample.splitlines(),
     ]
-    values = {"vocab": model.chars, "losses": losses, "sample": sample, "seed_text": seed_text}
+    values = {"vocab": model.chars, "losses": losses, "sample": sample, "seed_text": seed_text, "steps": steps}
     return Section("humpty", t["humpty.title"], t["humpty.explain"], lines, [], values)
 
 
@@ -407,7 +621,8 @@ def basics(lang: str = "en") -> list[Section]:
     if lang not in TEXT:
         raise ValueError(f"unknown language {lang!r}; choose one of {sorted(TEXT)}")
     t = TEXT[lang]
-    return [_leaf_section(t), _backprop_section(t), _xor_section(t), _humpty_section(t)]
+    return [_leaf_section(t), _backprop_section(t), _activations_section(t), _dropout_section(t), _xor_section(t),
+            _humpty_section(t)]
 
 
 def _matrix_table(m: Matrix):
