@@ -149,8 +149,16 @@ def cmd_explain(args) -> int:
 
         print_basics(args.lang)
         return 0
+    if args.chapter == "shapes":
+        from .config import PRESETS
+        from .explain.shapes import print_shapes
+
+        if args.preset not in PRESETS:
+            raise UsageError(f"--preset: unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+        print_shapes(args.preset, args.lang)
+        return 0
     if args.chapter is not None:
-        raise UsageError(f"unknown chapter {args.chapter!r}; the only chapter is basics")
+        raise UsageError(f"unknown chapter {args.chapter!r}; the chapters are basics and shapes")
     from .explain.walkthrough import builtin_walkthrough, model_walkthrough
 
     if args.model:
@@ -277,7 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     eval_tr.set_defaults(func=cmd_eval_translation)
 
     explain = sub.add_parser("explain", help="every step of a Transformer, with its numbers (en or zh)")
-    explain.add_argument("chapter", nargs="?", help="basics: the neural-network chapter before transformers")
+    explain.add_argument("chapter", nargs="?", help="basics: the neural-network chapter before transformers; "
+                                                    "shapes: every tensor's shape for a preset, without weights")
+    explain.add_argument("--preset", default="gpt2", help="the preset whose shapes `explain shapes` prints")
     explain.add_argument("--lang", default="en", help="en or zh")
     explain.add_argument("--heads", type=int, default=1, help="attention heads of the built-in example (1 or 2)")
     explain.add_argument("--model", help="explain a trained model instead of the built-in example")

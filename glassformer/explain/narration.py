@@ -8,7 +8,10 @@ from __future__ import annotations
 
 LANGS = ("en", "zh")
 
-# kind: (formula, {lang: (title, explanation)})
+# kind: (formula, {lang: (name, explanation)}). A step's title is its place in the model
+# ("Decoder layer 1, self-attention, head 2") and its name. Formulas are filled per step:
+# {b} is " + b" where a linear map has a bias, {src} the matrix keys and values are made
+# from (X, or the encoder's output M), {eps}, {d}, {theta}, {factor}, {n} the step's parameters.
 NARRATION: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
     "corpus": ("", {
         "en": ("Corpus", "The sentences the model learns from; each line answers the one before it."),
@@ -19,129 +22,255 @@ NARRATION: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "zh": ("词表", "每个不同的词分配一个编号；特殊符号表示填充、未知词、开始和结束。"),
     }),
     "tokens": ("text → ids", {
-        "en": ("Input as token ids", "The sentence is split into words and each word is replaced by its number."),
-        "zh": ("输入的词编号", "把句子切成词，再把每个词换成它的编号。"),
+        "en": ("Token ids", "The text is split into tokens and each token is replaced by its number in the vocabulary."),
+        "zh": ("词编号", "把文本切成词元，再把每个词元换成它在词表中的编号。"),
+    }),
+    "embedding_table": ("E", {
+        "en": ("Embedding matrix E", "One learned row of d_model numbers for every token of the vocabulary."),
+        "zh": ("嵌入矩阵 E", "词表中每个词元对应一行可学习的 d_model 维向量。"),
     }),
     "embedding": ("X = E[ids]", {
-        "en": ("Word embeddings", "Each id selects one row of the embedding matrix E: a vector of d_model numbers."),
-        "zh": ("词嵌入", "每个编号取出嵌入矩阵 E 的一行：一个 d_model 维的向量。"),
+        "en": ("Token embeddings", "Each id selects its row of the embedding matrix E."),
+        "zh": ("词嵌入", "每个编号取出嵌入矩阵 E 中对应的一行。"),
     }),
-    "positional": ("PE(pos,2i)=sin(pos/10000^(2i/d)), PE(pos,2i+1)=cos(pos/10000^(2i/d))", {
-        "en": ("Positional encoding", "Attention ignores order, so a pattern that depends on the position is added."),
-        "zh": ("位置编码", "注意力本身不看顺序，所以加上一个随位置变化的编码。"),
+    "embedding_scaled": ("X · √d_model = X · {factor:.4g}", {
+        "en": ("Scaled embeddings", "As in the 2017 paper, the embeddings are multiplied by √d_model before positions are added."),
+        "zh": ("缩放后的嵌入", "和 2017 年的论文一样，嵌入先乘以 √d_model，再加上位置。"),
     }),
-    "positional_learned": ("P[pos]", {
-        "en": ("Position embeddings", "Attention ignores order, so a learned vector for each position is added."),
-        "zh": ("位置嵌入", "注意力本身不看顺序，所以给每个位置加上一个学习得到的向量。"),
+    "position_ids": ("0, 1, …, T − 1", {
+        "en": ("Positions", "Each token's position in the sequence, counted from 0."),
+        "zh": ("位置编号", "每个词元在序列中的位置，从 0 开始。"),
     }),
-    "emb_sum": ("X + PE", {
-        "en": ("Embedding + position", "The layer's input: what each word is, plus where it stands."),
-        "zh": ("嵌入 + 位置", "层的输入：每个词是什么，加上它在哪里。"),
+    "position_table": ("P", {
+        "en": ("Position embedding matrix P", "One learned row for every position up to the block size."),
+        "zh": ("位置嵌入矩阵 P", "每个位置（直到最大长度）对应一行可学习的向量。"),
     }),
-    "weights_q": ("W_Q", {
-        "en": ("Layer {layer}: W_Q (head {head})", "A learned matrix that turns each word vector into a query."),
-        "zh": ("第 {layer} 层：W_Q（第 {head} 头）", "把每个词向量变成查询向量的可学习矩阵。"),
+    "positions_learned": ("P[pos]", {
+        "en": ("Position embeddings", "Attention itself ignores order, so each position's learned row is added."),
+        "zh": ("位置嵌入", "注意力本身不看顺序，所以加上每个位置学习得到的那一行。"),
     }),
-    "weights_k": ("W_K", {
-        "en": ("Layer {layer}: W_K (head {head})", "A learned matrix that turns each word vector into a key."),
-        "zh": ("第 {layer} 层：W_K（第 {head} 头）", "把每个词向量变成键向量的可学习矩阵。"),
+    "positions_sinusoidal": ("PE(pos,2i) = sin(pos/10000^(2i/d)), PE(pos,2i+1) = cos(pos/10000^(2i/d))", {
+        "en": ("Positional encoding", "Attention itself ignores order, so a fixed pattern of sines and cosines of the position is added."),
+        "zh": ("位置编码", "注意力本身不看顺序，所以加上一个由位置的正弦和余弦构成的固定编码。"),
     }),
-    "weights_v": ("W_V", {
-        "en": ("Layer {layer}: W_V (head {head})", "A learned matrix that turns each word vector into a value."),
-        "zh": ("第 {layer} 层：W_V（第 {head} 头）", "把每个词向量变成值向量的可学习矩阵。"),
+    "segment_ids": ("segment of each token", {
+        "en": ("Segment ids", "Which segment each token belongs to (here the whole text is segment 0)."),
+        "zh": ("片段编号", "每个词元属于哪个片段（这里整段文本都是片段 0）。"),
     }),
-    "q": ("Q = X W_Q", {
-        "en": ("Layer {layer}: queries Q (head {head})", "What each position is looking for."),
-        "zh": ("第 {layer} 层：查询 Q（第 {head} 头）", "每个位置想要找什么。"),
+    "segment_table": ("S", {
+        "en": ("Segment embedding matrix S", "One learned row for every segment."),
+        "zh": ("片段嵌入矩阵 S", "每个片段对应一行可学习的向量。"),
     }),
-    "k": ("K = X W_K", {
-        "en": ("Layer {layer}: keys K (head {head})", "What each position offers to be found by."),
-        "zh": ("第 {layer} 层：键 K（第 {head} 头）", "每个位置用来被找到的特征。"),
+    "segments": ("S[segment]", {
+        "en": ("Segment embeddings", "Each token's segment row is added, so the model can tell segments apart."),
+        "zh": ("片段嵌入", "加上每个词元所属片段的那一行，让模型能区分不同片段。"),
     }),
-    "v": ("V = X W_V", {
-        "en": ("Layer {layer}: values V (head {head})", "What each position passes on when it is attended to."),
-        "zh": ("第 {layer} 层：值 V（第 {head} 头）", "每个位置被关注时传递出去的内容。"),
+    "embedding_sum": ("X + positions (+ segments)", {
+        "en": ("The first layer's input", "What each token is, plus where it stands: the sum enters the first layer."),
+        "zh": ("第一层的输入", "每个词元是什么，加上它在哪里：这个和进入第一层。"),
+    }),
+    "causal_mask": ("keep[i, j] = (j ≤ i)", {
+        "en": ("Causal mask", "A position may look only at itself and earlier positions, never at the future."),
+        "zh": ("因果掩码", "每个位置只能看自己和之前的位置，不能看未来。"),
+    }),
+    "stats_mean": ("μ = mean(x)", {
+        "en": ("Mean of each row", "LayerNorm first measures each position's mean ..."),
+        "zh": ("每行的均值", "层归一化先计算每个位置的均值……"),
+    }),
+    "stats_std": ("σ = √(mean((x − μ)²) + ε), ε = {eps:g}", {
+        "en": ("Standard deviation of each row", "... and its spread around that mean."),
+        "zh": ("每行的标准差", "……以及围绕均值的离散程度。"),
+    }),
+    "stats_rms": ("rms = √(mean(x²) + ε), ε = {eps:g}", {
+        "en": ("Root mean square of each row", "RMSNorm measures only each position's size; it does not subtract a mean."),
+        "zh": ("每行的均方根", "RMSNorm 只衡量每个位置的大小，不减去均值。"),
+    }),
+    "norm_gain": ("γ", {
+        "en": ("Norm scale γ", "A learned scale for each of the d_model channels."),
+        "zh": ("归一化缩放 γ", "每个通道一个可学习的缩放系数。"),
+    }),
+    "norm_shift": ("β", {
+        "en": ("Norm shift β", "A learned shift for each of the d_model channels."),
+        "zh": ("归一化平移 β", "每个通道一个可学习的平移量。"),
+    }),
+    "layer_norm": ("γ · (x − μ) / σ + β", {
+        "en": ("LayerNorm", "Each row is centred and scaled to unit spread, then given the learned scale γ and shift β."),
+        "zh": ("层归一化", "每一行减去均值、除以标准差，再乘以可学习的 γ、加上 β。"),
+    }),
+    "layer_norm_nobias": ("γ · (x − μ) / σ", {
+        "en": ("LayerNorm", "Each row is centred and scaled to unit spread, then given the learned scale γ (this model has no shift β)."),
+        "zh": ("层归一化", "每一行减去均值、除以标准差，再乘以可学习的 γ（这个模型没有平移 β）。"),
+    }),
+    "rms_norm": ("γ · x / rms", {
+        "en": ("RMSNorm", "Each row is divided by its root mean square, then given the learned scale γ."),
+        "zh": ("RMS 归一化", "每一行除以它的均方根，再乘以可学习的 γ。"),
+    }),
+    "weight_q": ("W_Q", {
+        "en": ("W_Q", "A learned matrix that turns each vector into a query (stored as (out, in): Q = X W_Qᵀ)."),
+        "zh": ("W_Q", "把每个向量变成查询的可学习矩阵（按 (输出, 输入) 存储：Q = X W_Qᵀ）。"),
+    }),
+    "weight_k": ("W_K", {
+        "en": ("W_K", "A learned matrix that turns each vector into a key."),
+        "zh": ("W_K", "把每个向量变成键的可学习矩阵。"),
+    }),
+    "weight_v": ("W_V", {
+        "en": ("W_V", "A learned matrix that turns each vector into a value."),
+        "zh": ("W_V", "把每个向量变成值的可学习矩阵。"),
+    }),
+    "bias": ("b", {
+        "en": ("Bias b", "A learned number added to each output channel."),
+        "zh": ("偏置 b", "加到每个输出通道上的可学习数。"),
+    }),
+    "q": ("Q = X W_Qᵀ{b}", {
+        "en": ("Queries Q", "What each position is looking for."),
+        "zh": ("查询 Q", "每个位置想要找什么。"),
+    }),
+    "k": ("K = {src} W_Kᵀ{b}", {
+        "en": ("Keys K", "What each position offers to be found by."),
+        "zh": ("键 K", "每个位置用来被找到的特征。"),
+    }),
+    "v": ("V = {src} W_Vᵀ{b}", {
+        "en": ("Values V", "What each position passes on when it is attended to."),
+        "zh": ("值 V", "每个位置被关注时传递出去的内容。"),
+    }),
+    "rope_q": ("RoPE(Q): (q_i, q_{{i+d/2}}) rotated by pos · {theta:g}^(−2i/d)", {
+        "en": ("Queries rotated by position (RoPE)", "Each pair of channels is rotated by an angle that grows with the position; no position vector is added."),
+        "zh": ("按位置旋转的查询（RoPE）", "每对通道按随位置增长的角度旋转；不加位置向量。"),
+    }),
+    "rope_k": ("RoPE(K): (k_i, k_{{i+d/2}}) rotated by pos · {theta:g}^(−2i/d)", {
+        "en": ("Keys rotated by position (RoPE)", "Rotated the same way, so that Q·K depends only on how far apart two positions are."),
+        "zh": ("按位置旋转的键（RoPE）", "用同样的方式旋转，使 Q·K 只取决于两个位置相距多远。"),
+    }),
+    "k_transposed": ("Kᵀ", {
+        "en": ("Keys transposed", "K turned on its side, so that Q Kᵀ pairs every query with every key."),
+        "zh": ("转置后的键", "把 K 转置，这样 Q Kᵀ 会把每个查询和每个键配对。"),
     }),
     "scores": ("Q Kᵀ", {
-        "en": ("Layer {layer}: scores Q Kᵀ (head {head})", "Dot product of every query with every key: how well they match."),
-        "zh": ("第 {layer} 层：分数 Q Kᵀ（第 {head} 头）", "每个查询与每个键的点积：匹配程度。"),
+        "en": ("Scores Q Kᵀ", "The dot product of every query with every key: how well they match."),
+        "zh": ("分数 Q Kᵀ", "每个查询与每个键的点积：匹配程度。"),
     }),
-    "scaled": ("Q Kᵀ / √d_k", {
-        "en": ("Layer {layer}: scaled scores (head {head})", "Divided by √d_k so that the softmax does not saturate."),
-        "zh": ("第 {layer} 层：缩放后的分数（第 {head} 头）", "除以 √d_k，避免 softmax 过于尖锐。"),
+    "scaled": ("Q Kᵀ / √d_k, d_k = {d}", {
+        "en": ("Scaled scores", "Divided by √d_k so that the softmax does not saturate."),
+        "zh": ("缩放后的分数", "除以 √d_k，避免 softmax 过于尖锐。"),
     }),
-    "mask": ("mask: −∞ where not allowed", {
-        "en": ("Layer {layer}: mask (head {head})", "Positions a query may not see (the future, or padding) get −∞."),
-        "zh": ("第 {layer} 层：掩码（第 {head} 头）", "查询不能看到的位置（未来的词或填充）设为 −∞。"),
+    "masked": ("−∞ where the mask is false", {
+        "en": ("Masked scores", "Positions a query may not see get −∞, so their probability becomes 0."),
+        "zh": ("掩码后的分数", "查询不能看到的位置设为 −∞，它们的概率就变成 0。"),
     }),
-    "probs": ("softmax(Q Kᵀ / √d_k + mask)", {
-        "en": ("Layer {layer}: attention weights (head {head})", "Each row becomes probabilities: how much each position attends to each other."),
-        "zh": ("第 {layer} 层：注意力权重（第 {head} 头）", "每一行变成概率：每个位置关注其他位置的程度。"),
+    "probs": ("softmax(row)", {
+        "en": ("Attention weights", "Each row becomes probabilities: how much each position attends to each key."),
+        "zh": ("注意力权重", "每一行变成概率：每个位置对每个键的关注程度。"),
     }),
     "head_out": ("softmax(…) V", {
-        "en": ("Layer {layer}: head output (head {head})", "A weighted average of the values, one row per position."),
-        "zh": ("第 {layer} 层：注意力头输出（第 {head} 头）", "对值向量加权平均，每个位置一行。"),
+        "en": ("Head output", "A weighted average of the values, one row per position."),
+        "zh": ("注意力头输出", "对值向量加权平均，每个位置一行。"),
     }),
-    "concat": ("Concat(head₁, …, head_h)", {
-        "en": ("Layer {layer}: heads concatenated", "The heads' outputs side by side."),
-        "zh": ("第 {layer} 层：拼接各个头", "把各个头的输出并排拼接。"),
+    "concat": ("Concat(head₁, …, head_{n})", {
+        "en": ("Heads concatenated", "The heads' outputs side by side."),
+        "zh": ("拼接各个头", "把各个头的输出并排拼接。"),
     }),
-    "attn_out": ("Concat(…) W_O", {
-        "en": ("Layer {layer}: attention output", "W_O mixes the heads back to d_model numbers per position."),
-        "zh": ("第 {layer} 层：注意力输出", "W_O 把各头混合回每个位置 d_model 维。"),
+    "weight_o": ("W_O", {
+        "en": ("W_O", "A learned matrix that mixes the heads back to d_model numbers per position."),
+        "zh": ("W_O", "把各头混合回每个位置 d_model 维的可学习矩阵。"),
     }),
-    "residual": ("X + Sublayer(X)", {
-        "en": ("Layer {layer}: residual sum (Add)", "The sublayer's output is added to its input, so information can flow past it."),
-        "zh": ("第 {layer} 层：残差相加（Add）", "子层的输出加回它的输入，让信息可以绕过子层传递。"),
+    "attn_out": ("Concat(…) W_Oᵀ{b}", {
+        "en": ("Attention output", "W_O mixes the heads back to d_model numbers per position."),
+        "zh": ("注意力输出", "W_O 把各头混合回每个位置 d_model 维。"),
     }),
-    "ln_stats": ("μ = mean(x), σ = √(var(x) + ε)", {
-        "en": ("Layer {layer}: mean and standard deviation per row", "LayerNorm first measures each position's mean and spread."),
-        "zh": ("第 {layer} 层：每行的均值和标准差", "层归一化先计算每个位置的均值和离散程度。"),
+    "weight_up": ("W_up", {
+        "en": ("W_up (first linear layer)", "A learned matrix that widens each position to d_ff numbers."),
+        "zh": ("W_up（第一层线性变换）", "把每个位置扩展到 d_ff 维的可学习矩阵。"),
     }),
-    "ln_out": ("γ · (x − μ) / σ + β", {
-        "en": ("Layer {layer}: LayerNorm (Norm)", "Each row is centred and scaled, then given a learned scale γ and shift β."),
-        "zh": ("第 {layer} 层：层归一化（Norm）", "每一行减去均值、除以标准差，再乘以可学习的 γ、加上 β。"),
+    "weight_gate": ("W_gate", {
+        "en": ("W_gate", "A second learned matrix of the same shape, whose output decides how much of each hidden unit passes."),
+        "zh": ("W_gate", "形状相同的第二个可学习矩阵，它的输出决定每个隐藏单元通过多少。"),
     }),
-    "ffn_hidden": ("X W₁ + b₁", {
-        "en": ("Layer {layer}: feed-forward, first linear layer", "Each position on its own is widened to d_ff numbers."),
-        "zh": ("第 {layer} 层：前馈网络第一层", "每个位置独立地扩展到 d_ff 维。"),
+    "weight_down": ("W_down (second linear layer)", {
+        "en": ("W_down (second linear layer)", "A learned matrix that brings each position back to d_model numbers."),
+        "zh": ("W_down（第二层线性变换）", "把每个位置变回 d_model 维的可学习矩阵。"),
     }),
-    "ffn_act": ("ReLU(x) = max(0, x)", {
-        "en": ("Layer {layer}: activation", "The non-linearity: negative values become 0 (ReLU) or are damped (GELU)."),
-        "zh": ("第 {layer} 层：激活函数", "非线性：负数变成 0（ReLU）或被压小（GELU）。"),
+    "ffn_up": ("up = X W_upᵀ{b}", {
+        "en": ("Feed-forward: up", "Each position on its own is widened to d_ff numbers."),
+        "zh": ("前馈网络：up", "每个位置独立地扩展到 d_ff 维。"),
     }),
-    "ffn_out": ("max(0, X W₁ + b₁) W₂ + b₂", {
-        "en": ("Layer {layer}: feed-forward output", "The second linear layer brings each position back to d_model numbers."),
-        "zh": ("第 {layer} 层：前馈网络输出", "第二层线性变换把每个位置变回 d_model 维。"),
+    "ffn_gate": ("gate = X W_gateᵀ{b}", {
+        "en": ("Feed-forward: gate", "A second projection of the same input, to d_ff numbers."),
+        "zh": ("前馈网络：gate", "同一个输入的第二个投影，也是 d_ff 维。"),
     }),
-    "memory": ("encoder output", {
-        "en": ("Encoder output (memory)", "What the encoder understood of the source; every decoder layer reads it."),
-        "zh": ("编码器输出（记忆）", "编码器对源句子的理解；解码器的每一层都会读取它。"),
+    "act_relu": ("ReLU(x) = max(0, x)", {
+        "en": ("Activation: ReLU", "The non-linearity: negative values become 0."),
+        "zh": ("激活函数：ReLU", "非线性：负数变成 0。"),
     }),
-    "cross_q": ("Q = Y W_Q", {
-        "en": ("Layer {layer}: cross-attention queries (head {head})", "Queries come from the decoder: what each target position needs from the source."),
-        "zh": ("第 {layer} 层：交叉注意力查询（第 {head} 头）", "查询来自解码器：每个目标位置需要从源句子中得到什么。"),
+    "act_gelu": ("GELU(x) = x · Φ(x) = x · ½(1 + erf(x/√2))", {
+        "en": ("Activation: GELU", "The non-linearity: each value is weighted by the probability that a standard normal lies below it, so negatives are damped, not cut."),
+        "zh": ("激活函数：GELU", "非线性：每个值乘以标准正态分布小于它的概率，负数被压小而不是截断。"),
     }),
-    "cross_kv": ("K = M W_K, V = M W_V", {
-        "en": ("Layer {layer}: cross-attention keys from the encoder (head {head})", "Keys and values come from the encoder output M."),
-        "zh": ("第 {layer} 层：来自编码器的交叉注意力键（第 {head} 头）", "键和值来自编码器输出 M。"),
+    "act_gelu_tanh": ("GELU(x) ≈ ½x(1 + tanh(√(2/π)(x + 0.044715x³)))", {
+        "en": ("Activation: GELU (tanh approximation)", "GPT-2's GELU, computed with tanh instead of erf."),
+        "zh": ("激活函数：GELU（tanh 近似）", "GPT-2 的 GELU，用 tanh 代替 erf 计算。"),
     }),
-    "logits": ("h W_vocab", {
+    "act_silu": ("silu(gate) = gate · σ(gate)", {
+        "en": ("Activation: SiLU of the gate", "SwiGLU's non-linearity is applied to the gate, not to up."),
+        "zh": ("激活函数：gate 的 SiLU", "SwiGLU 的非线性作用在 gate 上，而不是 up 上。"),
+    }),
+    "ffn_gated": ("silu(gate) ⊙ up", {
+        "en": ("Feed-forward: gated hidden", "The activated gate multiplies up element by element: SwiGLU's hidden layer."),
+        "zh": ("前馈网络：门控隐藏层", "激活后的 gate 与 up 逐元素相乘：SwiGLU 的隐藏层。"),
+    }),
+    "ffn_down": ("act(up) W_downᵀ{b}", {
+        "en": ("Feed-forward output", "The second linear layer brings each position back to d_model numbers."),
+        "zh": ("前馈网络输出", "第二层线性变换把每个位置变回 d_model 维。"),
+    }),
+    "ffn_down_gated": ("(silu(gate) ⊙ up) W_downᵀ{b}", {
+        "en": ("Feed-forward output", "The down projection brings each position back to d_model numbers."),
+        "zh": ("前馈网络输出", "down 投影把每个位置变回 d_model 维。"),
+    }),
+    "residual_pre": ("x + Sublayer(Norm(x))", {
+        "en": ("Residual sum (pre-norm)", "The sublayer read the normalised x; its output is added to x itself, which flows on un-normalised."),
+        "zh": ("残差相加（前置归一化）", "子层读取归一化后的 x；它的输出加回 x 本身，x 不经归一化继续向后传。"),
+    }),
+    "residual_post": ("x + Sublayer(x)", {
+        "en": ("Residual sum (Add)", "The sublayer's output is added to its input; the norm comes after the sum (Add & Norm)."),
+        "zh": ("残差相加（Add）", "子层的输出加回它的输入；归一化在相加之后（Add & Norm）。"),
+    }),
+    "weight_head": ("W_vocab", {
+        "en": ("Output matrix W_vocab", "One learned row for every vocabulary word; this model's own, not tied to the embedding."),
+        "zh": ("输出矩阵 W_vocab", "词表中每个词一行；这个模型有自己的输出矩阵，不与嵌入共享。"),
+    }),
+    "logits": ("logits = h W_vocabᵀ", {
         "en": ("Logits over the vocabulary", "The final linear layer gives one score per vocabulary word at every position."),
         "zh": ("词表上的得分（logits）", "最后的线性层在每个位置为词表中的每个词打一个分。"),
     }),
-    "softmax_out": ("softmax(logits)", {
-        "en": ("Probabilities of the next word", "Softmax turns the scores into probabilities that sum to 1."),
-        "zh": ("下一个词的概率", "softmax 把得分变成总和为 1 的概率。"),
+    "logits_tied": ("logits = h Eᵀ (E: the embedding matrix)", {
+        "en": ("Logits over the vocabulary", "The output layer reuses the embedding matrix E (a tied head): a score is the dot product with each word's embedding."),
+        "zh": ("词表上的得分（logits）", "输出层复用嵌入矩阵 E（权重共享）：得分就是与每个词嵌入的点积。"),
+    }),
+    "next_logits": ("logits[T − 1]", {
+        "en": ("Logits at the last position", "The last position's scores predict the token after the text."),
+        "zh": ("最后一个位置的得分", "最后一个位置的得分预测文本之后的下一个词元。"),
+    }),
+    "next_probs": ("softmax(logits[T − 1])", {
+        "en": ("Probabilities of the next token", "Softmax turns the scores into probabilities that sum to 1."),
+        "zh": ("下一个词元的概率", "softmax 把得分变成总和为 1 的概率。"),
     }),
     "prediction": ("argmax", {
-        "en": ("Predicted word", "The most probable word is the prediction for the next position."),
-        "zh": ("预测的词", "概率最大的词就是下一个位置的预测。"),
+        "en": ("Predicted token", "The most probable token is the prediction (the table lists the top five)."),
+        "zh": ("预测的词元", "概率最大的词元就是预测（表中列出前五个）。"),
     }),
     "decode": ("repeat until <end>", {
         "en": ("Greedy decoding until <end>", "Each predicted word is appended to the decoder input and the decoder runs again."),
         "zh": ("贪心解码直到 <end>", "每次把预测的词接到解码器输入后面，再运行一次解码器。"),
     }),
+}
+
+# Where a step sits, for its title: stack, layer, sublayer and head.
+PLACES = {
+    "en": {"encoder": "Encoder layer {layer}", "decoder": "Layer {layer}", "decoder_s2s": "Decoder layer {layer}",
+           "self": "self-attention", "cross": "cross-attention", "ffn": "feed-forward", "head": "head {head}",
+           "final": "final norm", "encoder_final": "encoder's final norm", "decoder_final": "decoder's final norm"},
+    "zh": {"encoder": "编码器第 {layer} 层", "decoder": "第 {layer} 层", "decoder_s2s": "解码器第 {layer} 层",
+           "self": "自注意力", "cross": "交叉注意力", "ffn": "前馈网络", "head": "第 {head} 头",
+           "final": "最终归一化", "encoder_final": "编码器最终归一化", "decoder_final": "解码器最终归一化"},
 }
 
 # Section names and labels shared by the renderers.
@@ -207,13 +336,33 @@ def check_lang(lang: str) -> None:
         raise ValueError(f"unknown language {lang!r}; choose one of {', '.join(LANGS)}")
 
 
-def narrate(kind: str, lang: str, layer: int | None = None, head: int | None = None) -> tuple[str, str, str]:
-    """(title, explanation, formula) of a step in `lang`."""
+def place(step, lang: str, seq2seq: bool) -> str:
+    """Where a step sits: "Decoder layer 1, cross-attention, head 2" (empty outside the layers)."""
+    words = PLACES[lang]
+    sep = "，" if lang == "zh" else ", "
+    parts = []
+    if step.sublayer == "final":
+        return words[f"{step.section}_final"] if seq2seq else words["final"]
+    if step.layer is not None:
+        stack = "decoder_s2s" if seq2seq and step.section == "decoder" else step.section
+        parts.append(words[stack].format(layer=step.layer + 1))
+    if step.layer is not None and step.sublayer in ("self", "cross", "ffn"):
+        parts.append(words[step.sublayer])
+    if step.head is not None:
+        parts.append(words["head"].format(head=step.head + 1))
+    return sep.join(parts)
+
+
+def narrate(step, lang: str, seq2seq: bool = False) -> tuple[str, str, str]:
+    """(title, explanation, formula) of a walkthrough Step in `lang`."""
     check_lang(lang)
-    formula, texts = NARRATION[kind]
-    title, explanation = texts[lang]
-    fill = {"layer": "" if layer is None else layer + 1, "head": "" if head is None else head + 1}
-    return title.format(**fill), explanation, formula
+    formula, texts = NARRATION[step.kind]
+    name, explanation = texts[lang]
+    where = place(step, lang, seq2seq)
+    title = f"{where}: {name}" if where else name
+    fill = {"b": " + b" if step.op == "linear" and len(step.inputs) == 3 else "",
+            "src": "M" if step.sublayer == "cross" else "X", **step.params, **step.fill}
+    return title, explanation, formula.format(**fill)
 
 
 def label(key: str, lang: str, **values) -> str:

@@ -1,9 +1,19 @@
-"""The walkthrough as data: a list of Steps read off a Trace of the real model.
+"""The walkthrough as data: Steps read off a Trace of the real model, each saying how it is computed.
 
-A Step holds numbers and labels only; the renderers (terminal, HTML) add the narration
-in the chosen language. Nothing here recomputes the model: every matrix is a recorded
-intermediate, except display statistics (a LayerNorm's row means and deviations, the
-softmax of the final logits) and the mask drawn as 0 / −∞.
+Each Step has a stable `id`, an `op` with its `inputs` (ids of earlier steps) and `params`,
+and the values the model really computed (recorded by `glassformer.trace.Trace`). Leaves
+(`ids`, `weight`, `constant`, `table`) hold token ids, parameters, masks and text. The ops
+are defined, in NumPy, by `glassformer.explain.recompute`, which recomputes every step from
+its inputs; the test suite checks that it matches for every architecture the config allows.
+
+Which steps a layer has follows what the model computes: RMSNorm shows its RMS and no mean,
+SwiGLU its gate, up, silu(gate) and product, RoPE its rotated queries and keys (and no
+position table), pre-LN its norm before the sublayer and post-LN after the sum.
+
+Nothing here computes the model's math: values are the recorded intermediates, except for
+the embedding rows picked from the table before scaling, a transpose (Kᵀ), the norms' row
+statistics (computed by the norm module's own `statistics`), and the final softmax/argmax.
+Shapes drop the batch axis: a walkthrough reads one sequence.
 """
 
 from __future__ import annotations
@@ -12,154 +22,304 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn as nn
 
+from ..layers import LayerNorm, RMSNorm
 from ..trace import Trace
 
 
 @dataclass
 class Step:
-    kind: str  # key of glassformer.explain.narration.NARRATION
-    section: str  # "input" | "encoder" | "decoder" | "output"
-    matrix: np.ndarray | None = None  # 2-D values to show
-    rows: list[str] | None = None  # row labels (usually tokens)
-    cols: list[str] | None = None  # column labels
+    id: str  # unique and stable, e.g. "dec.0.self.h1.probs"
+    op: str  # how it is computed from its inputs (see recompute.OPS)
+    kind: str  # what it is called and how it is explained: a key of narration.NARRATION
+    inputs: list[str] = field(default_factory=list)  # ids of the steps it is computed from
+    params: dict = field(default_factory=dict)
+    values: np.ndarray | None = None  # numbers (ids as integers, a mask as booleans)
+    section: str = "input"  # "input" | "encoder" | "decoder" | "output"
     layer: int | None = None
     head: int | None = None
-    heatmap: bool = False  # attention probabilities: drawn as a heatmap
-    sublayer: str | None = None  # within a layer: "self" | "cross" (attention) | "ffn"
-    table: list[list[str]] | None = None  # non-numeric content (corpus, vocabulary, decoding)
+    sublayer: str | None = None  # "embed" | "self" | "cross" | "ffn" | "final" | "head"
+    rows: list[str] | None = None  # row labels (tokens)
+    cols: list[str] | None = None  # column labels (tokens, or vocabulary words)
+    display: str = "values"  # "values" | "probabilities" | "mask": how a renderer colours it
+    table: list[list[str]] | None = None  # non-numeric content (op "table")
     header: list[str] | None = None
-    extra: dict = field(default_factory=dict)  # e.g. {"predicted": "you", "p": 0.41}
+    fill: dict = field(default_factory=dict)  # values the narration's formula and title mention
 
     @property
-    def key(self) -> str:
-        """A stable identifier, e.g. "encoder-l1-h1-probs"."""
-        parts = [self.section]
-        if self.layer is not None:
-            parts.append(f"l{self.layer + 1}")
-        if self.head is not None:
-            parts.append(f"h{self.head + 1}")
-        return "-".join(parts + [self.kind])
+    def is_leaf(self) -> bool:
+        return self.op in LEAVES
 
 
-def matrix(t: torch.Tensor) -> np.ndarray:
-    """A recorded tensor as a 2-D float array (a 1-D one becomes one row)."""
-    a = t.detach().float().cpu().numpy()
-    return a[None, :] if a.ndim == 1 else a
+LEAVES = ("ids", "weight", "input", "constant", "table")
 
 
-def norm_statistics(norm, x: torch.Tensor) -> tuple[np.ndarray, list[str]]:
-    """(T, C) -> (T, n) the statistics the norm module computes per row (LayerNorm: μ and σ), and their names."""
-    stats = norm.statistics(x)
-    return matrix(torch.stack(list(stats.values()), dim=-1)), list(stats)
+def array(t: torch.Tensor) -> np.ndarray:
+    """A recorded tensor (batch axis already taken off) as a NumPy array of its own dtype kind."""
+    t = t.detach().cpu()
+    if t.dtype == torch.bool:
+        return t.numpy()
+    if not t.is_floating_point():
+        return t.long().numpy()
+    return t.float().numpy()
 
 
-def mask_matrix(masked: torch.Tensor) -> np.ndarray:
-    """Scores after masking -> the mask itself: 0 where allowed, −∞ where not."""
-    return np.where(np.isneginf(matrix(masked)), -np.inf, 0.0)
+class Steps:
+    """Collects a walkthrough's steps in order, with the labels and placement they share."""
+
+    def __init__(self, trace: Trace):
+        self.trace = trace
+        self.model = trace.model
+        self.list: list[Step] = []
+        self.ids: set[str] = set()
+        self.where: dict = {}  # section, layer, sublayer, rows, head of the steps being added
+
+    def add(self, id: str, op: str, kind: str, values, inputs=(), **kw) -> str:
+        if id in self.ids:
+            raise ValueError(f"walkthrough step id {id!r} used twice")
+        place = {**self.where, **kw}
+        if isinstance(values, torch.Tensor):
+            values = array(values)
+        self.list.append(Step(id, op, kind, list(inputs), values=values, **place))
+        self.ids.add(id)
+        return id
+
+    def weight(self, id: str, kind: str, name: str, rows: tuple[int, int] | None = None, **kw) -> str:
+        """A parameter of the model as a leaf: `name` is its state-dict key; `rows` takes a slice
+        of its first axis (one head's rows of W_Q, in nn.Linear's (out, in) form)."""
+        tensor = self.model.get_parameter(name)
+        params = {"name": name}
+        if rows is not None:
+            tensor = tensor[rows[0]:rows[1]]
+            params["rows"] = list(rows)
+        kw.setdefault("rows", None)
+        kw.setdefault("head", self.where.get("head"))
+        return self.add(id, "weight", kind, tensor, params=params, **kw)
 
 
-def head_weights(attn, h: int) -> dict[str, np.ndarray]:
-    """Head h's W_Q, W_K, W_V as (d_model, d_k) matrices: X W_Q gives that head's queries."""
-    d = attn.q_proj.out_features // attn.n_head
-    rows = slice(h * d, (h + 1) * d)  # this head's output rows of each nn.Linear (out, in) weight
-    return {kind: matrix(proj.weight[rows].t()) for kind, proj in
-            (("weights_q", attn.q_proj), ("weights_k", attn.k_proj), ("weights_v", attn.v_proj))}
+def rec(trace: Trace, name: str, call: int = -1) -> torch.Tensor:
+    """A recorded intermediate without its batch axis (call: which call of a module called several times)."""
+    return trace.all(name)[call][0] if call != -1 else trace[name][0]
 
 
-def attention_steps(trace: Trace, attn, prefix: str, section: str, layer: int, q_labels, k_labels,
-                    cross: bool = False, show_weights: bool = False) -> list[Step]:
-    """(W_Q, W_K, W_V,) Q, K, V, QKᵀ, scaling, mask, softmax, ×V per head, then concatenation and W_O."""
-    core = f"{prefix}.core"
-    sub = "cross" if cross else "self"
-    steps = []
-    n_head = trace[f"{core}.q"].size(1)
+# ---------------------------------------------------------------------------------------------
+# Norms
+
+
+def norm_steps(s: Steps, prefix: str, module: str, x: str, x_values: torch.Tensor) -> str:
+    """The norm at module path `module` applied to step `x`: its row statistics, its gains and the result."""
+    norm = s.model.get_submodule(module)
+    stats = norm.statistics(x_values)
+    eps = norm.eps
+    if isinstance(norm, RMSNorm):
+        s.add(f"{prefix}.rms", "rms", "stats_rms", stats["rms"][:, None], [x], params={"eps": eps}, fill={"eps": eps})
+        gamma = s.weight(f"{prefix}.weight", "norm_gain", f"{module}.weight")
+        return s.add(prefix, "rms_norm", "rms_norm", rec(s.trace, module), [x, gamma], params={"eps": eps},
+                     fill={"eps": eps})
+    assert isinstance(norm, LayerNorm)
+    s.add(f"{prefix}.mean", "mean", "stats_mean", stats["μ"][:, None], [x])
+    s.add(f"{prefix}.std", "std", "stats_std", stats["σ"][:, None], [x], params={"eps": eps}, fill={"eps": eps})
+    inputs = [x, s.weight(f"{prefix}.weight", "norm_gain", f"{module}.weight")]
+    if norm.bias is not None:
+        inputs.append(s.weight(f"{prefix}.bias", "norm_shift", f"{module}.bias"))
+    return s.add(prefix, "layer_norm", "layer_norm" if norm.bias is not None else "layer_norm_nobias",
+                 rec(s.trace, module), inputs, params={"eps": eps}, fill={"eps": eps})
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention
+
+
+def linear_step(s: Steps, id: str, kind: str, x: str, module: str, values, features=None,
+                weight_kind: str = "weight", **kw) -> str:
+    """x Wᵀ + b for the nn.Linear at `module` (or its output `features` (start, stop)), weight and bias as leaves."""
+    linear = s.model.get_submodule(module)
+    inputs = [x, s.weight(f"{id}.weight", weight_kind, f"{module}.weight", features)]
+    if linear.bias is not None:
+        inputs.append(s.weight(f"{id}.bias", "bias", f"{module}.bias", features))
+    return s.add(id, "linear", kind, values, inputs, **kw)
+
+
+def attention_steps(s: Steps, prefix: str, module: str, x: str, context: str, mask: str | None,
+                    positions: list[int] | None, key_labels: list[str]) -> str:
+    """Per head: Q, K, V (rotated where RoPE), Kᵀ, QKᵀ, scaling, mask, softmax, ×V; then the heads
+    concatenated and W_O. `x` feeds the queries, `context` the keys and values (the same step
+    for self-attention, the encoder's output for cross-attention). Returns the output's id."""
+    trace, attn = s.trace, s.model.get_submodule(module)
+    core = f"{module}.core"
+    n_head = attn.n_head
+    d = attn.q_proj.out_features // n_head
+    queries, keys = rec(trace, f"{module}.q_proj"), rec(trace, f"{module}.k_proj")  # (T, h*d), before RoPE
+    outs = []
     for h in range(n_head):
-        def s(kind, key, rows, cols, **kw):
-            return Step(kind, section, matrix(trace[key][0, h]), rows, cols, layer, h, sublayer=sub, **kw)
-
-        if show_weights:
-            for kind, w in head_weights(attn, h).items():
-                steps.append(Step(kind, section, w, None, None, layer, h, sublayer=sub))
-
-        steps.append(s("cross_q" if cross else "q", f"{core}.q", q_labels, None))
-        steps.append(s("cross_kv" if cross else "k", f"{core}.k", k_labels, None))
-        steps.append(s("v", f"{core}.v", k_labels, None))
-        steps.append(s("scores", f"{core}.scores", q_labels, k_labels))
-        steps.append(s("scaled", f"{core}.scaled", q_labels, k_labels))
-        if f"{core}.masked" in trace:
-            steps.append(Step("mask", section, mask_matrix(trace[f"{core}.masked"][0, h]), q_labels, k_labels,
-                              layer, h, sublayer=sub))
-        steps.append(s("probs", f"{core}.probs", q_labels, k_labels, heatmap=True))
-        steps.append(s("head_out", f"{core}.out", q_labels, None))
+        s.where["head"] = h
+        p = f"{prefix}.h{h}"
+        cols = slice(h * d, (h + 1) * d)
+        q = linear_step(s, f"{p}.q", "q", x, f"{module}.q_proj", queries[:, cols], (h * d, (h + 1) * d), "weight_q")
+        k = linear_step(s, f"{p}.k", "k", context, f"{module}.k_proj", keys[:, cols], (h * d, (h + 1) * d),
+                        "weight_k", rows=key_labels)
+        v = linear_step(s, f"{p}.v", "v", context, f"{module}.v_proj", rec(trace, f"{core}.v")[h],
+                        (h * d, (h + 1) * d), "weight_v", rows=key_labels)
+        if positions is not None:  # RoPE: queries and keys rotated by their positions; values are not
+            rope = {"theta": s.model.config.rope_theta, "pairing": "half", "positions": positions}
+            q = s.add(f"{p}.q_rot", "rope", "rope_q", rec(trace, f"{core}.q")[h], [q], params=rope,
+                      fill={"theta": rope["theta"]})
+            k = s.add(f"{p}.k_rot", "rope", "rope_k", rec(trace, f"{core}.k")[h], [k], params=rope,
+                      rows=key_labels, fill={"theta": rope["theta"]})
+        k_values = rec(trace, f"{core}.k")[h]
+        kt = s.add(f"{p}.kT", "transpose", "k_transposed", k_values.transpose(-2, -1), [k], rows=None,
+                   cols=key_labels)
+        scores = s.add(f"{p}.scores", "matmul", "scores", rec(trace, f"{core}.scores")[h], [q, kt], cols=key_labels)
+        scaled = s.add(f"{p}.scaled", "scale", "scaled", rec(trace, f"{core}.scaled")[h], [scores],
+                       params={"factor": 1 / d ** 0.5}, cols=key_labels, fill={"d": d})
+        if mask is not None and f"{core}.masked" in trace:  # (one query alone sees every key: no mask applied)
+            scaled = s.add(f"{p}.masked", "mask", "masked", rec(trace, f"{core}.masked")[h], [scaled, mask],
+                           cols=key_labels)
+        probs = s.add(f"{p}.probs", "softmax", "probs", rec(trace, f"{core}.probs")[h], [scaled],
+                      cols=key_labels, display="probabilities")
+        outs.append(s.add(f"{p}.out", "matmul", "head_out", rec(trace, f"{core}.out")[h], [probs, v]))
+    s.where["head"] = None
+    heads = outs[0]
     if n_head > 1:
-        steps.append(Step("concat", section, matrix(trace[f"{prefix}.o_proj.in"][0]), q_labels, None, layer,
-                          sublayer=sub))
-    steps.append(Step("attn_out", section, matrix(trace[f"{prefix}.o_proj"][0]), q_labels, None, layer, sublayer=sub))
-    return steps
+        heads = s.add(f"{prefix}.concat", "concat", "concat", rec(trace, f"{module}.o_proj.in"), outs,
+                      params={"axis": -1}, fill={"n": n_head})
+    return linear_step(s, f"{prefix}.out", "attn_out", heads, f"{module}.o_proj", rec(trace, f"{module}.o_proj"),
+                       weight_kind="weight_o")
 
 
-def residual_steps(trace: Trace, prefix: str, section: str, layer: int, labels,
-                   pre_norm: bool, sub: str) -> tuple[list[Step], list[Step]]:
-    """(steps before the sublayer, steps after it) of the residual connection around sublayer `sub`."""
-    stats, names = norm_statistics(trace.model.get_submodule(f"{prefix}.norm"), trace[f"{prefix}.norm.in"][0])
-    norm = [Step("ln_stats", section, stats, labels, names, layer, sublayer=sub),
-            Step("ln_out", section, matrix(trace[f"{prefix}.norm"][0]), labels, None, layer, sublayer=sub)]
-    if pre_norm:  # x + Sublayer(LN(x)): the norm comes first, the sum is the residual's output
-        return norm, [Step("residual", section, matrix(trace[prefix][0]), labels, None, layer, sublayer=sub)]
-    # LN(x + Sublayer(x)): "Add & Norm", the sum is what the norm receives
-    return [], [Step("residual", section, matrix(trace[f"{prefix}.norm.in"][0]), labels, None, layer,
-                     sublayer=sub), *norm]
+# ---------------------------------------------------------------------------------------------
+# Feed-forward, residual connections, blocks
+
+def activation_op(module: nn.Module) -> str:
+    """The op an activation module computes (checked against the module, not assumed from the config)."""
+    if isinstance(module, nn.ReLU):
+        return "relu"
+    if isinstance(module, nn.SiLU):
+        return "silu"
+    if isinstance(module, nn.GELU):
+        return "gelu_tanh" if module.approximate == "tanh" else "gelu"
+    raise ValueError(f"the walkthrough does not know the activation {type(module).__name__}")
 
 
-def block_steps(trace: Trace, model, prefix: str, section: str, layer: int, labels, memory_labels,
-                show_weights: bool = False) -> list[Step]:
-    """Every step of one Transformer layer (the Block at module path `prefix`)."""
-    config, block = model.config, model.get_submodule(prefix)
-    pre = config.norm_position == "pre"
-    steps = []
-    before, after = residual_steps(trace, f"{prefix}.attn_res", section, layer, labels, pre, "self")
-    steps += before + attention_steps(trace, block.self_attn, f"{prefix}.self_attn", section, layer, labels, labels,
-                                      show_weights=show_weights) + after
+def ffn_steps(s: Steps, prefix: str, module: str, x: str) -> str:
+    """up (and gate), the activation, (their product,) down. Returns the output's id."""
+    trace, ffn = s.trace, s.model.get_submodule(module)
+    act = activation_op(ffn.act)
+    up = linear_step(s, f"{prefix}.up", "ffn_up", x, f"{module}.up", rec(trace, f"{module}.up"), weight_kind="weight_up")
+    if ffn.gate is not None:  # SwiGLU: down(silu(gate(x)) * up(x))
+        gate = linear_step(s, f"{prefix}.gate", "ffn_gate", x, f"{module}.gate", rec(trace, f"{module}.gate"),
+                           weight_kind="weight_gate")
+        activated = s.add(f"{prefix}.act", act, f"act_{act}", rec(trace, f"{module}.act"), [gate])
+        hidden = s.add(f"{prefix}.hidden", "mul", "ffn_gated", rec(trace, f"{module}.down.in"), [activated, up])
+    else:
+        hidden = s.add(f"{prefix}.act", act, f"act_{act}", rec(trace, f"{module}.act"), [up])
+    return linear_step(s, f"{prefix}.down", "ffn_down_gated" if ffn.gate is not None else "ffn_down", hidden,
+                       f"{module}.down", rec(trace, f"{module}.down"), weight_kind="weight_down")
+
+
+def residual_steps(s: Steps, prefix: str, module: str, x: str, sublayer) -> str:
+    """One sublayer inside its residual connection, in the model's order: pre-LN x + f(norm(x)),
+    post-LN norm(x + f(x)). `sublayer(input_id)` adds the sublayer's steps and returns its output id."""
+    residual = s.model.get_submodule(module)
+    if residual.pre_norm:
+        normed = norm_steps(s, f"{prefix}.norm", f"{module}.norm", x, rec(s.trace, f"{module}.norm.in"))
+        out = sublayer(normed)
+        return s.add(f"{prefix}.residual", "add", "residual_pre", rec(s.trace, module), [x, out])
+    out = sublayer(x)
+    total = s.add(f"{prefix}.residual", "add", "residual_post", rec(s.trace, f"{module}.norm.in"), [x, out])
+    return norm_steps(s, f"{prefix}.norm", f"{module}.norm", total, rec(s.trace, f"{module}.norm.in"))
+
+
+def block_steps(s: Steps, prefix: str, module: str, x: str, mask: str | None, positions: list[int] | None,
+                memory: str | None = None, memory_labels: list[str] | None = None) -> str:
+    """Every step of the Block at `module`, whose input is step `x`. Returns the block output's id."""
+    block = s.model.get_submodule(module)
+    labels = s.where["rows"]
+    s.where["sublayer"] = "self"
+    x = residual_steps(s, f"{prefix}.self", f"{module}.attn_res", x, lambda i: attention_steps(
+        s, f"{prefix}.self", f"{module}.self_attn", i, i, mask, positions, labels))
     if block.cross_attn is not None:
-        before, after = residual_steps(trace, f"{prefix}.cross_res", section, layer, labels, pre, "cross")
-        steps += before + attention_steps(trace, block.cross_attn, f"{prefix}.cross_attn", section, layer, labels,
-                                          memory_labels, cross=True, show_weights=show_weights) + after
-    before, after = residual_steps(trace, f"{prefix}.ffn_res", section, layer, labels, pre, "ffn")
-    steps += before
-    for kind, name in (("ffn_hidden", "up"), ("ffn_act", "act"), ("ffn_out", "down")):
-        steps.append(Step(kind, section, matrix(trace[f"{prefix}.ffn.{name}"][0]), labels, None, layer,
-                          sublayer="ffn"))
-    return steps + after
+        s.where["sublayer"] = "cross"
+        x = residual_steps(s, f"{prefix}.cross", f"{module}.cross_res", x, lambda i: attention_steps(
+            s, f"{prefix}.cross", f"{module}.cross_attn", i, memory, None, None, memory_labels))
+    s.where["sublayer"] = "ffn"
+    return residual_steps(s, f"{prefix}.ffn", f"{module}.ffn_res", x, lambda i: ffn_steps(
+        s, f"{prefix}.ffn", f"{module}.ffn", i))
 
 
-def input_steps(trace: Trace, section: str, emb: str, call: int, first_block: str, labels) -> list[Step]:
-    """Embedding, positional encoding (when the model adds one) and their sum.
-
-    `call` picks the recorded call: the encoder's is 0, the decoder's 1 (they share the
-    position table, and with a shared vocabulary the embedding too).
-    """
-    embeddings = trace.all(emb)
-    steps = [Step("embedding", section, matrix(embeddings[min(call, len(embeddings) - 1)][0]), labels)]
-    positions = trace.all("pos_emb")
-    if positions:
-        learned = "pos_emb.weight" in trace.model.state_dict()  # a trained table, not the sinusoid
-        steps.append(Step("positional_learned" if learned else "positional", section, matrix(positions[call]), labels))
-    steps.append(Step("emb_sum", section, matrix(trace[f"{first_block}.in"][0]), labels))
-    return steps
+# ---------------------------------------------------------------------------------------------
+# Input and output
 
 
-def output_steps(trace: Trace, labels, vocab: list[str], top: int = 5) -> list[Step]:
-    """Logits, probabilities and the predicted next word at the last position."""
-    logits = trace["lm_head"][0]  # (T, V)
-    probs = torch.softmax(logits.float(), dim=-1)
-    cols = vocab if len(vocab) == logits.size(-1) else None
-    best = probs[-1].topk(min(top, probs.size(-1)))
-    table = [[vocab[i] if i < len(vocab) else str(i), f"{p:.4f}"] for p, i in zip(best.values.tolist(),
-                                                                                  best.indices.tolist())]
-    return [
-        Step("logits", "output", matrix(logits), labels, cols),
-        Step("softmax_out", "output", matrix(probs), labels, cols, heatmap=True),
-        Step("prediction", "output", table=table, header=["token", "p"],
-             extra={"predicted": table[0][0], "p": float(best.values[0])}),
-    ]
+def embedding_steps(s: Steps, prefix: str, ids: list[int], table: str, call: int, position_call: int = 0,
+                    segments: list[int] | None = None) -> str:
+    """ids -> rows of the embedding table (scaled by √C where the model does), plus the position
+    table's rows or the sinusoid where the model adds one, plus the segment embedding. Returns the sum's id.
+
+    `table` is the embedding module's path; `call` which of its recorded calls (a shared table
+    is called by the encoder, then by the decoder); `position_call` the same for the position
+    table, which the encoder and decoder always share."""
+    trace, model = s.trace, s.model
+    s.where.update(sublayer="embed", head=None)
+    ids_id = s.add(f"{prefix}ids", "ids", "tokens", torch.tensor(ids), cols=s.where["rows"], rows=None,
+                   table=[s.where["rows"], [str(i) for i in ids]])
+    emb = model.get_submodule(table)
+    table_id = s.weight(f"{prefix}embed.table", "embedding_table", f"{table}.weight")
+    rows = emb.weight[torch.tensor(ids)]  # (T, C): what nn.Embedding looks up
+    x = s.add(f"{prefix}embed.tokens", "embedding", "embedding", rows, [table_id, ids_id])
+    if emb.scale != 1.0:
+        x = s.add(f"{prefix}embed.scaled", "scale", "embedding_scaled", rec(trace, table, call), [x],
+                  params={"factor": emb.scale}, fill={"factor": emb.scale})
+    parts = [x]
+    positions = list(range(len(ids)))
+    kind = model.config.position
+    if kind == "learned":
+        pos_ids = s.add(f"{prefix}embed.positions.ids", "ids", "position_ids", torch.tensor(positions),
+                        rows=None)
+        pos_table = s.weight(f"{prefix}embed.positions.table", "position_table", "pos_emb.weight")
+        parts.append(s.add(f"{prefix}embed.positions", "embedding", "positions_learned",
+                           trace.all("pos_emb")[position_call], [pos_table, pos_ids]))
+    elif kind == "sinusoidal":
+        parts.append(s.add(f"{prefix}embed.positions", "sinusoidal", "positions_sinusoidal",
+                           trace.all("pos_emb")[position_call], params={"positions": positions,
+                                                               "d_model": rows.size(-1), "base": 10000.0}))
+    if segments is not None:
+        seg_ids = s.add(f"{prefix}embed.segments.ids", "ids", "segment_ids", torch.tensor(segments), rows=None)
+        seg_table = s.weight(f"{prefix}embed.segments.table", "segment_table", "seg_emb.weight")
+        parts.append(s.add(f"{prefix}embed.segments", "embedding", "segments", rec(trace, "seg_emb"),
+                           [seg_table, seg_ids]))
+    if len(parts) == 1:
+        return x
+    first_block = "blocks.0" if prefix == "" else ("encoder.0" if prefix == "enc." else "decoder.0")
+    return s.add(f"{prefix}embed.sum", "add", "embedding_sum", rec(trace, f"{first_block}.attn_res.in"), parts)
+
+
+def causal_mask_step(s: Steps, id: str, t: int) -> str:
+    """The causal mask as a leaf: True where query i may see key j (j ≤ i)."""
+    mask = torch.ones(t, t, dtype=torch.bool).tril()
+    return s.add(id, "constant", "causal_mask", mask, params={"what": "causal"}, cols=s.where["rows"],
+                 display="mask")
+
+
+def output_steps(s: Steps, x: str, weight: str, vocab: list[str], tied: bool) -> None:
+    """The logits at every position, and at the last one the probabilities and the pick."""
+    trace = s.trace
+    s.where.update(section="output", layer=None, sublayer="head", head=None)
+    cols = vocab if len(vocab) == trace["lm_head"].size(-1) else None
+    logits = s.add("logits", "linear", "logits_tied" if tied else "logits", rec(trace, "lm_head"), [x, weight],
+                   cols=cols)
+    last = rec(trace, "lm_head")[-1:]  # (1, V)
+    t = rec(trace, "lm_head").size(0)
+    labels = s.where["rows"][-1:]
+    nxt = s.add("next.logits", "slice", "next_logits", last, [logits], params={"axis": 0, "start": t - 1, "stop": t},
+                rows=labels, cols=cols)
+    probs = torch.softmax(last.double(), dim=-1)
+    p = s.add("next.probs", "softmax", "next_probs", probs, [nxt], rows=labels, cols=cols, display="probabilities")
+    best = int(probs[0].argmax())
+    top = probs[0].topk(min(5, probs.size(-1)))
+    s.add("next.token", "argmax", "prediction", torch.tensor([best]), [p], rows=None,
+          cols=[vocab[best] if best < len(vocab) else str(best)],
+          table=[[vocab[i] if i < len(vocab) else str(i), f"{q:.4f}"] for q, i in zip(top.values.tolist(),
+                                                                                     top.indices.tolist())],
+          header=["token", "p"])

@@ -9,8 +9,10 @@ the same every time), so that its greedy decode really answers the first line wi
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..config import PRESETS
@@ -20,7 +22,7 @@ from ..gpt import GPT
 from ..seq2seq import Seq2Seq
 from ..tokenizers import WordTokenizer
 from ..trace import Trace
-from .steps import Step, block_steps, input_steps, matrix, output_steps
+from .steps import Step, Steps, block_steps, causal_mask_step, embedding_steps, norm_steps, output_steps, rec
 
 # Three lines of a dialogue; each line answers the one before. The first two are the articles'.
 CORPUS = [
@@ -31,9 +33,7 @@ CORPUS = [
 DISPLAY = {"<bos>": "<start>", "<eos>": "<end>"}  # the articles' names for the special tokens
 
 
-def small_model(config) -> bool:
-    """Weight matrices are shown only where they are small enough to read (the articles' example)."""
-    return getattr(config, "d_model", 0) <= 16
+MAX_VALUES = 16384  # a step with more numbers is written as its top-left corner plus statistics
 
 
 @dataclass
@@ -45,6 +45,12 @@ class Walkthrough:
     output: str  # what it produced (translation or next token)
     model_kind: str  # "seq2seq" | "gpt"
     config: dict
+
+    def step(self, id: str) -> Step:
+        for step in self.steps:
+            if step.id == id:
+                return step
+        raise KeyError(f"no step {id!r} in this walkthrough")
 
 
 def token_labels(tok, ids: list[int]) -> list[str]:
@@ -77,6 +83,18 @@ def train_walkthrough_model(heads: int = 1, seed: int = 0, steps: int = 150) -> 
     return model.eval(), tok
 
 
+def stack_steps(s: Steps, prefix: str, stack: str, n_layers: int, x: str, mask: str | None, positions,
+                final_norm: str | None, memory: str | None = None, memory_labels=None) -> str:
+    """The layers of one stack (GPT's blocks, the encoder or the decoder) and its final norm."""
+    for i in range(n_layers):
+        s.where.update(layer=i)
+        x = block_steps(s, f"{prefix}{i}", f"{stack}.{i}", x, mask, positions, memory, memory_labels)
+    if final_norm is not None and getattr(s.model, final_norm) is not None:
+        s.where.update(layer=None, sublayer="final", head=None)
+        x = norm_steps(s, f"{prefix}final.norm", final_norm, x, rec(s.trace, f"{final_norm}.in"))
+    return x
+
+
 def seq2seq_walkthrough(model: Seq2Seq, src_tok, tgt_tok, text: str, corpus: list[str] | None = None) -> Walkthrough:
     """Every step of translating `text`: the encoder pass, then the decoder pass over its own greedy output."""
     src_ids = source_ids(src_tok.encode(text), model.config.block_size, model.config.eos_id)
@@ -88,30 +106,34 @@ def seq2seq_walkthrough(model: Seq2Seq, src_tok, tgt_tok, text: str, corpus: lis
     src_labels, tgt_labels = token_labels(src_tok, src_ids), token_labels(tgt_tok, tgt_ids)
     vocab = [DISPLAY.get(tgt_tok.token(i), tgt_tok.token(i)) for i in range(tgt_tok.vocab_size)]
     c = model.config
-    small = small_model(c)
-    steps: list[Step] = []
+    rope = c.position == "rope"
+    s = Steps(trace)
+    s.where.update(section="input", rows=None)
     if corpus is not None:
-        steps.append(Step("corpus", "input", table=[[line] for line in corpus], header=["text"]))
-        steps.append(Step("vocab", "input", table=[[w, str(i)] for i, w in enumerate(vocab)], header=["word", "id"]))
-    steps.append(Step("tokens", "input", table=[src_labels, [str(i) for i in src_ids]]))
-    steps += input_steps(trace, "encoder", "src_emb", 0, "encoder.0", src_labels)
-    for i in range(c.n_encoder_layers):
-        steps += block_steps(trace, model, f"encoder.{i}", "encoder", i, src_labels, src_labels, small)
-    last = "encoder_norm" if model.encoder_norm is not None else f"encoder.{c.n_encoder_layers - 1}"
-    steps.append(Step("memory", "encoder", matrix(trace[last][0]), src_labels))
-    steps.append(Step("tokens", "decoder", table=[tgt_labels, [str(i) for i in tgt_ids]]))
-    steps += input_steps(trace, "decoder", "src_emb" if c.shared_vocab else "tgt_emb", 1, "decoder.0", tgt_labels)
-    for i in range(c.n_decoder_layers):
-        steps += block_steps(trace, model, f"decoder.{i}", "decoder", i, tgt_labels, src_labels, small)
-    steps += output_steps(trace, tgt_labels, vocab)
-    probs = torch.softmax(trace["lm_head"][0].float(), dim=-1)  # (T, V): position t predicts token t + 1
+        s.add("corpus", "table", "corpus", None, table=[[line] for line in corpus], header=["text"])
+        s.add("vocab", "table", "vocab", None, table=[[w, str(i)] for i, w in enumerate(vocab)], header=["word", "id"])
+    s.where.update(section="encoder", rows=src_labels)
+    x = embedding_steps(s, "enc.", src_ids, "src_emb", 0)
+    memory = stack_steps(s, "enc.", "encoder", c.n_encoder_layers, x, None, list(range(len(src_ids))) if rope else None,
+                         "encoder_norm")
+    s.where.update(section="decoder", rows=tgt_labels, layer=None)
+    x = embedding_steps(s, "dec.", tgt_ids, "src_emb" if c.shared_vocab else "tgt_emb", 1 if c.shared_vocab else 0,
+                        position_call=1)
+    mask = causal_mask_step(s, "dec.mask", len(tgt_ids))
+    x = stack_steps(s, "dec.", "decoder", c.n_decoder_layers, x, mask, list(range(len(tgt_ids))) if rope else None,
+                    "decoder_norm", memory, src_labels)
+    s.where.update(section="output", layer=None, sublayer="head", head=None)
+    head = "dec.embed.table" if c.tie_output else s.weight("head.weight", "weight_head", "lm_head.weight")
+    output_steps(s, x, head, vocab, c.tie_output)
+    probs = torch.softmax(trace["lm_head"][0].double(), dim=-1)  # (T, V): position t predicts token t + 1
     rows = []
     for t, next_id in enumerate(decoded + [c.eos_id]):
         word = DISPLAY.get(tgt_tok.token(next_id), tgt_tok.token(next_id))
         rows.append([str(t + 1), " ".join(tgt_labels[: t + 1]), word, f"{probs[t, next_id]:.3f}"])
-    steps.append(Step("decode", "output", table=rows, header=["step", "decoder input", "next", "p"]))
+    s.add("decode", "table", "decode", None, rows=None, cols=None, table=rows,
+          header=["step", "decoder input", "next", "p"])
     output = tgt_tok.decode(decoded)
-    return Walkthrough(steps, text, output, "seq2seq", dataclasses.asdict(c))
+    return Walkthrough(s.list, text, output, "seq2seq", dataclasses.asdict(c))
 
 
 def gpt_walkthrough(model: GPT, tok, text: str) -> Walkthrough:
@@ -119,17 +141,24 @@ def gpt_walkthrough(model: GPT, tok, text: str) -> Walkthrough:
     ids = tok.encode(text)[-model.config.block_size:]
     if not ids:
         raise ValueError("the text encodes to no tokens")
+    c = model.config
+    segments = [0] * len(ids) if c.n_segments else None  # one segment: the whole text
     with torch.no_grad(), Trace(model) as trace:
-        model(torch.tensor([ids]))
+        model(torch.tensor([ids]), segment_ids=torch.tensor([segments]) if segments else None)
     labels = token_labels(tok, ids)
     vocab = [tok.token(i) for i in range(tok.vocab_size)]
-    c = model.config
-    steps = [Step("tokens", "input", table=[labels, [str(i) for i in ids]])]
-    steps += input_steps(trace, "decoder", "tok_emb", 0, "blocks.0", labels)
-    for i in range(c.n_layer):
-        steps += block_steps(trace, model, f"blocks.{i}", "decoder", i, labels, labels, small_model(c))
-    steps += output_steps(trace, labels, vocab)
-    return Walkthrough(steps, text, steps[-1].extra["predicted"], "gpt", dataclasses.asdict(c))
+    s = Steps(trace)
+    s.where.update(section="input", rows=labels)
+    x = embedding_steps(s, "", ids, "tok_emb", 0, segments=segments)
+    s.where.update(section="decoder")
+    mask = causal_mask_step(s, "dec.mask", len(ids))
+    x = stack_steps(s, "dec.", "blocks", c.n_layer, x, mask, list(range(len(ids))) if c.position == "rope" else None,
+                    "final_norm")
+    s.where.update(section="output", layer=None, sublayer="head", head=None)
+    head = "embed.table" if c.tie_weights else s.weight("head.weight", "weight_head", "lm_head.weight")
+    output_steps(s, x, head, vocab, c.tie_weights)
+    predicted = s.list[-1].cols[0]
+    return Walkthrough(s.list, text, predicted, "gpt", dataclasses.asdict(c))
 
 
 def builtin_walkthrough(heads: int = 1) -> Walkthrough:
@@ -149,3 +178,100 @@ def model_walkthrough(model_dir, text: str) -> Walkthrough:
         src_tok, tgt_tok = load_translation_tokenizers(model_dir)
         return seq2seq_walkthrough(model, src_tok, tgt_tok, text)
     return gpt_walkthrough(model, tok, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# The walkthrough as JSON data (`glassformer explain --json`; the schema is in the README)
+
+SCHEMA = "glassformer.walkthrough/1"
+CORNER = 8  # a truncated step shows its top-left CORNER × CORNER values (a vector: the first CORNER²)
+
+
+def json_values(a: np.ndarray):
+    """Values as JSON-ready nested lists: integers and booleans as they are, floats by their shortest
+    float32 text; −∞ as null (a masked score), NaN and +∞ as the strings "NaN" and "Infinity"."""
+    if a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer):
+        return a.tolist()
+    flat = []
+    for x in a.astype(np.float32).ravel():
+        if np.isfinite(x):
+            flat.append(float(str(x)))  # str of a float32: the shortest text that reads back as it
+        else:
+            flat.append(None if x == -np.inf else "Infinity" if x == np.inf else "NaN")
+    return np.array(flat, dtype=object).reshape(a.shape).tolist() if a.ndim else flat[0]
+
+
+def statistics(a: np.ndarray) -> dict:
+    """Mean, standard deviation, min and max over the finite values, and how many are −∞."""
+    a = a.astype(np.float64)
+    finite = a[np.isfinite(a)]
+    stats = {"count": int(a.size), "neg_inf": int(np.isneginf(a).sum())}
+    if finite.size:
+        stats.update(mean=float(finite.mean()), std=float(finite.std()), min=float(finite.min()),
+                     max=float(finite.max()))
+    return stats
+
+
+def corner(a: np.ndarray) -> np.ndarray:
+    """The top-left corner of the last two axes (a vector's first values)."""
+    if a.ndim == 1:
+        return a[: CORNER * CORNER]
+    return a[..., :CORNER, :CORNER]
+
+
+def step_data(step: Step, seq2seq: bool, max_values: int) -> dict:
+    from .narration import LANGS, narrate
+
+    texts = {lang: narrate(step, lang, seq2seq) for lang in LANGS}
+    data = {
+        "id": step.id, "op": step.op, "inputs": step.inputs, "params": step.params,
+        "title": {lang: t[0] for lang, t in texts.items()},
+        "explanation": {lang: t[1] for lang, t in texts.items()},
+        "formula": texts["en"][2],
+        "section": step.section, "layer": step.layer, "head": step.head, "sublayer": step.sublayer,
+        "display": step.display,
+    }
+    if step.values is not None:
+        a = step.values
+        data["shape"] = list(a.shape)
+        data["dtype"] = "bool" if a.dtype == np.bool_ else "int" if np.issubdtype(a.dtype, np.integer) else "float"
+        if data["dtype"] == "float":
+            data["stats"] = statistics(a)
+        if max_values and a.size > max_values:
+            data["truncated"] = True
+            data["corner"] = json_values(corner(a))
+        else:
+            data["values"] = json_values(a)
+    if step.rows is not None:
+        data["rows"] = step.rows
+    if step.cols is not None:
+        data["cols"] = step.cols
+    if step.table is not None:
+        data["table"] = step.table
+        data["header"] = step.header
+    return data
+
+
+def walkthrough_data(walkthrough: Walkthrough, max_values: int = MAX_VALUES) -> dict:
+    """The walkthrough as JSON-ready data: every step with its op, inputs, params, narration and values.
+
+    Args:
+        max_values: a step with more values than this is written as its top-left corner plus
+            statistics ("truncated": true); 0 writes every value.
+    """
+    seq2seq = walkthrough.model_kind == "seq2seq"
+    return {
+        "schema": SCHEMA, "model_kind": walkthrough.model_kind, "config": walkthrough.config,
+        "source": walkthrough.source, "output": walkthrough.output, "max_values": max_values,
+        "infinity": "null stands for −∞ (a masked score); \"NaN\" and \"Infinity\" for those values",
+        "steps": [step_data(step, seq2seq, max_values) for step in walkthrough.steps],
+    }
+
+
+def write_json(walkthrough: Walkthrough, path, max_values: int = MAX_VALUES) -> None:
+    """Writes `walkthrough_data` to `path` atomically (strict JSON: no NaN or Infinity literals)."""
+    from ..files import atomic_write_text
+
+    text = json.dumps(walkthrough_data(walkthrough, max_values), ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":"))
+    atomic_write_text(path, text + "\n")
