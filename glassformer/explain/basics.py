@@ -55,6 +55,7 @@ TEXT = {
         "sampled_mean": "mean over random masks",
         "at_test": "at test",
         "window": "generation, step by step: the 12-character window the model reads → the character it picks",
+        "floor": "lowest possible loss (the window [mpty dumpty ] is followed once by h, once by s)",
         "input": "input (R, G, B, volume)",
         "hidden": "hidden neuron",
         "relu": "ReLU(z) = max(0, z)",
@@ -104,6 +105,7 @@ TEXT = {
         "sampled_mean": "随机掩码的平均",
         "at_test": "测试时",
         "window": "逐步生成:模型读入的 12 个字符窗口 → 它选出的字符",
+        "floor": "损失的下限(窗口 [mpty dumpty ] 之后一次是 h,一次是 s)",
         "input": "输入 (R, G, B, 体积)",
         "hidden": "隐藏神经元",
         "relu": "ReLU(z) = max(0, z)",
@@ -430,11 +432,13 @@ def _dropout_section(t: dict) -> Section:
     lines = [
         f"a = {_vec(a, '.1f')},  p = {p:g}",
         t["dropout.article"],
-        f"  {t['exact_mean']}: {_vec(exact['test_scaled'])}   {t['sampled_mean']} ({DROPOUT_SAMPLES}): "
-        f"{_vec(sampled['test_scaled'])}   {t['at_test']}: a·(1 − p) = {_vec(a * (1 - p))}",
+        f"  {t['exact_mean']}: {_vec(exact['test_scaled'])}",
+        f"  {t['sampled_mean']} ({DROPOUT_SAMPLES}): {_vec(sampled['test_scaled'])}",
+        f"  {t['at_test']}: a·(1 − p) = {_vec(a * (1 - p))}",
         t["dropout.inverted"],
-        f"  {t['exact_mean']}: {_vec(exact['inverted'])}   {t['sampled_mean']} ({DROPOUT_SAMPLES}): "
-        f"{_vec(sampled['inverted'])}   {t['at_test']}: a = {_vec(eval_out)}",
+        f"  {t['exact_mean']}: {_vec(exact['inverted'])}",
+        f"  {t['sampled_mean']} ({DROPOUT_SAMPLES}): {_vec(sampled['inverted'])}",
+        f"  {t['at_test']} (F.dropout, training=False): a = {_vec(eval_out)}",
         t["dropout.same"],
     ]
     values = {"a": a, "p": p, "exact": exact, "sampled": sampled, "eval": eval_out, "n": DROPOUT_SAMPLES}
@@ -604,6 +608,7 @@ def _humpty_section(t: dict) -> Section:
         f"{t['pairs']}:",
         *pairs,
         f"{t['train_loss']}: " + " → ".join(f"{loss:.3f}" for loss in losses[::25] + losses[-1:]),
+        f"{t['floor']}: 2·ln 2 / {len(xs)} = {2 * np.log(2) / len(xs):.4f}",
         f"{t['window']}:",
         *(f"  {i + 1:2d}  [{_shown(w)}] → [{_shown(c)}]" for i, (w, c) in enumerate(steps)),
         f"{t['generated']} [{_shown(seed_text)}]:",
