@@ -171,12 +171,19 @@ def cmd_explain(args) -> int:
         if not 1 <= args.heads <= 8:
             raise UsageError(f"--heads must be between 1 and 8; got {args.heads}")
         walkthrough = builtin_walkthrough(heads=args.heads)
+    if args.max_values < 0:
+        raise UsageError(f"--max-values must be 0 (every value) or more; got {args.max_values}")
+    if args.json:
+        from .explain.walkthrough import write_json
+
+        write_json(walkthrough, args.json, max_values=args.max_values)
+        print(plain(f"wrote {args.json}"), file=sys.stderr)
     if args.html:
         from .explain.html import write_html
 
         write_html(walkthrough, args.html, lang=args.lang)
         print(plain(f"wrote {args.html}; open it in a browser (it needs no network)"), file=sys.stderr)
-    else:
+    if not args.json and not args.html:
         from .explain.terminal import print_walkthrough
 
         print_walkthrough(walkthrough, lang=args.lang)
@@ -293,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--model", help="explain a trained model instead of the built-in example")
     explain.add_argument("--text", help="the text to run through --model")
     explain.add_argument("--html", help="write a self-contained HTML page instead of printing")
+    explain.add_argument("--json", help="write the walkthrough as data (every step's op, inputs and values)")
+    explain.add_argument("--max-values", type=int, default=16384,
+                         help="--json: steps with more values are written as a corner and statistics (0: all)")
     explain.set_defaults(func=cmd_explain)
 
     plot = sub.add_parser("plot", help="figures as PNG").add_subparsers(dest="what", required=True, metavar="WHAT")

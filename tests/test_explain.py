@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from rich.console import Console
@@ -65,40 +66,47 @@ def walkthrough():
 def test_builtin_walkthrough_answers_and_shows_every_step(walkthrough):
     assert walkthrough.source == CORPUS[0] and walkthrough.output == "you win or you die"
     kinds = {s.kind for s in walkthrough.steps}
-    assert {"corpus", "vocab", "tokens", "embedding", "positional", "emb_sum", "weights_q", "weights_k",
-            "weights_v", "q", "k", "v", "scores", "scaled", "mask", "probs", "head_out", "attn_out", "residual",
-            "ln_stats", "ln_out",
-            "ffn_hidden", "ffn_act", "ffn_out", "memory", "cross_q", "cross_kv", "logits", "softmax_out",
-            "prediction", "decode"} <= kinds
+    assert {"corpus", "vocab", "tokens", "embedding", "positions_sinusoidal", "embedding_sum", "weight_q",
+            "weight_k", "weight_v", "q", "k", "v", "k_transposed", "scores", "scaled", "causal_mask", "masked",
+            "probs", "head_out", "attn_out", "residual_post", "stats_mean", "stats_std", "layer_norm", "ffn_up",
+            "act_relu", "ffn_down", "logits", "next_probs", "prediction", "decode"} <= kinds
+    assert not kinds & {"stats_rms", "rms_norm", "rope_q", "act_silu", "residual_pre"}  # not this architecture
     decode = walkthrough.steps[-1]
     assert [row[2] for row in decode.table] == ["you", "win", "or", "you", "die", "<end>"]
-    first_q = next(s for s in walkthrough.steps if s.kind == "weights_q")
-    assert first_q.matrix.shape == (6, 4)  # d_model 6 -> Q/K/V width 4
-    mask = next(s for s in walkthrough.steps if s.kind == "mask")
-    assert (mask.matrix[0, 1:] == float("-inf")).all() and (mask.matrix[-1] == 0).all()
+    assert walkthrough.step("enc.0.self.h0.q.weight").values.shape == (4, 6)  # (out, in): d_model 6 -> width 4
+    mask = walkthrough.step("dec.mask").values
+    assert mask.dtype == bool and not mask[0, 1:].any() and mask[-1].all()
+    masked = walkthrough.step("dec.0.self.h0.masked").values
+    assert (masked[0, 1:] == float("-inf")).all() and np.isfinite(masked[-1]).all()
+    cross = walkthrough.step("dec.0.cross.h0.k")
+    assert cross.inputs[0] == "enc.0.ffn.norm"  # keys from the encoder's output (post-LN: its last norm)
 
 
 def test_walkthrough_is_deterministic_and_has_two_heads_on_request(walkthrough):
     again = builtin_walkthrough()
+    assert [a.id for a in walkthrough.steps] == [b.id for b in again.steps]
     for a, b in zip(walkthrough.steps, again.steps):
-        assert a.kind == b.kind and (a.matrix is None or (a.matrix == b.matrix).all())
+        assert a.values is None and b.values is None or np.array_equal(a.values, b.values)
     two = builtin_walkthrough(heads=2)
     heads = {s.head for s in two.steps if s.kind == "probs" and s.section == "encoder"}
-    assert heads == {0, 1} and any(s.kind == "concat" for s in two.steps)
+    assert heads == {0, 1}
+    concat = two.step("enc.0.self.concat")
+    assert concat.inputs == ["enc.0.self.h0.out", "enc.0.self.h1.out"]
 
 
 def test_every_step_is_narrated_in_both_languages(walkthrough):
-    for kind in NARRATION:
-        en, zh = narrate(kind, "en", 0, 0), narrate(kind, "zh", 0, 0)
+    for step in walkthrough.steps:
+        en, zh = narrate(step, "en", True), narrate(step, "zh", True)
         assert en[0] and zh[0] and en[0] != zh[0]
-        assert any("\u4e00" <= ch <= "\u9fff" for ch in zh[0] + zh[1])
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in zh[0] + zh[1]), step.id
+    assert set(NARRATION) >= {s.kind for s in walkthrough.steps}
     console = Console(record=True, width=120)
     print_walkthrough(walkthrough, lang="zh", console=console)
     text = console.export_text()
     for step in walkthrough.steps:
-        assert narrate(step.kind, "zh", step.layer, step.head)[0] in text
+        assert narrate(step, "zh", True)[0] in text
     with pytest.raises(ValueError, match="unknown language"):
-        narrate("q", "fr")
+        narrate(walkthrough.steps[0], "fr")
 
 
 def test_large_matrices_show_a_corner_and_statistics(tiny_gpt):
@@ -109,6 +117,8 @@ def test_large_matrices_show_a_corner_and_statistics(tiny_gpt):
     print_walkthrough(w, console=console)
     text = console.export_text()
     assert "top-left corner" in text and "mean" in text
+    assert "Weight matrices are not printed" in text and "= weight()" not in text
+    assert "dec.0.self.h0.q = linear(dec.0.self.norm, dec.0.self.h0.q.weight, dec.0.self.h0.q.bias)" in text
     assert w.steps[-1].kind == "prediction"
 
 
@@ -120,6 +130,10 @@ def test_cli_explain_runs_and_rejects_bad_options(capsys, tmp_path):
     assert "--text needs --model" in capsys.readouterr().err
     assert main(["explain", "--lang", "fr"]) == 1
     assert "unknown language" in capsys.readouterr().err
+    assert main(["explain", "--json", str(tmp_path / "w.json"), "--max-values", "-1"]) == 2
+    assert "--max-values" in capsys.readouterr().err
+    assert main(["explain", "nonsense"]) == 2
+    assert "unknown chapter" in capsys.readouterr().err
 
 
 def test_cli_explain_a_trained_checkpoint(tmp_path, capsys):
@@ -131,4 +145,4 @@ def test_cli_explain_a_trained_checkpoint(tmp_path, capsys):
     glassformer.save(model, tmp_path / "m", tokenizer=tok)
     assert main(["explain", "--model", str(tmp_path / "m"), "--text", "hello"]) == 0
     out = capsys.readouterr().out
-    assert "Predicted word" in out and "attention weights" in out
+    assert "Predicted token" in out and "Attention weights" in out

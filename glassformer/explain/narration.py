@@ -65,7 +65,7 @@ NARRATION: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "en": ("Segment embeddings", "Each token's segment row is added, so the model can tell segments apart."),
         "zh": ("片段嵌入", "加上每个词元所属片段的那一行，让模型能区分不同片段。"),
     }),
-    "embedding_sum": ("X + positions (+ segments)", {
+    "embedding_sum": ("{terms}", {
         "en": ("The first layer's input", "What each token is, plus where it stands: the sum enters the first layer."),
         "zh": ("第一层的输入", "每个词元是什么，加上它在哪里：这个和进入第一层。"),
     }),
@@ -287,6 +287,8 @@ LABELS = {
     "stats": {"en": "mean {mean:.3f}, std {std:.3f}, min {min:.3f}, max {max:.3f}",
               "zh": "均值 {mean:.3f}，标准差 {std:.3f}，最小 {min:.3f}，最大 {max:.3f}"},
     "predicted": {"en": "predicted", "zh": "预测"},
+    "weights_hidden": {"en": "Weight matrices are not printed for a model this size; --json writes them.",
+                       "zh": "这个大小的模型不打印权重矩阵；--json 会写出它们。"},
     "walkthrough": {"en": "glassformer: the Transformer, step by step", "zh": "glassformer：一步一步看懂 Transformer"},
 }
 

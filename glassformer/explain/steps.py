@@ -85,14 +85,14 @@ class Steps:
         self.ids.add(id)
         return id
 
-    def weight(self, id: str, kind: str, name: str, rows: tuple[int, int] | None = None, **kw) -> str:
-        """A parameter of the model as a leaf: `name` is its state-dict key; `rows` takes a slice
-        of its first axis (one head's rows of W_Q, in nn.Linear's (out, in) form)."""
+    def weight(self, id: str, kind: str, name: str, features: tuple[int, int] | None = None, **kw) -> str:
+        """A parameter of the model as a leaf: `name` is its state-dict key; `features` (start, stop)
+        takes a slice of its first axis (one head's rows of W_Q, in nn.Linear's (out, in) form)."""
         tensor = self.model.get_parameter(name)
         params = {"name": name}
-        if rows is not None:
-            tensor = tensor[rows[0]:rows[1]]
-            params["rows"] = list(rows)
+        if features is not None:
+            tensor = tensor[features[0]:features[1]]
+            params["rows"] = list(features)
         kw.setdefault("rows", None)
         kw.setdefault("head", self.where.get("head"))
         return self.add(id, "weight", kind, tensor, params=params, **kw)
@@ -206,7 +206,8 @@ def ffn_steps(s: Steps, prefix: str, module: str, x: str) -> str:
     """up (and gate), the activation, (their product,) down. Returns the output's id."""
     trace, ffn = s.trace, s.model.get_submodule(module)
     act = activation_op(ffn.act)
-    up = linear_step(s, f"{prefix}.up", "ffn_up", x, f"{module}.up", rec(trace, f"{module}.up"), weight_kind="weight_up")
+    up = linear_step(s, f"{prefix}.up", "ffn_up", x, f"{module}.up", rec(trace, f"{module}.up"),
+                     weight_kind="weight_up")
     if ffn.gate is not None:  # SwiGLU: down(silu(gate(x)) * up(x))
         gate = linear_step(s, f"{prefix}.gate", "ffn_gate", x, f"{module}.gate", rec(trace, f"{module}.gate"),
                            weight_kind="weight_gate")
@@ -252,8 +253,8 @@ def block_steps(s: Steps, prefix: str, module: str, x: str, mask: str | None, po
 # Input and output
 
 
-def embedding_steps(s: Steps, prefix: str, ids: list[int], table: str, call: int, position_call: int = 0,
-                    segments: list[int] | None = None) -> str:
+def embedding_steps(s: Steps, prefix: str, ids: list[int], table: str, call: int, vocab: list[str],
+                    position_call: int = 0, segments: list[int] | None = None) -> str:
     """ids -> rows of the embedding table (scaled by √C where the model does), plus the position
     table's rows or the sinusoid where the model adds one, plus the segment embedding. Returns the sum's id.
 
@@ -265,7 +266,8 @@ def embedding_steps(s: Steps, prefix: str, ids: list[int], table: str, call: int
     ids_id = s.add(f"{prefix}ids", "ids", "tokens", torch.tensor(ids), cols=s.where["rows"], rows=None,
                    table=[s.where["rows"], [str(i) for i in ids]])
     emb = model.get_submodule(table)
-    table_id = s.weight(f"{prefix}embed.table", "embedding_table", f"{table}.weight")
+    table_id = s.weight(f"{prefix}embed.table", "embedding_table", f"{table}.weight",
+                        rows=vocab if len(vocab) == emb.num_embeddings else None)
     rows = emb.weight[torch.tensor(ids)]  # (T, C): what nn.Embedding looks up
     x = s.add(f"{prefix}embed.tokens", "embedding", "embedding", rows, [table_id, ids_id])
     if emb.scale != 1.0:
@@ -291,8 +293,13 @@ def embedding_steps(s: Steps, prefix: str, ids: list[int], table: str, call: int
                            [seg_table, seg_ids]))
     if len(parts) == 1:
         return x
+    terms = {"embedding": "X", "embedding_scaled": "X·√d_model", "positions_learned": "P[pos]",
+             "positions_sinusoidal": "PE", "segments": "S[segment]"}
+    steps = {step.id: step for step in s.list[-8:]}
+    fill = {"terms": " + ".join(terms[steps[part].kind] for part in parts)}
     first_block = "blocks.0" if prefix == "" else ("encoder.0" if prefix == "enc." else "decoder.0")
-    return s.add(f"{prefix}embed.sum", "add", "embedding_sum", rec(trace, f"{first_block}.attn_res.in"), parts)
+    return s.add(f"{prefix}embed.sum", "add", "embedding_sum", rec(trace, f"{first_block}.attn_res.in"), parts,
+                 fill=fill)
 
 
 def causal_mask_step(s: Steps, id: str, t: int) -> str:

@@ -19,6 +19,7 @@ from rich.text import Text
 from ..display import plain
 from .narration import SECTIONS, check_lang, label, narrate
 from .steps import Step
+from .walkthrough import statistics
 
 
 def user_text(value, style: str = "") -> Text:
@@ -44,31 +45,48 @@ def format_value(value: float) -> str:
 
 
 def matrix_table(step: Step, lang: str, max_rows: int, max_cols: int) -> tuple[Table, str | None]:
-    """The matrix (or its top-left corner) as a rich Table, and a statistics line when cut."""
-    m = step.matrix
+    """The values (or their top-left corner) as a rich Table, and a statistics line when cut."""
+    m = step.values
+    if m.ndim == 1:
+        m = m[None, :]
     rows, cols = m.shape
     shown = m[:max_rows, :max_cols]
-    finite = m[np.isfinite(m)]
+    probability, mask = step.display == "probabilities", step.display == "mask"
+    numbers = m.astype(np.float64)
+    finite = numbers[np.isfinite(numbers)]
     scale = float(np.abs(finite).max()) if finite.size else 1.0
     table = Table(show_header=True, header_style="dim", box=None, pad_edge=False, padding=(0, 1))
     table.add_column("")
-    col_labels = step.cols if step.cols is not None else [str(j) for j in range(cols)]
+    col_labels = step.cols if step.cols is not None and len(step.cols) == cols else [str(j) for j in range(cols)]
     for j in range(shown.shape[1]):
         table.add_column(user_text(str(col_labels[j])[:8]), justify="right")
     if cols > max_cols:
         table.add_column("…")
-    row_labels = step.rows if step.rows is not None else [str(i) for i in range(rows)]
+    row_labels = step.rows if step.rows is not None and len(step.rows) == rows else [str(i) for i in range(rows)]
     for i in range(shown.shape[0]):
-        cells = [Text(format_value(v), style=cell_style(v, 1.0 if step.heatmap else scale, step.heatmap))
-                 for v in shown[i]]
+        if mask:
+            cells = [Text("1" if v else "0", style="black on rgb(255,255,255)" if v else "grey50") for v in shown[i]]
+        elif m.dtype.kind in "iu":
+            cells = [Text(str(int(v))) for v in shown[i]]
+        else:
+            cells = [Text(format_value(v), style=cell_style(v, 1.0 if probability else scale, probability))
+                     for v in shown[i]]
         table.add_row(user_text(str(row_labels[i])[:12]), *cells, *(["…"] if cols > max_cols else []))
     if rows > max_rows:
         table.add_row("…", *["" for _ in range(shown.shape[1])], *([""] if cols > max_cols else []))
     stats = None
-    if rows > max_rows or cols > max_cols:
-        stats = label("corner", lang) + "; " + label("stats", lang, mean=float(finite.mean()), std=float(finite.std()),
-                                                     min=float(finite.min()), max=float(finite.max()))
+    if (rows > max_rows or cols > max_cols) and m.dtype.kind == "f":
+        st = statistics(m)
+        stats = label("corner", lang) + "; " + label("stats", lang, mean=st["mean"], std=st["std"], min=st["min"],
+                                                     max=st["max"])
     return table, stats
+
+
+def shown_steps(walkthrough) -> list[Step]:
+    """The steps the terminal prints: all of them for a model small enough to read its weights
+    (the articles' example), otherwise all but the weights (the --json data has them)."""
+    small = walkthrough.config.get("d_model", walkthrough.config.get("n_embd", 0)) <= 16
+    return [s for s in walkthrough.steps if small or s.op != "weight"]
 
 
 def print_walkthrough(walkthrough, lang: str = "en", console: Console | None = None, max_rows: int = 12,
@@ -78,19 +96,24 @@ def print_walkthrough(walkthrough, lang: str = "en", console: Console | None = N
     console.rule(f"[bold]{label('walkthrough', lang)}")
     console.print(Text.assemble(user_text(walkthrough.source, "bold"), " → ",
                                 user_text(walkthrough.output, "bold green")))
+    steps = shown_steps(walkthrough)
+    if len(steps) < len(walkthrough.steps):
+        console.print(Text(label("weights_hidden", lang), style="dim"))
+    seq2seq = walkthrough.model_kind == "seq2seq"
     section = None
-    for number, step in enumerate(walkthrough.steps, 1):
+    for number, step in enumerate(steps, 1):
         if step.section != section:
             section = step.section
             console.rule(SECTIONS[section][lang])
-        title, explanation, formula = narrate(step.kind, lang, step.layer, step.head)
+        title, explanation, formula = narrate(step, lang, seq2seq)
         heading = Text(f"{number}. {title}", style="bold")
         if formula:
             heading.append(f"   {formula}", style="cyan")
-        if step.matrix is not None:
-            heading.append(f"   {label('shape', lang)} {' × '.join(map(str, step.matrix.shape))}", style="dim")
+        if step.values is not None:
+            heading.append(f"   {label('shape', lang)} {' × '.join(map(str, step.values.shape))}", style="dim")
         console.print(heading)
         console.print(Text(explanation, style="italic"))
+        console.print(Text(f"{step.id} = {step.op}({', '.join(step.inputs)})", style="dim"))
         if step.table is not None:
             table = Table(show_header=step.header is not None, box=None, padding=(0, 1))
             width = max(len(r) for r in step.table)
@@ -99,13 +122,12 @@ def print_walkthrough(walkthrough, lang: str = "en", console: Console | None = N
             for row in step.table:
                 table.add_row(*(user_text(cell) for cell in row))
             console.print(table)
-        elif step.matrix is not None:
+        elif step.values is not None:
             table, stats = matrix_table(step, lang, max_rows, max_cols)
             console.print(table)
             if stats:
                 console.print(Text(stats, style="dim"))
-        if "predicted" in step.extra:
+        if step.op == "argmax":
             console.print(Text.assemble(Text(f"{label('predicted', lang)}: ", "bold green"),
-                                        user_text(step.extra["predicted"], "bold green"),
-                                        f" (p = {step.extra['p']:.3f})"))
+                                        user_text(step.cols[0], "bold green"), f" (p = {step.table[0][1]})"))
         console.print()

@@ -113,12 +113,13 @@ def seq2seq_walkthrough(model: Seq2Seq, src_tok, tgt_tok, text: str, corpus: lis
         s.add("corpus", "table", "corpus", None, table=[[line] for line in corpus], header=["text"])
         s.add("vocab", "table", "vocab", None, table=[[w, str(i)] for i, w in enumerate(vocab)], header=["word", "id"])
     s.where.update(section="encoder", rows=src_labels)
-    x = embedding_steps(s, "enc.", src_ids, "src_emb", 0)
+    src_vocab = [DISPLAY.get(src_tok.token(i), src_tok.token(i)) for i in range(src_tok.vocab_size)]
+    x = embedding_steps(s, "enc.", src_ids, "src_emb", 0, src_vocab)
     memory = stack_steps(s, "enc.", "encoder", c.n_encoder_layers, x, None, list(range(len(src_ids))) if rope else None,
                          "encoder_norm")
     s.where.update(section="decoder", rows=tgt_labels, layer=None)
     x = embedding_steps(s, "dec.", tgt_ids, "src_emb" if c.shared_vocab else "tgt_emb", 1 if c.shared_vocab else 0,
-                        position_call=1)
+                        vocab, position_call=1)
     mask = causal_mask_step(s, "dec.mask", len(tgt_ids))
     x = stack_steps(s, "dec.", "decoder", c.n_decoder_layers, x, mask, list(range(len(tgt_ids))) if rope else None,
                     "decoder_norm", memory, src_labels)
@@ -149,7 +150,7 @@ def gpt_walkthrough(model: GPT, tok, text: str) -> Walkthrough:
     vocab = [tok.token(i) for i in range(tok.vocab_size)]
     s = Steps(trace)
     s.where.update(section="input", rows=labels)
-    x = embedding_steps(s, "", ids, "tok_emb", 0, segments=segments)
+    x = embedding_steps(s, "", ids, "tok_emb", 0, vocab, segments=segments)
     s.where.update(section="decoder")
     mask = causal_mask_step(s, "dec.mask", len(ids))
     x = stack_steps(s, "dec.", "blocks", c.n_layer, x, mask, list(range(len(ids))) if c.position == "rope" else None,
@@ -192,13 +193,16 @@ def json_values(a: np.ndarray):
     float32 text; −∞ as null (a masked score), NaN and +∞ as the strings "NaN" and "Infinity"."""
     if a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer):
         return a.tolist()
-    flat = []
-    for x in a.astype(np.float32).ravel():
-        if np.isfinite(x):
-            flat.append(float(str(x)))  # str of a float32: the shortest text that reads back as it
-        else:
-            flat.append(None if x == -np.inf else "Infinity" if x == np.inf else "NaN")
-    return np.array(flat, dtype=object).reshape(a.shape).tolist() if a.ndim else flat[0]
+    a = a.astype(np.float32)
+    # numpy prints a float32 as the shortest text that reads back as it; read as float64, that
+    # text is what json writes (no float64 noise digits such as 0.10000000149011612).
+    values = a.astype(str).astype(np.float64)
+    finite = np.isfinite(a)
+    if finite.all():
+        return values.tolist()
+    out = values.astype(object)
+    out[~finite] = [None if x == -np.inf else "Infinity" if x == np.inf else "NaN" for x in a[~finite]]
+    return out.tolist()
 
 
 def statistics(a: np.ndarray) -> dict:
