@@ -190,12 +190,12 @@ NARRATION: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "zh": ("W_down（第二层线性变换）", "把每个位置变回 d_model 维的可学习矩阵。"),
     }),
     "ffn_up": ("up = X W_upᵀ{b}", {
-        "en": ("Feed-forward: up", "Each position on its own is widened to d_ff numbers."),
-        "zh": ("前馈网络：up", "每个位置独立地扩展到 d_ff 维。"),
+        "en": ("up (first linear layer)", "Each position on its own is widened to d_ff numbers."),
+        "zh": ("up（第一层线性变换）", "每个位置独立地扩展到 d_ff 维。"),
     }),
     "ffn_gate": ("gate = X W_gateᵀ{b}", {
-        "en": ("Feed-forward: gate", "A second projection of the same input, to d_ff numbers."),
-        "zh": ("前馈网络：gate", "同一个输入的第二个投影，也是 d_ff 维。"),
+        "en": ("gate", "A second projection of the same input, to d_ff numbers."),
+        "zh": ("门 gate", "同一个输入的第二个投影，也是 d_ff 维。"),
     }),
     "act_relu": ("ReLU(x) = max(0, x)", {
         "en": ("Activation: ReLU", "The non-linearity: negative values become 0."),
@@ -214,16 +214,16 @@ NARRATION: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "zh": ("激活函数：gate 的 SiLU", "SwiGLU 的非线性作用在 gate 上，而不是 up 上。"),
     }),
     "ffn_gated": ("silu(gate) ⊙ up", {
-        "en": ("Feed-forward: gated hidden", "The activated gate multiplies up element by element: SwiGLU's hidden layer."),
-        "zh": ("前馈网络：门控隐藏层", "激活后的 gate 与 up 逐元素相乘：SwiGLU 的隐藏层。"),
+        "en": ("Gated hidden", "The activated gate multiplies up element by element: SwiGLU's hidden layer."),
+        "zh": ("门控隐藏层", "激活后的 gate 与 up 逐元素相乘：SwiGLU 的隐藏层。"),
     }),
     "ffn_down": ("act(up) W_downᵀ{b}", {
-        "en": ("Feed-forward output", "The second linear layer brings each position back to d_model numbers."),
-        "zh": ("前馈网络输出", "第二层线性变换把每个位置变回 d_model 维。"),
+        "en": ("Output (second linear layer)", "The second linear layer brings each position back to d_model numbers."),
+        "zh": ("输出（第二层线性变换）", "第二层线性变换把每个位置变回 d_model 维。"),
     }),
     "ffn_down_gated": ("(silu(gate) ⊙ up) W_downᵀ{b}", {
-        "en": ("Feed-forward output", "The down projection brings each position back to d_model numbers."),
-        "zh": ("前馈网络输出", "down 投影把每个位置变回 d_model 维。"),
+        "en": ("Output (down)", "The down projection brings each position back to d_model numbers."),
+        "zh": ("输出（down）", "down 投影把每个位置变回 d_model 维。"),
     }),
     "residual_pre": ("x + Sublayer(Norm(x))", {
         "en": ("Residual sum (pre-norm)", "The sublayer read the normalised x; its output is added to x itself, which flows on un-normalised."),

@@ -53,9 +53,21 @@ class Walkthrough:
         raise KeyError(f"no step {id!r} in this walkthrough")
 
 
-def token_labels(tok, ids: list[int]) -> list[str]:
-    """The tokens of `ids` as the walkthrough shows them (special tokens by the articles' names)."""
-    return [DISPLAY.get(tok.token(i), tok.token(i)) for i in ids]
+WHITESPACE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
+
+
+def token_label(tok, i: int) -> str:
+    """Token i as the walkthrough labels it: special tokens by the articles' names, and a token
+    of whitespace made visible (" " -> "␣", a newline -> "↵"); other tokens as they are."""
+    text = tok.token(i)
+    if text in DISPLAY:
+        return DISPLAY[text]
+    return text.translate(WHITESPACE) if text and not text.strip() else text
+
+
+def token_labels(tok, ids) -> list[str]:
+    """The tokens of `ids` as the walkthrough shows them (`token_label`)."""
+    return [token_label(tok, i) for i in ids]
 
 
 def train_walkthrough_model(heads: int = 1, seed: int = 0, steps: int = 150) -> tuple[Seq2Seq, WordTokenizer]:
@@ -104,7 +116,7 @@ def seq2seq_walkthrough(model: Seq2Seq, src_tok, tgt_tok, text: str, corpus: lis
     with torch.no_grad(), Trace(model) as trace:
         model(src, torch.tensor([tgt_ids]))
     src_labels, tgt_labels = token_labels(src_tok, src_ids), token_labels(tgt_tok, tgt_ids)
-    vocab = [DISPLAY.get(tgt_tok.token(i), tgt_tok.token(i)) for i in range(tgt_tok.vocab_size)]
+    vocab = token_labels(tgt_tok, range(tgt_tok.vocab_size))
     c = model.config
     rope = c.position == "rope"
     s = Steps(trace)
@@ -113,7 +125,7 @@ def seq2seq_walkthrough(model: Seq2Seq, src_tok, tgt_tok, text: str, corpus: lis
         s.add("corpus", "table", "corpus", None, table=[[line] for line in corpus], header=["text"])
         s.add("vocab", "table", "vocab", None, table=[[w, str(i)] for i, w in enumerate(vocab)], header=["word", "id"])
     s.where.update(section="encoder", rows=src_labels)
-    src_vocab = [DISPLAY.get(src_tok.token(i), src_tok.token(i)) for i in range(src_tok.vocab_size)]
+    src_vocab = token_labels(src_tok, range(src_tok.vocab_size))
     x = embedding_steps(s, "enc.", src_ids, "src_emb", 0, src_vocab)
     memory = stack_steps(s, "enc.", "encoder", c.n_encoder_layers, x, None, list(range(len(src_ids))) if rope else None,
                          "encoder_norm")
@@ -129,7 +141,7 @@ def seq2seq_walkthrough(model: Seq2Seq, src_tok, tgt_tok, text: str, corpus: lis
     probs = torch.softmax(trace["lm_head"][0].double(), dim=-1)  # (T, V): position t predicts token t + 1
     rows = []
     for t, next_id in enumerate(decoded + [c.eos_id]):
-        word = DISPLAY.get(tgt_tok.token(next_id), tgt_tok.token(next_id))
+        word = token_label(tgt_tok, next_id)
         rows.append([str(t + 1), " ".join(tgt_labels[: t + 1]), word, f"{probs[t, next_id]:.3f}"])
     s.add("decode", "table", "decode", None, rows=None, cols=None, table=rows,
           header=["step", "decoder input", "next", "p"])
@@ -147,7 +159,7 @@ def gpt_walkthrough(model: GPT, tok, text: str) -> Walkthrough:
     with torch.no_grad(), Trace(model) as trace:
         model(torch.tensor([ids]), segment_ids=torch.tensor([segments]) if segments else None)
     labels = token_labels(tok, ids)
-    vocab = [tok.token(i) for i in range(tok.vocab_size)]
+    vocab = token_labels(tok, range(tok.vocab_size))
     s = Steps(trace)
     s.where.update(section="input", rows=labels)
     x = embedding_steps(s, "", ids, "tok_emb", 0, vocab, segments=segments)
