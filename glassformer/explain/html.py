@@ -34,7 +34,7 @@ PAGE_WORDS = {
         "learned": "learned, added", "rope": "RoPE (θ = {theta}), rotates Q and K", "step": "step",
         "truncated": "{count} values: shown is the top-left {corner}; the page keeps at most {max} values a step",
         "stats": "mean {mean}, std {std}, min {min}, max {max}", "transposed": "shown transposed",
-        "layer_of": "{name}: layer {i} of {n}", "now": "On screen", "inputs": "computed from",
+        "layer_of": "{name} {i} of {n}", "now": "On screen", "inputs": "computed from",
         "final": "Final norm", "rows_of": "rows of", "more_cols": "and {n} more columns",
         "masked": "−∞ (masked)", "keep": "kept", "dropped": "masked",
     },
@@ -45,7 +45,7 @@ PAGE_WORDS = {
         "rope": "RoPE（θ = {theta}），旋转 Q 和 K", "step": "步骤",
         "truncated": "共 {count} 个数：这里只显示左上角 {corner}；页面每步最多保存 {max} 个数",
         "stats": "均值 {mean}，标准差 {std}，最小 {min}，最大 {max}", "transposed": "转置显示",
-        "layer_of": "{name}：第 {i} 层，共 {n} 层", "now": "当前步骤", "inputs": "由这些步骤算出",
+        "layer_of": "{name} {i} / {n}", "now": "当前步骤", "inputs": "由这些步骤算出",
         "final": "最终归一化", "rows_of": "取行", "more_cols": "另有 {n} 列",
         "masked": "−∞（被掩码）", "keep": "保留", "dropped": "掩码",
     },
@@ -93,6 +93,12 @@ def render_html(walkthrough: Walkthrough, lang: str = "en", max_values: int = PA
     Returns:
         One HTML document with its CSS, script and data inline.
     """
+    check_lang(lang)
+    return page(walkthrough_data(walkthrough, max_values), lang)
+
+
+def page(data: dict, lang: str = "en") -> str:
+    """The page for walkthrough data already made (`walkthrough_data`, or a file of `explain --json`)."""
     import jinja2
 
     check_lang(lang)
@@ -100,8 +106,8 @@ def render_html(walkthrough: Walkthrough, lang: str = "en", max_values: int = PA
                              autoescape=True, undefined=jinja2.StrictUndefined)
     css, js = (asset(name) for name in ASSETS)
     return env.get_template("walkthrough.html.j2").render(
-        lang=lang, title=LABELS["walkthrough"][lang], css=css, js=js,
-        data=script_json(walkthrough_data(walkthrough, max_values)), words=script_json(page_words()))
+        lang=lang, title=LABELS["walkthrough"][lang], css=css, js=js, data=script_json(data),
+        words=script_json(page_words()))
 
 
 def write_html(walkthrough: Walkthrough, path, lang: str = "en", max_values: int = PAGE_MAX_VALUES) -> Path:

@@ -97,7 +97,7 @@
     let values = step.truncated ? step.corner : step.values;
     let rows = step.rows, cols = step.cols, full2 = shape.slice(-2);
     if (shape.length === 0) { values = [[values]]; full2 = [1, 1]; }
-    else if (shape.length === 1) { values = [values]; full2 = [1, shape[0]]; rows = null; cols = step.cols; }
+    else if (shape.length === 1) { values = [values]; full2 = [1, shape[0]]; rows = [""]; cols = step.cols; }
     else if (shape.length > 2) { while (Array.isArray(values[0][0])) values = values[0]; }
     let v = {
       n: values.length, m: values.length ? values[0].length : 0, get: (r, c) => values[r][c],
@@ -113,7 +113,7 @@
     return v;
   }
 
-  const label = (labels, i) => (labels ? visible(labels[i]) : String(i));
+  const label = (labels, i) => (!labels ? String(i) : labels[i] === "" ? "" : visible(labels[i]));
   function visible(text) {
     text = String(text);
     return text.trim() === "" ? text.replace(/ /g, "␣").replace(/\n/g, "↵").replace(/\t/g, "⇥") || "∅" : text;
@@ -137,10 +137,10 @@
     const v = view(step, options.transposed);
     const p = palette(step);
     const more = v.n < v.shape[0] || v.m < v.shape[1];
-    const small = p.plain ? v.m <= 64 && v.n <= 32 : options.operand ? v.m <= 10 && v.n <= 16 : v.m <= 12 && v.n <= 24;
+    const small = options.operand ? v.m <= 8 && v.n <= 24 : v.m <= 12 && v.n <= 24;
+    if (p.plain) return numbers({ ...v, n: Math.min(v.n, 32), m: Math.min(v.m, 64) }, p, true); // ids: the first 64
     if (small) return numbers(v, p, more);
-    if (v.m <= 40 && v.n <= 40) return squares(v, p, more);
-    return options.operand ? canvas(v, p, 160, 160) : canvas(v, p, 560, 360);
+    return options.operand ? canvas(v, p, 180, 180, false) : canvas(v, p, 560, 420, true);
   }
 
   function numbers(v, p, more) {
@@ -173,35 +173,14 @@
     return table;
   }
 
-  function squares(v, p, more) {
-    const table = el("table", "matrix squares");
-    const head = table.createTHead().insertRow();
-    head.appendChild(el("th"));
-    for (let c = 0; c < v.m; c++) head.appendChild(el("th", v.colLabels ? "col" : "col idx", label(v.colLabels, c)));
-    const body = table.createTBody();
-    for (let r = 0; r < v.n; r++) {
-      const row = body.insertRow();
-      row.appendChild(el("th", v.rowLabels ? "" : "idx", label(v.rowLabels, r)));
-      for (let c = 0; c < v.m; c++) {
-        const x = v.get(r, c);
-        const td = el("td", x === null || (p.mask && !x) ? "ninf" : "");
-        const rgb = colour(p, x);
-        if (rgb) td.style.background = css(rgb);
-        if (p.plain) td.textContent = number(x, 0);
-        td.title = cellText(v, r, c, p);
-        row.appendChild(td);
-      }
-      if (more && v.m < v.shape[1]) row.appendChild(el("td", "more", "…"));
-    }
-    return table;
-  }
-
-  function canvas(v, p, maxWidth, maxHeight) {
+  // A heatmap, one pixel a value scaled up; hovering shows a value. Token labels beside it where they fit.
+  function canvas(v, p, maxWidth, maxHeight, labelled) {
     // Square cells as large as fit, but at least 3 pixels along an axis with room for them.
     const wide = Math.max(1, Math.min(12, Math.floor(maxWidth / v.m)));
     const tall = v.n === 1 ? 12 : Math.max(1, Math.min(12, Math.floor(maxHeight / v.n)));
     const side = Math.min(wide, tall);
-    const cw = Math.max(side, Math.min(3, wide)), ch = Math.max(side, Math.min(3, tall));
+    const cw = v.n === 1 ? wide : Math.max(side, Math.min(3, wide));
+    const ch = v.n === 1 ? 12 : Math.max(side, Math.min(3, tall));
     const node = el("canvas", "heat");
     node.width = v.m;
     node.height = v.n;
@@ -223,7 +202,25 @@
       showTip(event, cellText(v, r, c, p));
     });
     node.addEventListener("mouseleave", hideTip);
-    return node;
+    if (!labelled || !(v.rowLabels || v.colLabels) || Math.min(cw, ch) < 9) return node;
+    const grid = el("div", "labelled");
+    const font = Math.min(11, Math.min(cw, ch) - 1) + "px";
+    const cols = el("div", "cols");
+    for (let c = 0; v.colLabels && c < v.m; c++) {
+      const span = el("span", "", label(v.colLabels, c));
+      span.style.width = cw + "px";
+      span.style.fontSize = font;
+      cols.appendChild(span);
+    }
+    const rows = el("div", "rows");
+    for (let r = 0; v.rowLabels && r < v.n; r++) {
+      const span = el("span", "", label(v.rowLabels, r));
+      span.style.height = span.style.lineHeight = ch + "px";
+      span.style.fontSize = font;
+      rows.appendChild(span);
+    }
+    grid.append(el("span"), cols, rows, node);
+    return grid;
   }
 
   function textTable(step) {
@@ -254,6 +251,9 @@
   }
   const shapeText = (s) => (s.shape && s.shape.length ? s.shape.join(" × ") : "");
 
+  const FUNCTIONS = { layer_norm: "LayerNorm", rms_norm: "RMSNorm", rope: "RoPE", relu: "ReLU", gelu: "GELU",
+    gelu_tanh: "GELU", silu: "SiLU" };
+
   // The operator between operands, or [before, between, after] around them.
   function operator(step) {
     const f = step.params && step.params.factor;
@@ -266,7 +266,7 @@
       case "transpose": return ["", "", "ᵀ"];
       case "slice": return ["", "", `[${step.params.start}:${step.params.stop}]`];
       case "embedding": return ["", "[", "]"];
-      default: return [`${step.op}(`, ",", ")"];
+      default: return [`${FUNCTIONS[step.op] || step.op}(`, ",", ")"];
     }
   }
 
@@ -358,20 +358,22 @@
     return s.id.replace(/^(enc|dec)\./, "") === "ids" ? `${part}-tokens` : `${part}-embed`;
   }
 
+  // A two-line box label on one line: "Masked self-\nattention" -> "Masked self-attention", "掩码\n自注意力" -> "掩码自注意力".
+  const oneLine = (text, l) => text.replace(/-\n/g, "-").replace(/\n/g, l === "zh" ? "" : " ");
   const ACT = { relu: "ReLU", gelu: "GELU", gelu_tanh: "GELU", swiglu: "SwiGLU", silu: "SiLU" };
   const NORM = { layernorm: "LayerNorm", rmsnorm: "RMSNorm" };
   function columnBoxes(part) {
     const stack = [[`${part}-tokens`, (l) => word(seq2seq ? (part === "enc" ? "box_src_tokens" : "box_tgt_tokens") : "box_tokens", {}, l)]];
-    stack.push([`${part}-embed`, (l) => (addsPositions ? word("box_embed", {}, l) : word("box_embed", {}, l).split("\n")[0])]);
+    stack.push([`${part}-embed`, (l) => (addsPositions ? oneLine(word("box_embed", {}, l), l) : word("box_embed", {}, l).split("\n")[0])]);
     const layer = [];
     const subs = part === "dec" && seq2seq ? ["self", "cross", "ffn"] : ["self", "ffn"];
     for (const sub of subs) {
       const name = sub === "self" && part === "dec" ? "box_masked_self" : "box_" + sub;
       const extra = sub === "ffn" ? ACT[config.activation] || config.activation : sub !== "cross" && !addsPositions ? "RoPE" : "";
-      const main = [`${part}-${sub}`, (l) => word(name, {}, l).replace("\n", " ").replace("- ", "-") + (extra ? ` (${extra})` : "")];
+      const main = [`${part}-${sub}`, (l) => oneLine(word(name, {}, l), l) + (extra ? ` (${extra})` : "")];
       const norm = NORM[config.norm] || config.norm;
       if (pre) layer.push([`${part}-norm-${sub}`, () => norm], main, [`${part}-add-${sub}`, (l) => word("box_add", {}, l)]);
-      else layer.push(main, [`${part}-addnorm-${sub}`, (l) => word("box_addnorm", {}, l).replace("\n", " ")]);
+      else layer.push(main, [`${part}-addnorm-${sub}`, (l) => oneLine(word("box_addnorm", {}, l), l)]);
     }
     const after = [];
     if (hasFinal(part)) after.push([`${part}-final`, (l) => word("final", {}, l) + ` (${NORM[config.norm] || config.norm})`]);
