@@ -120,7 +120,7 @@ def unembed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.lm_head(model.final(x))
 
 
-def logit_lens(model: nn.Module, ids) -> torch.Tensor:
+def logit_lens(model: nn.Module, ids, positions: Sequence[int] | None = None) -> torch.Tensor:
     """The logit lens: logits read from the residual stream after the embedding and after each block.
 
     Each stream goes through the model's final norm (pre-LN models have one; post-LN models'
@@ -130,17 +130,24 @@ def logit_lens(model: nn.Module, ids) -> torch.Tensor:
     Args:
         model: a glassformer GPT.
         ids: one sequence of token ids, (T,) or (1, T).
+        positions: the positions to read (default all): GPT-2's lens of 512 tokens is 1.3 GB of logits,
+            of its last position 2.6 MB.
 
     Returns:
-        (n_layer + 1, T, V) logits: entry 0 from the embedding, entry i from block i's output.
+        (n_layer + 1, T, V) logits (T = len(positions) where given): entry 0 from the embedding,
+        entry i from block i's output.
     """
     ids = as_ids(model, ids)
+    T = ids.size(1)
+    at = list(range(T)) if positions is None else [p + T if p < 0 else p for p in positions]
+    if not all(0 <= p < T for p in at):
+        raise ValueError(f"positions {list(positions)} are outside the sequence of {T} tokens")
     names = residual_names(model)
     with inference(model):
         _, streams = record(model, ids, names)
-        lens = torch.empty(len(names), ids.size(1), model.config.vocab_size, device=ids.device)
+        lens = torch.empty(len(names), len(at), model.config.vocab_size, device=ids.device)
         for i, name in enumerate(names):
-            lens[i] = unembed(model, streams[name][0])  # (T, C) -> (T, V)
+            lens[i] = unembed(model, streams[name][0, at])  # (T, C) -> (T, V)
     return lens
 
 
@@ -165,12 +172,12 @@ class Attribution:
         """The sum of every contribution and remaining term: the logit, up to float rounding."""
         return float(self.heads.sum() + self.ffn.sum()) + sum(self.remaining.values())
 
-    def top(self, k: int = 5) -> list[tuple[str, float]]:
-        """The k components (heads "L0H1", feed-forwards "L0 ffn") of largest |contribution|."""
-        items = [(f"L{i}H{h}", float(v)) for (i, h), v in zip(
-            [(i, h) for i in range(self.heads.size(0)) for h in range(self.heads.size(1))], self.heads.flatten())]
-        items += [(f"L{i} ffn", float(v)) for i, v in enumerate(self.ffn)]
-        return sorted(items, key=lambda item: -abs(item[1]))[:k]
+    def top(self, k: int = 5) -> list[tuple[int, int | None, float]]:
+        """The k components of largest |contribution|, as (layer, head or None for the feed-forward, value)."""
+        n_layer, n_head = self.heads.shape
+        items = [(i, h, float(self.heads[i, h])) for i in range(n_layer) for h in range(n_head)]
+        items += [(i, None, float(self.ffn[i])) for i in range(n_layer)]
+        return sorted(items, key=lambda item: -abs(item[2]))[:k]
 
     def to_dict(self) -> dict:
         return {"target": self.target, "position": self.position, "logit": self.logit,
@@ -183,7 +190,7 @@ class Attribution:
                  f"sum={self.total():.4f}; final-norm {scale}={self.scale:.4f} frozen)"]
         for i in range(self.heads.size(0)):
             heads = " ".join(f"{v:+.3f}" for v in self.heads[i].tolist())
-            lines.append(f"  layer {i}: heads {heads} | ffn {float(self.ffn[i]):+.3f}")
+            lines.append(f"  block {i + 1}: heads {heads} | ffn {float(self.ffn[i]):+.3f}")
         lines += [f"  {name}: {value:+.3f}" for name, value in self.remaining.items()]
         return "\n".join(lines)
 
@@ -377,22 +384,25 @@ def patch_hooks(sites: Sequence[Site], clean: torch.Tensor) -> tuple[dict, dict]
 
 
 def patched_runs(model: nn.Module, corrupt_ids: torch.Tensor, sites: Sequence[Site], clean: dict,
-                 batch_size: int = 8) -> Iterator[torch.Tensor]:
-    """The corrupt run's logits (T, V) with each site in turn given the clean run's value, in order;
-    sites at one module run as rows of one batch, `batch_size` at a time."""
-    order: dict[str, list[Site]] = {}
+                 read: Callable[[torch.Tensor], object], batch_size: int = 8) -> list:
+    """read(logits (T, V)) of the corrupt run with each site in turn given the clean run's value,
+    in the order of `sites`. Sites at one module run as rows of one batch, `batch_size` at a time;
+    each row's logits are formed and read one row at a time (a row of GPT-2 on 512 tokens is 100 MB)."""
+    by_module: dict[str, list[Site]] = {}
     for site in sites:
-        order.setdefault(site_record(site), []).append(site)
-    results: dict[Site, torch.Tensor] = {}
-    for name, group in order.items():
+        by_module.setdefault(site_record(site), []).append(site)
+    segments = torch.zeros_like(corrupt_ids) if model.seg_emb is not None else None
+    results: dict[Site, object] = {}
+    for name, group in by_module.items():
         for start in range(0, len(group), batch_size):
             chunk = group[start:start + batch_size]
             forward_hooks, pre_hooks = patch_hooks(chunk, clean[name])
+            rows = corrupt_ids.expand(len(chunk), -1)  # (rows, T): one patched run per row
             with hooked(model, forward_hooks, pre_hooks):
-                logits = forward(model, corrupt_ids.expand(len(chunk), -1))  # (rows, T, V)
-            for site, row in zip(chunk, logits):
-                results[site] = row
-    return (results[site] for site in sites)
+                hidden = model.hidden(rows, segment_ids=None if segments is None else segments.expand_as(rows))
+            for site, h in zip(chunk, hidden):
+                results[site] = read(model.lm_head(h))  # GPT.forward's last step, one row: (T, C) -> (T, V)
+    return [results[site] for site in sites]
 
 
 def patched_logits(model: nn.Module, clean_ids, corrupt_ids, site: Site) -> torch.Tensor:
@@ -401,7 +411,7 @@ def patched_logits(model: nn.Module, clean_ids, corrupt_ids, site: Site) -> torc
     check_site(model, site, clean_ids.size(1))
     with inference(model):
         _, clean = record(model, clean_ids, [site_record(site)])
-        return next(patched_runs(model, corrupt_ids, [site], clean))
+        return patched_runs(model, corrupt_ids, [site], clean, read=torch.Tensor.clone)[0]
 
 
 def same_length(model: nn.Module, clean_ids, corrupt_ids) -> tuple[torch.Tensor, torch.Tensor]:
@@ -450,12 +460,12 @@ class Patching:
     def __repr__(self) -> str:
         lines = [f"Patching(metric={self.metric}, target={self.target}, foil={self.foil}, clean={self.clean:.4f}, "
                  f"corrupt={self.corrupt:.4f}; 1 = clean, 0 = corrupt)"]
-        lines.append("  residual stream (layer × position):")
+        lines.append("  residual stream (after the embedding or block × position):")
         for label, row in zip(self.layer_labels, self.resid.tolist()):
             lines.append(f"    {label:>8}: " + " ".join(f"{v:+.2f}" for v in row))
-        lines.append("  heads (layer × head, all positions):")
+        lines.append("  heads (block × head, all positions):")
         for i, row in enumerate(self.heads.tolist()):
-            lines.append(f"    layer {i}: " + " ".join(f"{v:+.2f}" for v in row))
+            lines.append(f"    {f'block {i + 1}':>8}: " + " ".join(f"{v:+.2f}" for v in row))
         return "\n".join(lines)
 
 
@@ -507,8 +517,8 @@ def patch(model: nn.Module, clean_ids, corrupt_ids, target: int | None = None,
             sites += [Site("head", layer, h) for layer in range(n_layer) for h in range(n_head)]
         if head_positions:
             sites += [Site("head", layer, h, p) for layer in range(n_layer) for h in range(n_head) for p in range(T)]
-        values = {site: (score(logits) - m_corrupt) / (m_clean - m_corrupt)
-                  for site, logits in zip(sites, patched_runs(model, corrupt_ids, sites, clean, batch_size))}
+        scores = patched_runs(model, corrupt_ids, sites, clean, score, batch_size)
+        values = {site: (value - m_corrupt) / (m_clean - m_corrupt) for site, value in zip(sites, scores)}
     resid = torch.full((n_layer + 1, T), float("nan"))
     head_grid = torch.full((n_layer, n_head), float("nan"))
     per_position = torch.full((n_layer, n_head, T), float("nan")) if head_positions else None

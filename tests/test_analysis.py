@@ -53,6 +53,7 @@ def test_lens_last_layer_is_the_logits(model):
     lens = logit_lens(model, ids[0])  # (T,) accepted as one sequence
     assert lens.shape == (model.config.n_layer + 1, 9, VOCAB)
     assert torch.equal(lens[-1], logits_of(model, ids))
+    torch.testing.assert_close(logit_lens(model, ids, positions=[2, -1]), lens[:, [2, 8]], rtol=0, atol=1e-6)
 
 
 def test_lens_layer_equals_a_truncated_copy(model):
@@ -99,6 +100,9 @@ def test_attributions_and_remaining_terms_sum_to_the_logit(model):
     expected |= {"o_proj_bias", "norm_shift"} if model.config.bias else set()
     assert set(result.remaining) == expected
     assert "frozen" in repr(result) and f"{result.logit:.4f}" in repr(result)
+    layer, head, value = result.top(1)[0]
+    assert abs(value) == pytest.approx(max(float(result.heads.abs().max()), float(result.ffn.abs().max())))
+    assert value == float(result.ffn[layer] if head is None else result.heads[layer, head])
 
 
 def test_a_heads_contribution_is_the_logit_change_with_the_frozen_scale(model):

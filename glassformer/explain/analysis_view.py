@@ -26,9 +26,11 @@ from .narration import check_lang
 from .terminal import user_text
 
 TEXT = {
-    "lens": {"en": "Logit lens: the top {top} next tokens read from the residual stream after each layer "
-                   "(through the final norm and the unembedding)",
-             "zh": "Logit lens：把每一层之后的残差流（经过最后的归一化和反嵌入）读成下一个词元的前 {top} 个预测"},
+    "lens": {"en": "Logit lens", "zh": "Logit lens（逐层读出）"},
+    "lens_about": {"en": "the top {top} next tokens (with probabilities) read from the residual stream after each "
+                         "layer, through the final norm and the unembedding; columns: position and its input token",
+                   "zh": "把每一层之后的残差流经过最后的归一化和反嵌入读出，下一个词元的前 {top} 个预测（及概率）；"
+                         "每列是一个位置和该位置输入的词元"},
     "embed": {"en": "embed", "zh": "嵌入"},
     "block": {"en": "block {n}", "zh": "第 {n} 层"},
     "position": {"en": "position", "zh": "位置"},
@@ -59,8 +61,9 @@ TEXT = {
     "ablated": {"en": "ablated", "zh": "消融后"},
     "change": {"en": "change", "zh": "变化"},
     "prediction": {"en": "top prediction", "zh": "首选预测"},
-    "patching": {"en": "Activation patching: the corrupt input run with one site taken from the clean run",
-                 "zh": "激活修补：运行被破坏的输入，把一个位置的激活换成干净输入的"},
+    "patching": {"en": "Activation patching", "zh": "激活修补"},
+    "patching_about": {"en": "the corrupt input is run with one site's activation taken from the clean input's run",
+                       "zh": "运行被破坏的输入，把一处的激活换成干净输入运行时的激活"},
     "metric": {"en": "{metric}: clean {clean:.4f}, corrupt {corrupt:.4f}; each cell is normalised, "
                      "1 = the clean run's value, 0 = the corrupt run's",
                "zh": "{metric}：干净 {clean:.4f}，被破坏 {corrupt:.4f}；"
@@ -161,7 +164,8 @@ def print_lens(lens: torch.Tensor, tokenizer, ids, top: int = 3, lang: str = "en
     probs = torch.softmax(lens.float(), dim=-1)
     best = probs.topk(min(top, probs.size(-1)), dim=-1)
     shown = list(range(max(0, len(ids) - max_positions), len(ids)))
-    console.rule(say("lens", lang, top=top))
+    console.rule(Text(say("lens", lang), style="bold"))
+    console.print(Text(say("lens_about", lang, top=top), style="italic"))
     if len(shown) < len(ids):
         console.print(Text(say("positions_cut", lang, shown=len(shown), total=len(ids)), style="dim"))
     table = Table(show_header=True, header_style="bold", box=None, padding=(0, 1))
@@ -205,11 +209,9 @@ def print_attribution(result: analysis.Attribution, tokenizer, lang: str = "en",
     for name, value in result.remaining.items():
         console.print(Text(f"  {say(name, lang)}: {value:+.4f}"))
     console.print(Text(say("top", lang), style="bold"))
-    for name, value in result.top(top):
-        layer, _, rest = name[1:].partition("H" if "H" in name else " ")
-        label = say("layer", lang, n=int(layer) + 1) + ", " + (say("ffn", lang) if rest == "ffn"
-                                                              else say("head", lang, n=int(rest) + 1))
-        console.print(Text(f"  {label}: {value:+.4f}"))
+    for layer, head, value in result.top(top):
+        part = say("ffn", lang) if head is None else say("head", lang, n=head + 1)
+        console.print(Text(f"  {say('layer', lang, n=layer + 1)}, {part}: {value:+.4f}"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +290,8 @@ def print_patching(result: analysis.Patching, tokenizer=None, lang: str = "en", 
     console = console or Console()
     if tokenizer is not None:
         result = with_tokens(result, tokenizer)
-    console.rule(say("patching", lang))
+    console.rule(Text(say("patching", lang), style="bold"))
+    console.print(Text(say("patching_about", lang), style="italic"))
     console.print(Text(metric_line(result, tokenizer, lang), style="italic"))
     T = result.resid.size(1)
     shown = list(range(max(0, T - max_positions), T))
