@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from glassformer import GPT, GPTConfig
+from glassformer.config import Seq2SeqConfig
 from glassformer.explain.html import PAGE_MAX_VALUES, asset, render_html, script_json, write_html
 from glassformer.explain.narration import LABELS
-from glassformer.explain.walkthrough import builtin_walkthrough, gpt_walkthrough, walkthrough_data
-from glassformer.tokenizers import CharTokenizer
+from glassformer.explain.walkthrough import builtin_walkthrough, gpt_walkthrough, seq2seq_walkthrough, walkthrough_data
+from glassformer.seq2seq import Seq2Seq
+from glassformer.tokenizers import CharTokenizer, WordTokenizer
 
 NASTY = '<script>alert(1)</script> & "x"'
 CHROMIUM = Path("/usr/bin/chromium")
@@ -28,6 +30,7 @@ class Page(HTMLParser):
         self.lang = None
         self.scripts: dict[str, str] = {}  # id (or "" for the inline program) -> its text
         self.steps: list[str] = []
+        self.step_boxes: dict[str, str] = {}  # step id -> the diagram box it sits in
         self.boxes: dict[str, str] = {}  # diagram box id -> its class
         self.links: list[str] = []
         self.current: list[str] = []  # contents links marked current
@@ -50,6 +53,7 @@ class Page(HTMLParser):
                 self.scripts.setdefault(self._script_id, "")
         if tag == "section" and "step" in cls:
             self.steps.append(a["id"])
+            self.step_boxes[a["id"]] = a.get("data-box")
             self._step = a["id"]
             self.figures[a["id"]] = 0
         if tag == "figure" and "operand" in cls and self._step:
@@ -91,6 +95,18 @@ def gpt():
     config = GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=16, norm="rmsnorm",
                        norm_position="pre", activation="swiglu", position="rope", bias=False)
     return gpt_walkthrough(GPT(config).eval(), tok, '<i>a&"b"</i> x')
+
+
+@pytest.fixture(scope="module")
+def seq2seq_pre():
+    """A random pre-LN Seq2Seq with final norms, RMSNorm, GELU, RoPE and a tied output: every other diagram branch."""
+    tok = WordTokenizer.train("the cat sat on the mat\na dog ran")
+    config = Seq2SeqConfig(src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size, shared_vocab=True,
+                           block_size=16, n_encoder_layers=2, n_decoder_layers=1, n_head=2, d_model=16, dropout=0.0,
+                           norm="rmsnorm", norm_position="pre", activation="gelu", position="rope",
+                           pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id)
+    torch.manual_seed(0)
+    return seq2seq_walkthrough(Seq2Seq(config).eval(), tok, tok, "the cat sat")
 
 
 def plain(data: dict) -> dict:
@@ -203,7 +219,7 @@ def test_console_check_sees_a_broken_script(tmp_path):
     assert any("no_such_function" in line for line in console_messages(result.stderr))
 
 
-@pytest.mark.parametrize("name, lang", [("builtin", "en"), ("gpt", "zh")])
+@pytest.mark.parametrize("name, lang", [("builtin", "en"), ("gpt", "zh"), ("seq2seq_pre", "en")])
 def test_browser_draws_every_step_without_console_errors(name, lang, request, tmp_path):
     walkthrough = request.getfixturevalue(name)
     dom = browse(tmp_path, render_html(walkthrough, lang))
@@ -222,6 +238,8 @@ def test_browser_draws_every_step_without_console_errors(name, lang, request, tm
     assert dom.diagrams == 1
     assert ("dec-cross" in dom.boxes) == (walkthrough.model_kind == "seq2seq")
     assert ("dec-norm-self" in dom.boxes) == (walkthrough.config.get("norm_position") == "pre")
+    assert ("dec-final" in dom.boxes) == any(step.sublayer == "final" for step in walkthrough.steps)
+    assert set(dom.step_boxes.values()) <= set(dom.boxes)  # every step sits in a box of the diagram
     assert [box for box, cls in dom.boxes.items() if "here" in cls] == [
         "enc-tokens" if walkthrough.model_kind == "seq2seq" else "dec-tokens"]
 

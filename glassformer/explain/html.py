@@ -34,9 +34,11 @@ PAGE_WORDS = {
         "learned": "learned, added", "rope": "RoPE (θ = {theta}), rotates Q and K", "step": "step",
         "truncated": "{count} values: shown is the top-left {corner}; the page keeps at most {max} values a step",
         "stats": "mean {mean}, std {std}, min {min}, max {max}", "transposed": "shown transposed",
-        "layer_of": "{name} {i} of {n}", "now": "On screen", "inputs": "computed from",
-        "final": "Final norm", "rows_of": "rows of", "more_cols": "and {n} more columns",
-        "masked": "−∞ (masked)", "keep": "kept", "dropped": "masked",
+        "layer_of": "{name} {i} of {n}", 
+        "final": "Final norm",
+        "legend_values": "values: negative · 0 · positive (each matrix on its own scale)",
+        "legend_probabilities": "probabilities: 0 → 1", "legend_masked": "−∞ (masked)",
+        "legend_hover": "Hover over a cell for its value; click a box of the diagram to go to its first step.",
     },
     "zh": {
         "language": "语言", "d_ff": "d_ff", "norm": "归一化", "activation": "激活函数",
@@ -45,9 +47,10 @@ PAGE_WORDS = {
         "rope": "RoPE（θ = {theta}），旋转 Q 和 K", "step": "步骤",
         "truncated": "共 {count} 个数：这里只显示左上角 {corner}；页面每步最多保存 {max} 个数",
         "stats": "均值 {mean}，标准差 {std}，最小 {min}，最大 {max}", "transposed": "转置显示",
-        "layer_of": "{name} {i} / {n}", "now": "当前步骤", "inputs": "由这些步骤算出",
-        "final": "最终归一化", "rows_of": "取行", "more_cols": "另有 {n} 列",
-        "masked": "−∞（被掩码）", "keep": "保留", "dropped": "掩码",
+        "layer_of": "{name} {i} / {n}", 
+        "final": "最终归一化",
+        "legend_values": "数值：负 · 0 · 正（每个矩阵各自的刻度）", "legend_probabilities": "概率：0 → 1",
+        "legend_masked": "−∞（被掩码）", "legend_hover": "鼠标停在格子上可看数值；点击结构图中的方框可跳到它的第一步。",
     },
 }
 

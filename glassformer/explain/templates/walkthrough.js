@@ -359,11 +359,12 @@
   }
 
   // A two-line box label on one line: "Masked self-\nattention" -> "Masked self-attention", "掩码\n自注意力" -> "掩码自注意力".
-  const oneLine = (text, l) => text.replace(/-\n/g, "-").replace(/\n/g, l === "zh" ? "" : " ");
+  const oneLine = (text, l) => text.replace(/-\n/g, "-").replace(/\n\+/g, " +").replace(/\n/g, l === "zh" ? "" : " ");
   const ACT = { relu: "ReLU", gelu: "GELU", gelu_tanh: "GELU", swiglu: "SwiGLU", silu: "SiLU" };
   const NORM = { layernorm: "LayerNorm", rmsnorm: "RMSNorm" };
   function columnBoxes(part) {
-    const stack = [[`${part}-tokens`, (l) => word(seq2seq ? (part === "enc" ? "box_src_tokens" : "box_tgt_tokens") : "box_tokens", {}, l)]];
+    const tokens = seq2seq ? (part === "enc" ? "box_src_tokens" : "box_tgt_tokens") : "box_tokens";
+    const stack = [[`${part}-tokens`, (l) => oneLine(word(tokens, {}, l), l)]];
     stack.push([`${part}-embed`, (l) => (addsPositions ? oneLine(word("box_embed", {}, l), l) : word("box_embed", {}, l).split("\n")[0])]);
     const layer = [];
     const subs = part === "dec" && seq2seq ? ["self", "cross", "ffn"] : ["self", "ffn"];
@@ -401,7 +402,7 @@
       const place = ([id, text], inFrame) => {
         const g = svg("g", { class: "box", "data-box": id });
         g.appendChild(svg("rect", { x: x + (inFrame ? 8 : 0), y, width: colW - (inFrame ? 16 : 0), height: BH, rx: 4 }));
-        const t = svg("text", { x: x + colW / 2, y: y + BH / 2 + 4 });
+        const t = svg("text", { x: x + colW / 2, y: y + BH / 2 + 4, "data-fit": colW - (inFrame ? 16 : 0) - 6 });
         say(t, text);
         g.appendChild(t);
         node.appendChild(g);
@@ -436,6 +437,19 @@
     node.setAttribute("width", W);
     node.setAttribute("height", height);
     return node;
+  }
+
+  // Squeezes a label longer than its box (a long name in a narrow column) into the box.
+  function fitLabels() {
+    for (const t of document.querySelectorAll("svg.diagram text[data-fit]")) {
+      t.removeAttribute("textLength");
+      t.removeAttribute("lengthAdjust");
+      const room = Number(t.getAttribute("data-fit"));
+      if (t.getComputedTextLength() > room) {
+        t.setAttribute("textLength", room);
+        t.setAttribute("lengthAdjust", "spacingAndGlyphs");
+      }
+    }
   }
 
   function frameText(part, l) {
@@ -494,11 +508,19 @@
     if (seq2seq) fact(w("enc_dec_layers"), `${config.n_encoder_layers} + ${config.n_decoder_layers}`);
     else fact(w("layers"), config.n_layer);
     if (config.d_ff) fact(w("d_ff"), config.d_ff);
-    fact(w("norm"), (l) => `${NORM[config.norm] || config.norm}, ${word(pre ? "pre" : "post", {}, l)}`);
+    fact(w("norm"), (l) => `${NORM[config.norm] || config.norm}${l === "zh" ? "，" : ", "}${word(pre ? "pre" : "post", {}, l)}`);
     fact(w("activation"), ACT[config.activation] || config.activation);
     fact(w("position"), w(config.position, { theta: config.rope_theta }));
     fact(w("vocab"), seq2seq ? config.tgt_vocab_size : config.vocab_size);
     head.appendChild(facts);
+    const legend = el("p", "legend");
+    for (const [cls, key] of [["values", "legend_values"], ["probabilities", "legend_probabilities"], ["masked", "legend_masked"]]) {
+      const item = el("span", "item");
+      item.append(el("span", "swatch " + cls), say(el("span"), w(key)));
+      legend.appendChild(item);
+    }
+    legend.appendChild(say(el("span", "hint"), w("legend_hover")));
+    head.appendChild(legend);
     return head;
   }
 
@@ -641,6 +663,7 @@
     for (const part of Object.keys(frameLabels)) frameLabels[part].textContent = frameText(part, l);
     if (current) now.textContent = current.title[l];
     for (const b of document.querySelectorAll("#gf-langs button")) b.classList.toggle("on", b.dataset.lang === l);
+    fitLabels();
   }
 
   const now = document.getElementById("gf-now");
