@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..files import atomic_write_text
-from .narration import BOXES, LABELS, LANGS, SECTIONS, WORDS, check_lang
+from .narration import BOXES, LABELS, LANGS, PLACES, SECTIONS, WORDS, check_lang
 from .walkthrough import Walkthrough, walkthrough_data
 
 # A step with more numbers than this shows its top-left corner and statistics. It keeps a
@@ -59,13 +59,14 @@ ASSETS = ("walkthrough.css", "walkthrough.js")
 
 def page_words() -> dict[str, dict[str, str]]:
     """Every word of the page around the steps, per language: narration's words, sections,
-    labels and diagram boxes (as `box_<name>`), and the page's own."""
+    labels, diagram boxes (`box_<name>`) and places (`place_<name>`), and the page's own."""
     out = {}
     for lang in LANGS:
         words = {key: texts[lang] for key, texts in WORDS.items()}
         words.update({f"section_{key}": texts[lang] for key, texts in SECTIONS.items()})
         words.update({key: texts[lang] for key, texts in LABELS.items() if key != "stats"})
         words.update({f"box_{key}": texts[lang] for key, texts in BOXES.items()})
+        words.update({f"place_{key}": text for key, text in PLACES[lang].items()})
         words.update(PAGE_WORDS[lang])
         out[lang] = words
     return out

@@ -51,9 +51,9 @@
     const a = Math.abs(x);
     let text = a !== 0 && (a >= 1e4 || a < 1e-3) ? x.toExponential(1) : x.toFixed(decimals);
     if (Number(text) === 0) text = text.replace("-", "");
-    return text.replace("-", "−");
+    return text.replace(/-/g, "−");
   }
-  const full = (x) => (x === null ? "−∞" : typeof x === "number" ? String(x).replace("-", "−") : String(x));
+  const full = (x) => (x === null ? "−∞" : typeof x === "number" ? String(x).replace(/-/g, "−") : String(x));
 
   function mix(stops, t) {
     t = Math.min(Math.max(t, 0), 1) * (stops.length - 1);
@@ -120,7 +120,7 @@
   }
 
   // -------------------------------------------------------------------------------------------
-  // Drawing a matrix: numbers when small, coloured squares when medium, a canvas when large
+  // Drawing a matrix: a table of numbers when small, a heatmap when large
 
   const tip = document.getElementById("gf-tip");
   function showTip(event, text) {
@@ -280,11 +280,12 @@
     const cap = el("figcaption");
     const name = options.result ? el("span") : el("a");
     if (!options.result) name.href = "#" + step.id;
-    say(name, (l) => shortName(step, l) + (options.transposed ? "ᵀ" : ""));
+    const marked = options.transposed && !options.column;
+    say(name, (l) => shortName(step, l) + (marked ? "ᵀ" : ""));
     cap.appendChild(name);
-    const shape = options.transposed ? step.shape.slice().reverse().join(" × ") : shapeText(step);
+    const shape = marked ? step.shape.slice().reverse().join(" × ") : shapeText(step);
     if (shape) cap.appendChild(el("span", "dim", shape));
-    if (options.transposed) cap.appendChild(say(el("span", "dim"), w("transposed")));
+    if (marked) cap.appendChild(say(el("span", "dim"), w("transposed")));
     fig.appendChild(cap);
     return fig;
   }
@@ -296,7 +297,9 @@
     step.inputs.forEach((id, i) => {
       if (i > 0 && between) box.appendChild(el("span", "opsym", between));
       const input = byId.get(id);
-      if (input) box.appendChild(figure(input, { operand: true, transposed: step.op === "linear" && i === 1 }));
+      // W of x Wᵀ + b drawn as Wᵀ, so that its rows meet x's columns; ids drawn as a column, a row of the result each.
+      const column = step.op === "embedding" && input && input.dtype === "int";
+      if (input) box.appendChild(figure(input, { operand: true, transposed: column || (step.op === "linear" && i === 1), column }));
     });
     if (after) box.appendChild(el("span", "opsym", after));
     box.appendChild(el("span", "opsym", "="));
@@ -464,20 +467,16 @@
   // -------------------------------------------------------------------------------------------
   // The page: header, steps grouped under headings, contents
 
-  const placeWords = {
-    en: { self: "self-attention", cross: "cross-attention", ffn: "feed-forward", head: "head {n}",
-      layer: "Layer {n}", enc: "Encoder layer {n}", dec: "Decoder layer {n}" },
-    zh: { self: "自注意力", cross: "交叉注意力", ffn: "前馈网络", head: "第 {n} 头",
-      layer: "第 {n} 层", enc: "编码器第 {n} 层", dec: "解码器第 {n} 层" },
-  };
-  const placeWord = (key, n) => (l) => placeWords[l][key].replace("{n}", n);
+  // Where a step sits, in narration's words: "Encoder layer 2", "self-attention", "head 1".
+  const placeWord = (key, n) => (l) => word("place_" + key, { layer: n, head: n }, l);
 
   // The contents' path of a step: section, layer (or final norm), sublayer, head.
   function path(s) {
     const out = [["section:" + s.section, w("section_" + s.section)]];
     if (s.layer !== null) {
-      out.push([`layer:${s.section}:${s.layer}`, placeWord(seq2seq ? partOf(s) : "layer", s.layer + 1)]);
-      if (placeWords.en[s.sublayer]) out.push([`sub:${s.section}:${s.layer}:${s.sublayer}`, placeWord(s.sublayer)]);
+      const stack = !seq2seq ? "decoder" : partOf(s) === "enc" ? "encoder" : "decoder_s2s";
+      out.push([`layer:${s.section}:${s.layer}`, placeWord(stack, s.layer + 1)]);
+      if (["self", "cross", "ffn"].includes(s.sublayer)) out.push([`sub:${s.section}:${s.layer}:${s.sublayer}`, placeWord(s.sublayer)]);
       if (s.head !== null) out.push([`head:${s.section}:${s.layer}:${s.sublayer}:${s.head}`, placeWord("head", s.head + 1)]);
     } else if (s.sublayer === "final") {
       out.push([`final:${s.section}`, w("final")]);
