@@ -11,9 +11,15 @@ import torch
 
 from glassformer import GPT, GPTConfig
 from glassformer.config import Seq2SeqConfig
-from glassformer.explain.html import PAGE_MAX_VALUES, asset, render_html, script_json, write_html
+from glassformer.explain.html import PAGE_MAX_VALUES, asset, page, page_words, render_html, script_json, write_html
 from glassformer.explain.narration import LABELS
-from glassformer.explain.walkthrough import builtin_walkthrough, gpt_walkthrough, seq2seq_walkthrough, walkthrough_data
+from glassformer.explain.walkthrough import (
+    builtin_walkthrough,
+    gpt_walkthrough,
+    seq2seq_walkthrough,
+    walkthrough_data,
+    write_json,
+)
 from glassformer.seq2seq import Seq2Seq
 from glassformer.tokenizers import CharTokenizer, WordTokenizer
 
@@ -177,6 +183,17 @@ def test_chinese_page_and_unknown_language(builtin):
 def test_write_html(builtin, tmp_path):
     path = write_html(builtin, tmp_path / "out" / "walkthrough.html", lang="zh")
     assert path.read_text(encoding="utf-8") == render_html(builtin, "zh")
+
+
+def test_page_of_a_saved_json_file(gpt, tmp_path):
+    write_json(gpt, tmp_path / "walkthrough.json", max_values=PAGE_MAX_VALUES)
+    data = json.loads((tmp_path / "walkthrough.json").read_text(encoding="utf-8"))
+    assert page(data, "zh") == render_html(gpt, "zh")
+
+
+def test_both_languages_have_every_word():
+    words = page_words()
+    assert words["en"].keys() == words["zh"].keys()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -673,7 +673,11 @@
   for (const [id, g] of diagramBoxes) {
     const first = steps.find((s) => boxOf(s) === id);
     if (!first) { g.classList.add("empty"); continue; }
-    g.addEventListener("click", () => document.getElementById(first.id).scrollIntoView({ block: "start" }));
+    const go = () => { location.hash = "#" + first.id; };
+    g.setAttribute("tabindex", "0");
+    g.setAttribute("role", "link");
+    g.addEventListener("click", go);
+    g.addEventListener("keydown", (event) => { if (event.key === "Enter") go(); });
   }
   setCurrent(steps[0]);
   if (byId.has(decodeURIComponent(location.hash.slice(1)))) {
