@@ -60,17 +60,22 @@ def head_name(layer: int) -> str:
     return f"blocks.{layer}.self_attn.core.out"
 
 
+def segments(model: nn.Module, ids: torch.Tensor) -> torch.Tensor | None:
+    """Segment 0 at every position of ids where the model has a segment embedding, else None."""
+    return torch.zeros_like(ids) if model.seg_emb is not None else None
+
+
 def forward(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """model(ids) for ids (B, T), with segment 0 everywhere where the model has a segment embedding."""
-    segments = torch.zeros_like(ids) if model.seg_emb is not None else None
-    return model(ids, segment_ids=segments)
+    """model(ids) -> logits (B, T, V) for ids (B, T)."""
+    return model(ids, segment_ids=segments(model, ids))
 
 
 def record(model: nn.Module, ids: torch.Tensor, names: Sequence[str]) -> tuple[torch.Tensor, dict]:
-    """One forward pass of ids (1, T) recording only `names` -> (logits (T, V), name -> tensor)."""
+    """One pass of ids (1, T) through the model but its unembedding, recording only `names` ->
+    (the final hidden states (T, C), which model.lm_head turns into the logits; name -> tensor)."""
     with Trace(model, names=names) as trace:
-        logits = forward(model, ids)[0]
-    return logits, {name: trace[name] for name in names}
+        hidden = model.hidden(ids, segment_ids=segments(model, ids))[0]
+    return hidden, {name: trace[name] for name in names}
 
 
 @contextlib.contextmanager
@@ -120,6 +125,9 @@ def unembed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.lm_head(model.final(x))
 
 
+LENS_ROWS = 64  # positions unembedded at a time
+
+
 def logit_lens(model: nn.Module, ids, positions: Sequence[int] | None = None) -> torch.Tensor:
     """The logit lens: logits read from the residual stream after the embedding and after each block.
 
@@ -147,7 +155,9 @@ def logit_lens(model: nn.Module, ids, positions: Sequence[int] | None = None) ->
         _, streams = record(model, ids, names)
         lens = torch.empty(len(names), len(at), model.config.vocab_size, device=ids.device)
         for i, name in enumerate(names):
-            lens[i] = unembed(model, streams[name][0, at])  # (T, C) -> (T, V)
+            for start in range(0, len(at), LENS_ROWS):  # a few rows at a time: no second (T, V) copy
+                rows = at[start:start + LENS_ROWS]
+                lens[i, start:start + len(rows)] = unembed(model, streams[name][0, rows])  # (rows, C) -> (rows, V)
     return lens
 
 
@@ -232,7 +242,8 @@ def attribute(model: nn.Module, ids, target: int) -> Attribution:
     names = ["final_norm.in", *embeddings.values(), *map(head_name, range(n_layer)),
              *(f"blocks.{i}.ffn.down" for i in range(n_layer))]
     with inference(model):
-        logits, rec = record(model, ids, names)
+        hidden, rec = record(model, ids, names)
+        logit = float(model.lm_head(hidden[-1])[target])
     p = ids.size(1) - 1
     norm = model.final_norm
     x = rec["final_norm.in"][0, p].double()  # (C,) the final residual stream at the last position
@@ -269,7 +280,7 @@ def attribute(model: nn.Module, ids, target: int) -> Attribution:
         remaining["o_proj_bias"] = o_bias
     if getattr(norm, "bias", None) is not None:
         remaining["norm_shift"] = float(model.lm_head.weight[target].detach().double() @ norm.bias.detach().double())
-    return Attribution(int(target), p, float(logits[p, target]), heads.float(), ffn.float(), remaining,
+    return Attribution(int(target), p, logit, heads.float(), ffn.float(), remaining,
                        "layernorm" if centre else "rmsnorm", float(scale))
 
 
@@ -391,7 +402,6 @@ def patched_runs(model: nn.Module, corrupt_ids: torch.Tensor, sites: Sequence[Si
     by_module: dict[str, list[Site]] = {}
     for site in sites:
         by_module.setdefault(site_record(site), []).append(site)
-    segments = torch.zeros_like(corrupt_ids) if model.seg_emb is not None else None
     results: dict[Site, object] = {}
     for name, group in by_module.items():
         for start in range(0, len(group), batch_size):
@@ -399,7 +409,7 @@ def patched_runs(model: nn.Module, corrupt_ids: torch.Tensor, sites: Sequence[Si
             forward_hooks, pre_hooks = patch_hooks(chunk, clean[name])
             rows = corrupt_ids.expand(len(chunk), -1)  # (rows, T): one patched run per row
             with hooked(model, forward_hooks, pre_hooks):
-                hidden = model.hidden(rows, segment_ids=None if segments is None else segments.expand_as(rows))
+                hidden = model.hidden(rows, segment_ids=segments(model, rows))
             for site, h in zip(chunk, hidden):
                 results[site] = read(model.lm_head(h))  # GPT.forward's last step, one row: (T, C) -> (T, V)
     return [results[site] for site in sites]
@@ -505,7 +515,8 @@ def patch(model: nn.Module, clean_ids, corrupt_ids, target: int | None = None,
         check_site(model, Site("resid", 0, position=position), T)
     names = residual_names(model) + [head_name(i) for i in range(n_layer)]
     with inference(model):
-        clean_logits, clean = record(model, clean_ids, names)
+        hidden, clean = record(model, clean_ids, names)
+        clean_logits = model.lm_head(hidden)  # (T, V)
         corrupt_logits = forward(model, corrupt_ids)[0]
         score, target, foil, name = metric_function(clean_logits, corrupt_logits, metric, target, foil)
         m_clean, m_corrupt = score(clean_logits), score(corrupt_logits)
