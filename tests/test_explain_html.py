@@ -1,6 +1,5 @@
 """The HTML walkthrough: its data embedded safely and whole, nothing fetched, and drawn by a real browser."""
 
-import dataclasses
 import json
 import subprocess
 from html.parser import HTMLParser
@@ -14,9 +13,10 @@ from glassformer.config import Seq2SeqConfig
 from glassformer.explain.html import PAGE_MAX_VALUES, asset, page, page_words, render_html, script_json, write_html
 from glassformer.explain.narration import LABELS
 from glassformer.explain.walkthrough import (
-    builtin_walkthrough,
+    CORPUS,
     gpt_walkthrough,
     seq2seq_walkthrough,
+    train_walkthrough_model,
     walkthrough_data,
     write_json,
 )
@@ -89,8 +89,9 @@ class Page(HTMLParser):
 
 @pytest.fixture(scope="module")
 def builtin():
-    """The articles' example with two heads, reading markup."""
-    return dataclasses.replace(builtin_walkthrough(heads=2), source=NASTY)
+    """The articles' model and dialogue with two heads, untrained (training adds nothing here), reading markup."""
+    model, tok = train_walkthrough_model(heads=2, steps=0)
+    return seq2seq_walkthrough(model, tok, tok, NASTY, corpus=CORPUS)
 
 
 @pytest.fixture(scope="module")
@@ -261,24 +262,21 @@ def test_browser_draws_every_step_without_console_errors(name, lang, request, tm
         "enc-tokens" if walkthrough.model_kind == "seq2seq" else "dec-tokens"]
 
 
-def test_language_switch(builtin, tmp_path):
-    html = with_script(render_html(builtin, "en"), "document.querySelector('#gf-langs button[data-lang=zh]').click();")
-    dom = browse(tmp_path, html)
-    assert dom.lang == "zh"
-    data = walkthrough_data(builtin, PAGE_MAX_VALUES)
-    for step in data["steps"]:
-        assert step["title"]["zh"] in dom.all_text
-    assert data["steps"][3]["explanation"]["en"] not in dom.all_text
-
-
-def test_diagram_and_contents_follow_the_reader(gpt, tmp_path):
-    """Sent to an attention step, the page lights the attention box and that step's contents entry.
+def test_language_switch_and_following_the_reader(gpt, tmp_path):
+    """Switched to Chinese and sent to an attention step, the page speaks Chinese and lights the
+    attention box and that step's contents entry.
 
     (Headless Chromium draws no frames for --dump-dom, so the IntersectionObserver that follows
     scrolling never fires here; following a link takes the same path from the hashchange event.)"""
     target = "dec.1.self.h1.probs"
-    html = with_script(render_html(gpt), f"location.hash = '#{target}';")
-    dom = browse(tmp_path, html, "--window-size=1400,900", "--virtual-time-budget=2000")
+    html = with_script(render_html(gpt, "en"), "document.querySelector('#gf-langs button[data-lang=zh]').click();"
+                                               f"location.hash = '#{target}';")
+    dom = browse(tmp_path, html, "--virtual-time-budget=2000")
+    assert dom.lang == "zh"
+    data = walkthrough_data(gpt, PAGE_MAX_VALUES)
+    for step in data["steps"]:
+        assert step["title"]["zh"] in dom.all_text
+    assert data["steps"][3]["explanation"]["en"] not in dom.all_text
     assert [box for box, cls in dom.boxes.items() if "here" in cls] == ["dec-self"]
     assert dom.current == [f"#{target}"]
 
