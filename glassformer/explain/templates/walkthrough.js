@@ -44,12 +44,14 @@
   // -------------------------------------------------------------------------------------------
   // Numbers and colours
 
-  function number(x, decimals) {
+  // A cell's text: a real minus sign, −∞ for a masked score, an exponent only where decimals would
+  // hide the value (never for probabilities: 1e−12 of them reads best as 0.00).
+  function number(x, decimals, fixed) {
     if (x === null) return "−∞";
     if (typeof x !== "number") return String(x); // "NaN", "Infinity", booleans
     if (Number.isInteger(x) && decimals === 0) return String(x).replace("-", "−");
     const a = Math.abs(x);
-    let text = a !== 0 && (a >= 1e4 || a < 1e-3) ? x.toExponential(1) : x.toFixed(decimals);
+    let text = !fixed && a !== 0 && (a >= 1e4 || a < 1e-3) ? x.toExponential(1) : x.toFixed(decimals);
     if (Number(text) === 0) text = text.replace("-", "");
     return text.replace(/-/g, "−");
   }
@@ -137,7 +139,7 @@
     const v = view(step, options.transposed);
     const p = palette(step);
     const more = v.n < v.shape[0] || v.m < v.shape[1];
-    const small = options.operand ? v.m <= 8 && v.n <= 24 : v.m <= 12 && v.n <= 24;
+    const small = options.operand ? v.m <= 8 && v.n <= 24 : (v.m <= 12 && v.n <= 24) || (v.n <= 2 && v.m <= 32);
     if (p.plain) return numbers({ ...v, n: Math.min(v.n, 32), m: Math.min(v.m, 64) }, p, true); // ids: the first 64
     if (small) return numbers(v, p, more);
     return options.operand ? canvas(v, p, 180, 180, false) : canvas(v, p, 560, 420, true);
@@ -156,7 +158,7 @@
       for (let c = 0; c < v.m; c++) {
         const x = v.get(r, c);
         const rgb = colour(p, x);
-        const td = el("td", "", p.mask ? (x ? "✓" : "−∞") : number(x, p.decimals));
+        const td = el("td", "", p.mask ? (x ? "✓" : "−∞") : number(x, p.decimals, p.probabilities));
         if (rgb) td.style.background = css(rgb);
         if (dark(rgb)) td.className = "dark";
         if (x === null || (p.mask && !x)) td.className = "ninf";
