@@ -1,6 +1,7 @@
 """The HTML walkthrough: its data embedded safely and whole, nothing fetched, and drawn by a real browser."""
 
 import json
+import re
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -42,6 +43,7 @@ class Page(HTMLParser):
         self.current: list[str] = []  # contents links marked current
         self.figures: dict[str, int] = {}  # step id -> operand and result figures in its section
         self.diagrams = 0
+        self.titled_cells: list[str] = []  # what hovering a cell of a number table shows
         self.text: list[str] = []
         self._in: str | None = None  # "script" or "style" while inside one
         self._script_id = ""
@@ -64,6 +66,8 @@ class Page(HTMLParser):
             self.figures[a["id"]] = 0
         if tag == "figure" and "operand" in cls and self._step:
             self.figures[self._step] += 1
+        if tag == "td" and "title" in a:
+            self.titled_cells.append(a["title"])
         if tag == "svg" and "diagram" in cls:
             self.diagrams += 1
         if tag == "g" and "data-box" in a:
@@ -258,26 +262,28 @@ def test_browser_draws_every_step_without_console_errors(name, lang, request, tm
     assert ("dec-norm-self" in dom.boxes) == (walkthrough.config.get("norm_position") == "pre")
     assert ("dec-final" in dom.boxes) == any(step.sublayer == "final" for step in walkthrough.steps)
     assert set(dom.step_boxes.values()) <= set(dom.boxes)  # every step sits in a box of the diagram
+    assert dom.titled_cells and all(re.fullmatch(r".* · .*: .+", t) for t in dom.titled_cells)
     assert [box for box, cls in dom.boxes.items() if "here" in cls] == [
         "enc-tokens" if walkthrough.model_kind == "seq2seq" else "dec-tokens"]
 
 
 def test_language_switch_and_following_the_reader(gpt, tmp_path):
-    """Switched to Chinese and sent to an attention step, the page speaks Chinese and lights the
-    attention box and that step's contents entry.
+    """Switched to Chinese, and a diagram box clicked, the page speaks Chinese, goes to the box's
+    first step and lights the box and that step's contents entry.
 
     (Headless Chromium draws no frames for --dump-dom, so the IntersectionObserver that follows
     scrolling never fires here; following a link takes the same path from the hashchange event.)"""
-    target = "dec.1.self.h1.probs"
+    target = "dec.0.self.norm.rms"  # the first step of the first norm (pre-LN) box
     html = with_script(render_html(gpt, "en"), "document.querySelector('#gf-langs button[data-lang=zh]').click();"
-                                               f"location.hash = '#{target}';")
+                                               "document.querySelector('g[data-box=dec-norm-self]').dispatchEvent("
+                                               "new MouseEvent('click', {bubbles: true}));")
     dom = browse(tmp_path, html, "--virtual-time-budget=2000")
     assert dom.lang == "zh"
     data = walkthrough_data(gpt, PAGE_MAX_VALUES)
     for step in data["steps"]:
         assert step["title"]["zh"] in dom.all_text
     assert data["steps"][3]["explanation"]["en"] not in dom.all_text
-    assert [box for box, cls in dom.boxes.items() if "here" in cls] == ["dec-self"]
+    assert [box for box, cls in dom.boxes.items() if "here" in cls] == ["dec-norm-self"]
     assert dom.current == [f"#{target}"]
 
 
