@@ -159,20 +159,48 @@ def cmd_explain(args) -> int:
         return 0
     if args.chapter is not None:
         raise UsageError(f"unknown chapter {args.chapter!r}; the chapters are basics and shapes")
-    from .explain.walkthrough import builtin_walkthrough, model_walkthrough
+    from .explain.walkthrough import CORPUS, builtin_subject, load_subject
+    from .gpt import GPT
 
+    if args.max_values < 0:
+        raise UsageError(f"--max-values must be 0 (every value) or more; got {args.max_values}")
+    generating = args.generate is not None or args.beam > 1
+    if args.generate is not None and args.generate < 1:
+        raise UsageError(f"--generate must be at least 1; got {args.generate}")
+    if args.beam < 1:
+        raise UsageError(f"--beam must be at least 1; got {args.beam}")
+    if not generating and any(v is not None for v in (args.temperature, args.top_k, args.top_p, args.seed)):
+        raise UsageError("--temperature, --top-k, --top-p and --seed choose how --generate samples; add --generate N")
+    if generating:
+        from .generate import check_sampling
+
+        try:
+            check_sampling(args.temperature or 0.0, args.top_k, args.top_p)
+        except ValueError as e:  # "top_p must be ..." -> "--top-p must be ..."
+            name, _, rest = str(e).partition(" ")
+            raise UsageError(f"--{name.replace('_', '-')} {rest}") from None
     if args.model:
         if not args.text:
             raise UsageError("--model needs --text: the text to run through the model")
-        walkthrough = model_walkthrough(args.model, args.text)
+        subject, text = load_subject(args.model), args.text
     elif args.text:
         raise UsageError("--text needs --model; without a model the built-in example explains itself")
     else:
         if not 1 <= args.heads <= 8:
             raise UsageError(f"--heads must be between 1 and 8; got {args.heads}")
-        walkthrough = builtin_walkthrough(heads=args.heads)
-    if args.max_values < 0:
-        raise UsageError(f"--max-values must be 0 (every value) or more; got {args.max_values}")
+        subject, text = builtin_subject(heads=args.heads), CORPUS[0]
+    sampling_set = any(v is not None for v in (args.temperature, args.top_k, args.top_p, args.seed))
+    if sampling_set and not isinstance(subject.model, GPT):
+        raise UsageError("--temperature, --top-k, --top-p and --seed apply to a GPT; a translation model "
+                         "decodes greedily (--generate) or with --beam")
+    walkthrough = subject.walkthrough(text)
+    if generating:
+        sampling = dict(temperature=1.0 if args.temperature is None else args.temperature, top_k=args.top_k,
+                        top_p=args.top_p, seed=0 if args.seed is None else args.seed)
+        try:
+            walkthrough.generation = subject.generation(text, args.generate or 20, beam=args.beam, **sampling)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     if args.json:
         from .explain.walkthrough import write_json
 
@@ -184,9 +212,12 @@ def cmd_explain(args) -> int:
         write_html(walkthrough, args.html, lang=args.lang)
         print(plain(f"wrote {args.html}; open it in a browser (it needs no network)"), file=sys.stderr)
     if not args.json and not args.html:
-        from .explain.terminal import print_walkthrough
+        from .explain.terminal import print_generation, print_walkthrough
 
-        print_walkthrough(walkthrough, lang=args.lang)
+        if walkthrough.generation is not None:  # the walkthrough of the text itself: without --generate
+            print_generation(walkthrough.generation, lang=args.lang)
+        else:
+            print_walkthrough(walkthrough, lang=args.lang)
     return 0
 
 
@@ -303,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", help="write the walkthrough as data (every step's op, inputs and values)")
     explain.add_argument("--max-values", type=int, default=16384,
                          help="--json: steps with more values are written as a corner and statistics (0: all)")
+    explain.add_argument("--generate", type=int, metavar="N",
+                         help="generate N tokens, showing each step: the KV cache, attention, the choice")
+    explain.add_argument("--temperature", type=float, help="--generate: sampling temperature (1.0; 0 = greedy)")
+    explain.add_argument("--top-k", type=int, help="--generate: keep the k most likely tokens")
+    explain.add_argument("--top-p", type=float, help="--generate: keep the most likely tokens up to probability p")
+    explain.add_argument("--seed", type=int, help="--generate: the sampling seed (0)")
+    explain.add_argument("--beam", type=int, default=1, help="a translation model: show beam search's tree")
     explain.set_defaults(func=cmd_explain)
 
     plot = sub.add_parser("plot", help="figures as PNG").add_subparsers(dest="what", required=True, metavar="WHAT")

@@ -19,6 +19,7 @@ target length, V target vocabulary, C width.
 from __future__ import annotations
 
 import warnings
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -160,7 +161,8 @@ def greedy(model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor | None = 
 
 
 def beam_search(model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor | None = None, *, beam: int = 5,
-                length_penalty: float = 0.6, max_len_a: float = 1.5, max_len_b: float = 10) -> list[list[int]]:
+                length_penalty: float = 0.6, max_len_a: float = 1.5, max_len_b: float = 10,
+                record: Callable[[int, list[list[dict]]], None] | None = None) -> list[list[int]]:
     """Beam search over every row at once; the best target ids per row.
 
     Each sentence holds `beam` places for hypotheses, live or finished. A hypothesis's score is
@@ -173,6 +175,9 @@ def beam_search(model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor | No
     in the length; if none finished, the best live one. Equal scores go to the candidate from
     the lower (hypothesis, token) index, equal finished scores to the one found first; so
     beam=1 is exactly `greedy`.
+
+    record: called at every step with the step and, per sentence still decoding, its best 2K
+    candidates (`beam_tree`): the tree that `glassformer explain --beam` shows.
     """
     if beam < 1:
         raise ValueError(f"beam must be >= 1; got {beam}")
@@ -196,6 +201,7 @@ def beam_search(model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor | No
         candidates = scores[:, :, None] + next_log_probs(logits, banned).view(A, W, V)  # (A, W, V)
         top, index = top_k(candidates.view(A, W * V), K)  # (A, K) best first
         parent, token = index // V, index % V  # which hypothesis each pick extends, by which token
+        before = hypotheses  # (A, W, step - 1)
         hypotheses = torch.cat([hypotheses[torch.arange(A, device=device)[:, None], parent], token[..., None]], 2)
         # The first K - (finished) picks fill the free places; a pick ending in <eos> is finished.
         free = K - torch.tensor([len(f) for f in finished], device=device)  # (A,)
@@ -203,6 +209,8 @@ def beam_search(model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor | No
         ended = picked & (token == c.eos_id)
         for a, k in ended.nonzero().tolist():
             finished[a].append((top[a, k].item() / gnmt_penalty(step, length_penalty), hypotheses[a, k, :-1].tolist()))
+        if record is not None:
+            record(step, beam_tree(candidates, before, picked, ended, step, length_penalty))
         scores = top.masked_fill(~picked | ended, float("-inf"))  # (A, K): the live hypotheses
         # A sentence stops at its max_len or when no live hypothesis is left.
         stopped = (step >= limit) | ~scores.isfinite().any(dim=1)  # (A,)
@@ -219,6 +227,27 @@ def beam_search(model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor | No
         sentence = [sentence[a] for a in going.tolist()]
         finished = [finished[a] for a in going.tolist()]
     return answers
+
+
+def beam_tree(candidates, hypotheses, picked, ended, step: int, length_penalty: float) -> list[list[dict]]:
+    """One beam search step, for display: per sentence its best 2K candidates (K = picked's width),
+    each with its hypothesis (ids), score, length-normalised score and status: "finished"
+    (ends in <eos>), "kept" (live), or "pruned" (no free place left, or not among the best K).
+    hypotheses (A, W, step - 1) are the ids of the hypotheses the candidates (A, W, V) extend."""
+    A, W, V = candidates.shape
+    K = picked.size(1)
+    best, index = top_k(candidates.view(A, W * V), min(2 * K, W * V))  # (A, 2K), the first K the search's picks
+    tree = []
+    for a in range(A):
+        rows = []
+        for k, (score, i) in enumerate(zip(best[a].tolist(), index[a].tolist())):
+            if score == float("-inf"):
+                break
+            status = "pruned" if k >= K or not picked[a, k] else "finished" if ended[a, k] else "kept"
+            rows.append({"ids": hypotheses[a, i // V].tolist() + [i % V], "parent": i // V, "score": score,
+                         "normalised": score / gnmt_penalty(step, length_penalty), "status": status})
+        tree.append(rows)
+    return tree
 
 
 # ---------------------------------------------------------------------------------------------

@@ -287,6 +287,28 @@ LABELS = {
     "stats": {"en": "mean {mean:.3f}, std {std:.3f}, min {min:.3f}, max {max:.3f}",
               "zh": "均值 {mean:.3f}，标准差 {std:.3f}，最小 {min:.3f}，最大 {max:.3f}"},
     "predicted": {"en": "predicted", "zh": "预测"},
+    "generation": {"en": "Generation, token by token", "zh": "逐个词元生成"},
+    "gen_step": {"en": "Step {n}", "zh": "第 {n} 步"},
+    "gen_context": {"en": "the newest query attends to {n} keys", "zh": "最新的查询关注 {n} 个键"},
+    "gen_cache": {"en": "KV cache: {layers} layers, K and V each {shape}",
+                  "zh": "KV 缓存：{layers} 层，K 和 V 各为 {shape}"},
+    "gen_no_cache": {"en": "no KV cache: the text outgrew the block, so the last {n} tokens are recomputed",
+                     "zh": "没有 KV 缓存：文本超过了最大长度，所以重新计算最后 {n} 个词元"},
+    "gen_attention": {"en": "attention of the newest query (rows: layer.head; the last {n} keys)",
+                      "zh": "最新查询的注意力（行：层.头；最后 {n} 个键）"},
+    "gen_choice": {"en": "choosing: logits ÷ temperature {t} → top-k {k} keeps {nk} of {v} → top-p {p} keeps {np} → "
+                         "renormalised → drawn with seed {seed}",
+                   "zh": "选择：logits ÷ 温度 {t} → top-k {k} 保留 {v} 个中的 {nk} 个 → top-p {p} 保留 {np} 个 → "
+                         "重新归一化 → 用种子 {seed} 抽样"},
+    "gen_greedy": {"en": "choosing: greedy (the largest logit)", "zh": "选择：贪心（logit 最大的词元）"},
+    "gen_picked": {"en": "picked", "zh": "选中"},
+    "gen_cross": {"en": "cross-attention over the source (rows: layer.head)", "zh": "对源句的交叉注意力（行：层.头）"},
+    "gen_target": {"en": "target so far", "zh": "目前的目标句"},
+    "beam_step": {"en": "Step {n}: the best {k} candidates of {beam} places", "zh": "第 {n} 步：{beam} 个位置的前 {k} 个候选"},
+    "beam_columns": {"en": ("hypothesis", "score", "score / length penalty", "status"),
+                     "zh": ("假设", "得分", "得分 / 长度惩罚", "状态")},
+    "beam_status": {"en": {"kept": "kept", "finished": "finished", "pruned": "pruned"},
+                    "zh": {"kept": "保留", "finished": "完成", "pruned": "剪枝"}},
     "weights_hidden": {"en": "Weight matrices are not printed for a model this size; --json writes them.",
                        "zh": "这个大小的模型不打印权重矩阵；--json 会写出它们。"},
     "walkthrough": {"en": "glassformer: the Transformer, step by step", "zh": "glassformer：一步一步看懂 Transformer"},
@@ -367,5 +389,7 @@ def narrate(step, lang: str, seq2seq: bool = False) -> tuple[str, str, str]:
     return title, explanation, formula.format(**fill)
 
 
-def label(key: str, lang: str, **values) -> str:
-    return LABELS[key][lang].format(**values)
+def label(key: str, lang: str, **values):
+    """A renderer's word in `lang`, with `values` filled in (a few labels are tuples or tables)."""
+    text = LABELS[key][lang]
+    return text.format(**values) if isinstance(text, str) else text

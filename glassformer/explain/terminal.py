@@ -131,3 +131,82 @@ def print_walkthrough(walkthrough, lang: str = "en", console: Console | None = N
             console.print(Text.assemble(Text(f"{label('predicted', lang)}: ", "bold green"),
                                         user_text(step.cols[0], "bold green"), f" (p = {step.table[0][1]})"))
         console.print()
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation, token by token (glassformer.explain.generation)
+
+SHOW_KEYS = 12  # the newest keys shown in an attention row
+
+
+def attention_table(rows: list, keys: list[str]) -> Table:
+    """Per layer and head (rows "1.2"), the attention probabilities over the last SHOW_KEYS keys."""
+    table = Table(box=None, padding=(0, 1), show_header=True, header_style="dim")
+    table.add_column("")
+    shown = keys[-SHOW_KEYS:]
+    for key in shown:
+        table.add_column(user_text(key[:6]), justify="right")
+    for layer, heads in enumerate(rows):
+        for head, row in enumerate(heads):
+            cells = [Text(f"{v:.2f}", style=cell_style(v, 1.0, True)) for v in row[-len(shown):]]
+            table.add_row(f"{layer + 1}.{head + 1}", *cells)
+    return table
+
+
+def candidates_table(candidates: list[dict], columns: list[str]) -> Table:
+    table = Table(box=None, padding=(0, 1), show_header=True, header_style="dim")
+    table.add_column("token")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for c in candidates:
+        table.add_row(user_text(c["token"]), *(f"{c[name]:.3f}" if c[name] is not None else "−∞" for name in columns))
+    return table
+
+
+def print_generation(generation, lang: str = "en", console: Console | None = None) -> None:
+    """Prints a Generation: per step the cache, the newest query's attention, the choice's stages and the pick."""
+    check_lang(lang)
+    console = console or Console()
+    console.rule(f"[bold]{label('generation', lang)}")
+    console.print(Text.assemble(user_text(generation.text, "bold"), " → ", user_text(generation.output_text,
+                                                                                    "bold green")))
+    g = generation.settings
+    for n, step in enumerate(generation.steps, 1):
+        if generation.kind == "beam":
+            console.print(Text(label("beam_step", lang, n=step["step"], k=len(step["candidates"]), beam=g["beam"]),
+                               style="bold"))
+            table = Table(box=None, padding=(0, 1), show_header=True, header_style="dim")
+            for name in label("beam_columns", lang):
+                table.add_column(name)
+            status = label("beam_status", lang)
+            for c in step["candidates"]:
+                style = {"kept": "green", "finished": "bold cyan", "pruned": "dim"}[c["status"]]
+                table.add_row(user_text(" ".join(c["tokens"]), style), f"{c['score']:.3f}", f"{c['normalised']:.3f}",
+                              Text(status[c["status"]], style=style))
+            console.print(table)
+            continue
+        console.print(Text(label("gen_step", lang, n=n), style="bold"))
+        if generation.kind == "greedy":
+            console.print(Text.assemble(f"{label('gen_target', lang)}: ", user_text(" ".join(step["target"]))))
+            console.print(Text(label("gen_cross", lang), style="dim"))
+            console.print(attention_table(step["cross_attention"], generation.prompt))
+            console.print(candidates_table(step["candidates"], ["p"]))
+        else:
+            cache = step["cache"]
+            context = step["context"]
+            console.print(Text(label("gen_cache", lang, layers=cache["layers"], shape=tuple(cache["k_shape"]))
+                               if cache else label("gen_no_cache", lang, n=len(context)), style="dim"))
+            console.print(Text(label("gen_context", lang, n=len(context)) + "; "
+                               + label("gen_attention", lang, n=min(SHOW_KEYS, len(context))), style="dim"))
+            console.print(attention_table(step["attention"], context))
+            if step["greedy"]:
+                console.print(Text(label("gen_greedy", lang), style="dim"))
+            else:
+                console.print(Text(label("gen_choice", lang, t=g["temperature"], k=g["top_k"] or "—",
+                                         nk=step["kept"]["top_k"], v=step["kept"]["vocab"], p=g["top_p"] or "—",
+                                         np=step["kept"]["top_p"], seed=g["seed"]), style="dim"))
+            console.print(candidates_table(step["candidates"], ["logit", "softmax", "temperature", "top_k", "top_p"]))
+        picked = step["picked"]
+        console.print(Text.assemble(Text(f"{label('gen_picked', lang)}: ", "bold green"),
+                                    user_text(picked["token"], "bold green"), f" (p = {picked['p']:.3f})"))
+        console.print()

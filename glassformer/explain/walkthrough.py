@@ -45,6 +45,7 @@ class Walkthrough:
     output: str  # what it produced (translation or next token)
     model_kind: str  # "seq2seq" | "gpt"
     config: dict
+    generation: object | None = None  # a glassformer.explain.generation.Generation, when asked for
 
     def step(self, id: str) -> Step:
         for step in self.steps:
@@ -174,23 +175,59 @@ def gpt_walkthrough(model: GPT, tok, text: str) -> Walkthrough:
     return Walkthrough(s.list, text, predicted, "gpt", dataclasses.asdict(c))
 
 
-def builtin_walkthrough(heads: int = 1) -> Walkthrough:
+@dataclass
+class Subject:
+    """A model to explain, with the tokenizers it reads and writes with (the same for a GPT)."""
+
+    model: GPT | Seq2Seq
+    src_tok: object
+    tgt_tok: object
+    corpus: list[str] | None = None  # the articles' example shows the text it learnt from
+
+    def walkthrough(self, text: str) -> Walkthrough:
+        if isinstance(self.model, Seq2Seq):
+            return seq2seq_walkthrough(self.model, self.src_tok, self.tgt_tok, text, corpus=self.corpus)
+        return gpt_walkthrough(self.model, self.src_tok, text)
+
+    def generation(self, text: str, n: int = 20, temperature: float = 1.0, top_k: int | None = None,
+                   top_p: float | None = None, seed: int = 0, beam: int = 1):
+        """Generation token by token (a GPT: `n` sampled tokens; a Seq2Seq model: greedy to <end>,
+        or beam search's tree with beam > 1). See glassformer.explain.generation."""
+        from .generation import gpt_generation, seq2seq_generation
+
+        if isinstance(self.model, Seq2Seq):
+            return seq2seq_generation(self.model, self.src_tok, self.tgt_tok, text, beam)
+        if beam > 1:
+            raise ValueError("--beam applies to a translation (Seq2Seq) model; a GPT samples (--generate)")
+        return gpt_generation(self.model, self.src_tok, text, n, temperature, top_k, top_p, seed)
+
+
+def builtin_subject(heads: int = 1) -> Subject:
     """The articles' example, trained for a moment so that it answers the first line with the second."""
     model, tok = train_walkthrough_model(heads)
-    return seq2seq_walkthrough(model, tok, tok, CORPUS[0], corpus=CORPUS)
+    return Subject(model, tok, tok, CORPUS)
 
 
-def model_walkthrough(model_dir, text: str) -> Walkthrough:
-    """The walkthrough of a trained GPT or Seq2Seq checkpoint on the user's text."""
+def load_subject(model_dir) -> Subject:
+    """A trained GPT or Seq2Seq checkpoint, with its tokenizers."""
     from ..checkpoint import load
 
     model, tok = load(model_dir)
     if tok is None:
         raise ValueError(f"{model_dir} has no tokenizer; it cannot read text")
     if isinstance(model, Seq2Seq):
-        src_tok, tgt_tok = load_translation_tokenizers(model_dir)
-        return seq2seq_walkthrough(model, src_tok, tgt_tok, text)
-    return gpt_walkthrough(model, tok, text)
+        return Subject(model, *load_translation_tokenizers(model_dir))
+    return Subject(model, tok, tok)
+
+
+def builtin_walkthrough(heads: int = 1) -> Walkthrough:
+    """The articles' example on its first line."""
+    return builtin_subject(heads).walkthrough(CORPUS[0])
+
+
+def model_walkthrough(model_dir, text: str) -> Walkthrough:
+    """The walkthrough of a trained GPT or Seq2Seq checkpoint on the user's text."""
+    return load_subject(model_dir).walkthrough(text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,6 +318,7 @@ def walkthrough_data(walkthrough: Walkthrough, max_values: int = MAX_VALUES) -> 
         "source": walkthrough.source, "output": walkthrough.output, "max_values": max_values,
         "infinity": "null stands for −∞ (a masked score); \"NaN\" and \"Infinity\" for those values",
         "steps": [step_data(step, seq2seq, max_values) for step in walkthrough.steps],
+        "generation": walkthrough.generation.to_dict() if walkthrough.generation is not None else None,
     }
 
 
