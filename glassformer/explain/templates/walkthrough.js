@@ -500,8 +500,10 @@
     head.appendChild(io);
     const facts = el("dl", "facts");
     const fact = (name, value) => {
-      facts.appendChild(typeof name === "function" ? say(el("dt"), name) : el("dt", "", name));
-      facts.appendChild(typeof value === "function" ? say(el("dd"), value) : el("dd", "", String(value)));
+      const pair = el("div", "fact");
+      pair.appendChild(typeof name === "function" ? say(el("dt"), name) : el("dt", "", name));
+      pair.appendChild(typeof value === "function" ? say(el("dd"), value) : el("dd", "", String(value)));
+      facts.appendChild(pair);
     };
     fact(w("model"), w(seq2seq ? "seq2seq" : "gpt"));
     fact("d_model", config.d_model !== undefined ? config.d_model : config.n_embd);
