@@ -677,7 +677,10 @@
   for (const [id, g] of diagramBoxes) {
     const first = steps.find((s) => boxOf(s) === id);
     if (!first) { g.classList.add("empty"); continue; }
-    const go = () => { location.hash = "#" + first.id; };
+    const go = () => {
+      if (decodeURIComponent(location.hash.slice(1)) !== first.id) location.hash = "#" + first.id;
+      else document.getElementById(first.id).scrollIntoView(); // the same address again: no hashchange
+    };
     g.setAttribute("tabindex", "0");
     g.setAttribute("role", "link");
     g.addEventListener("click", go);
