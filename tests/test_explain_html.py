@@ -132,9 +132,9 @@ def plain(data: dict) -> dict:
 @pytest.mark.parametrize("name", ["builtin", "gpt"])
 def test_embedded_data_reads_back_as_the_walkthrough_data(name, request):
     walkthrough = request.getfixturevalue(name)
-    page = Page(render_html(walkthrough))
-    assert json.loads(page.scripts["walkthrough-data"]) == plain(walkthrough_data(walkthrough, PAGE_MAX_VALUES))
-    words = json.loads(page.scripts["page-words"])
+    parsed = Page(render_html(walkthrough))
+    assert json.loads(parsed.scripts["walkthrough-data"]) == plain(walkthrough_data(walkthrough, PAGE_MAX_VALUES))
+    words = json.loads(parsed.scripts["page-words"])
     assert words["zh"]["walkthrough"] == LABELS["walkthrough"]["zh"]
     small = Page(render_html(walkthrough, max_values=50))
     data = json.loads(small.scripts["walkthrough-data"])
@@ -172,9 +172,9 @@ def test_page_is_self_contained(builtin, gpt, lang):
         for fetching in ("fetch(", "XMLHttpRequest", "import(", "WebSocket", "EventSource", "url(", "@import",
                          "<link", "<img", "<iframe", " src="):
             assert fetching not in html
-        page = Page(html)
-        assert page.links == []  # the script makes its own links, all within the page
-        assert set(page.scripts) == {"walkthrough-data", "page-words", ""}
+        parsed = Page(html)
+        assert parsed.links == []  # the script makes its own links, all within the page
+        assert set(parsed.scripts) == {"walkthrough-data", "page-words", ""}
 
 
 def test_chinese_page_and_unknown_language(builtin):
