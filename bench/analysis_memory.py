@@ -16,7 +16,11 @@ Workloads:
 Prints one JSON line per (workload, recorder), in MiB: the RSS with the model built (model_rss_mb,
 about 0.5 GB of weights), the peak RSS during the workload (peak_rss_mb: the peak is reset after
 the build, whose initialisation temporaries peak higher, build_peak_mb), and the workload's
-addition (added_mb); and its seconds. A few minutes on a 2-core CPU.
+addition (added_mb); and its seconds. About 4 minutes on a 2-core CPU.
+
+Measured on a 2-core x86-64 CPU, torch 2.13 (peak RSS in MiB, names / all): lens 2068 / 3462
+(the lens's own 1285 MiB output and the 702 MiB process with the model set its floor, 1987),
+lens-last 759 / 2260, patch 1127 / 2481.
 """
 
 from __future__ import annotations

@@ -152,7 +152,8 @@ def print_lens(lens: torch.Tensor, tokenizer, ids, top: int = 3, lang: str = "en
     """The top tokens (with probabilities) each layer's residual stream predicts at each position.
 
     Args:
-        lens: analysis.logit_lens's (n_layer + 1, T, V) logits.
+        lens: analysis.logit_lens's (n_layer + 1, T, V) logits, of all T positions or of the last
+            ones (logit_lens(model, ids, positions=range(T - k, T)), which a long text can afford).
         tokenizer: what turns ids into token text.
         ids: the T input ids the lens read.
         top: tokens shown per layer and position.
@@ -161,9 +162,12 @@ def print_lens(lens: torch.Tensor, tokenizer, ids, top: int = 3, lang: str = "en
     check_lang(lang)
     console = console or Console()
     ids = [int(i) for i in (ids.flatten().tolist() if isinstance(ids, torch.Tensor) else ids)]
-    probs = torch.softmax(lens.float(), dim=-1)
+    first = len(ids) - lens.size(1)  # the position of the lens's first column
+    if first < 0:
+        raise ValueError(f"the lens has {lens.size(1)} positions, more than the {len(ids)} ids given")
+    shown = list(range(max(first, len(ids) - max_positions), len(ids)))
+    probs = torch.softmax(lens[:, [p - first for p in shown]].float(), dim=-1)  # (layers, shown, V)
     best = probs.topk(min(top, probs.size(-1)), dim=-1)
-    shown = list(range(max(0, len(ids) - max_positions), len(ids)))
     console.rule(Text(say("lens", lang), style="bold"))
     console.print(Text(say("lens_about", lang, top=top), style="italic"))
     if len(shown) < len(ids):
@@ -174,9 +178,10 @@ def print_lens(lens: torch.Tensor, tokenizer, ids, top: int = 3, lang: str = "en
         table.add_column(Text.assemble(f"{p} ", user_text(token_text(tokenizer, ids[p]))))
     for layer in range(lens.size(0)):
         cells = []
-        for p in shown:
+        for column in range(len(shown)):
             cell = Text()
-            for k, (i, pr) in enumerate(zip(best.indices[layer, p].tolist(), best.values[layer, p].tolist())):
+            tokens, chances = best.indices[layer, column].tolist(), best.values[layer, column].tolist()
+            for k, (i, pr) in enumerate(zip(tokens, chances)):
                 cell.append("\n" if k else "")
                 cell.append_text(user_text(token_text(tokenizer, i), "bold" if k == 0 else ""))
                 cell.append(f" {pr:.2f}", style="dim")
