@@ -1,5 +1,6 @@
 """The HTML walkthrough: its data embedded safely and whole, nothing fetched, and drawn by a real browser."""
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -15,8 +16,7 @@ from glassformer.explain.html import PAGE_MAX_VALUES, asset, page, page_words, r
 from glassformer.explain.narration import LABELS
 from glassformer.explain.walkthrough import (
     CORPUS,
-    gpt_walkthrough,
-    seq2seq_walkthrough,
+    Subject,
     train_walkthrough_model,
     walkthrough_data,
     write_json,
@@ -43,6 +43,7 @@ class Page(HTMLParser):
         self.current: list[str] = []  # contents links marked current
         self.figures: dict[str, int] = {}  # step id -> operand and result figures in its section
         self.diagrams = 0
+        self.ids: set[str] = set()
         self.titled_cells: list[str] = []  # what hovering a cell of a number table shows
         self.text: list[str] = []
         self._in: str | None = None  # "script" or "style" while inside one
@@ -66,6 +67,8 @@ class Page(HTMLParser):
             self.figures[a["id"]] = 0
         if tag == "figure" and "operand" in cls and self._step:
             self.figures[self._step] += 1
+        if "id" in a:
+            self.ids.add(a["id"])
         if tag == "td" and "title" in a:
             self.titled_cells.append(a["title"])
         if tag == "svg" and "diagram" in cls:
@@ -93,9 +96,11 @@ class Page(HTMLParser):
 
 @pytest.fixture(scope="module")
 def builtin():
-    """The articles' model and dialogue with two heads, untrained (training adds nothing here), reading markup."""
+    """The articles' model and dialogue with two heads, untrained (training adds nothing here), reading
+    markup; with the beam search's tree."""
     model, tok = train_walkthrough_model(heads=2, steps=0)
-    return seq2seq_walkthrough(model, tok, tok, NASTY, corpus=CORPUS)
+    subject = Subject(model, tok, tok, CORPUS)
+    return dataclasses.replace(subject.walkthrough(NASTY), generation=subject.generation(NASTY, beam=2))
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +110,9 @@ def gpt():
     torch.manual_seed(0)
     config = GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=16, norm="rmsnorm",
                        norm_position="pre", activation="swiglu", position="rope", bias=False)
-    return gpt_walkthrough(GPT(config).eval(), tok, '<i>a&"b"</i> x')
+    subject = Subject(GPT(config).eval(), tok, tok)
+    text = '<i>a&"b"</i> x'
+    return dataclasses.replace(subject.walkthrough(text), generation=subject.generation(text, n=3, top_k=5))
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +124,8 @@ def seq2seq_pre():
                            norm="rmsnorm", norm_position="pre", activation="gelu", position="rope",
                            pad_id=tok.pad_id, bos_id=tok.bos_id, eos_id=tok.eos_id)
     torch.manual_seed(0)
-    return seq2seq_walkthrough(Seq2Seq(config).eval(), tok, tok, "the cat sat")
+    subject = Subject(Seq2Seq(config).eval(), tok, tok)
+    return dataclasses.replace(subject.walkthrough("the cat sat"), generation=subject.generation("the cat sat"))
 
 
 def plain(data: dict) -> dict:
@@ -263,6 +271,8 @@ def test_browser_draws_every_step_without_console_errors(name, lang, request, tm
     assert ("dec-final" in dom.boxes) == any(step.sublayer == "final" for step in walkthrough.steps)
     assert set(dom.step_boxes.values()) <= set(dom.boxes)  # every step sits in a box of the diagram
     assert dom.titled_cells and all(re.fullmatch(r".* · .*: .+", t) for t in dom.titled_cells)
+    # Generation token by token, after the steps.
+    assert "gf-generation" in dom.ids and walkthrough.generation.output_text in text
     assert [box for box, cls in dom.boxes.items() if "here" in cls] == [
         "enc-tokens" if walkthrough.model_kind == "seq2seq" else "dec-tokens"]
 

@@ -37,6 +37,9 @@ PAGE_WORDS = {
         "legend_values": "values: negative · 0 · positive (each matrix on its own scale)",
         "legend_probabilities": "probabilities: 0 → 1", "legend_masked": "−∞ (masked)",
         "legend_hover": "Hover over a cell for its value; click a box of the diagram to go to its first step.",
+        "generation": "Generation, token by token", "gen_sample": "Sampling", "gen_greedy": "Greedy decoding",
+        "gen_beam": "Beam search", "gen_so_far": "so far", "gen_candidates": "most likely next tokens",
+        "gen_picked": "picked", "gen_output": "generated",
     },
     "zh": {
         "d_ff": "d_ff", "norm": "归一化", "activation": "激活函数", "position": "位置",
@@ -47,6 +50,8 @@ PAGE_WORDS = {
         "stats": "均值 {mean}，标准差 {std}，最小 {min}，最大 {max}", "transposed": "转置显示",
         "legend_values": "数值：负 · 0 · 正（每个矩阵各自的刻度）", "legend_probabilities": "概率：0 → 1",
         "legend_masked": "−∞（被掩码）", "legend_hover": "鼠标停在格子上可看数值；点击结构图中的方框可跳到它的第一步。",
+        "generation": "逐词生成", "gen_sample": "采样", "gen_greedy": "贪心解码", "gen_beam": "束搜索",
+        "gen_so_far": "已有", "gen_candidates": "最可能的下一个词元", "gen_picked": "选中", "gen_output": "生成结果",
     },
 }
 

@@ -552,6 +552,48 @@
     return section;
   }
 
+  // Generation token by token (explain --generate / --beam), where the data has it: one row a step.
+  function generationSection(g) {
+    const box = el("section", "generation");
+    box.id = "gf-generation";
+    box.appendChild(say(el("h2", "heading level0"), w("generation")));
+    const settings = Object.entries(g.settings || {}).filter(([, v]) => v !== null).map(([k, v]) => `${k} ${v}`);
+    const intro = el("p", "meta");
+    intro.append(say(el("strong"), w("gen_" + g.kind)), document.createTextNode(" " + settings.join(", ")));
+    box.appendChild(intro);
+    const wrap = el("div", "scroll");
+    const table = el("table", "plain");
+    const beam = g.kind === "beam"; // a beam step lists whole hypotheses, each with its score and fate
+    const head = table.createTHead().insertRow();
+    head.appendChild(el("th", "", "#"));
+    for (const key of beam ? ["gen_candidates"] : ["gen_so_far", "gen_candidates", "gen_picked"]) {
+      head.appendChild(say(el("th"), w(key)));
+    }
+    const body = table.createTBody();
+    const p = (x) => (typeof x === "number" ? number(x, 3, true) : "");
+    g.steps.forEach((s, i) => {
+      const row = body.insertRow();
+      row.appendChild(el("td", "", String(s.step !== undefined ? s.step : i + 1)));
+      const candidates = (s.candidates || []).slice(0, beam ? 6 : 5).map((c) => (beam ?
+        `${c.tokens.map(visible).join(" ")} (${p(c.normalised)}, ${c.status})` :
+        `${visible(c.token)} ${p(c.p !== undefined ? c.p : c.top_p)}`));
+      if (beam) {
+        row.appendChild(el("td", "", candidates.join(" · ")));
+        return;
+      }
+      const sofar = s.context || s.target || [];
+      row.append(el("td", "", (sofar.length > 12 ? "… " : "") + sofar.slice(-12).map(visible).join(" ")),
+        el("td", "", candidates.join(" · ")),
+        el("td", "", s.picked ? `${visible(s.picked.token)} (${p(s.picked.p)})` : ""));
+    });
+    wrap.appendChild(table);
+    box.appendChild(wrap);
+    const out = el("p", "io-out");
+    out.append(say(el("strong"), w("gen_output")), document.createTextNode(": " + g.output_text));
+    box.appendChild(out);
+    return box;
+  }
+
   const tocLinks = new Map(); // step id -> contents link
   const tocGroups = new Map(); // group key -> <details>
   function build() {
@@ -594,6 +636,12 @@
       tocLinks.set(step.id, a);
       main.appendChild(stepSection(step, i));
     });
+    if (data.generation) {
+      main.appendChild(generationSection(data.generation));
+      const a = el("a");
+      a.href = "#gf-generation";
+      toc.appendChild(say(a, w("generation")));
+    }
   }
 
   // -------------------------------------------------------------------------------------------
