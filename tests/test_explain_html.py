@@ -12,7 +12,16 @@ import torch
 
 from glassformer import GPT, GPTConfig
 from glassformer.config import Seq2SeqConfig
-from glassformer.explain.html import PAGE_MAX_VALUES, asset, page, page_words, render_html, script_json, write_html
+from glassformer.explain.html import (
+    PAGE_MAX_VALUES,
+    SCRIPTS,
+    asset,
+    page,
+    page_words,
+    render_html,
+    script_json,
+    write_html,
+)
 from glassformer.explain.narration import LABELS
 from glassformer.explain.walkthrough import (
     CORPUS,
@@ -166,7 +175,7 @@ def test_user_text_and_tokens_are_escaped(builtin, gpt):
 
 
 def test_the_script_writes_text_never_markup():
-    js = asset("walkthrough.js")
+    js = "".join(asset(name) for name in SCRIPTS)
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "Function("):
         assert sink not in js
     assert "textContent" in js

@@ -2,7 +2,8 @@
 
 Python does little here. It embeds `walkthrough_data` (the JSON schema in the README) and
 the page's own words in `<script type="application/json">` blocks, and inlines the CSS and
-the JavaScript kept beside the template in `templates/`. The script lays the page out: each
+the JavaScript kept beside the template in `templates/` (walkthrough.js: the page, the
+diagram, the contents; matrices.js: numbers, colours, tables and heatmaps). The script lays the page out: each
 result beside the matrices it is computed from, one architecture diagram that follows the
 reader, a table of contents, English or Chinese. It computes no model math: every number
 it shows is in the data. Nothing is fetched, so the page works offline.
@@ -55,7 +56,7 @@ PAGE_WORDS = {
     },
 }
 
-ASSETS = ("walkthrough.css", "walkthrough.js")
+SCRIPTS = ("walkthrough.js", "matrices.js")  # one script: html.py inlines them inside one function
 
 
 def page_words() -> dict[str, dict[str, str]]:
@@ -109,10 +110,9 @@ def page(data: dict, lang: str = "en") -> str:
     check_lang(lang)
     env = jinja2.Environment(loader=jinja2.PackageLoader("glassformer.explain", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)
-    css, js = (asset(name) for name in ASSETS)
     return env.get_template("walkthrough.html.j2").render(
-        lang=lang, title=LABELS["walkthrough"][lang], css=css, js=js, data=script_json(data),
-        words=script_json(page_words()))
+        lang=lang, title=LABELS["walkthrough"][lang], css=asset("walkthrough.css"),
+        js="\n".join(asset(name) for name in SCRIPTS), data=script_json(data), words=script_json(page_words()))
 
 
 def write_html(walkthrough: Walkthrough, path, lang: str = "en", max_values: int = PAGE_MAX_VALUES) -> Path:

@@ -1,723 +1,525 @@
 // The walkthrough page, drawn from the data embedded in it (glassformer/explain/html.py).
 // Layout, colours and number formatting only: every value shown is one the model computed,
 // read from the data. Text goes onto the page through textContent, never as markup.
-"use strict";
-(function () {
-  const data = JSON.parse(document.getElementById("walkthrough-data").textContent);
-  const WORDS = JSON.parse(document.getElementById("page-words").textContent);
-  const steps = data.steps;
-  const byId = new Map(steps.map((s) => [s.id, s]));
-  const config = data.config;
-  const seq2seq = data.model_kind === "seq2seq";
-  const SVG = "http://www.w3.org/2000/svg";
-  let lang = document.documentElement.lang in WORDS ? document.documentElement.lang : "en";
+// The page's one script is this file and matrices.js, which html.py inlines inside one function;
+// start() runs once both are read.
+const data = JSON.parse(document.getElementById("walkthrough-data").textContent);
+const WORDS = JSON.parse(document.getElementById("page-words").textContent);
+const steps = data.steps;
+const byId = new Map(steps.map((s) => [s.id, s]));
+const config = data.config;
+const seq2seq = data.model_kind === "seq2seq";
+const SVG = "http://www.w3.org/2000/svg";
+let lang = document.documentElement.lang in WORDS ? document.documentElement.lang : "en";
 
-  // -------------------------------------------------------------------------------------------
-  // Words in two languages: every translated node is registered with a function of the language
+// -------------------------------------------------------------------------------------------
+// Words in two languages: every translated node is registered with a function of the language
 
-  const texts = [];
-  function say(node, text) {
-    texts.push([node, text]);
-    node.textContent = text(lang);
-    return node;
+const texts = [];
+function say(node, text) {
+  texts.push([node, text]);
+  node.textContent = text(lang);
+  return node;
+}
+function word(key, values, l) {
+  let text = WORDS[l || lang][key];
+  if (text === undefined) return key;
+  for (const [name, value] of Object.entries(values || {})) text = text.split("{" + name + "}").join(value);
+  return text;
+}
+const w = (key, values) => (l) => word(key, values, l);
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  return node;
+}
+
+// -------------------------------------------------------------------------------------------
+// A step's equation: its operands, the operator, and the result
+
+const hasPlace = (s) => s.layer !== null || s.sublayer === "final";
+function shortName(s, l) {
+  const title = s.title[l];
+  const i = title.indexOf(": ");
+  return hasPlace(s) && i >= 0 ? title.slice(i + 2) : title;
+}
+const shapeText = (s) => (s.shape && s.shape.length ? s.shape.join(" × ") : "");
+
+const FUNCTIONS = { layer_norm: "LayerNorm", rms_norm: "RMSNorm", rope: "RoPE", relu: "ReLU", gelu: "GELU",
+  gelu_tanh: "GELU", silu: "SiLU" };
+
+// The operator between operands, or [before, between, after] around them.
+function operator(step) {
+  const f = step.params && step.params.factor;
+  switch (step.op) {
+    case "linear": return ["", "·", ""];
+    case "matmul": return ["", "·", ""];
+    case "add": return ["", "+", ""];
+    case "mul": return ["", "⊙", ""];
+    case "scale": return ["", "", `× ${f === undefined ? "" : Number(f.toPrecision(4))}`];
+    case "transpose": return ["", "", "ᵀ"];
+    case "slice": return ["", "", `[${step.params.start}:${step.params.stop}]`];
+    case "embedding": return ["", "[", "]"];
+    default: return [`${FUNCTIONS[step.op] || step.op}(`, ",", ")"];
   }
-  function word(key, values, l) {
-    let text = WORDS[l || lang][key];
-    if (text === undefined) return key;
-    for (const [name, value] of Object.entries(values || {})) text = text.split("{" + name + "}").join(value);
-    return text;
-  }
-  const w = (key, values) => (l) => word(key, values, l);
+}
 
-  function el(tag, cls, text) {
-    const node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text !== undefined) node.textContent = text;
-    return node;
+function figure(step, options) {
+  const fig = el("figure", options.result ? "operand result" : "operand");
+  if (step.values === undefined && step.corner === undefined) {
+    if (step.table) fig.appendChild(el("div", "ref", `${step.table.length} × ${step.header ? step.header.length : ""}`));
+  } else {
+    fig.appendChild(matrix(step, options));
   }
-  function svg(tag, attrs) {
-    const node = document.createElementNS(SVG, tag);
-    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-    return node;
+  const cap = el("figcaption");
+  const name = options.result ? el("span") : el("a");
+  if (!options.result) name.href = "#" + step.id;
+  const marked = options.transposed && !options.column;
+  say(name, (l) => shortName(step, l) + (marked ? "ᵀ" : ""));
+  cap.appendChild(name);
+  const shape = marked ? step.shape.slice().reverse().join(" × ") : shapeText(step);
+  if (shape) cap.appendChild(el("span", "dim", shape));
+  if (marked) cap.appendChild(say(el("span", "dim"), w("transposed")));
+  fig.appendChild(cap);
+  return fig;
+}
+
+function equation(step) {
+  const box = el("div", "equation");
+  const [before, between, after] = operator(step);
+  if (before) box.appendChild(el("span", "opsym", before));
+  step.inputs.forEach((id, i) => {
+    if (i > 0 && between) box.appendChild(el("span", "opsym", between));
+    const input = byId.get(id);
+    // W of x Wᵀ + b drawn as Wᵀ, so that its rows meet x's columns; ids drawn as a column, a row of the result each.
+    const column = step.op === "embedding" && input && input.dtype === "int";
+    if (input) box.appendChild(figure(input, { operand: true, transposed: column || (step.op === "linear" && i === 1), column }));
+  });
+  if (after) box.appendChild(el("span", "opsym", after));
+  box.appendChild(el("span", "opsym", "="));
+  box.appendChild(figure(step, { result: true }));
+  return box;
+}
+
+function stepBody(step) {
+  const box = el("div", "body");
+  const leaf = step.inputs.length === 0;
+  if (step.table && (step.op === "table" || step.op === "argmax")) {
+    if (step.op === "argmax") box.appendChild(equation(step));
+    box.appendChild(textTable(step));
+  } else if (leaf && (step.values !== undefined || step.corner !== undefined)) {
+    const fig = el("figure", "operand result");
+    fig.appendChild(matrix(step, {}));
+    box.appendChild(fig);
+  } else if (!leaf) {
+    box.appendChild(equation(step));
   }
-
-  // -------------------------------------------------------------------------------------------
-  // Numbers and colours
-
-  // A cell's text: a real minus sign, −∞ for a masked score, an exponent only where decimals would
-  // hide the value (never for probabilities: 1e−12 of them reads best as 0.00).
-  function number(x, decimals, fixed) {
-    if (x === null) return "−∞";
-    if (typeof x !== "number") return String(x); // "NaN", "Infinity", booleans
-    if (Number.isInteger(x) && decimals === 0) return String(x).replace("-", "−");
-    const a = Math.abs(x);
-    let text = !fixed && a !== 0 && (a >= 1e4 || a < 1e-3) ? x.toExponential(1) : x.toFixed(decimals);
-    if (Number(text) === 0) text = text.replace("-", "");
-    return text.replace(/-/g, "−");
+  if (step.truncated) {
+    const corner = step.shape.length === 1 ? String(step.corner.length) :
+      `${step.corner.length} × ${step.corner[0].length}`;
+    box.appendChild(say(el("p", "note"), w("truncated", {
+      count: step.stats ? step.stats.count : step.shape.reduce((a, b) => a * b, 1), corner, max: data.max_values })));
   }
-  const full = (x) => (x === null ? "−∞" : typeof x === "number" ? String(x).replace(/-/g, "−") : String(x));
-
-  function mix(stops, t) {
-    t = Math.min(Math.max(t, 0), 1) * (stops.length - 1);
-    const i = Math.min(Math.floor(t), stops.length - 2);
-    const f = t - i;
-    return stops[i].map((a, k) => Math.round(a + (stops[i + 1][k] - a) * f));
+  if (step.stats && step.stats.mean !== undefined && (step.truncated || step.stats.count > 64)) {
+    const s = step.stats;
+    const f = (x) => number(x, 3);
+    box.appendChild(say(el("p", "note"), w("stats", { mean: f(s.mean), std: f(s.std), min: f(s.min), max: f(s.max) })));
   }
-  const SEQUENTIAL = [[255, 255, 255], [158, 202, 225], [33, 113, 181], [8, 48, 107]];
-  const NEGATIVE = [[255, 255, 255], [146, 197, 222], [33, 102, 172]];
-  const POSITIVE = [[255, 255, 255], [244, 165, 130], [178, 24, 43]];
-  const GREY = [154, 165, 177];
+  return box;
+}
 
-  // How one matrix is coloured: probabilities 0..1, masks grey where dropped, ids plain, the
-  // rest diverging around 0 over the step's largest magnitude.
-  function palette(step) {
-    if (step.dtype === "int") return { plain: true, decimals: 0 };
-    if (step.dtype === "bool") return { mask: true, decimals: 0 };
-    if (step.display === "probabilities") return { probabilities: true, decimals: 2 };
-    const s = step.stats || {};
-    const scale = Math.max(Math.abs(s.min || 0), Math.abs(s.max || 0));
-    const whole = s.count && [s.min, s.max, s.mean].every((x) => x === undefined || Number.isInteger(x));
-    return { scale, decimals: whole && scale >= 1 ? 0 : scale >= 0.1 || scale === 0 ? 2 : 3 };
+// -------------------------------------------------------------------------------------------
+// The architecture diagram: drawn once from the config, following the reader
+
+const pre = config.norm_position === "pre";
+const addsPositions = config.position !== "rope";
+const hasFinal = (part) => steps.some((s) => s.sublayer === "final" && partOf(s) === part);
+function partOf(s) {
+  if (!seq2seq) return "dec";
+  return s.id.startsWith("enc.") || s.id === "corpus" || s.id === "vocab" ? "enc" : "dec";
+}
+
+function boxOf(s) {
+  const part = partOf(s);
+  const sub = s.sublayer;
+  if (s.op === "table") return s.section === "output" ? "softmax" : part + "-tokens";
+  if (sub === "self" || sub === "cross" || sub === "ffn") {
+    const rest = s.id.split(`.${sub}.`)[1] || "";
+    if (rest === "norm" || rest.startsWith("norm.")) return `${part}-${pre ? "norm" : "addnorm"}-${sub}`;
+    if (rest === "residual") return `${part}-${pre ? "add" : "addnorm"}-${sub}`;
+    return `${part}-${sub}`;
   }
-  function colour(p, x) {
-    if (p.plain) return null;
-    if (p.mask) return x ? null : GREY;
-    if (x === null) return GREY;
-    if (typeof x !== "number") return [255, 230, 0];
-    if (p.probabilities) return mix(SEQUENTIAL, x);
-    const t = p.scale > 0 ? Math.abs(x) / p.scale : 0;
-    return mix(x > 0 ? POSITIVE : NEGATIVE, t);
+  if (sub === "final") return `${part}-final`;
+  if (sub === "head") return s.id.startsWith("next.") || s.id === "decode" ? "softmax" : "linear";
+  if (s.display === "mask") return `${part}-self`;
+  return s.id.replace(/^(enc|dec)\./, "") === "ids" ? `${part}-tokens` : `${part}-embed`;
+}
+
+// A two-line box label on one line: "Masked self-\nattention" -> "Masked self-attention", "掩码\n自注意力" -> "掩码自注意力".
+const oneLine = (text, l) => text.replace(/-\n/g, "-").replace(/\n\+/g, " +").replace(/\n/g, l === "zh" ? "" : " ");
+const ACT = { relu: "ReLU", gelu: "GELU", gelu_tanh: "GELU", swiglu: "SwiGLU", silu: "SiLU" };
+const NORM = { layernorm: "LayerNorm", rmsnorm: "RMSNorm" };
+function columnBoxes(part) {
+  const tokens = seq2seq ? (part === "enc" ? "box_src_tokens" : "box_tgt_tokens") : "box_tokens";
+  const stack = [[`${part}-tokens`, (l) => oneLine(word(tokens, {}, l), l)]];
+  stack.push([`${part}-embed`, (l) => (addsPositions ? oneLine(word("box_embed", {}, l), l) : word("box_embed", {}, l).split("\n")[0])]);
+  const layer = [];
+  const subs = part === "dec" && seq2seq ? ["self", "cross", "ffn"] : ["self", "ffn"];
+  for (const sub of subs) {
+    const name = sub === "self" && part === "dec" ? "box_masked_self" : "box_" + sub;
+    const extra = sub === "ffn" ? ACT[config.activation] || config.activation : sub !== "cross" && !addsPositions ? "RoPE" : "";
+    const main = [`${part}-${sub}`, (l) => oneLine(word(name, {}, l), l) + (extra ? ` (${extra})` : "")];
+    const norm = NORM[config.norm] || config.norm;
+    if (pre) layer.push([`${part}-norm-${sub}`, () => norm], main, [`${part}-add-${sub}`, (l) => word("box_add", {}, l)]);
+    else layer.push(main, [`${part}-addnorm-${sub}`, (l) => oneLine(word("box_addnorm", {}, l), l)]);
   }
-  const dark = (rgb) => rgb && 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 140;
-  const css = (rgb) => `rgb(${rgb[0]},${rgb[1]},${rgb[2]})`;
+  const after = [];
+  if (hasFinal(part)) after.push([`${part}-final`, (l) => word("final", {}, l) + ` (${NORM[config.norm] || config.norm})`]);
+  if (part === "dec") after.push(["linear", (l) => word("box_linear", {}, l)], ["softmax", (l) => word("box_softmax", {}, l)]);
+  return { stack, layer, after };
+}
 
-  // -------------------------------------------------------------------------------------------
-  // A step's values as a 2-D view (rows × columns), possibly transposed or truncated
-
-  function view(step, transposed) {
-    const shape = step.shape || [];
-    let values = step.truncated ? step.corner : step.values;
-    let rows = step.rows, cols = step.cols, full2 = shape.slice(-2);
-    if (shape.length === 0) { values = [[values]]; full2 = [1, 1]; }
-    else if (shape.length === 1) { values = [values]; full2 = [1, shape[0]]; rows = [""]; cols = step.cols; }
-    else if (shape.length > 2) { while (Array.isArray(values[0][0])) values = values[0]; }
-    let v = {
-      n: values.length, m: values.length ? values[0].length : 0, get: (r, c) => values[r][c],
-      rowLabels: rows && rows.length === full2[0] ? rows : null,
-      colLabels: cols && cols.length === full2[1] ? cols : null,
-      shape: full2, transposed: false,
+const diagramBoxes = new Map(); // box id -> svg group
+const frameLabels = {}; // part -> svg text
+function drawDiagram() {
+  const W = 320, BH = 22, GAP = 9, PITCH = BH + GAP, TOP = 8;
+  const parts = seq2seq ? ["enc", "dec"] : ["dec"];
+  const colW = seq2seq ? 146 : 210;
+  const xs = seq2seq ? { enc: 6, dec: W - 6 - colW } : { dec: (W - colW) / 2 };
+  const node = svg("svg", { class: "diagram", role: "img" });
+  const arrows = svg("g", { class: "arrows" });
+  node.appendChild(arrows);
+  let height = 0;
+  const where = {};
+  for (const part of parts) {
+    const { stack, layer, after } = columnBoxes(part);
+    const x = xs[part];
+    let y = TOP;
+    let last = null;
+    const place = ([id, text], inFrame) => {
+      const g = svg("g", { class: "box", "data-box": id });
+      g.appendChild(svg("rect", { x: x + (inFrame ? 8 : 0), y, width: colW - (inFrame ? 16 : 0), height: BH, rx: 4 }));
+      const t = svg("text", { x: x + colW / 2, y: y + BH / 2 + 4, "data-fit": colW - (inFrame ? 16 : 0) - 6 });
+      say(t, text);
+      g.appendChild(t);
+      node.appendChild(g);
+      diagramBoxes.set(id, g);
+      where[id] = { x: x + colW / 2, top: y, bottom: y + BH, left: x + (inFrame ? 8 : 0), right: x + colW - (inFrame ? 8 : 0) };
+      if (last) arrows.appendChild(svg("path", { d: `M${x + colW / 2},${last + 1} L${x + colW / 2},${y - 2}` }));
+      last = y + BH;
+      y += PITCH;
     };
-    if (transposed) {
-      const u = v;
-      v = { n: u.m, m: u.n, get: (r, c) => u.get(c, r), rowLabels: u.colLabels, colLabels: u.rowLabels,
-        shape: [u.shape[1], u.shape[0]], transposed: true };
-    }
-    return v;
+    stack.forEach((b) => place(b, false));
+    y += 10;
+    const frameTop = y - 6;
+    layer.forEach((b) => place(b, true));
+    const frameBottom = y - GAP + 6;
+    node.insertBefore(svg("rect", { class: "frame", x, y: frameTop, width: colW, height: frameBottom - frameTop, rx: 6 }), arrows);
+    const fl = svg("text", { class: "frame-label", x: x + colW - 4, y: frameBottom + 12 });
+    frameLabels[part] = fl;
+    node.appendChild(fl);
+    y += 12;
+    after.forEach((b) => place(b, false));
+    height = Math.max(height, y);
   }
-
-  const label = (labels, i) => (!labels ? String(i) : labels[i] === "" ? "" : visible(labels[i]));
-  function visible(text) {
-    text = String(text);
-    return text.trim() === "" ? text.replace(/ /g, "␣").replace(/\n/g, "↵").replace(/\t/g, "⇥") || "∅" : text;
+  if (seq2seq) {
+    // The encoder's output feeds every decoder layer's cross-attention.
+    const last = columnBoxes("enc");
+    const from = where[(last.after.length ? last.after : last.layer).slice(-1)[0][0]];
+    const to = where["dec-cross"];
+    const mid = (from.right + to.left) / 2;
+    arrows.appendChild(svg("path", { class: "memory", d: `M${from.right + 1},${(from.top + from.bottom) / 2} L${mid},${(from.top + from.bottom) / 2} L${mid},${(to.top + to.bottom) / 2} L${to.left - 2},${(to.top + to.bottom) / 2}` }));
   }
+  node.setAttribute("viewBox", `0 0 ${W} ${height}`);
+  node.setAttribute("width", W);
+  node.setAttribute("height", height);
+  return node;
+}
 
-  // -------------------------------------------------------------------------------------------
-  // Drawing a matrix: a table of numbers when small, a heatmap when large
-
-  const tip = document.getElementById("gf-tip");
-  function showTip(event, text) {
-    tip.textContent = text;
-    tip.hidden = false;
-    tip.style.left = Math.min(event.clientX + 14, window.innerWidth - tip.offsetWidth - 8) + "px";
-    tip.style.top = event.clientY + 16 + "px";
-  }
-  const hideTip = () => { tip.hidden = true; };
-  const cellText = (v, r, c, p) => `${label(v.rowLabels, r)} · ${label(v.colLabels, c)}: ` +
-    (p.mask ? (v.get(r, c) ? "true" : "false") : full(v.get(r, c)));
-
-  function matrix(step, options) {
-    const v = view(step, options.transposed);
-    const p = palette(step);
-    const more = v.n < v.shape[0] || v.m < v.shape[1];
-    const small = options.operand ? v.m <= 8 && v.n <= 24 : (v.m <= 12 && v.n <= 24) || (v.n <= 2 && v.m <= 32);
-    if (p.plain) return numbers({ ...v, n: Math.min(v.n, 32), m: Math.min(v.m, 64) }, p, true); // ids: the first 64
-    if (small) return numbers(v, p, more);
-    return options.operand ? canvas(v, p, 180, 180, false) : canvas(v, p, 560, 420, true);
-  }
-
-  function numbers(v, p, more) {
-    const table = el("table", "matrix numbers");
-    const head = table.createTHead().insertRow();
-    head.appendChild(el("th"));
-    for (let c = 0; c < v.m; c++) head.appendChild(el("th", v.colLabels ? "" : "idx", label(v.colLabels, c)));
-    if (more && v.m < v.shape[1]) head.appendChild(el("th", "idx", "…"));
-    const body = table.createTBody();
-    for (let r = 0; r < v.n; r++) {
-      const row = body.insertRow();
-      row.appendChild(el("th", v.rowLabels ? "" : "idx", label(v.rowLabels, r)));
-      for (let c = 0; c < v.m; c++) {
-        const x = v.get(r, c);
-        const rgb = colour(p, x);
-        const td = el("td", "", p.mask ? (x ? "✓" : "−∞") : number(x, p.decimals, p.probabilities));
-        if (rgb) td.style.background = css(rgb);
-        if (dark(rgb)) td.className = "dark";
-        if (x === null || (p.mask && !x)) td.className = "ninf";
-        td.title = cellText(v, r, c, p);
-        row.appendChild(td);
-      }
-      if (more && v.m < v.shape[1]) row.appendChild(el("td", "more", "…"));
-    }
-    if (more && v.n < v.shape[0]) {
-      const row = body.insertRow();
-      row.appendChild(el("th", "idx", "⋮"));
-      for (let c = 0; c < v.m; c++) row.appendChild(el("td", "more", "⋮"));
-    }
-    return table;
-  }
-
-  // A heatmap, one pixel a value scaled up; hovering shows a value. Token labels beside it where they fit.
-  function canvas(v, p, maxWidth, maxHeight, labelled) {
-    // Square cells as large as fit, but at least 3 pixels along an axis with room for them.
-    const wide = Math.max(1, Math.min(12, Math.floor(maxWidth / v.m)));
-    const tall = v.n === 1 ? 12 : Math.max(1, Math.min(12, Math.floor(maxHeight / v.n)));
-    const side = Math.min(wide, tall);
-    const cw = v.n === 1 ? wide : Math.max(side, Math.min(3, wide));
-    const ch = v.n === 1 ? 12 : Math.max(side, Math.min(3, tall));
-    const node = el("canvas", "heat");
-    node.width = v.m;
-    node.height = v.n;
-    node.style.width = v.m * cw + "px";
-    node.style.height = v.n * ch + "px";
-    const ctx = node.getContext("2d");
-    const image = ctx.createImageData(v.m, v.n);
-    for (let r = 0; r < v.n; r++) {
-      for (let c = 0; c < v.m; c++) {
-        const rgb = colour(p, v.get(r, c)) || [255, 255, 255];
-        image.data.set([rgb[0], rgb[1], rgb[2], 255], 4 * (r * v.m + c));
-      }
-    }
-    ctx.putImageData(image, 0, 0);
-    node.addEventListener("mousemove", (event) => {
-      const box = node.getBoundingClientRect();
-      const c = Math.min(v.m - 1, Math.floor(((event.clientX - box.left) / box.width) * v.m));
-      const r = Math.min(v.n - 1, Math.floor(((event.clientY - box.top) / box.height) * v.n));
-      showTip(event, cellText(v, r, c, p));
-    });
-    node.addEventListener("mouseleave", hideTip);
-    if (!labelled || !(v.rowLabels || v.colLabels) || Math.min(cw, ch) < 9) return node;
-    const grid = el("div", "labelled");
-    const font = Math.min(11, Math.min(cw, ch) - 1) + "px";
-    const cols = el("div", "cols");
-    for (let c = 0; v.colLabels && c < v.m; c++) {
-      const span = el("span", "", label(v.colLabels, c));
-      span.style.width = cw + "px";
-      span.style.fontSize = font;
-      cols.appendChild(span);
-    }
-    const rows = el("div", "rows");
-    for (let r = 0; v.rowLabels && r < v.n; r++) {
-      const span = el("span", "", label(v.rowLabels, r));
-      span.style.height = span.style.lineHeight = ch + "px";
-      span.style.fontSize = font;
-      rows.appendChild(span);
-    }
-    grid.append(el("span"), cols, rows, node);
-    return grid;
-  }
-
-  function textTable(step) {
-    const wrap = el("div", "scroll");
-    const table = el("table", "plain");
-    if (step.header) {
-      const head = table.createTHead().insertRow();
-      for (const h of step.header) head.appendChild(el("th", "", h));
-    }
-    const body = table.createTBody();
-    for (const cells of step.table.slice(0, 100)) {
-      const row = body.insertRow();
-      for (const x of cells) row.appendChild(el("td", "", visible(x)));
-    }
-    wrap.appendChild(table);
-    if (step.table.length > 100) wrap.appendChild(say(el("p", "note"), w("more_rows", { n: step.table.length - 100 })));
-    return wrap;
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // A step's equation: its operands, the operator, and the result
-
-  const hasPlace = (s) => s.layer !== null || s.sublayer === "final";
-  function shortName(s, l) {
-    const title = s.title[l];
-    const i = title.indexOf(": ");
-    return hasPlace(s) && i >= 0 ? title.slice(i + 2) : title;
-  }
-  const shapeText = (s) => (s.shape && s.shape.length ? s.shape.join(" × ") : "");
-
-  const FUNCTIONS = { layer_norm: "LayerNorm", rms_norm: "RMSNorm", rope: "RoPE", relu: "ReLU", gelu: "GELU",
-    gelu_tanh: "GELU", silu: "SiLU" };
-
-  // The operator between operands, or [before, between, after] around them.
-  function operator(step) {
-    const f = step.params && step.params.factor;
-    switch (step.op) {
-      case "linear": return ["", "·", ""];
-      case "matmul": return ["", "·", ""];
-      case "add": return ["", "+", ""];
-      case "mul": return ["", "⊙", ""];
-      case "scale": return ["", "", `× ${f === undefined ? "" : Number(f.toPrecision(4))}`];
-      case "transpose": return ["", "", "ᵀ"];
-      case "slice": return ["", "", `[${step.params.start}:${step.params.stop}]`];
-      case "embedding": return ["", "[", "]"];
-      default: return [`${FUNCTIONS[step.op] || step.op}(`, ",", ")"];
+// Squeezes a label longer than its box (a long name in a narrow column) into the box.
+function fitLabels() {
+  for (const t of document.querySelectorAll("svg.diagram text[data-fit]")) {
+    t.removeAttribute("textLength");
+    t.removeAttribute("lengthAdjust");
+    const room = Number(t.getAttribute("data-fit"));
+    if (t.getComputedTextLength() > room) {
+      t.setAttribute("textLength", room);
+      t.setAttribute("lengthAdjust", "spacingAndGlyphs");
     }
   }
+}
 
-  function figure(step, options) {
-    const fig = el("figure", options.result ? "operand result" : "operand");
-    if (step.values === undefined && step.corner === undefined) {
-      if (step.table) fig.appendChild(el("div", "ref", `${step.table.length} × ${step.header ? step.header.length : ""}`));
-    } else {
-      fig.appendChild(matrix(step, options));
-    }
-    const cap = el("figcaption");
-    const name = options.result ? el("span") : el("a");
-    if (!options.result) name.href = "#" + step.id;
-    const marked = options.transposed && !options.column;
-    say(name, (l) => shortName(step, l) + (marked ? "ᵀ" : ""));
-    cap.appendChild(name);
-    const shape = marked ? step.shape.slice().reverse().join(" × ") : shapeText(step);
-    if (shape) cap.appendChild(el("span", "dim", shape));
-    if (marked) cap.appendChild(say(el("span", "dim"), w("transposed")));
-    fig.appendChild(cap);
-    return fig;
+function frameText(part, l) {
+  const n = part === "enc" ? config.n_encoder_layers : seq2seq ? config.n_decoder_layers : config.n_layer;
+  const name = word(part === "enc" ? "box_encoder_layer" : "box_decoder_layer", { n }, l);
+  if (current && current.layer !== null && partOf(current) === part) {
+    return word("layer_of", { name: name.split(" × ")[0], i: current.layer + 1, n }, l);
   }
+  return name;
+}
 
-  function equation(step) {
-    const box = el("div", "equation");
-    const [before, between, after] = operator(step);
-    if (before) box.appendChild(el("span", "opsym", before));
-    step.inputs.forEach((id, i) => {
-      if (i > 0 && between) box.appendChild(el("span", "opsym", between));
-      const input = byId.get(id);
-      // W of x Wᵀ + b drawn as Wᵀ, so that its rows meet x's columns; ids drawn as a column, a row of the result each.
-      const column = step.op === "embedding" && input && input.dtype === "int";
-      if (input) box.appendChild(figure(input, { operand: true, transposed: column || (step.op === "linear" && i === 1), column }));
-    });
-    if (after) box.appendChild(el("span", "opsym", after));
-    box.appendChild(el("span", "opsym", "="));
-    box.appendChild(figure(step, { result: true }));
-    return box;
+// -------------------------------------------------------------------------------------------
+// The page: header, steps grouped under headings, contents
+
+// Where a step sits, in narration's words: "Encoder layer 2", "self-attention", "head 1".
+const placeWord = (key, n) => (l) => word("place_" + key, { layer: n, head: n }, l);
+
+// The contents' path of a step: section, layer (or final norm), sublayer, head.
+function path(s) {
+  const out = [["section:" + s.section, w("section_" + s.section)]];
+  if (s.layer !== null) {
+    const stack = !seq2seq ? "decoder" : partOf(s) === "enc" ? "encoder" : "decoder_s2s";
+    out.push([`layer:${s.section}:${s.layer}`, placeWord(stack, s.layer + 1)]);
+    if (["self", "cross", "ffn"].includes(s.sublayer)) out.push([`sub:${s.section}:${s.layer}:${s.sublayer}`, placeWord(s.sublayer)]);
+    if (s.head !== null) out.push([`head:${s.section}:${s.layer}:${s.sublayer}:${s.head}`, placeWord("head", s.head + 1)]);
+  } else if (s.sublayer === "final") {
+    out.push([`final:${s.section}`, w("final")]);
   }
+  return out;
+}
 
-  function stepBody(step) {
-    const box = el("div", "body");
-    const leaf = step.inputs.length === 0;
-    if (step.table && (step.op === "table" || step.op === "argmax")) {
-      if (step.op === "argmax") box.appendChild(equation(step));
-      box.appendChild(textTable(step));
-    } else if (leaf && (step.values !== undefined || step.corner !== undefined)) {
-      const fig = el("figure", "operand result");
-      fig.appendChild(matrix(step, {}));
-      box.appendChild(fig);
-    } else if (!leaf) {
-      box.appendChild(equation(step));
-    }
-    if (step.truncated) {
-      const corner = step.shape.length === 1 ? String(step.corner.length) :
-        `${step.corner.length} × ${step.corner[0].length}`;
-      box.appendChild(say(el("p", "note"), w("truncated", {
-        count: step.stats ? step.stats.count : step.shape.reduce((a, b) => a * b, 1), corner, max: data.max_values })));
-    }
-    if (step.stats && step.stats.mean !== undefined && (step.truncated || step.stats.count > 64)) {
-      const s = step.stats;
-      const f = (x) => number(x, 3);
-      box.appendChild(say(el("p", "note"), w("stats", { mean: f(s.mean), std: f(s.std), min: f(s.min), max: f(s.max) })));
-    }
-    return box;
+function header() {
+  const head = el("header", "top");
+  head.appendChild(say(el("h1"), (l) => WORDS[l].walkthrough));
+  const io = el("div", "io");
+  const source = el("div", "text source");
+  source.appendChild(say(el("span", "what"), w("source")));
+  source.appendChild(el("span", "words", data.source));
+  const output = el("div", "text output");
+  output.appendChild(say(el("span", "what"), w("output")));
+  output.appendChild(el("span", "words", visible(data.output)));
+  io.append(source, el("span", "arrow", "→"), output);
+  head.appendChild(io);
+  const facts = el("dl", "facts");
+  const fact = (name, value) => {
+    const pair = el("div", "fact");
+    pair.appendChild(typeof name === "function" ? say(el("dt"), name) : el("dt", "", name));
+    pair.appendChild(typeof value === "function" ? say(el("dd"), value) : el("dd", "", String(value)));
+    facts.appendChild(pair);
+  };
+  fact(w("model"), w(seq2seq ? "seq2seq" : "gpt"));
+  fact("d_model", config.d_model !== undefined ? config.d_model : config.n_embd);
+  fact(w("heads"), config.n_head);
+  if (seq2seq) fact(w("enc_dec_layers"), `${config.n_encoder_layers} + ${config.n_decoder_layers}`);
+  else fact(w("layers"), config.n_layer);
+  if (config.d_ff) fact(w("d_ff"), config.d_ff);
+  fact(w("norm"), (l) => `${NORM[config.norm] || config.norm}${l === "zh" ? "，" : ", "}${word(pre ? "pre" : "post", {}, l)}`);
+  fact(w("activation"), ACT[config.activation] || config.activation);
+  fact(w("position"), w(config.position, { theta: config.rope_theta }));
+  fact(w("vocab"), seq2seq ? config.tgt_vocab_size : config.vocab_size);
+  head.appendChild(facts);
+  const legend = el("p", "legend");
+  for (const [cls, key] of [["values", "legend_values"], ["probabilities", "legend_probabilities"], ["masked", "legend_masked"]]) {
+    const item = el("span", "item");
+    item.append(el("span", "swatch " + cls), say(el("span"), w(key)));
+    legend.appendChild(item);
   }
+  legend.appendChild(say(el("span", "hint"), w("legend_hover")));
+  head.appendChild(legend);
+  return head;
+}
 
-  // -------------------------------------------------------------------------------------------
-  // The architecture diagram: drawn once from the config, following the reader
-
-  const pre = config.norm_position === "pre";
-  const addsPositions = config.position !== "rope";
-  const hasFinal = (part) => steps.some((s) => s.sublayer === "final" && partOf(s) === part);
-  function partOf(s) {
-    if (!seq2seq) return "dec";
-    return s.id.startsWith("enc.") || s.id === "corpus" || s.id === "vocab" ? "enc" : "dec";
+function stepSection(step, index) {
+  const section = el("section", "step");
+  section.id = step.id;
+  section.dataset.box = boxOf(step);
+  const h = el("h3");
+  h.appendChild(el("span", "num", String(index + 1)));
+  h.appendChild(say(el("span", "title"), (l) => step.title[l]));
+  const link = el("a", "sid", step.id);
+  link.href = "#" + step.id;
+  h.appendChild(link);
+  section.appendChild(h);
+  section.appendChild(say(el("p", "explain"), (l) => step.explanation[l]));
+  const meta = el("p", "meta");
+  if (step.formula) meta.appendChild(el("code", "formula", step.formula));
+  if (step.shape) {
+    const shape = el("span", "shape");
+    shape.appendChild(say(el("span"), w("shape")));
+    shape.appendChild(document.createTextNode(" " + (shapeText(step) || "1")));
+    meta.appendChild(shape);
   }
+  section.appendChild(meta);
+  section.appendChild(stepBody(step));
+  return section;
+}
 
-  function boxOf(s) {
-    const part = partOf(s);
-    const sub = s.sublayer;
-    if (s.op === "table") return s.section === "output" ? "softmax" : part + "-tokens";
-    if (sub === "self" || sub === "cross" || sub === "ffn") {
-      const rest = s.id.split(`.${sub}.`)[1] || "";
-      if (rest === "norm" || rest.startsWith("norm.")) return `${part}-${pre ? "norm" : "addnorm"}-${sub}`;
-      if (rest === "residual") return `${part}-${pre ? "add" : "addnorm"}-${sub}`;
-      return `${part}-${sub}`;
+// Generation token by token (explain --generate / --beam), where the data has it: one row a step.
+function generationSection(g) {
+  const box = el("section", "generation");
+  box.id = "gf-generation";
+  box.appendChild(say(el("h2", "heading level0"), w("generation")));
+  const settings = Object.entries(g.settings || {}).filter(([, v]) => v !== null).map(([k, v]) => `${k} ${v}`);
+  const intro = el("p", "meta");
+  intro.append(say(el("strong"), w("gen_" + g.kind)), document.createTextNode(" " + settings.join(", ")));
+  box.appendChild(intro);
+  const wrap = el("div", "scroll");
+  const table = el("table", "plain");
+  const beam = g.kind === "beam"; // a beam step lists whole hypotheses, each with its score and fate
+  const head = table.createTHead().insertRow();
+  head.appendChild(el("th", "", "#"));
+  for (const key of beam ? ["gen_candidates"] : ["gen_so_far", "gen_candidates", "gen_picked"]) {
+    head.appendChild(say(el("th"), w(key)));
+  }
+  const body = table.createTBody();
+  const p = (x) => (typeof x === "number" ? number(x, 3, true) : "");
+  g.steps.forEach((s, i) => {
+    const row = body.insertRow();
+    row.appendChild(el("td", "", String(s.step !== undefined ? s.step : i + 1)));
+    const candidates = (s.candidates || []).slice(0, beam ? 6 : 5).map((c) => (beam ?
+      `${c.tokens.map(visible).join(" ")} (${p(c.normalised)}, ${c.status})` :
+      `${visible(c.token)} ${p(c.p !== undefined ? c.p : c.top_p)}`));
+    if (beam) {
+      row.appendChild(el("td", "", candidates.join(" · ")));
+      return;
     }
-    if (sub === "final") return `${part}-final`;
-    if (sub === "head") return s.id.startsWith("next.") || s.id === "decode" ? "softmax" : "linear";
-    if (s.display === "mask") return `${part}-self`;
-    return s.id.replace(/^(enc|dec)\./, "") === "ids" ? `${part}-tokens` : `${part}-embed`;
-  }
+    const sofar = s.context || s.target || [];
+    row.append(el("td", "", (sofar.length > 12 ? "… " : "") + sofar.slice(-12).map(visible).join(" ")),
+      el("td", "", candidates.join(" · ")),
+      el("td", "", s.picked ? `${visible(s.picked.token)} (${p(s.picked.p)})` : ""));
+  });
+  wrap.appendChild(table);
+  box.appendChild(wrap);
+  const out = el("p", "io-out");
+  out.append(say(el("strong"), w("gen_output")), document.createTextNode(": " + g.output_text));
+  box.appendChild(out);
+  return box;
+}
 
-  // A two-line box label on one line: "Masked self-\nattention" -> "Masked self-attention", "掩码\n自注意力" -> "掩码自注意力".
-  const oneLine = (text, l) => text.replace(/-\n/g, "-").replace(/\n\+/g, " +").replace(/\n/g, l === "zh" ? "" : " ");
-  const ACT = { relu: "ReLU", gelu: "GELU", gelu_tanh: "GELU", swiglu: "SwiGLU", silu: "SiLU" };
-  const NORM = { layernorm: "LayerNorm", rmsnorm: "RMSNorm" };
-  function columnBoxes(part) {
-    const tokens = seq2seq ? (part === "enc" ? "box_src_tokens" : "box_tgt_tokens") : "box_tokens";
-    const stack = [[`${part}-tokens`, (l) => oneLine(word(tokens, {}, l), l)]];
-    stack.push([`${part}-embed`, (l) => (addsPositions ? oneLine(word("box_embed", {}, l), l) : word("box_embed", {}, l).split("\n")[0])]);
-    const layer = [];
-    const subs = part === "dec" && seq2seq ? ["self", "cross", "ffn"] : ["self", "ffn"];
-    for (const sub of subs) {
-      const name = sub === "self" && part === "dec" ? "box_masked_self" : "box_" + sub;
-      const extra = sub === "ffn" ? ACT[config.activation] || config.activation : sub !== "cross" && !addsPositions ? "RoPE" : "";
-      const main = [`${part}-${sub}`, (l) => oneLine(word(name, {}, l), l) + (extra ? ` (${extra})` : "")];
-      const norm = NORM[config.norm] || config.norm;
-      if (pre) layer.push([`${part}-norm-${sub}`, () => norm], main, [`${part}-add-${sub}`, (l) => word("box_add", {}, l)]);
-      else layer.push(main, [`${part}-addnorm-${sub}`, (l) => oneLine(word("box_addnorm", {}, l), l)]);
+const tocLinks = new Map(); // step id -> contents link
+const tocGroups = new Map(); // group key -> <details>
+function build() {
+  const main = document.getElementById("gf-main");
+  main.appendChild(header());
+  const toc = document.getElementById("gf-toc");
+  toc.appendChild(say(el("h2"), w("contents")));
+  let open = []; // the current path: [key, details, list, heading level]
+  steps.forEach((step, i) => {
+    const p = path(step);
+    let k = 0;
+    while (k < open.length && k < p.length && open[k][0] === p[k][0]) k++;
+    open = open.slice(0, k);
+    // A heading where the section changes, and one naming the new layer, sublayer or head.
+    const first = k;
+    if (first === 0) main.appendChild(say(el("h2", "heading level0"), p[0][1]));
+    if (p.length > 1 && first < p.length) {
+      const rest = p.slice(1);
+      main.appendChild(say(el("div", "heading level" + Math.max(first, 1)), (l) =>
+        rest.map(([, t]) => t(l)).join(l === "zh" ? "，" : ", ")));
     }
-    const after = [];
-    if (hasFinal(part)) after.push([`${part}-final`, (l) => word("final", {}, l) + ` (${NORM[config.norm] || config.norm})`]);
-    if (part === "dec") after.push(["linear", (l) => word("box_linear", {}, l)], ["softmax", (l) => word("box_softmax", {}, l)]);
-    return { stack, layer, after };
-  }
-
-  const diagramBoxes = new Map(); // box id -> svg group
-  const frameLabels = {}; // part -> svg text
-  function drawDiagram() {
-    const W = 320, BH = 22, GAP = 9, PITCH = BH + GAP, TOP = 8;
-    const parts = seq2seq ? ["enc", "dec"] : ["dec"];
-    const colW = seq2seq ? 146 : 210;
-    const xs = seq2seq ? { enc: 6, dec: W - 6 - colW } : { dec: (W - colW) / 2 };
-    const node = svg("svg", { class: "diagram", role: "img" });
-    const arrows = svg("g", { class: "arrows" });
-    node.appendChild(arrows);
-    let height = 0;
-    const where = {};
-    for (const part of parts) {
-      const { stack, layer, after } = columnBoxes(part);
-      const x = xs[part];
-      let y = TOP;
-      let last = null;
-      const place = ([id, text], inFrame) => {
-        const g = svg("g", { class: "box", "data-box": id });
-        g.appendChild(svg("rect", { x: x + (inFrame ? 8 : 0), y, width: colW - (inFrame ? 16 : 0), height: BH, rx: 4 }));
-        const t = svg("text", { x: x + colW / 2, y: y + BH / 2 + 4, "data-fit": colW - (inFrame ? 16 : 0) - 6 });
-        say(t, text);
-        g.appendChild(t);
-        node.appendChild(g);
-        diagramBoxes.set(id, g);
-        where[id] = { x: x + colW / 2, top: y, bottom: y + BH, left: x + (inFrame ? 8 : 0), right: x + colW - (inFrame ? 8 : 0) };
-        if (last) arrows.appendChild(svg("path", { d: `M${x + colW / 2},${last + 1} L${x + colW / 2},${y - 2}` }));
-        last = y + BH;
-        y += PITCH;
-      };
-      stack.forEach((b) => place(b, false));
-      y += 10;
-      const frameTop = y - 6;
-      layer.forEach((b) => place(b, true));
-      const frameBottom = y - GAP + 6;
-      node.insertBefore(svg("rect", { class: "frame", x, y: frameTop, width: colW, height: frameBottom - frameTop, rx: 6 }), arrows);
-      const fl = svg("text", { class: "frame-label", x: x + colW - 4, y: frameBottom + 12 });
-      frameLabels[part] = fl;
-      node.appendChild(fl);
-      y += 12;
-      after.forEach((b) => place(b, false));
-      height = Math.max(height, y);
+    for (; k < p.length; k++) {
+      const [key, text] = p[k];
+      const details = el("details", "level" + k);
+      details.open = k === 0;
+      details.appendChild(say(el("summary"), text));
+      const list = el("ol");
+      details.appendChild(list);
+      const holder = k ? open[k - 1][2].appendChild(el("li", "group")) : toc;
+      holder.appendChild(details);
+      tocGroups.set(key, details);
+      open.push([key, details, list]);
     }
-    if (seq2seq) {
-      // The encoder's output feeds every decoder layer's cross-attention.
-      const last = columnBoxes("enc");
-      const from = where[(last.after.length ? last.after : last.layer).slice(-1)[0][0]];
-      const to = where["dec-cross"];
-      const mid = (from.right + to.left) / 2;
-      arrows.appendChild(svg("path", { class: "memory", d: `M${from.right + 1},${(from.top + from.bottom) / 2} L${mid},${(from.top + from.bottom) / 2} L${mid},${(to.top + to.bottom) / 2} L${to.left - 2},${(to.top + to.bottom) / 2}` }));
+    const li = el("li");
+    const a = el("a");
+    a.href = "#" + step.id;
+    say(a, (l) => shortName(step, l));
+    li.appendChild(a);
+    (open.length ? open[open.length - 1][2] : toc).appendChild(li);
+    tocLinks.set(step.id, a);
+    main.appendChild(stepSection(step, i));
+  });
+  if (data.generation) {
+    main.appendChild(generationSection(data.generation));
+    const a = el("a");
+    a.href = "#gf-generation";
+    toc.appendChild(say(a, w("generation")));
+  }
+}
+
+// -------------------------------------------------------------------------------------------
+// Following the reader: the step on screen lights its box, its contents entry and its path
+
+let current = null;
+const autoOpened = new Set();
+function setCurrent(step) {
+  if (step === current) return;
+  const before = current;
+  current = step;
+  for (const g of diagramBoxes.values()) g.classList.remove("here");
+  const box = diagramBoxes.get(boxOf(step));
+  if (box) box.classList.add("here");
+  for (const part of Object.keys(frameLabels)) frameLabels[part].textContent = frameText(part, lang);
+  if (before && tocLinks.get(before.id)) tocLinks.get(before.id).classList.remove("current");
+  const keys = new Set(path(step).map(([key]) => key));
+  for (const key of autoOpened) {
+    if (!keys.has(key)) { tocGroups.get(key).open = false; autoOpened.delete(key); }
+  }
+  for (const key of keys) {
+    const details = tocGroups.get(key);
+    details.classList.add("on-path");
+    if (!details.open) { details.open = true; autoOpened.add(key); }
+  }
+  for (const [key, details] of tocGroups) if (!keys.has(key)) details.classList.remove("on-path");
+  const link = tocLinks.get(step.id);
+  link.classList.add("current");
+  const toc = document.getElementById("gf-toc");
+  const top = link.getBoundingClientRect().top - toc.getBoundingClientRect().top;
+  if (top < 40 || top > toc.clientHeight - 40) toc.scrollTop += top - toc.clientHeight / 3;
+  now.textContent = step.title[lang];
+}
+
+function follow() {
+  const visibleSteps = new Set();
+  const observer = new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      if (e.isIntersecting) visibleSteps.add(e.target.id);
+      else visibleSteps.delete(e.target.id);
     }
-    node.setAttribute("viewBox", `0 0 ${W} ${height}`);
-    node.setAttribute("width", W);
-    node.setAttribute("height", height);
-    return node;
+    const first = steps.find((s) => visibleSteps.has(s.id));
+    if (first) setCurrent(first);
+  }, { rootMargin: "-8% 0px -70% 0px" }); // a band near the top of the window
+  for (const s of steps) observer.observe(document.getElementById(s.id));
+  // A link followed (contents, a caption, an address with #step) lights its step at once.
+  const jump = () => {
+    const step = byId.get(decodeURIComponent(location.hash.slice(1)));
+    if (step) setCurrent(step);
+  };
+  window.addEventListener("hashchange", jump);
+  jump();
+}
+
+function languageSwitch() {
+  const box = document.getElementById("gf-langs");
+  for (const [code, name] of [["en", "English"], ["zh", "中文"]]) {
+    const b = el("button", "", name);
+    b.type = "button";
+    b.dataset.lang = code;
+    b.addEventListener("click", () => setLanguage(code));
+    box.appendChild(b);
   }
+}
+function setLanguage(l) {
+  lang = l;
+  document.documentElement.lang = l;
+  document.title = WORDS[l].walkthrough;
+  for (const [node, text] of texts) node.textContent = text(l);
+  for (const part of Object.keys(frameLabels)) frameLabels[part].textContent = frameText(part, l);
+  if (current) now.textContent = current.title[l];
+  for (const b of document.querySelectorAll("#gf-langs button")) b.classList.toggle("on", b.dataset.lang === l);
+  fitLabels();
+}
 
-  // Squeezes a label longer than its box (a long name in a narrow column) into the box.
-  function fitLabels() {
-    for (const t of document.querySelectorAll("svg.diagram text[data-fit]")) {
-      t.removeAttribute("textLength");
-      t.removeAttribute("lengthAdjust");
-      const room = Number(t.getAttribute("data-fit"));
-      if (t.getComputedTextLength() > room) {
-        t.setAttribute("textLength", room);
-        t.setAttribute("lengthAdjust", "spacingAndGlyphs");
-      }
-    }
-  }
+const now = document.getElementById("gf-now");
 
-  function frameText(part, l) {
-    const n = part === "enc" ? config.n_encoder_layers : seq2seq ? config.n_decoder_layers : config.n_layer;
-    const name = word(part === "enc" ? "box_encoder_layer" : "box_decoder_layer", { n }, l);
-    if (current && current.layer !== null && partOf(current) === part) {
-      return word("layer_of", { name: name.split(" × ")[0], i: current.layer + 1, n }, l);
-    }
-    return name;
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // The page: header, steps grouped under headings, contents
-
-  // Where a step sits, in narration's words: "Encoder layer 2", "self-attention", "head 1".
-  const placeWord = (key, n) => (l) => word("place_" + key, { layer: n, head: n }, l);
-
-  // The contents' path of a step: section, layer (or final norm), sublayer, head.
-  function path(s) {
-    const out = [["section:" + s.section, w("section_" + s.section)]];
-    if (s.layer !== null) {
-      const stack = !seq2seq ? "decoder" : partOf(s) === "enc" ? "encoder" : "decoder_s2s";
-      out.push([`layer:${s.section}:${s.layer}`, placeWord(stack, s.layer + 1)]);
-      if (["self", "cross", "ffn"].includes(s.sublayer)) out.push([`sub:${s.section}:${s.layer}:${s.sublayer}`, placeWord(s.sublayer)]);
-      if (s.head !== null) out.push([`head:${s.section}:${s.layer}:${s.sublayer}:${s.head}`, placeWord("head", s.head + 1)]);
-    } else if (s.sublayer === "final") {
-      out.push([`final:${s.section}`, w("final")]);
-    }
-    return out;
-  }
-
-  function header() {
-    const head = el("header", "top");
-    head.appendChild(say(el("h1"), (l) => WORDS[l].walkthrough));
-    const io = el("div", "io");
-    const source = el("div", "text source");
-    source.appendChild(say(el("span", "what"), w("source")));
-    source.appendChild(el("span", "words", data.source));
-    const output = el("div", "text output");
-    output.appendChild(say(el("span", "what"), w("output")));
-    output.appendChild(el("span", "words", visible(data.output)));
-    io.append(source, el("span", "arrow", "→"), output);
-    head.appendChild(io);
-    const facts = el("dl", "facts");
-    const fact = (name, value) => {
-      const pair = el("div", "fact");
-      pair.appendChild(typeof name === "function" ? say(el("dt"), name) : el("dt", "", name));
-      pair.appendChild(typeof value === "function" ? say(el("dd"), value) : el("dd", "", String(value)));
-      facts.appendChild(pair);
-    };
-    fact(w("model"), w(seq2seq ? "seq2seq" : "gpt"));
-    fact("d_model", config.d_model !== undefined ? config.d_model : config.n_embd);
-    fact(w("heads"), config.n_head);
-    if (seq2seq) fact(w("enc_dec_layers"), `${config.n_encoder_layers} + ${config.n_decoder_layers}`);
-    else fact(w("layers"), config.n_layer);
-    if (config.d_ff) fact(w("d_ff"), config.d_ff);
-    fact(w("norm"), (l) => `${NORM[config.norm] || config.norm}${l === "zh" ? "，" : ", "}${word(pre ? "pre" : "post", {}, l)}`);
-    fact(w("activation"), ACT[config.activation] || config.activation);
-    fact(w("position"), w(config.position, { theta: config.rope_theta }));
-    fact(w("vocab"), seq2seq ? config.tgt_vocab_size : config.vocab_size);
-    head.appendChild(facts);
-    const legend = el("p", "legend");
-    for (const [cls, key] of [["values", "legend_values"], ["probabilities", "legend_probabilities"], ["masked", "legend_masked"]]) {
-      const item = el("span", "item");
-      item.append(el("span", "swatch " + cls), say(el("span"), w(key)));
-      legend.appendChild(item);
-    }
-    legend.appendChild(say(el("span", "hint"), w("legend_hover")));
-    head.appendChild(legend);
-    return head;
-  }
-
-  function stepSection(step, index) {
-    const section = el("section", "step");
-    section.id = step.id;
-    section.dataset.box = boxOf(step);
-    const h = el("h3");
-    h.appendChild(el("span", "num", String(index + 1)));
-    h.appendChild(say(el("span", "title"), (l) => step.title[l]));
-    const link = el("a", "sid", step.id);
-    link.href = "#" + step.id;
-    h.appendChild(link);
-    section.appendChild(h);
-    section.appendChild(say(el("p", "explain"), (l) => step.explanation[l]));
-    const meta = el("p", "meta");
-    if (step.formula) meta.appendChild(el("code", "formula", step.formula));
-    if (step.shape) {
-      const shape = el("span", "shape");
-      shape.appendChild(say(el("span"), w("shape")));
-      shape.appendChild(document.createTextNode(" " + (shapeText(step) || "1")));
-      meta.appendChild(shape);
-    }
-    section.appendChild(meta);
-    section.appendChild(stepBody(step));
-    return section;
-  }
-
-  // Generation token by token (explain --generate / --beam), where the data has it: one row a step.
-  function generationSection(g) {
-    const box = el("section", "generation");
-    box.id = "gf-generation";
-    box.appendChild(say(el("h2", "heading level0"), w("generation")));
-    const settings = Object.entries(g.settings || {}).filter(([, v]) => v !== null).map(([k, v]) => `${k} ${v}`);
-    const intro = el("p", "meta");
-    intro.append(say(el("strong"), w("gen_" + g.kind)), document.createTextNode(" " + settings.join(", ")));
-    box.appendChild(intro);
-    const wrap = el("div", "scroll");
-    const table = el("table", "plain");
-    const beam = g.kind === "beam"; // a beam step lists whole hypotheses, each with its score and fate
-    const head = table.createTHead().insertRow();
-    head.appendChild(el("th", "", "#"));
-    for (const key of beam ? ["gen_candidates"] : ["gen_so_far", "gen_candidates", "gen_picked"]) {
-      head.appendChild(say(el("th"), w(key)));
-    }
-    const body = table.createTBody();
-    const p = (x) => (typeof x === "number" ? number(x, 3, true) : "");
-    g.steps.forEach((s, i) => {
-      const row = body.insertRow();
-      row.appendChild(el("td", "", String(s.step !== undefined ? s.step : i + 1)));
-      const candidates = (s.candidates || []).slice(0, beam ? 6 : 5).map((c) => (beam ?
-        `${c.tokens.map(visible).join(" ")} (${p(c.normalised)}, ${c.status})` :
-        `${visible(c.token)} ${p(c.p !== undefined ? c.p : c.top_p)}`));
-      if (beam) {
-        row.appendChild(el("td", "", candidates.join(" · ")));
-        return;
-      }
-      const sofar = s.context || s.target || [];
-      row.append(el("td", "", (sofar.length > 12 ? "… " : "") + sofar.slice(-12).map(visible).join(" ")),
-        el("td", "", candidates.join(" · ")),
-        el("td", "", s.picked ? `${visible(s.picked.token)} (${p(s.picked.p)})` : ""));
-    });
-    wrap.appendChild(table);
-    box.appendChild(wrap);
-    const out = el("p", "io-out");
-    out.append(say(el("strong"), w("gen_output")), document.createTextNode(": " + g.output_text));
-    box.appendChild(out);
-    return box;
-  }
-
-  const tocLinks = new Map(); // step id -> contents link
-  const tocGroups = new Map(); // group key -> <details>
-  function build() {
-    const main = document.getElementById("gf-main");
-    main.appendChild(header());
-    const toc = document.getElementById("gf-toc");
-    toc.appendChild(say(el("h2"), w("contents")));
-    let open = []; // the current path: [key, details, list, heading level]
-    steps.forEach((step, i) => {
-      const p = path(step);
-      let k = 0;
-      while (k < open.length && k < p.length && open[k][0] === p[k][0]) k++;
-      open = open.slice(0, k);
-      // A heading where the section changes, and one naming the new layer, sublayer or head.
-      const first = k;
-      if (first === 0) main.appendChild(say(el("h2", "heading level0"), p[0][1]));
-      if (p.length > 1 && first < p.length) {
-        const rest = p.slice(1);
-        main.appendChild(say(el("div", "heading level" + Math.max(first, 1)), (l) =>
-          rest.map(([, t]) => t(l)).join(l === "zh" ? "，" : ", ")));
-      }
-      for (; k < p.length; k++) {
-        const [key, text] = p[k];
-        const details = el("details", "level" + k);
-        details.open = k === 0;
-        details.appendChild(say(el("summary"), text));
-        const list = el("ol");
-        details.appendChild(list);
-        const holder = k ? open[k - 1][2].appendChild(el("li", "group")) : toc;
-        holder.appendChild(details);
-        tocGroups.set(key, details);
-        open.push([key, details, list]);
-      }
-      const li = el("li");
-      const a = el("a");
-      a.href = "#" + step.id;
-      say(a, (l) => shortName(step, l));
-      li.appendChild(a);
-      (open.length ? open[open.length - 1][2] : toc).appendChild(li);
-      tocLinks.set(step.id, a);
-      main.appendChild(stepSection(step, i));
-    });
-    if (data.generation) {
-      main.appendChild(generationSection(data.generation));
-      const a = el("a");
-      a.href = "#gf-generation";
-      toc.appendChild(say(a, w("generation")));
-    }
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Following the reader: the step on screen lights its box, its contents entry and its path
-
-  let current = null;
-  const autoOpened = new Set();
-  function setCurrent(step) {
-    if (step === current) return;
-    const before = current;
-    current = step;
-    for (const g of diagramBoxes.values()) g.classList.remove("here");
-    const box = diagramBoxes.get(boxOf(step));
-    if (box) box.classList.add("here");
-    for (const part of Object.keys(frameLabels)) frameLabels[part].textContent = frameText(part, lang);
-    if (before && tocLinks.get(before.id)) tocLinks.get(before.id).classList.remove("current");
-    const keys = new Set(path(step).map(([key]) => key));
-    for (const key of autoOpened) {
-      if (!keys.has(key)) { tocGroups.get(key).open = false; autoOpened.delete(key); }
-    }
-    for (const key of keys) {
-      const details = tocGroups.get(key);
-      details.classList.add("on-path");
-      if (!details.open) { details.open = true; autoOpened.add(key); }
-    }
-    for (const [key, details] of tocGroups) if (!keys.has(key)) details.classList.remove("on-path");
-    const link = tocLinks.get(step.id);
-    link.classList.add("current");
-    const toc = document.getElementById("gf-toc");
-    const top = link.getBoundingClientRect().top - toc.getBoundingClientRect().top;
-    if (top < 40 || top > toc.clientHeight - 40) toc.scrollTop += top - toc.clientHeight / 3;
-    now.textContent = step.title[lang];
-  }
-
-  function follow() {
-    const visibleSteps = new Set();
-    const observer = new IntersectionObserver((entries) => {
-      for (const e of entries) {
-        if (e.isIntersecting) visibleSteps.add(e.target.id);
-        else visibleSteps.delete(e.target.id);
-      }
-      const first = steps.find((s) => visibleSteps.has(s.id));
-      if (first) setCurrent(first);
-    }, { rootMargin: "-8% 0px -70% 0px" }); // a band near the top of the window
-    for (const s of steps) observer.observe(document.getElementById(s.id));
-    // A link followed (contents, a caption, an address with #step) lights its step at once.
-    const jump = () => {
-      const step = byId.get(decodeURIComponent(location.hash.slice(1)));
-      if (step) setCurrent(step);
-    };
-    window.addEventListener("hashchange", jump);
-    jump();
-  }
-
-  function languageSwitch() {
-    const box = document.getElementById("gf-langs");
-    for (const [code, name] of [["en", "English"], ["zh", "中文"]]) {
-      const b = el("button", "", name);
-      b.type = "button";
-      b.dataset.lang = code;
-      b.addEventListener("click", () => setLanguage(code));
-      box.appendChild(b);
-    }
-  }
-  function setLanguage(l) {
-    lang = l;
-    document.documentElement.lang = l;
-    document.title = WORDS[l].walkthrough;
-    for (const [node, text] of texts) node.textContent = text(l);
-    for (const part of Object.keys(frameLabels)) frameLabels[part].textContent = frameText(part, l);
-    if (current) now.textContent = current.title[l];
-    for (const b of document.querySelectorAll("#gf-langs button")) b.classList.toggle("on", b.dataset.lang === l);
-    fitLabels();
-  }
-
-  const now = document.getElementById("gf-now");
+// Draws the page and starts following the reader.
+function start() {
   languageSwitch();
   document.getElementById("gf-diagram").appendChild(drawDiagram());
   build();
@@ -739,4 +541,4 @@
     document.getElementById(decodeURIComponent(location.hash.slice(1))).scrollIntoView();
   }
   follow();
-})();
+}

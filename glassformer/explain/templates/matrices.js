@@ -1,0 +1,203 @@
+// Matrices drawn for the walkthrough page: numbers, colours, tables and heatmaps. Part of the
+// page's one script (walkthrough.js has the rest; html.py inlines both inside one function).
+
+// -------------------------------------------------------------------------------------------
+// Numbers and colours
+
+// A cell's text: a real minus sign, −∞ for a masked score, an exponent only where decimals would
+// hide the value (never for probabilities: 1e−12 of them reads best as 0.00).
+function number(x, decimals, fixed) {
+  if (x === null) return "−∞";
+  if (typeof x !== "number") return String(x); // "NaN", "Infinity", booleans
+  if (Number.isInteger(x) && decimals === 0) return String(x).replace("-", "−");
+  const a = Math.abs(x);
+  let text = !fixed && a !== 0 && (a >= 1e4 || a < 1e-3) ? x.toExponential(1) : x.toFixed(decimals);
+  if (Number(text) === 0) text = text.replace("-", "");
+  return text.replace(/-/g, "−");
+}
+const full = (x) => (x === null ? "−∞" : typeof x === "number" ? String(x).replace(/-/g, "−") : String(x));
+
+function mix(stops, t) {
+  t = Math.min(Math.max(t, 0), 1) * (stops.length - 1);
+  const i = Math.min(Math.floor(t), stops.length - 2);
+  const f = t - i;
+  return stops[i].map((a, k) => Math.round(a + (stops[i + 1][k] - a) * f));
+}
+const SEQUENTIAL = [[255, 255, 255], [158, 202, 225], [33, 113, 181], [8, 48, 107]];
+const NEGATIVE = [[255, 255, 255], [146, 197, 222], [33, 102, 172]];
+const POSITIVE = [[255, 255, 255], [244, 165, 130], [178, 24, 43]];
+const GREY = [154, 165, 177];
+
+// How one matrix is coloured: probabilities 0..1, masks grey where dropped, ids plain, the
+// rest diverging around 0 over the step's largest magnitude.
+function palette(step) {
+  if (step.dtype === "int") return { plain: true, decimals: 0 };
+  if (step.dtype === "bool") return { mask: true, decimals: 0 };
+  if (step.display === "probabilities") return { probabilities: true, decimals: 2 };
+  const s = step.stats || {};
+  const scale = Math.max(Math.abs(s.min || 0), Math.abs(s.max || 0));
+  const whole = s.count && [s.min, s.max, s.mean].every((x) => x === undefined || Number.isInteger(x));
+  return { scale, decimals: whole && scale >= 1 ? 0 : scale >= 0.1 || scale === 0 ? 2 : 3 };
+}
+function colour(p, x) {
+  if (p.plain) return null;
+  if (p.mask) return x ? null : GREY;
+  if (x === null) return GREY;
+  if (typeof x !== "number") return [255, 230, 0];
+  if (p.probabilities) return mix(SEQUENTIAL, x);
+  const t = p.scale > 0 ? Math.abs(x) / p.scale : 0;
+  return mix(x > 0 ? POSITIVE : NEGATIVE, t);
+}
+const dark = (rgb) => rgb && 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 140;
+const css = (rgb) => `rgb(${rgb[0]},${rgb[1]},${rgb[2]})`;
+
+// -------------------------------------------------------------------------------------------
+// A step's values as a 2-D view (rows × columns), possibly transposed or truncated
+
+function view(step, transposed) {
+  const shape = step.shape || [];
+  let values = step.truncated ? step.corner : step.values;
+  let rows = step.rows, cols = step.cols, full2 = shape.slice(-2);
+  if (shape.length === 0) { values = [[values]]; full2 = [1, 1]; }
+  else if (shape.length === 1) { values = [values]; full2 = [1, shape[0]]; rows = [""]; cols = step.cols; }
+  else if (shape.length > 2) { while (Array.isArray(values[0][0])) values = values[0]; }
+  let v = {
+    n: values.length, m: values.length ? values[0].length : 0, get: (r, c) => values[r][c],
+    rowLabels: rows && rows.length === full2[0] ? rows : null,
+    colLabels: cols && cols.length === full2[1] ? cols : null,
+    shape: full2, transposed: false,
+  };
+  if (transposed) {
+    const u = v;
+    v = { n: u.m, m: u.n, get: (r, c) => u.get(c, r), rowLabels: u.colLabels, colLabels: u.rowLabels,
+      shape: [u.shape[1], u.shape[0]], transposed: true };
+  }
+  return v;
+}
+
+const label = (labels, i) => (!labels ? String(i) : labels[i] === "" ? "" : visible(labels[i]));
+function visible(text) {
+  text = String(text);
+  return text.trim() === "" ? text.replace(/ /g, "␣").replace(/\n/g, "↵").replace(/\t/g, "⇥") || "∅" : text;
+}
+
+// -------------------------------------------------------------------------------------------
+// Drawing a matrix: a table of numbers when small, a heatmap when large
+
+const tip = document.getElementById("gf-tip");
+function showTip(event, text) {
+  tip.textContent = text;
+  tip.hidden = false;
+  tip.style.left = Math.min(event.clientX + 14, window.innerWidth - tip.offsetWidth - 8) + "px";
+  tip.style.top = event.clientY + 16 + "px";
+}
+const hideTip = () => { tip.hidden = true; };
+const cellText = (v, r, c, p) => `${label(v.rowLabels, r)} · ${label(v.colLabels, c)}: ` +
+  (p.mask ? (v.get(r, c) ? "true" : "false") : full(v.get(r, c)));
+
+function matrix(step, options) {
+  const v = view(step, options.transposed);
+  const p = palette(step);
+  const more = v.n < v.shape[0] || v.m < v.shape[1];
+  const small = options.operand ? v.m <= 8 && v.n <= 24 : (v.m <= 12 && v.n <= 24) || (v.n <= 2 && v.m <= 32);
+  if (p.plain) return numbers({ ...v, n: Math.min(v.n, 32), m: Math.min(v.m, 64) }, p, true); // ids: the first 64
+  if (small) return numbers(v, p, more);
+  return options.operand ? canvas(v, p, 180, 180, false) : canvas(v, p, 560, 420, true);
+}
+
+function numbers(v, p, more) {
+  const table = el("table", "matrix numbers");
+  const head = table.createTHead().insertRow();
+  head.appendChild(el("th"));
+  for (let c = 0; c < v.m; c++) head.appendChild(el("th", v.colLabels ? "" : "idx", label(v.colLabels, c)));
+  if (more && v.m < v.shape[1]) head.appendChild(el("th", "idx", "…"));
+  const body = table.createTBody();
+  for (let r = 0; r < v.n; r++) {
+    const row = body.insertRow();
+    row.appendChild(el("th", v.rowLabels ? "" : "idx", label(v.rowLabels, r)));
+    for (let c = 0; c < v.m; c++) {
+      const x = v.get(r, c);
+      const rgb = colour(p, x);
+      const td = el("td", "", p.mask ? (x ? "✓" : "−∞") : number(x, p.decimals, p.probabilities));
+      if (rgb) td.style.background = css(rgb);
+      if (dark(rgb)) td.className = "dark";
+      if (x === null || (p.mask && !x)) td.className = "ninf";
+      td.title = cellText(v, r, c, p);
+      row.appendChild(td);
+    }
+    if (more && v.m < v.shape[1]) row.appendChild(el("td", "more", "…"));
+  }
+  if (more && v.n < v.shape[0]) {
+    const row = body.insertRow();
+    row.appendChild(el("th", "idx", "⋮"));
+    for (let c = 0; c < v.m; c++) row.appendChild(el("td", "more", "⋮"));
+  }
+  return table;
+}
+
+// A heatmap, one pixel a value scaled up; hovering shows a value. Token labels beside it where they fit.
+function canvas(v, p, maxWidth, maxHeight, labelled) {
+  // Square cells as large as fit, but at least 3 pixels along an axis with room for them.
+  const wide = Math.max(1, Math.min(12, Math.floor(maxWidth / v.m)));
+  const tall = v.n === 1 ? 12 : Math.max(1, Math.min(12, Math.floor(maxHeight / v.n)));
+  const side = Math.min(wide, tall);
+  const cw = v.n === 1 ? wide : Math.max(side, Math.min(3, wide));
+  const ch = v.n === 1 ? 12 : Math.max(side, Math.min(3, tall));
+  const node = el("canvas", "heat");
+  node.width = v.m;
+  node.height = v.n;
+  node.style.width = v.m * cw + "px";
+  node.style.height = v.n * ch + "px";
+  const ctx = node.getContext("2d");
+  const image = ctx.createImageData(v.m, v.n);
+  for (let r = 0; r < v.n; r++) {
+    for (let c = 0; c < v.m; c++) {
+      const rgb = colour(p, v.get(r, c)) || [255, 255, 255];
+      image.data.set([rgb[0], rgb[1], rgb[2], 255], 4 * (r * v.m + c));
+    }
+  }
+  ctx.putImageData(image, 0, 0);
+  node.addEventListener("mousemove", (event) => {
+    const box = node.getBoundingClientRect();
+    const c = Math.min(v.m - 1, Math.floor(((event.clientX - box.left) / box.width) * v.m));
+    const r = Math.min(v.n - 1, Math.floor(((event.clientY - box.top) / box.height) * v.n));
+    showTip(event, cellText(v, r, c, p));
+  });
+  node.addEventListener("mouseleave", hideTip);
+  if (!labelled || !(v.rowLabels || v.colLabels) || Math.min(cw, ch) < 9) return node;
+  const grid = el("div", "labelled");
+  const font = Math.min(11, Math.min(cw, ch) - 1) + "px";
+  const cols = el("div", "cols");
+  for (let c = 0; v.colLabels && c < v.m; c++) {
+    const span = el("span", "", label(v.colLabels, c));
+    span.style.width = cw + "px";
+    span.style.fontSize = font;
+    cols.appendChild(span);
+  }
+  const rows = el("div", "rows");
+  for (let r = 0; v.rowLabels && r < v.n; r++) {
+    const span = el("span", "", label(v.rowLabels, r));
+    span.style.height = span.style.lineHeight = ch + "px";
+    span.style.fontSize = font;
+    rows.appendChild(span);
+  }
+  grid.append(el("span"), cols, rows, node);
+  return grid;
+}
+
+function textTable(step) {
+  const wrap = el("div", "scroll");
+  const table = el("table", "plain");
+  if (step.header) {
+    const head = table.createTHead().insertRow();
+    for (const h of step.header) head.appendChild(el("th", "", h));
+  }
+  const body = table.createTBody();
+  for (const cells of step.table.slice(0, 100)) {
+    const row = body.insertRow();
+    for (const x of cells) row.appendChild(el("td", "", visible(x)));
+  }
+  wrap.appendChild(table);
+  if (step.table.length > 100) wrap.appendChild(say(el("p", "note"), w("more_rows", { n: step.table.length - 100 })));
+  return wrap;
+}
