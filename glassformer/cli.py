@@ -171,6 +171,10 @@ def cmd_explain(args) -> int:
         raise UsageError(f"--beam must be at least 1; got {args.beam}")
     if not generating and any(v is not None for v in (args.temperature, args.top_k, args.top_p, args.seed)):
         raise UsageError("--temperature, --top-k, --top-p and --seed choose how --generate samples; add --generate N")
+    if args.target is not None and args.ablate is None and args.patch is None:
+        raise UsageError("--target applies to --ablate and --patch")
+    if args.png is not None and args.patch is None:
+        raise UsageError("--png applies to --patch (its heatmap)")
     if generating:
         from .generate import check_sampling
 
@@ -189,6 +193,19 @@ def cmd_explain(args) -> int:
         if not 1 <= args.heads <= 8:
             raise UsageError(f"--heads must be between 1 and 8; got {args.heads}")
         subject, text = builtin_subject(heads=args.heads), CORPUS[0]
+    asking_why = any(v is not None for v in (args.attribute, args.ablate, args.patch)) or args.lens
+    if asking_why:
+        if not isinstance(subject.model, GPT):
+            raise UsageError("--lens, --attribute, --ablate and --patch apply to a GPT; a translation model "
+                             "shows its attention with --generate (cross-attention) and --beam")
+        from .explain.analysis_view import explain_why
+
+        try:
+            why = explain_why(subject.model, subject.src_tok, text, lens=args.lens, attribute=args.attribute,
+                              ablate=args.ablate, ablate_mode=args.ablate_mode, target=args.target,
+                              patch=args.patch, png=args.png, lang=args.lang, quiet=bool(args.json or args.html))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     sampling_set = any(v is not None for v in (args.temperature, args.top_k, args.top_p, args.seed))
     if sampling_set and not isinstance(subject.model, GPT):
         raise UsageError("--temperature, --top-k, --top-p and --seed apply to a GPT; a translation model "
@@ -201,6 +218,8 @@ def cmd_explain(args) -> int:
             walkthrough.generation = subject.generation(text, args.generate or 20, beam=args.beam, **sampling)
         except ValueError as e:
             raise UsageError(str(e)) from None
+    if asking_why:
+        walkthrough.analysis = why
     if args.json:
         from .explain.walkthrough import write_json
 
@@ -214,9 +233,9 @@ def cmd_explain(args) -> int:
     if not args.json and not args.html:
         from .explain.terminal import print_generation, print_walkthrough
 
-        if walkthrough.generation is not None:  # the walkthrough of the text itself: without --generate
+        if walkthrough.generation is not None:  # the walkthrough of the text itself: without these options
             print_generation(walkthrough.generation, lang=args.lang)
-        else:
+        elif not asking_why:
             print_walkthrough(walkthrough, lang=args.lang)
     return 0
 
@@ -341,6 +360,20 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--top-p", type=float, help="--generate: keep the most likely tokens up to probability p")
     explain.add_argument("--seed", type=int, help="--generate: the sampling seed (0)")
     explain.add_argument("--beam", type=int, default=1, help="a translation model: show beam search's tree")
+    explain.add_argument("--lens", action="store_true",
+                         help="a GPT: the logit lens, the top tokens each layer's residual stream predicts")
+    explain.add_argument("--attribute", metavar="TOKEN",
+                         help="a GPT: each head's and feed-forward's direct contribution to TOKEN's logit")
+    explain.add_argument("--ablate", metavar="LAYER.HEAD",
+                         help="a GPT: remove heads (e.g. 1.2,2.1; counted from 1) and show the change in the "
+                              "target's log-probability")
+    explain.add_argument("--ablate-mode", choices=["zero", "mean"], default="zero",
+                         help="--ablate: zero the heads' outputs or replace them by their mean over positions")
+    explain.add_argument("--target", metavar="TOKEN",
+                         help="--ablate and --patch: the token whose probability is watched (default: the prediction)")
+    explain.add_argument("--patch", metavar="CORRUPT_TEXT",
+                         help="a GPT: activation patching from --text (clean) into this text of the same length")
+    explain.add_argument("--png", help="--patch: also save the heatmap as a PNG")
     explain.set_defaults(func=cmd_explain)
 
     plot = sub.add_parser("plot", help="figures as PNG").add_subparsers(dest="what", required=True, metavar="WHAT")

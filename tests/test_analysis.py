@@ -327,3 +327,47 @@ def test_view_checks_language_and_targets(word_model):
     with pytest.raises(ValueError, match="one token"):
         view.target_id(tok, "the cat")
     assert view.parse_heads("1.2, 2.1") == [(0, 1), (1, 0)]
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_cli_lens_attribute_ablate_patch_print_and_write_data(tmp_path, capsys):
+    import json
+
+    import glassformer
+    from glassformer.cli import main
+    from glassformer.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.train("the quick brown fox jumps over the lazy dog")
+    model = model_of("rmsnorm-rope-swiglu", vocab_size=tok.vocab_size)
+    glassformer.save(model, tmp_path / "m", tokenizer=tok)
+    base = ["explain", "--model", str(tmp_path / "m"), "--text", "the fox"]
+    assert main(base + ["--lens", "--attribute", "q", "--ablate", "1.2,3.4", "--patch", "the dog",
+                        "--png", str(tmp_path / "p.png")]) == 0
+    out = capsys.readouterr().out
+    for heading in ("Logit lens", "Direct logit attribution of 'q'", "Ablation (zero) of 1.2, 3.4",
+                    "Activation patching"):
+        assert heading in out
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    path = tmp_path / "why.json"
+    assert main(base + ["--lens", "--attribute", "q", "--ablate", "2.1", "--target", "x", "--patch", "the dog",
+                        "--json", str(path)]) == 0
+    data = json.loads(path.read_text())["analysis"]
+    ids = torch.tensor(tok.encode("the fox"))
+    lens = logit_lens(model, ids)
+    assert [t["id"] for t in data["lens"]["top"][-1][-1]] == lens[-1, -1].topk(5).indices.tolist()
+    assert data["attribution"]["logit"] == pytest.approx(float(logits_of(model, ids[None])[-1, tok.encode("q")[0]]),
+                                                         abs=1e-4)
+    x = tok.encode("x")[0]
+    ablated = torch.log_softmax(ablate(model, ids, [(1, 0)])[-1].double(), -1)[x]
+    assert data["ablation"]["ablated"] == pytest.approx(float(ablated)) and data["ablation"]["heads"] == [[1, 0]]
+    assert len(data["patching"]["resid"]) == model.config.n_layer + 1
+    for bad, message in ((["--ablate", "4.1"], "--ablate: no head 4.1"), (["--ablate", "x"], "--ablate: a head is"),
+                         (["--attribute", "ab"], "--attribute: the target must be one token"),
+                         (["--patch", "a"], "--patch: clean and corrupt"), (["--target", "x"], "--target applies"),
+                         (["--lens", "--png", "a.png"], "--png applies to --patch")):
+        assert main(base + bad) == 2
+        assert message in capsys.readouterr().err
+    assert main(["explain", "--lens"]) == 2
+    assert "apply to a GPT" in capsys.readouterr().err

@@ -116,7 +116,10 @@ def parse_heads(spec: str) -> list[tuple[int, int]]:
 
 
 def token_text(tokenizer, i: int) -> str:
-    return tokenizer.token(int(i))
+    """Token i as the walkthrough labels it (a token of whitespace made visible: " " -> "␣")."""
+    from .walkthrough import token_label
+
+    return token_label(tokenizer, int(i))
 
 
 def quoted(tokenizer, i: int) -> str:
@@ -134,9 +137,10 @@ def signed_style(value: float, scale: float) -> str:
 def grid_table(values: torch.Tensor, rows: list[str], cols: list, scale: float) -> Table:
     """A coloured (rows × cols) table of numbers; column labels may be user text."""
     table = Table(box=None, padding=(0, 1), show_header=True, header_style="dim")
-    table.add_column("")
+    table.add_column("", no_wrap=True)
     for col in cols:
-        table.add_column(user_text(col) if not isinstance(col, Text) else col, justify="right")
+        table.add_column(user_text(col) if not isinstance(col, Text) else col, justify="right", no_wrap=True,
+                         min_width=5)
     for label, row in zip(rows, values.tolist()):
         table.add_row(label, *(Text("·" if math.isnan(v) else f"{v:+.2f}", style=signed_style(v, scale))
                                for v in row))
@@ -299,7 +303,8 @@ def print_patching(result: analysis.Patching, tokenizer=None, lang: str = "en", 
     console.print(Text(say("patching_about", lang), style="italic"))
     console.print(Text(metric_line(result, tokenizer, lang), style="italic"))
     T = result.resid.size(1)
-    shown = list(range(max(0, T - max_positions), T))
+    fits = max(4, (console.width - 10) // 7)  # a column takes 7 characters ("+0.12" and its padding)
+    shown = list(range(max(0, T - min(max_positions, fits)), T))
     console.print(Text(say("resid", lang), style="bold"))
     if len(shown) < T:
         console.print(Text(say("positions_cut", lang, shown=len(shown), total=T), style="dim"))
@@ -342,5 +347,78 @@ def save_patching_png(result: analysis.Patching, path, tokenizer=None) -> Path:
     return path
 
 
-__all__ = ["as_ids", "parse_heads", "patch_text", "print_ablation", "print_attribution", "print_lens",
+# ---------------------------------------------------------------------------------------------
+# The command line's --lens, --attribute, --ablate and --patch together
+
+
+def option(name: str, make):
+    """make() with its ValueError's one line prefixed by the command-line option it came from."""
+    try:
+        return make()
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+
+
+def lens_data(lens: torch.Tensor, tokenizer, top: int = 5) -> dict:
+    """The lens as data: per layer and position, the `top` tokens and their probabilities."""
+    probs = torch.softmax(lens.float(), dim=-1)
+    best = probs.topk(min(top, probs.size(-1)), dim=-1)
+    return {"layers": ["embedding"] + [f"block {i}" for i in range(1, lens.size(0))],
+            "top": [[[{"id": int(i), "token": token_text(tokenizer, i), "p": round(float(q), 6)}
+                      for i, q in zip(ids.tolist(), ps.tolist())] for ids, ps in zip(layer_ids, layer_ps)]
+                    for layer_ids, layer_ps in zip(best.indices, best.values)]}
+
+
+def explain_why(model, tokenizer, text: str, *, lens: bool = False, attribute: str | None = None,
+                ablate: str | None = None, ablate_mode: str = "zero", target: str | None = None,
+                patch: str | None = None, png=None, lang: str = "en", quiet: bool = False,
+                console: Console | None = None) -> dict:
+    """The analyses `glassformer explain --lens/--attribute/--ablate/--patch` asks for on a GPT: each
+    printed (unless quiet) and returned as data ({"lens", "attribution", "ablation", "patching"}).
+
+    target: the token --ablate and --patch watch (default: the model's prediction after `text`).
+    Raises ValueError (one line, naming the option) for a bad head, token or text.
+    """
+    check_lang(lang)
+    if target is not None and ablate is None and patch is None:
+        raise ValueError("--target applies to --ablate and --patch")
+    if png is not None and patch is None:
+        raise ValueError("--png applies to --patch (its heatmap)")
+    console = console or Console(quiet=quiet)
+    ids = as_ids(tokenizer, text, model)
+    watched = None
+    if target is not None:
+        watched = option("--target", lambda: target_id(tokenizer, target))
+    elif ablate is not None:
+        watched = int(analysis.ablate(model, ids)[-1].argmax())  # the model's own prediction
+    data: dict = {}
+    if lens:
+        result = analysis.logit_lens(model, ids)
+        print_lens(result, tokenizer, ids, lang=lang, console=console)
+        data["lens"] = lens_data(result, tokenizer)
+    if attribute is not None:
+        token = option("--attribute", lambda: target_id(tokenizer, attribute))
+        result = option("--attribute", lambda: analysis.attribute(model, ids, token))
+        print_attribution(result, tokenizer, lang=lang, console=console)
+        data["attribution"] = result.to_dict()
+    if ablate is not None:
+        heads = option("--ablate", lambda: parse_heads(ablate))
+        c = model.config
+        for layer, head in heads:
+            if layer >= c.n_layer or head >= c.n_head:
+                raise ValueError(f"--ablate: no head {layer + 1}.{head + 1}; the model has layers 1..{c.n_layer} "
+                                 f"with heads 1..{c.n_head}")
+        data["ablation"] = option("--ablate", lambda: print_ablation(model, tokenizer, ids, heads, watched,
+                                                                     ablate_mode, lang, console))
+        data["ablation"]["heads"] = [list(h) for h in heads]
+    if patch is not None:
+        result = option("--patch", lambda: patch_text(model, tokenizer, ids, patch, watched))
+        print_patching(result, tokenizer, lang=lang, console=console)
+        if png is not None:
+            console.print(Text(str(save_patching_png(result, png, tokenizer)), style="dim"))
+        data["patching"] = result.to_dict()
+    return data
+
+
+__all__ = ["as_ids", "explain_why", "parse_heads", "patch_text", "print_ablation", "print_attribution", "print_lens",
            "print_patching", "save_patching_png", "target_id"]

@@ -46,6 +46,7 @@ class Walkthrough:
     model_kind: str  # "seq2seq" | "gpt"
     config: dict
     generation: object | None = None  # a glassformer.explain.generation.Generation, when asked for
+    analysis: dict | None = None  # lens, attribution, ablation, patching as data (explain_why), when asked for
 
     def step(self, id: str) -> Step:
         for step in self.steps:
@@ -319,6 +320,7 @@ def walkthrough_data(walkthrough: Walkthrough, max_values: int = MAX_VALUES) -> 
         "infinity": "null stands for −∞ (a masked score); \"NaN\" and \"Infinity\" for those values",
         "steps": [step_data(step, seq2seq, max_values) for step in walkthrough.steps],
         "generation": walkthrough.generation.to_dict() if walkthrough.generation is not None else None,
+        "analysis": walkthrough.analysis,
     }
 
 
