@@ -157,5 +157,13 @@ class Trace:
     def names(self) -> list[str]:
         return list(self.records)
 
+    def __repr__(self) -> str:
+        return f"Trace({type(self.model).__name__}, {len(self.records)} names recorded)"
+
+    def _repr_html_(self) -> str:  # Jupyter: the names recorded, with their shapes
+        from .explain.notebook import trace_html
+
+        return trace_html(self)
+
 
 __all__ = ["Trace", "observe", "observed", "record_names"]

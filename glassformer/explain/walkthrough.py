@@ -36,7 +36,7 @@ DISPLAY = {"<bos>": "<start>", "<eos>": "<end>"}  # the articles' names for the 
 MAX_VALUES = 16384  # a step with more numbers is written as its top-left corner plus statistics
 
 
-@dataclass
+@dataclass(repr=False)
 class Walkthrough:
     """What the renderers draw: the steps in order, and what the model read and produced."""
 
@@ -47,6 +47,14 @@ class Walkthrough:
     config: dict
     generation: object | None = None  # a glassformer.explain.generation.Generation, when asked for
     analysis: dict | None = None  # lens, attribution, ablation, patching as data (explain_why), when asked for
+
+    def __repr__(self) -> str:
+        return f"Walkthrough({self.model_kind}, {len(self.steps)} steps: {self.source!r} → {self.output!r})"
+
+    def _repr_html_(self) -> str:  # Jupyter: the whole page, in a frame
+        from .notebook import walkthrough_html
+
+        return walkthrough_html(self)
 
     def step(self, id: str) -> Step:
         for step in self.steps:
