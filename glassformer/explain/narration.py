@@ -267,7 +267,7 @@ NARRATION: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
 PLACES = {
     "en": {"encoder": "Encoder layer {layer}", "decoder": "Layer {layer}", "decoder_s2s": "Decoder layer {layer}",
            "self": "self-attention", "cross": "cross-attention", "ffn": "feed-forward", "head": "head {head}",
-           "final": "final norm", "encoder_final": "encoder's final norm", "decoder_final": "decoder's final norm"},
+           "final": "Final norm", "encoder_final": "Encoder's final norm", "decoder_final": "Decoder's final norm"},
     "zh": {"encoder": "编码器第 {layer} 层", "decoder": "第 {layer} 层", "decoder_s2s": "解码器第 {layer} 层",
            "self": "自注意力", "cross": "交叉注意力", "ffn": "前馈网络", "head": "第 {head} 头",
            "final": "最终归一化", "encoder_final": "编码器最终归一化", "decoder_final": "解码器最终归一化"},
