@@ -240,6 +240,20 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_explore(args) -> int:
+    from .explain.narration import check_lang
+
+    try:
+        check_lang(args.lang)
+    except ValueError as e:
+        raise UsageError(f"--lang: {e}") from None
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 0 (any free port) and 65535; got {args.port}")
+    from .explore.server import serve
+
+    return serve(args.model, args.host, args.port, browser=not args.no_browser, lang=args.lang)
+
+
 def cmd_plot_attention(args) -> int:
     from .checkpoint import load
     from .plots import plot_attention
@@ -375,6 +389,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a GPT: activation patching from --text (clean) into this text of the same length")
     explain.add_argument("--png", help="--patch: also save the heatmap as a PNG")
     explain.set_defaults(func=cmd_explain)
+
+    explore = sub.add_parser("explore", help="the walkthrough as a live page: type, edit weights, remove heads")
+    explore.add_argument("--model", help="a GPT or Seq2Seq checkpoint (default: the articles' example)")
+    explore.add_argument("--host", default="127.0.0.1",
+                         help="address to listen on (default loopback; any other needs the printed token)")
+    explore.add_argument("--port", type=int, default=0, help="port (0: any free port)")
+    explore.add_argument("--no-browser", action="store_true", help="print the address without opening a browser")
+    explore.add_argument("--lang", default="en", help="the page's first language: en or zh")
+    explore.set_defaults(func=cmd_explore)
 
     plot = sub.add_parser("plot", help="figures as PNG").add_subparsers(dest="what", required=True, metavar="WHAT")
     attention = plot.add_parser("attention", help="attention heatmaps of every layer and head")

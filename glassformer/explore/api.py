@@ -1,0 +1,374 @@
+"""What the explorer's endpoints compute, without any web framework (server.py turns it into HTTP).
+
+Each request is a JSON object, checked field by field (`ApiError` carries the HTTP status and a
+one-line reason). Edits and head ablations change the model's weights in memory for one call
+only: `Explorer.edited` keeps a copy of the entries it changes and puts them back in `finally`,
+so the checkpoint on disk is never touched and the next request sees the original model. The
+numbers come from the library's own functions (the walkthrough, the logit lens, generation);
+nothing here computes the model's math.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .. import analysis
+from ..explain.analysis_view import lens_data
+from ..explain.generation import gpt_generation, seq2seq_generation, stages
+from ..explain.html import render_html
+from ..explain.narration import check_lang
+from ..explain.walkthrough import CORPUS, Subject, step_data, token_label, token_labels, walkthrough_data
+from ..generate import check_sampling
+from ..layers import MultiHeadAttention
+from ..seq2seq import Seq2Seq
+
+TEXT_CHARS = 512  # longest text a request may send
+MAX_BEAM = 8
+MAX_EDITS = 64  # edits plus ablated heads in one request
+MAX_EDIT_VALUE = 1e4  # |value| of an edited weight
+MAX_TEMPERATURE = 100.0
+RUN_MAX_VALUES = 4096  # /api/run: steps with more values come as corner + statistics ...
+MAX_VALUES_CAP = 16384  # ... and a request may ask for at most this many
+STEP_VALUES_CAP = 1_000_000  # /api/step sends every value of a step up to this many
+NEXT_SHOWN = 20  # the most likely next tokens /api/run and /api/sample list
+GPT_EXAMPLE = "ROMEO:"
+
+COMMON = ("text", "edits", "ablate")  # the fields every computing endpoint reads
+SAMPLING = ("temperature", "top_k", "top_p")
+
+
+class ApiError(Exception):
+    """A request the explorer cannot answer: an HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading request fields
+
+
+def check_fields(body: dict, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ApiError(422, f"unknown field {unknown[0]!r}; this endpoint reads: {', '.join(allowed)}")
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def integer(body: dict, name: str, default: int | None, low: int, high: int, nullable: bool = False) -> int | None:
+    """body[name] as an int in [low, high] (default when absent; None allowed where nullable)."""
+    value = body.get(name, default)
+    if value is None and (nullable or default is None):
+        return None
+    if not is_int(value):
+        raise ApiError(422, f"{name} must be an integer; got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ApiError(422, f"{name} must be between {low} and {high}; got {value}")
+    return value
+
+
+def number(body: dict, name: str, default: float | None, low: float, high: float) -> float | None:
+    """body[name] as a finite float in [low, high] (default when absent; None where default is None)."""
+    value = body.get(name, default)
+    if value is None and default is None:
+        return None
+    if not is_number(value):
+        raise ApiError(422, f"{name} must be a number; got {type(value).__name__}")
+    value = float(value)
+    if not low <= value <= high:
+        raise ApiError(422, f"{name} must be between {low:g} and {high:g}; got {value:g}")
+    return value
+
+
+def boolean(body: dict, name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise ApiError(422, f"{name} must be true or false; got {type(value).__name__}")
+    return value
+
+
+def objects(body: dict, name: str) -> list[dict]:
+    value = body.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ApiError(422, f"{name} must be a list of objects")
+    return value
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Set one entry of a parameter: name (its state-dict key), index (one int per axis), value."""
+
+    name: str
+    index: tuple[int, ...]
+    value: float
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """Remove head `head` of the attention module at `module` (its W_O columns set to zero)."""
+
+    module: str
+    head: int
+
+
+@dataclass(frozen=True)
+class Inputs:
+    text: str
+    ids: list[int]  # the text's tokens (a Seq2Seq model: the source's, before its <end>)
+    edits: list[Edit]
+    ablations: list[Ablation]
+
+
+# ---------------------------------------------------------------------------------------------
+# The explorer
+
+
+class Explorer:
+    """One model served to the page; `call(endpoint, body)` answers one request at a time."""
+
+    def __init__(self, subject: Subject, name: str, lang: str = "en"):
+        check_lang(lang)
+        self.subject, self.model, self.name, self.lang = subject, subject.model.eval(), name, lang
+        self.seq2seq = isinstance(self.model, Seq2Seq)
+        self.tok = subject.src_tok  # what the text is read with
+        self.params = dict(self.model.named_parameters(remove_duplicate=False))  # tied weights under each name
+        self.attention = {name: m for name, m in self.model.named_modules() if isinstance(m, MultiHeadAttention)}
+        self.labels = token_labels(subject.tgt_tok, range(subject.tgt_tok.vocab_size))
+        self.lock = threading.Lock()  # one model: requests take turns
+        self.endpoints = {"run": self.run, "step": self.step, "sample": self.sample, "next": self.next,
+                          "beam": self.beam, "export": self.export}
+
+    # -- what the page asks first ------------------------------------------------------------
+
+    def limits(self) -> dict:
+        c = self.model.config
+        return {"text_chars": TEXT_CHARS, "text_tokens": c.block_size - 1 if self.seq2seq else c.block_size,
+                "new_tokens": c.block_size - 1 if self.seq2seq else 1, "beam": MAX_BEAM, "edits": MAX_EDITS,
+                "edit_value": MAX_EDIT_VALUE, "max_values": MAX_VALUES_CAP, "step_values": STEP_VALUES_CAP}
+
+    def info(self) -> dict:
+        return {"kind": "seq2seq" if self.seq2seq else "gpt", "name": self.name,
+                "config": dataclasses.asdict(self.model.config), "lang": self.lang, "example": self.example(),
+                "limits": self.limits(),
+                "params": [{"name": name, "shape": list(p.shape)} for name, p in self.model.named_parameters()]}
+
+    def example(self) -> str:
+        """A text to start from: the articles' first line, "ROMEO:" for a GPT that can read it, else
+        the first 20 characters of the vocabulary."""
+        first = CORPUS[0] if self.subject.corpus else GPT_EXAMPLE if not self.seq2seq else None
+        if first is not None and self.reads_cleanly(first):
+            return first
+        specials = {self.tok.pad_id, self.tok.unk_id, self.tok.bos_id, self.tok.eos_id}
+        words = [self.tok.token(i) for i in range(self.tok.vocab_size) if i not in specials]
+        text = ("" if all(len(w) == 1 for w in words) else " ").join(words)[:20]
+        return text if text.strip() and self.reads_cleanly(text) else self.tok.token(0)
+
+    def reads_cleanly(self, text: str) -> bool:
+        try:
+            ids = self.tok.encode(text)
+        except ValueError:  # a character tokenizer without <unk>
+            return False
+        return bool(ids) and self.tok.unk_id not in ids
+
+    # -- reading a request ---------------------------------------------------------------------
+
+    def call(self, endpoint: str, body: dict) -> dict:
+        """The answer to POST /api/<endpoint> with `body`; ApiError for what cannot be answered."""
+        if endpoint not in self.endpoints:
+            raise ApiError(404, f"no endpoint /api/{endpoint}")
+        start = time.perf_counter()
+        try:
+            with self.lock:
+                data = self.endpoints[endpoint](body)
+        except ValueError as e:  # the library refused the input (its messages are one line)
+            raise ApiError(422, one_line(e)) from None
+        data["ms"] = round((time.perf_counter() - start) * 1000, 1)
+        return data
+
+    def inputs(self, body: dict) -> Inputs:
+        text = body.get("text")
+        if not isinstance(text, str):
+            raise ApiError(422, "text must be a string" if "text" in body else "text is missing")
+        if len(text) > TEXT_CHARS:
+            raise ApiError(413, f"the text has {len(text)} characters; the explorer reads at most {TEXT_CHARS}")
+        ids = self.tok.encode(text)  # ValueError (a character it has no id for) -> 422
+        most = self.limits()["text_tokens"]
+        if not ids:
+            raise ApiError(422, "the text encodes to no tokens")
+        if len(ids) > most:
+            raise ApiError(413, f"the text is {len(ids)} tokens; this model reads at most {most}")
+        edits, ablations = self.edits(objects(body, "edits")), self.ablations(objects(body, "ablate"))
+        if len(edits) + len(ablations) > MAX_EDITS:
+            raise ApiError(413, f"{len(edits) + len(ablations)} edits and ablations; at most {MAX_EDITS} a request")
+        return Inputs(text, ids, edits, ablations)
+
+    def edits(self, items: list[dict]) -> list[Edit]:
+        out = []
+        for item in items:
+            check_fields(item, ("name", "index", "value"))
+            name, index, value = item.get("name"), item.get("index"), item.get("value")
+            if name not in self.params:
+                raise ApiError(422, f"edits: no parameter named {one_line(name)!r}" if isinstance(name, str)
+                               else "edits: name must be a parameter's name (a string)")
+            shape = tuple(self.params[name].shape)
+            if not isinstance(index, list) or not all(is_int(i) for i in index) or len(index) != len(shape):
+                raise ApiError(422, f"edits: the index of {name} must be {len(shape)} integers (shape {list(shape)})")
+            if not all(0 <= i < n for i, n in zip(index, shape)):
+                raise ApiError(422, f"edits: index {index} is outside {name} (shape {list(shape)})")
+            if not is_number(value) or not math.isfinite(value) or abs(value) > MAX_EDIT_VALUE:
+                raise ApiError(422, f"edits: value must be a finite number with |value| <= {MAX_EDIT_VALUE:g}")
+            out.append(Edit(name, tuple(index), float(value)))
+        return out
+
+    def ablations(self, items: list[dict]) -> list[Ablation]:
+        out = []
+        for item in items:
+            check_fields(item, ("module", "head"))
+            module, head = item.get("module"), item.get("head")
+            if module not in self.attention:
+                raise ApiError(422, f"ablate: module must be an attention module, one of {', '.join(self.attention)}")
+            n_head = self.attention[module].n_head
+            if not is_int(head) or not 0 <= head < n_head:
+                raise ApiError(422, f"ablate: head must be an integer from 0 to {n_head - 1} for {module}")
+            out.append(Ablation(module, head))
+        return out
+
+    @contextlib.contextmanager
+    def edited(self, inputs: Inputs):
+        """The model with the request's edits and ablations, for the duration; the entries changed are
+        copied first and put back in `finally`, last change first (so overlapping ones restore too)."""
+        saved: list[tuple[torch.Tensor, tuple, torch.Tensor]] = []
+        try:
+            with torch.no_grad():
+                for e in inputs.edits:
+                    p = self.params[e.name]
+                    saved.append((p, e.index, p[e.index].clone()))
+                    p[e.index] = e.value
+                for a in inputs.ablations:
+                    # Zeroing a head's W_O columns removes exactly its output (tests/test_analysis.py).
+                    attn = self.attention[a.module]
+                    w = attn.o_proj.weight  # (C, h*d)
+                    d = w.size(1) // attn.n_head
+                    cols = (slice(None), slice(a.head * d, (a.head + 1) * d))
+                    saved.append((w, cols, w[cols].clone()))
+                    w[cols] = 0.0
+            yield self.model
+        finally:
+            with torch.no_grad():
+                for p, index, value in reversed(saved):
+                    p[index] = value
+
+    def gpt_only(self, what: str) -> None:
+        if self.seq2seq:
+            raise ApiError(422, f"{what} applies to a GPT; this is a translation (Seq2Seq) model")
+
+    def sampling(self, body: dict) -> dict:
+        settings = {"temperature": number(body, "temperature", 1.0, 0.0, MAX_TEMPERATURE),
+                    "top_k": integer(body, "top_k", None, 1, self.tok.vocab_size, nullable=True),
+                    "top_p": number(body, "top_p", None, 0.0, 1.0)}
+        check_sampling(**settings)  # top_p 0 -> ValueError -> 422
+        return settings
+
+    # -- the endpoints -------------------------------------------------------------------------
+
+    def tokens(self, ids: list[int]) -> list[dict]:
+        return [{"id": i, "token": token_label(self.tok, i), "unknown": i == self.tok.unk_id} for i in ids]
+
+    def run(self, body: dict) -> dict:
+        """The walkthrough of the edited model on the text; a GPT's logit lens and likeliest next tokens."""
+        check_fields(body, COMMON + ("max_values",))
+        inputs = self.inputs(body)
+        max_values = integer(body, "max_values", RUN_MAX_VALUES, 1, MAX_VALUES_CAP)
+        out: dict = {"tokens": self.tokens(inputs.ids), "lens": None, "next": None}
+        with self.edited(inputs):
+            # Inside the `with`: the walkthrough's weight steps are views of the edited weights.
+            out["walkthrough"] = walkthrough_data(self.subject.walkthrough(inputs.text), max_values)
+            if not self.seq2seq:
+                lens = analysis.logit_lens(self.model, inputs.ids)  # (n_layer + 1, T, V); the last is the logits
+                out["lens"] = lens_data(lens, self.tok)
+                logits = lens[-1, -1]
+                order = logits.argsort(descending=True, stable=True)[:NEXT_SHOWN]
+                out["next"] = [{"id": int(i), "token": self.labels[i], "logit": float(logits[i])} for i in order]
+        return out
+
+    def step(self, body: dict) -> dict:
+        """One step of the walkthrough with every value."""
+        check_fields(body, COMMON + ("id",))
+        inputs = self.inputs(body)
+        wanted = body.get("id")
+        if not isinstance(wanted, str):
+            raise ApiError(422, "id must be a step id (a string)")
+        with self.edited(inputs):
+            walkthrough = self.subject.walkthrough(inputs.text)
+            found = [s for s in walkthrough.steps if s.id == wanted]
+            if not found:
+                raise ApiError(422, f"no step {one_line(wanted)!r} in this walkthrough")
+            step = found[0]
+            if step.values is not None and step.values.size > STEP_VALUES_CAP:
+                raise ApiError(413, f"step {step.id} has {step.values.size} values; at most {STEP_VALUES_CAP} are sent")
+            return step_data(step, self.seq2seq, 0)
+
+    def sample(self, body: dict) -> dict:
+        """How the next token would be chosen with these settings (nothing drawn): next_token's stages."""
+        check_fields(body, COMMON + SAMPLING)
+        self.gpt_only("/api/sample")
+        inputs, settings = self.inputs(body), self.sampling(body)
+        with self.edited(inputs), analysis.inference(self.model):
+            logits = analysis.forward(self.model, torch.tensor([inputs.ids]))[0, -1]
+        return stages(logits, settings["temperature"], settings["top_k"], settings["top_p"], self.labels,
+                      show=NEXT_SHOWN)[0]
+
+    def next(self, body: dict) -> dict:
+        """A GPT: one generation step, the text with the new token; a Seq2Seq model: the greedy translation."""
+        check_fields(body, COMMON + SAMPLING + ("seed", "greedy"))
+        inputs = self.inputs(body)
+        if self.seq2seq:
+            with self.edited(inputs):
+                return seq2seq_generation(self.model, self.tok, self.subject.tgt_tok, inputs.text).to_dict()
+        settings = self.sampling(body)
+        seed = integer(body, "seed", 0, 0, 2**63 - 1)
+        if boolean(body, "greedy", False):
+            settings["temperature"] = 0.0
+        with self.edited(inputs):
+            generation = gpt_generation(self.model, self.tok, inputs.text, 1, seed=seed, **settings)
+        return {**generation.steps[0], "text": inputs.text + generation.output_text}
+
+    def beam(self, body: dict) -> dict:
+        """A Seq2Seq model: beam search's tree of hypotheses."""
+        check_fields(body, COMMON + ("beam",))
+        if not self.seq2seq:
+            raise ApiError(422, "/api/beam applies to a translation (Seq2Seq) model; a GPT samples (/api/next)")
+        inputs = self.inputs(body)
+        beam = integer(body, "beam", 3, 1, MAX_BEAM)
+        with self.edited(inputs):
+            return seq2seq_generation(self.model, self.tok, self.subject.tgt_tok, inputs.text, beam).to_dict()
+
+    def export(self, body: dict) -> dict:
+        """The self-contained HTML page of the current view (edits included)."""
+        check_fields(body, COMMON + ("lang",))
+        inputs = self.inputs(body)
+        lang = body.get("lang", self.lang)
+        if not isinstance(lang, str):
+            raise ApiError(422, "lang must be a string: en or zh")
+        check_lang(lang)  # ValueError -> 422
+        with self.edited(inputs):
+            return {"html": render_html(self.subject.walkthrough(inputs.text), lang)}

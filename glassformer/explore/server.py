@@ -1,0 +1,275 @@
+"""`glassformer explore`: the walkthrough as a live page, served on this machine.
+
+An ASGI app (Starlette) run by uvicorn. The page (static/explore.html) asks the JSON API for
+the walkthrough of what the user types, with weights edited or heads removed; api.Explorer
+computes the answers with the library's functions, one request at a time.
+
+Safety, as the README describes it:
+- bound to 127.0.0.1 by default, answering only requests addressed to a loopback name (a
+  web page elsewhere cannot reach it by DNS rebinding) and refusing requests another origin
+  sends; on any other --host, every request needs the random access token the command prints;
+- no endpoint takes a file path: static files are looked up by name in a list made from two
+  package folders (static/ and the walkthrough's templates/, *.js and *.css there), so `..`,
+  encoded or not, finds nothing;
+- the request body, the text, the edits and the values sent back are capped, each with a
+  one-line JSON error; a genuine bug answers 500 with one line, its traceback only in the log.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import math
+import secrets
+import socket
+import threading
+import webbrowser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from .api import ApiError, Explorer, one_line
+
+STATIC = Path(__file__).resolve().parent / "static"  # the page: explore.html, .js, .css
+TEMPLATES = Path(__file__).resolve().parent.parent / "explain" / "templates"  # the walkthrough's scripts and styles
+PAGE = "explore.html"
+MAX_BODY = 64 * 1024  # bytes of a request body
+TOKEN_HEADER = "X-Glassformer-Token"
+TOKEN_COOKIE = "glassformer_token"  # set by GET /?token=..., so the page's own files load too
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
+           "X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
+TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+         ".css": "text/css; charset=utf-8", ".json": "application/json", ".svg": "image/svg+xml",
+         ".png": "image/png", ".ico": "image/x-icon"}
+
+log = logging.getLogger("glassformer.explore")
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+
+
+def finite(data):
+    """data with every NaN or infinity as a string ("NaN", "Infinity", "-Infinity"): strict JSON."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return "NaN" if data != data else "Infinity" if data > 0 else "-Infinity"
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    return data
+
+
+def json_response(data, status: int = 200) -> Response:
+    try:
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:  # an edit made a value infinite: written as strings, as the walkthrough writes them
+        text = json.dumps(finite(data), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return Response(text, status, headers=HEADERS, media_type="application/json")
+
+
+def error(status: int, message: str) -> Response:
+    return json_response({"error": one_line(message)}, status)
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own 404 (no such route) and 405 (wrong method), as JSON."""
+    return error(exc.status_code, exc.detail or "error")
+
+
+async def read_json(request: Request) -> dict:
+    """The body as a JSON object, at most MAX_BODY bytes (read no further than that)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        raise ApiError(413, f"the request body is {length} bytes; at most {MAX_BODY}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise ApiError(413, f"the request body is over {MAX_BODY} bytes")
+
+    def constant(name):  # json reads NaN and Infinity by default; strict JSON has neither
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        data = json.loads(bytes(body).decode("utf-8"), parse_constant=constant)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ApiError(400, f"the body is not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "the body must be a JSON object")
+    return data
+
+
+def static_files(static: Path) -> dict[str, Path]:
+    """Name -> file, for every file /static/ may serve: the page's folder, and the walkthrough's
+    templates folder's scripts and styles (the page's own files win a clash of names)."""
+    files = {}
+    for folder, suffixes in ((TEMPLATES, (".js", ".css")), (static, None)):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.is_file() and not path.name.startswith(".") and (suffixes is None or path.suffix in suffixes):
+                    files[path.name] = path
+    return files
+
+
+def file_response(path: Path) -> Response:
+    return FileResponse(path, media_type=TYPES.get(path.suffix, "application/octet-stream"), headers=HEADERS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Who may ask
+
+
+class Guard:
+    """ASGI middleware: refuses requests addressed to another host name (where `hosts` is given),
+    sent from another origin, or without the access token (where `token` is given)."""
+
+    def __init__(self, app, token: str | None, hosts: tuple[str, ...] | None):
+        self.app, self.token, self.hosts = app, token, hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            refusal = self.refusal(Request(scope))
+            if refusal is not None:
+                await error(*refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, request: Request) -> tuple[int, str] | None:
+        host = request.headers.get("host", "")
+        if self.hosts is not None and urlsplit(f"//{host}").hostname not in self.hosts:
+            return 403, "this server answers only requests addressed to 127.0.0.1 or localhost"
+        origin = request.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != host:
+            return 403, "requests from another origin are refused"
+        if self.token is not None:
+            given = (request.headers.get(TOKEN_HEADER) or request.query_params.get("token")
+                     or request.cookies.get(TOKEN_COOKIE) or "")
+            if not secrets.compare_digest(given.encode(), self.token.encode()):
+                return 401, "this server needs its access token: open the address it printed (with ?token=...)"
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+
+
+def make_app(explorer: Explorer, token: str | None = None, hosts: tuple[str, ...] | None = LOOPBACK_NAMES,
+             static: Path = STATIC) -> Guard:
+    """The explorer as an ASGI app.
+
+    Args:
+        explorer: the model and what it answers.
+        token: the access token every request must carry (None: none needed).
+        hosts: the host names requests may be addressed to (None: any).
+        static: the page's folder (tests pass one of their own).
+    """
+
+    async def page(request: Request) -> Response:
+        path = static / PAGE
+        if not path.is_file():
+            return error(404, f"the page is not installed: {PAGE} is missing from glassformer/explore/static")
+        response = file_response(path)
+        if token is not None and request.query_params.get("token") == token:
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    async def static_file(request: Request) -> Response:
+        path = static_files(static).get(request.path_params["name"])
+        return error(404, "no such static file") if path is None else file_response(path)
+
+    async def info(request: Request) -> Response:
+        return json_response(explorer.info())
+
+    async def call(request: Request) -> Response:
+        try:
+            body = await read_json(request)
+            return json_response(await run_in_threadpool(explorer.call, request.path_params["endpoint"], body))
+        except ApiError as e:
+            return error(e.status, str(e))
+        except Exception:  # a bug of ours: the traceback goes to the log, the page gets one line
+            log.exception("glassformer explore: %s failed", request.url.path)
+            return error(500, "internal error; the server's log has the details")
+
+    routes = [Route("/", page, methods=["GET"]), Route("/static/{name:path}", static_file, methods=["GET"]),
+              Route("/api/info", info, methods=["GET"]), Route("/api/{endpoint}", call, methods=["POST"])]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    return Guard(app, token, hosts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: a free one, which the socket then knows)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(64)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def address(host: str, port: int, token: str | None) -> str:
+    """The URL to open: a wildcard host is reached here through loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    name = f"[{host}]" if ":" in host else host
+    return f"http://{name}:{port}/" + (f"?token={token}" if token else "")
+
+
+def load(model_dir: str | None) -> tuple:
+    """(subject, name): a checkpoint, or the articles' example (trained in half a second)."""
+    from ..explain.walkthrough import builtin_subject, load_subject
+
+    if model_dir is None:
+        return builtin_subject(), "the articles' example"
+    return load_subject(model_dir), Path(model_dir).resolve().name
+
+
+def serve(model_dir: str | None = None, host: str = "127.0.0.1", port: int = 0, browser: bool = True,
+          lang: str = "en", say=print) -> int:
+    """Loads the model, prints the one line with the address, opens the browser and serves until
+    interrupted (uvicorn turns Ctrl-C into a clean shutdown, then lets the KeyboardInterrupt through).
+
+    Raises ValueError/OSError for a model that cannot be loaded or an address that cannot be bound.
+    """
+    import uvicorn
+
+    subject, name = load(model_dir)
+    explorer = Explorer(subject, name, lang)
+    loopback = is_loopback(host)
+    token = None if loopback else secrets.token_urlsafe(24)
+    sock = bind(host, port)
+    url = address(host, sock.getsockname()[1], token)
+    app = make_app(explorer, token, LOOPBACK_NAMES if loopback else None)
+    say(f"glassformer explore: {url}", flush=True)
+    if browser:  # the socket already listens: the browser's request waits for the server
+        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", log_config=None)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
