@@ -96,7 +96,9 @@ function equation(step) {
   const [before, between, after] = operator(step);
   if (before) box.appendChild(el("span", "opsym", before));
   step.inputs.forEach((id, i) => {
-    if (i > 0 && between) box.appendChild(el("span", "opsym", between));
+    // x Wᵀ + b: the bias is added, not multiplied
+    const sym = step.op === "linear" && i === 2 ? "+" : between;
+    if (i > 0 && sym) box.appendChild(el("span", "opsym", sym));
     const input = byId.get(id);
     // W of x Wᵀ + b drawn as Wᵀ, so that its rows meet x's columns; ids drawn as a column, a row of the result each.
     const column = step.op === "embedding" && input && input.dtype === "int";
