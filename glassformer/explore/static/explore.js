@@ -1,0 +1,745 @@
+// The explorer's page: its words, its state, the API, the token strip, the architecture diagram
+// and the steps of the block chosen in it. panels.js draws attention, the next token, the logit
+// lens and translation; matrices.js (the walkthrough page's) draws numbers, colours and heatmaps.
+// Display only: every number shown comes from the server, which computes it with the library.
+// Text reaches the page through textContent, never as markup.
+"use strict";
+
+// -------------------------------------------------------------------------------------------
+// Words, English and Chinese: every translated node is registered with a function of the language
+
+const WORDS = {
+  en: {
+    title: "glassformer explore", text: "Text", source_text: "Source sentence", export: "Export page",
+    big: "Large text", tokens: "tokens", server: "server", page: "page", ms: "ms", busy: "computing…",
+    unknown: "unknown token", tab_steps: "Steps", tab_attention: "Attention", tab_next: "Next token",
+    tab_lens: "Logit lens", tab_translate: "Translation", pick_block: "Click a block of the diagram to see its steps.",
+    box_src_tokens: "Source tokens", box_tgt_tokens: "Target tokens", box_tokens: "Input tokens",
+    box_embed: "Embedding + position", box_embed_only: "Embedding", box_self: "Self-attention",
+    box_masked_self: "Masked self-attention", box_cross: "Cross-attention", box_ffn: "Feed-forward", box_add: "Add",
+    box_addnorm: "Add & Norm", box_linear: "Linear", box_softmax: "Softmax", box_final: "Final norm",
+    encoder_layer: "Encoder layer × {n}", decoder_layer: "Decoder layer × {n}",
+    layer: "Layer {n}", enc_layer: "Encoder layer {n}", dec_layer: "Decoder layer {n}", head: "head {n}",
+    self: "self-attention", cross: "cross-attention", shape: "shape", from: "from",
+    truncated: "{count} values: shown is the top-left corner.", load_all: "Show all values",
+    edit_hint: "Click a weight cell to edit it.", edits: "Edits", no_edits: "No edits: the checkpoint's own weights.",
+    reset: "Reset weights", remove: "remove", ablated: "Ablated heads", show: "show", ablate: "ablate",
+    restore: "restore", query: "query", key: "key", score: "raw score", scaled: "scaled", prob: "probability",
+    temperature: "Temperature", top_k: "Top-k", top_p: "Top-p", seed: "Seed", off: "off",
+    next_greedy: "Next (greedy)", next_sample: "Next (sampled)", undo: "Undo", kept: "kept: {k} after top-k, {p} after top-p, of {v}",
+    greedy_note: "temperature 0 or top-k 1: greedy, all probability on the argmax",
+    token: "token", logit: "logit", softmax: "softmax", p_temperature: "÷ temperature", p_top_k: "top-k", p_top_p: "top-p (final)",
+    cache: "KV cache: {layers} layers, K and V each {shape}", no_cache: "no KV cache (the window was recomputed)",
+    new_row: "The newest query's attention (rows: layer.head)", picked: "picked {token} (p = {p})",
+    lens_intro: "The top token each layer would predict at each position (hover for the top five).",
+    position: "position", source: "source", target: "target", output: "output",
+    alignment: "Cross-attention: target × source", beam: "Beam search", beam_width: "beam width", run_beam: "Run beam search",
+    kept_s: "kept", finished: "finished", pruned: "pruned", score_s: "score", normalised: "normalised",
+    png: "PNG", svg: "SVG", more_rows: "… {n} more rows", value: "value", changed: "changed by an edit or ablation",
+    latency: "keystroke → page", step_n: "step {n}",
+  },
+  zh: {
+    title: "glassformer 探索", text: "文本", source_text: "源句", export: "导出页面", big: "大字号",
+    tokens: "个词元", server: "服务器", page: "页面", ms: "毫秒", busy: "计算中…", unknown: "未知词元",
+    tab_steps: "步骤", tab_attention: "注意力", tab_next: "下一个词元", tab_lens: "逻辑透镜", tab_translate: "翻译",
+    pick_block: "点击结构图中的方框查看它的步骤。",
+    box_src_tokens: "源句词编号", box_tgt_tokens: "目标句词编号", box_tokens: "输入词编号", box_embed: "嵌入 + 位置",
+    box_embed_only: "嵌入", box_self: "自注意力", box_masked_self: "掩码自注意力", box_cross: "交叉注意力",
+    box_ffn: "前馈网络", box_add: "残差相加", box_addnorm: "相加与归一化", box_linear: "线性层", box_softmax: "Softmax",
+    box_final: "最终归一化", encoder_layer: "编码器层 × {n}", decoder_layer: "解码器层 × {n}",
+    layer: "第 {n} 层", enc_layer: "编码器第 {n} 层", dec_layer: "解码器第 {n} 层", head: "第 {n} 头",
+    self: "自注意力", cross: "交叉注意力", shape: "形状", from: "来自",
+    truncated: "共 {count} 个数：这里只显示左上角。", load_all: "显示全部数值",
+    edit_hint: "点击权重格子可修改它。", edits: "修改", no_edits: "没有修改：使用检查点自己的权重。",
+    reset: "恢复权重", remove: "删除", ablated: "已消融的头", show: "显示", ablate: "消融", restore: "恢复",
+    query: "查询", key: "键", score: "原始分数", scaled: "缩放后", prob: "概率",
+    temperature: "温度", top_k: "Top-k", top_p: "Top-p", seed: "随机种子", off: "关",
+    next_greedy: "下一个（贪心）", next_sample: "下一个（采样）", undo: "撤销", kept: "保留：top-k 后 {k} 个，top-p 后 {p} 个，共 {v} 个",
+    greedy_note: "温度为 0 或 top-k 为 1：贪心，全部概率给最大者",
+    token: "词元", logit: "logit", softmax: "softmax", p_temperature: "÷ 温度", p_top_k: "top-k", p_top_p: "top-p（最终）",
+    cache: "KV 缓存：{layers} 层，K 和 V 各为 {shape}", no_cache: "没有 KV 缓存（窗口重新计算）",
+    new_row: "最新查询的注意力（行：层.头）", picked: "选中 {token}（p = {p}）",
+    lens_intro: "每一层在每个位置会预测的第一名词元（鼠标停留可看前五名）。",
+    position: "位置", source: "源句", target: "目标句", output: "输出",
+    alignment: "交叉注意力：目标 × 源", beam: "束搜索", beam_width: "束宽", run_beam: "运行束搜索",
+    kept_s: "保留", finished: "完成", pruned: "剪除", score_s: "分数", normalised: "归一化分数",
+    png: "PNG", svg: "SVG", more_rows: "… 还有 {n} 行", value: "数值", changed: "因修改或消融而改变",
+    latency: "按键 → 页面", step_n: "第 {n} 步",
+  },
+};
+let lang = "en";
+let texts = [];
+function say(node, text) {
+  texts.push([node, text]);
+  node.textContent = text(lang);
+  return node;
+}
+function word(key, values, l) {
+  let text = WORDS[l || lang][key];
+  if (text === undefined) return key;
+  for (const [name, value] of Object.entries(values || {})) text = text.split("{" + name + "}").join(value);
+  return text;
+}
+const w = (key, values) => (l) => word(key, values, l);
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+function svg(tag, attrs) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  return node;
+}
+function button(key, onClick, cls) {
+  const b = say(el("button", cls), typeof key === "function" ? key : w(key));
+  b.type = "button";
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+// -------------------------------------------------------------------------------------------
+// State and the API
+
+const TOKEN = new URLSearchParams(location.search).get("token") || "";
+const MAX_VALUES = 4096; // a step with more values comes as its corner; "Show all values" asks /api/step
+const state = {
+  info: null, text: "", edits: [], ablate: [], result: null, previous: null, box: null, tab: "steps",
+  sampling: { temperature: 1, top_k: 0, top_p: 1, seed: 0 }, history: [], full: new Map(), typedAt: 0,
+};
+let config = {}, seq2seq = false, steps = [], byId = new Map();
+
+let pending = 0;
+function busy(delta) {
+  pending += delta;
+  document.body.dataset.busy = pending > 0 ? "1" : "0";
+}
+
+// One call: JSON in, JSON out, the session token in a header; a 4xx's {"error"} becomes the thrown message.
+async function api(path, body, signal) {
+  busy(1);
+  try {
+    const response = await fetch(path, {
+      method: body ? "POST" : "GET", signal,
+      headers: { "Content-Type": "application/json", "X-Glassformer-Token": TOKEN },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    if (!response.ok) throw new Error((data && data.error) || `${path}: HTTP ${response.status}`);
+    if (data === null) throw new Error(`${path}: the server's answer is not JSON`);
+    return data;
+  } finally {
+    busy(-1);
+  }
+}
+const request = () => ({ text: state.text, edits: state.edits, ablate: state.ablate });
+
+function showError(message) {
+  const box = document.getElementById("gx-error");
+  box.textContent = message || "";
+  box.hidden = !message;
+}
+const aborted = (e) => e && e.name === "AbortError";
+
+// Every step recomputes on input: ~80 ms after the last keystroke, the stale request cancelled.
+let runTimer = null, runControl = null;
+function schedule() {
+  clearTimeout(runTimer);
+  runTimer = setTimeout(run, 80);
+}
+async function run() {
+  if (runControl) runControl.abort();
+  runControl = new AbortController();
+  const signal = runControl.signal;
+  const started = state.typedAt || performance.now();
+  try {
+    const result = await api("/api/run", { ...request(), max_values: MAX_VALUES }, signal);
+    state.previous = state.result && state.result.walkthrough.source === result.walkthrough.source ? state.result : null;
+    state.result = result;
+    state.full.clear();
+    adopt(result.walkthrough);
+    showError("");
+    render();
+    const page = performance.now() - started;
+    document.body.dataset.latency = String(Math.round(page));
+    showStatus(result, page);
+    state.typedAt = 0;
+    refreshPanels(signal);
+  } catch (e) {
+    if (!aborted(e)) showError(e.message);
+  }
+}
+function adopt(data) {
+  steps = data.steps;
+  byId = new Map(steps.map((s) => [s.id, s]));
+  config = data.config;
+  seq2seq = data.model_kind === "seq2seq";
+}
+function showStatus(result, page) {
+  const box = document.getElementById("gx-status");
+  box.textContent = "";
+  say(box, (l) => `${result.tokens.length} ${word("tokens", {}, l)} · ${word("server", {}, l)} ${Math.round(result.ms)} ${word("ms", {}, l)}` +
+    ` · ${word("latency", {}, l)} ${Math.round(page)} ${word("ms", {}, l)}`);
+}
+
+// -------------------------------------------------------------------------------------------
+// The tokens, with their ids and boundaries; unknown ones marked
+
+function drawTokens() {
+  const box = document.getElementById("gx-tokens");
+  box.textContent = "";
+  for (const t of state.result.tokens) {
+    const chip = el("span", "chip" + (t.unknown ? " unknown" : ""));
+    chip.appendChild(el("span", "tok", visible(t.token)));
+    chip.appendChild(el("span", "tid", String(t.id)));
+    if (t.unknown) chip.title = word("unknown");
+    box.appendChild(chip);
+  }
+}
+
+// -------------------------------------------------------------------------------------------
+// The architecture diagram (as the walkthrough page draws it), the explorer's navigation
+
+const partOf = (s) => (!seq2seq ? "dec" : s.id.startsWith("enc.") || s.id === "corpus" || s.id === "vocab" ? "enc" : "dec");
+function boxOf(s) {
+  const pre = config.norm_position === "pre";
+  const part = partOf(s);
+  const sub = s.sublayer;
+  if (s.op === "table") return s.section === "output" ? "softmax" : part + "-tokens";
+  if (sub === "self" || sub === "cross" || sub === "ffn") {
+    const rest = s.id.split(`.${sub}.`)[1] || "";
+    if (rest === "norm" || rest.startsWith("norm.")) return `${part}-${pre ? "norm" : "addnorm"}-${sub}`;
+    if (rest === "residual") return `${part}-${pre ? "add" : "addnorm"}-${sub}`;
+    return `${part}-${sub}`;
+  }
+  if (sub === "final") return `${part}-final`;
+  if (sub === "head") return s.id.startsWith("next.") || s.id === "decode" ? "softmax" : "linear";
+  if (s.display === "mask") return `${part}-self`;
+  return s.id.replace(/^(enc|dec)\./, "") === "ids" ? `${part}-tokens` : `${part}-embed`;
+}
+const ACT = { relu: "ReLU", gelu: "GELU", gelu_tanh: "GELU", swiglu: "SwiGLU", silu: "SiLU" };
+const NORM = { layernorm: "LayerNorm", rmsnorm: "RMSNorm" };
+function columnBoxes(part) {
+  const pre = config.norm_position === "pre";
+  const rope = config.position === "rope";
+  const tokens = seq2seq ? (part === "enc" ? "box_src_tokens" : "box_tgt_tokens") : "box_tokens";
+  const stack = [[`${part}-tokens`, w(tokens)], [`${part}-embed`, w(rope ? "box_embed_only" : "box_embed")]];
+  const layer = [];
+  for (const sub of part === "dec" && seq2seq ? ["self", "cross", "ffn"] : ["self", "ffn"]) {
+    const name = sub === "self" && part === "dec" ? "box_masked_self" : "box_" + sub;
+    const extra = sub === "ffn" ? ACT[config.activation] || config.activation : sub !== "cross" && rope ? "RoPE" : "";
+    const main = [`${part}-${sub}`, (l) => word(name, {}, l) + (extra ? ` (${extra})` : "")];
+    const norm = NORM[config.norm] || config.norm;
+    if (pre) layer.push([`${part}-norm-${sub}`, () => norm], main, [`${part}-add-${sub}`, w("box_add")]);
+    else layer.push(main, [`${part}-addnorm-${sub}`, w("box_addnorm")]);
+  }
+  const after = [];
+  if (steps.some((s) => s.sublayer === "final" && partOf(s) === part)) after.push([`${part}-final`, w("box_final")]);
+  if (part === "dec") after.push(["linear", w("box_linear")], ["softmax", w("box_softmax")]);
+  return { stack, layer, after };
+}
+
+const diagramBoxes = new Map();
+function drawDiagram() {
+  const holder = document.getElementById("gx-diagram");
+  holder.textContent = "";
+  diagramBoxes.clear();
+  const W = 300, BH = 24, GAP = 8, PITCH = BH + GAP, TOP = 6;
+  const parts = seq2seq ? ["enc", "dec"] : ["dec"];
+  const colW = seq2seq ? 140 : 220;
+  const xs = seq2seq ? { enc: 4, dec: W - 4 - colW } : { dec: (W - colW) / 2 };
+  const node = svg("svg", { class: "diagram", role: "img", id: "gx-diagram-svg" });
+  const arrows = svg("g", { class: "arrows" });
+  node.appendChild(arrows);
+  let height = 0;
+  const where = {};
+  for (const part of parts) {
+    const { stack, layer, after } = columnBoxes(part);
+    const x = xs[part];
+    let y = TOP, last = null;
+    const place = ([id, text], inFrame) => {
+      const g = svg("g", { class: "box", "data-box": id, tabindex: "0", role: "button" });
+      const left = x + (inFrame ? 8 : 0), width = colW - (inFrame ? 16 : 0);
+      g.appendChild(svg("rect", { x: left, y, width, height: BH, rx: 4 }));
+      const t = svg("text", { x: x + colW / 2, y: y + BH / 2 + 4, "data-fit": width - 6 });
+      say(t, text);
+      g.appendChild(t);
+      node.appendChild(g);
+      diagramBoxes.set(id, g);
+      where[id] = { top: y, bottom: y + BH, left, right: left + width };
+      if (last) arrows.appendChild(svg("path", { d: `M${x + colW / 2},${last + 1} L${x + colW / 2},${y - 2}` }));
+      last = y + BH;
+      y += PITCH;
+    };
+    stack.forEach((b) => place(b, false));
+    y += 10;
+    const frameTop = y - 6;
+    layer.forEach((b) => place(b, true));
+    const frameBottom = y - GAP + 6;
+    node.insertBefore(svg("rect", { class: "frame", x, y: frameTop, width: colW, height: frameBottom - frameTop, rx: 6 }), arrows);
+    const n = part === "enc" ? config.n_encoder_layers : seq2seq ? config.n_decoder_layers : config.n_layer;
+    node.appendChild(say(svg("text", { class: "frame-label", x: x + colW - 4, y: frameBottom + 12 }),
+      w(part === "enc" ? "encoder_layer" : "decoder_layer", { n })));
+    y += 12;
+    after.forEach((b) => place(b, false));
+    height = Math.max(height, y);
+  }
+  if (seq2seq) { // the encoder's output feeds every decoder layer's cross-attention
+    const enc = columnBoxes("enc");
+    const from = where[(enc.after.length ? enc.after : enc.layer).slice(-1)[0][0]], to = where["dec-cross"];
+    const mid = (from.right + to.left) / 2, y0 = (from.top + from.bottom) / 2, y1 = (to.top + to.bottom) / 2;
+    arrows.appendChild(svg("path", { class: "memory", d: `M${from.right + 1},${y0} L${mid},${y0} L${mid},${y1} L${to.left - 2},${y1}` }));
+  }
+  node.setAttribute("viewBox", `0 0 ${W} ${height}`);
+  holder.appendChild(node);
+  holder.appendChild(figureTools(() => node, "diagram", true));
+  for (const [id, g] of diagramBoxes) {
+    if (!steps.some((s) => boxOf(s) === id)) { g.classList.add("empty"); continue; }
+    const go = () => { state.box = id; state.tab = "steps"; render(); };
+    g.addEventListener("click", go);
+    g.addEventListener("keydown", (event) => { if (event.key === "Enter") go(); });
+  }
+  fitLabels();
+}
+function fitLabels() {
+  for (const t of document.querySelectorAll("#gx-diagram text[data-fit]")) {
+    t.removeAttribute("textLength");
+    t.removeAttribute("lengthAdjust");
+    const room = Number(t.getAttribute("data-fit"));
+    if (t.getComputedTextLength() > room) {
+      t.setAttribute("textLength", room);
+      t.setAttribute("lengthAdjust", "spacingAndGlyphs");
+    }
+  }
+}
+function lightBox() {
+  for (const [id, g] of diagramBoxes) g.classList.toggle("here", id === state.box);
+}
+
+// -------------------------------------------------------------------------------------------
+// Saving a figure: PNG from a canvas, SVG from an svg (or a table drawn into an SVG by the browser)
+
+function download(blob, name) {
+  const a = el("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+}
+function figureTools(target, name, vector) {
+  const bar = el("span", "figtools");
+  if (vector) {
+    bar.appendChild(button("svg", () => {
+      const node = target();
+      const text = new XMLSerializer().serializeToString(node);
+      download(new Blob([text], { type: "image/svg+xml" }), name + ".svg");
+    }));
+  } else {
+    bar.appendChild(button("png", () => {
+      const node = target();
+      if (node && node.toBlob) node.toBlob((blob) => download(blob, name + ".png"), "image/png");
+    }));
+  }
+  return bar;
+}
+
+// -------------------------------------------------------------------------------------------
+// The steps of the chosen block, each result beside its operands
+
+const FUNCTIONS = { layer_norm: "LayerNorm", rms_norm: "RMSNorm", rope: "RoPE", relu: "ReLU", gelu: "GELU",
+  gelu_tanh: "GELU", silu: "SiLU" };
+function operator(step) {
+  const f = step.params && step.params.factor;
+  switch (step.op) {
+    case "linear": case "matmul": return ["", "·", ""];
+    case "add": return ["", "+", ""];
+    case "mul": return ["", "⊙", ""];
+    case "scale": return ["", "", `× ${f === undefined ? "" : Number(f.toPrecision(4))}`];
+    case "transpose": return ["", "", "ᵀ"];
+    case "slice": return ["", "", `[${step.params.start}:${step.params.stop}]`];
+    case "embedding": return ["", "[", "]"];
+    default: return [`${FUNCTIONS[step.op] || step.op}(`, ",", ")"];
+  }
+}
+const fullStep = (id) => state.full.get(id) || byId.get(id);
+const shapeText = (s) => (s.shape && s.shape.length ? s.shape.join(" × ") : "1");
+function shortName(s, l) {
+  const title = s.title[l];
+  const i = title.indexOf(": ");
+  return (s.layer !== null || s.sublayer === "final") && i >= 0 ? title.slice(i + 2) : title;
+}
+
+// One matrix: matrices.js draws it; the explorer adds hover, editing and the changed cells.
+function figureOf(step, options) {
+  const fig = el("figure", options.result ? "operand result" : "operand");
+  fig.dataset.step = step.id;
+  if (step.values === undefined && step.corner === undefined) {
+    if (step.table) fig.appendChild(textTable(step));
+  } else {
+    const drawn = step.op === "weight" && !options.operand ? weightTable(step) : matrix(step, options);
+    fig.appendChild(drawn);
+    decorate(drawn, step, options);
+  }
+  const cap = el("figcaption");
+  const marked = options.transposed && !options.column;
+  cap.appendChild(say(el("span"), (l) => shortName(step, l) + (marked ? "ᵀ" : "")));
+  cap.appendChild(el("span", "dim", marked ? step.shape.slice().reverse().join(" × ") : shapeText(step)));
+  fig.appendChild(cap);
+  return fig;
+}
+
+// A weight as numbers (its top-left 24 × 16 at most), so that every cell shown can be edited.
+function weightTable(step) {
+  const v = view(step, false);
+  const clipped = { ...v, n: Math.min(v.n, 24), m: Math.min(v.m, 16) };
+  return numbers(clipped, palette(step), clipped.n < v.shape[0] || clipped.m < v.shape[1]);
+}
+
+function stepCard(step) {
+  step = fullStep(step.id);
+  const card = el("section", "step");
+  card.id = "gx-step-" + step.id;
+  const h = el("h3");
+  h.appendChild(say(el("span", "title"), (l) => step.title[l]));
+  h.appendChild(el("span", "sid", step.id));
+  card.appendChild(h);
+  card.appendChild(say(el("p", "explain"), (l) => step.explanation[l]));
+  const meta = el("p", "meta");
+  if (step.formula) meta.appendChild(el("code", "formula", step.formula));
+  const shape = say(el("span", "shape"), (l) => `${word("shape", {}, l)} ${shapeText(step)}`);
+  meta.appendChild(shape);
+  if (step.op === "weight") meta.appendChild(say(el("span", "hint"), w("edit_hint")));
+  card.appendChild(meta);
+  const body = el("div", "body");
+  if (step.table && step.op === "table") {
+    body.appendChild(textTable(step));
+  } else if (step.inputs.length === 0) {
+    if (step.values !== undefined || step.corner !== undefined) body.appendChild(figureOf(step, { result: true }));
+  } else {
+    const box = el("div", "equation");
+    const [before, between, after] = operator(step);
+    if (before) box.appendChild(el("span", "opsym", before));
+    step.inputs.forEach((id, i) => {
+      if (i > 0 && between) box.appendChild(el("span", "opsym", between));
+      const input = fullStep(id);
+      if (!input) return;
+      const column = step.op === "embedding" && input.dtype === "int";
+      box.appendChild(figureOf(input, { operand: true, transposed: column || (step.op === "linear" && i === 1), column }));
+    });
+    if (after) box.appendChild(el("span", "opsym", after));
+    box.appendChild(el("span", "opsym", "="));
+    box.appendChild(figureOf(step, { result: true, of: step }));
+    body.appendChild(box);
+  }
+  card.appendChild(body);
+  if (step.truncated) {
+    const note = el("p", "note");
+    note.appendChild(say(el("span"), w("truncated", { count: step.stats ? step.stats.count : "" })));
+    note.appendChild(button("load_all", () => loadFull(step.id)));
+    card.appendChild(note);
+  }
+  return card;
+}
+
+// A truncated step's values, fetched when the reader asks.
+async function loadFull(id) {
+  try {
+    const s = await api("/api/step", { ...request(), id });
+    state.full.set(id, s);
+    render();
+  } catch (e) {
+    if (!aborted(e)) showError(e.message);
+  }
+}
+
+function drawSteps(panel) {
+  if (!state.box) {
+    panel.appendChild(say(el("p", "hint big"), w("pick_block")));
+    return;
+  }
+  const chosen = steps.filter((s) => boxOf(s) === state.box);
+  let heading = null;
+  for (const s of chosen) {
+    const place = placeText(s);
+    const key = place.map((f) => f("en")).join("|");
+    if (key && key !== heading) {
+      heading = key;
+      panel.appendChild(say(el("h3", "place"), (l) => place.map((f) => f(l)).join(l === "zh" ? "，" : ", ")));
+    }
+    panel.appendChild(stepCard(s));
+  }
+}
+function placeText(s) {
+  const out = [];
+  if (s.layer !== null && s.layer !== undefined) {
+    const key = !seq2seq ? "layer" : partOf(s) === "enc" ? "enc_layer" : "dec_layer";
+    out.push(w(key, { n: s.layer + 1 }));
+    if (s.sublayer === "self" || s.sublayer === "cross") out.push(w(s.sublayer));
+    if (s.head !== null && s.head !== undefined) out.push(w("head", { n: s.head + 1 }));
+  }
+  return out;
+}
+
+// -------------------------------------------------------------------------------------------
+// Cells: what each was computed from, editing a weight, what an edit changed
+
+// The drawn cell (r, c) of a table as (row, column) of the step's last two axes.
+function cellAt(td, options) {
+  const tr = td.parentElement;
+  if (!tr || tr.parentElement.tagName !== "TBODY" || td.tagName !== "TD" || td.classList.contains("more")) return null;
+  const r = tr.sectionRowIndex, c = td.cellIndex - 1;
+  return options.transposed ? [c, r] : [r, c];
+}
+const valueAt = (step, r, c) => {
+  const v = view(step, false);
+  return r < v.n && c < v.m ? v.get(r, c) : undefined;
+};
+const fmt = (x) => number(x, 4);
+function rowOf(step, r, transpose) {
+  const v = view(step, transpose);
+  const out = [];
+  for (let c = 0; c < Math.min(v.m, 8); c++) out.push(fmt(v.get(r, c)));
+  return "[" + out.join(", ") + (v.m > 8 ? ", …" : "") + "]";
+}
+
+// What cell (r, c) of a result was computed from, in words and numbers.
+function provenance(step, r, c) {
+  const inputs = step.inputs.map((id) => fullStep(id));
+  const lines = [];
+  const name = (s) => s.id;
+  if ((step.op === "linear" || step.op === "matmul") && inputs[0] && inputs[1]) {
+    const [a, b, bias] = inputs;
+    const bColumn = step.op === "linear" ? rowOf(b, c, false) : rowOf(b, c, true);
+    lines.push(`= ${name(a)}[${r}, :] · ${name(b)}${step.op === "linear" ? `[${c}, :]` : `[:, ${c}]`}` + (bias ? ` + ${name(bias)}[${c}]` : ""));
+    lines.push(`${name(a)}[${r}] = ${rowOf(a, r, false)}`);
+    lines.push(`${name(b)}${step.op === "linear" ? `[${c}]` : `[:, ${c}]`} = ${bColumn}`);
+    if (bias) lines.push(`${name(bias)}[${c}] = ${fmt(valueAt(bias, 0, c))}`);
+  } else {
+    for (const s of inputs) {
+      if (!s || s.values === undefined && s.corner === undefined) continue;
+      const same = JSON.stringify(s.shape) === JSON.stringify(step.shape);
+      if (same) lines.push(`${name(s)}[${r}, ${c}] = ${fmt(valueAt(s, r, c))}`);
+      else if (s.shape && s.shape.length && s.shape[s.shape.length - 1] === 1) lines.push(`${name(s)}[${r}] = ${fmt(valueAt(s, r, 0))}`);
+      else lines.push(`${word("from")} ${name(s)} (${shapeText(s)})`);
+    }
+  }
+  return lines;
+}
+
+// The state-dict index of a weight step's cell (r, c): params.rows offsets the first axis.
+function editIndex(step, r, c) {
+  const off = step.params && step.params.rows ? step.params.rows[0] : 0;
+  return step.shape.length === 1 ? [off + c] : [off + r, c];
+}
+
+function decorate(drawn, step, options) {
+  for (const td of drawn.querySelectorAll ? drawn.querySelectorAll("td") : []) td.removeAttribute("title");
+  const table = drawn.tagName === "TABLE" ? drawn : null;
+  // Cells an edit or an ablation changed: the new values compared with the previous answer's.
+  const before = state.previous && state.previous.walkthrough.steps.find((s) => s.id === step.id);
+  if (table && before && JSON.stringify(before.shape) === JSON.stringify(step.shape)) {
+    for (const td of table.querySelectorAll("tbody td")) {
+      const at = cellAt(td, options);
+      if (!at) continue;
+      const [x, y] = [valueAt(step, ...at), valueAt(before, ...at)];
+      if (typeof x === "number" && typeof y === "number" && Math.abs(x - y) > 1e-9 * Math.max(1, Math.abs(y))) td.classList.add("changed");
+    }
+  }
+  const editable = step.op === "weight" && step.params && step.params.name && step.dtype === "float";
+  if (table && editable) {
+    table.classList.add("editable");
+    for (const td of table.querySelectorAll("tbody td")) {
+      const at = cellAt(td, options);
+      if (!at) continue;
+      const index = editIndex(step, ...at);
+      td.dataset.editName = step.params.name;
+      td.dataset.editIndex = JSON.stringify(index);
+      if (state.edits.some((e) => e.name === step.params.name && JSON.stringify(e.index) === JSON.stringify(index))) td.classList.add("edited");
+    }
+    table.addEventListener("click", (event) => {
+      const td = event.target.closest("td[data-edit-name]");
+      if (td && !td.querySelector("input")) startEdit(td, step, cellAt(td, options));
+    });
+  }
+  if (!table) return;
+  table.addEventListener("mouseover", (event) => {
+    const td = event.target.closest("td");
+    const at = td && cellAt(td, options);
+    if (!at) return;
+    const x = valueAt(step, ...at);
+    const lines = [`${step.id}[${at.join(", ")}] = ${full(x)}`];
+    if (options.of) lines.push(...provenance(step, ...at));
+    if (td.classList.contains("changed")) lines.push(word("changed"));
+    if (editable) lines.push(word("edit_hint"));
+    showTip(event, lines.join("\n"));
+    if (options.of) lightOperands(drawn, step, at);
+  });
+  table.addEventListener("mouseleave", () => { hideTip(); lightOperands(drawn, step, null); });
+}
+
+// The operands' row and column a hovered matmul or linear cell multiplies, lit.
+function lightOperands(drawn, step, at) {
+  const eq = drawn.closest(".equation");
+  if (!eq) return;
+  for (const td of eq.querySelectorAll("td.lit")) td.classList.remove("lit");
+  if (!at || (step.op !== "linear" && step.op !== "matmul")) return;
+  const figs = [...eq.querySelectorAll("figure.operand:not(.result)")];
+  const [a, b] = figs;
+  const [r, c] = at;
+  if (a) for (const td of a.querySelectorAll(`tbody tr:nth-child(${r + 1}) td`)) td.classList.add("lit");
+  if (b) for (const tr of b.querySelectorAll("tbody tr")) { const td = tr.cells[c + 1]; if (td) td.classList.add("lit"); }
+}
+
+function startEdit(td, step, at) {
+  const input = el("input", "cell-edit");
+  input.type = "number";
+  input.step = "any";
+  input.value = String(valueAt(step, ...at));
+  td.textContent = "";
+  td.appendChild(input);
+  input.focus();
+  input.select();
+  let done = false;
+  const finish = (keep) => {
+    if (done) return;
+    done = true;
+    const value = Number(input.value);
+    if (keep && input.value.trim() !== "" && Number.isFinite(value)) {
+      setEdit(step.params.name, JSON.parse(td.dataset.editIndex), value);
+    } else {
+      render();
+    }
+  };
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") finish(true);
+    if (event.key === "Escape") finish(false);
+  });
+  input.addEventListener("blur", () => finish(true));
+}
+function setEdit(name, index, value) {
+  const key = JSON.stringify(index);
+  state.edits = state.edits.filter((e) => !(e.name === name && JSON.stringify(e.index) === key));
+  state.edits.push({ name, index, value });
+  drawEdits();
+  run();
+}
+function drawEdits() {
+  const box = document.getElementById("gx-edits");
+  box.textContent = "";
+  box.appendChild(say(el("h2"), w("edits")));
+  if (!state.edits.length) box.appendChild(say(el("p", "hint"), w("no_edits")));
+  const list = el("ul");
+  state.edits.forEach((e, i) => {
+    const li = el("li", "mono", `${e.name}[${e.index.join(", ")}] = ${full(e.value)} `);
+    li.appendChild(button("remove", () => { state.edits.splice(i, 1); drawEdits(); run(); }, "small"));
+    list.appendChild(li);
+  });
+  box.appendChild(list);
+  if (state.edits.length) box.appendChild(button("reset", () => { state.edits = []; drawEdits(); run(); }, "reset"));
+  if (state.ablate.length) {
+    box.appendChild(say(el("h2"), w("ablated")));
+    const ul = el("ul");
+    state.ablate.forEach((a, i) => {
+      const li = el("li", "mono", `${a.module} · ${word("head", { n: a.head + 1 })} `);
+      li.appendChild(button("restore", () => { state.ablate.splice(i, 1); drawEdits(); run(); }, "small"));
+      ul.appendChild(li);
+    });
+    box.appendChild(ul);
+  }
+}
+
+// -------------------------------------------------------------------------------------------
+// Tabs, language, export, and starting
+
+function tabs() {
+  return seq2seq ? ["steps", "attention", "translate"] : ["steps", "attention", "next", "lens"];
+}
+function render() {
+  texts = texts.filter(([node]) => node.isConnected);
+  drawTokens();
+  lightBox();
+  const nav = document.getElementById("gx-tabs");
+  nav.textContent = "";
+  for (const t of tabs()) {
+    const b = button("tab_" + t, () => { state.tab = t; render(); refreshPanels(); }, t === state.tab ? "tab on" : "tab");
+    b.dataset.tab = t;
+    b.setAttribute("role", "tab");
+    nav.appendChild(b);
+  }
+  const panels = document.getElementById("gx-panels");
+  panels.textContent = "";
+  const panel = el("div", "panel");
+  panel.id = "gx-panel-" + state.tab;
+  panels.appendChild(panel);
+  if (state.tab === "steps") drawSteps(panel);
+  else drawPanel(state.tab, panel); // panels.js
+}
+
+function setLanguage(l) {
+  lang = l;
+  document.documentElement.lang = l;
+  texts = texts.filter(([node]) => node.isConnected);
+  for (const [node, text] of texts) node.textContent = text(l);
+  for (const b of document.querySelectorAll("#gx-langs button")) b.classList.toggle("on", b.dataset.lang === l);
+  if (state.result) render();
+  fitLabels();
+}
+
+async function exportPage() {
+  try {
+    const answer = await api("/api/export", { ...request(), lang });
+    download(new Blob([answer.html], { type: "text/html" }), "glassformer-explore.html");
+  } catch (e) {
+    if (!aborted(e)) showError(e.message);
+  }
+}
+
+async function start() {
+  document.body.dataset.busy = "0";
+  say(document.getElementById("gx-title"), w("title"));
+  const langs = document.getElementById("gx-langs");
+  for (const [code, name] of [["en", "English"], ["zh", "中文"]]) {
+    const b = el("button", "", name);
+    b.type = "button";
+    b.dataset.lang = code;
+    b.addEventListener("click", () => setLanguage(code));
+    langs.appendChild(b);
+  }
+  const exportButton = document.getElementById("gx-export");
+  say(exportButton, w("export"));
+  exportButton.addEventListener("click", exportPage);
+  const big = document.getElementById("gx-big");
+  say(big, w("big"));
+  big.addEventListener("click", () => {
+    const on = document.body.classList.toggle("projector");
+    big.setAttribute("aria-pressed", String(on));
+    fitLabels();
+  });
+  const input = document.getElementById("gx-text");
+  input.addEventListener("input", () => {
+    state.text = input.value;
+    state.typedAt = performance.now();
+    schedule();
+  });
+  try {
+    state.info = await api("/api/info");
+  } catch (e) {
+    showError(e.message);
+    return;
+  }
+  lang = state.info.lang in WORDS ? state.info.lang : "en";
+  seq2seq = state.info.kind === "seq2seq";
+  say(document.getElementById("gx-text-label"), w(seq2seq ? "source_text" : "text"));
+  if (state.info.limits && state.info.limits.text_chars) input.maxLength = state.info.limits.text_chars;
+  state.text = input.value = state.info.example || "";
+  state.box = seq2seq ? "enc-self" : "dec-self";
+  setLanguage(lang);
+  drawEdits();
+  await run();
+  drawDiagram();
+  lightBox();
+}
