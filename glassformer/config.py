@@ -21,6 +21,7 @@ NORMS = layers.NORMS
 NORM_POSITIONS = ("pre", "post")  # pre-LN (GPT-2) or post-LN "Add & Norm" (2017 paper)
 ACTIVATIONS = tuple(layers.ACTIVATIONS)
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
+ROPE_SCALINGS = ("none", "llama3")
 INITS = ("gpt2", "xavier")
 
 
@@ -38,8 +39,10 @@ LIMITS = {
     "n_decoder_layers": (1, 1024), "n_head": (1, 4096), "n_embd": (1, 65536), "d_model": (1, 65536),
     "d_head": (1, 65536), "d_ff": (1, 1_048_576), "n_segments": (0, 1_000_000), "n_classes": (0, 1_000_000),
     "pad_id": (0, 1_000_000), "bos_id": (0, 1_000_000), "eos_id": (0, 1_000_000),
+    "n_kv_head": (1, 4096), "rope_original_max_len": (1, 1_048_576),
 }
-POSITIVE = ("norm_eps", "rope_theta", "init_std")  # float fields that must be finite and > 0
+POSITIVE = ("norm_eps", "rope_theta", "init_std", "rope_factor", "rope_low_freq_factor",
+            "rope_high_freq_factor")  # float fields that must be finite and > 0
 
 
 def _type_name(annotation) -> str:
@@ -92,6 +95,12 @@ def _check_layer_options(cfg) -> None:
     _check_choice("activation", cfg.activation, ACTIVATIONS)
     _check_choice("position", cfg.position, POSITIONS)
     _check_choice("init", cfg.init, INITS)
+    _check_choice("rope_scaling", cfg.rope_scaling, ROPE_SCALINGS)
+    if cfg.n_head % cfg.kv_heads != 0:
+        raise ValueError(f"n_head {cfg.n_head} is not a multiple of n_kv_head {cfg.kv_heads}")
+    if cfg.rope_scaling == "llama3" and cfg.rope_high_freq_factor <= cfg.rope_low_freq_factor:
+        raise ValueError(f"rope_high_freq_factor must be above rope_low_freq_factor; got "
+                         f"{cfg.rope_high_freq_factor} and {cfg.rope_low_freq_factor}")
     width = cfg.d_model
     if cfg.n_head < 1 or width < 1:
         raise ValueError(f"n_head and the model width must be positive; got {cfg.n_head} and {width}")
@@ -118,11 +127,27 @@ def check_fits_in_memory(config, bytes_per_parameter: int = 4) -> None:
 
 
 class Widths:
-    """The widths both configs derive from d_model, n_head, d_head and d_ff."""
+    """The widths both configs derive from d_model, n_head, d_head and d_ff, and the attention
+    options GPTConfig has as fields (Seq2SeqConfig reads these defaults: plain multi-head
+    attention, RoPE unscaled)."""
+
+    n_kv_head: int | None = None
+    qkv_bias: bool | None = None
+    qk_norm: bool = False
+    rope_scaling: str = "none"
+    rope_factor: float = 8.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_len: int = 8192
 
     def attention_parameters(self) -> int:
         """W_Q, W_K, W_V and W_O of one attention sublayer (without biases)."""
-        return 4 * self.d_model * self.n_head * self.head_dim
+        return 2 * self.d_model * (self.n_head + self.kv_heads) * self.head_dim
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: n_kv_head, or n_head."""
+        return self.n_kv_head or self.n_head
 
     def feed_forward_parameters(self) -> int:
         """up, down and (SwiGLU) gate of one feed-forward sublayer, counted as three (without biases)."""
@@ -163,6 +188,15 @@ class GPTConfig(Widths):
     n_classes: int = 0  # >0 adds a classification head on the last hidden state (GPT-1)
     init: str = "gpt2"
     init_std: float = 0.02
+    # Llama, Mistral and Qwen options; the defaults leave the model above unchanged.
+    n_kv_head: int | None = None  # key/value heads, each shared by n_head / n_kv_head query heads; None -> n_head
+    qkv_bias: bool | None = None  # biases on W_Q, W_K, W_V (Qwen2: true with bias false); None -> bias
+    qk_norm: bool = False  # RMSNorm over each head's q and k before RoPE (Qwen3)
+    rope_scaling: str = "none"  # "llama3": Llama 3.1's scaling of RoPE's frequencies, with the four below
+    rope_factor: float = 8.0  # how much the slowest frequencies are slowed
+    rope_low_freq_factor: float = 1.0  # waves longer than rope_original_max_len / this are slowed
+    rope_high_freq_factor: float = 4.0  # waves shorter than rope_original_max_len / this are kept
+    rope_original_max_len: int = 8192  # the context the model was first trained with
 
     def __post_init__(self):
         _check_layer_options(self)

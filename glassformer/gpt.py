@@ -43,6 +43,31 @@ class GPT(nn.Module):
         self.cls_head = nn.Linear(c.n_embd, c.n_classes) if c.n_classes else None
         init_weights(self, c.init, c.init_std, c.n_layer)
 
+    @classmethod
+    def from_tensors(cls, config: GPTConfig, tensors: dict[str, torch.Tensor]) -> GPT:
+        """A GPT whose parameters are `tensors` themselves, not copies of them (e.g. memory-mapped
+        from a safetensors file), in their dtype; in eval mode.
+
+        Args:
+            config: the model's config.
+            tensors: every parameter by its name in the state dict, a tied matrix once (as
+                tok_emb.weight); shapes already checked against the config.
+
+        The model is built on the meta device, so no other weights are ever allocated, then
+        handed the tensors; the position tables, which are computed, not stored, are built again.
+        """
+        with torch.device("meta"):
+            model = cls(config)
+        if config.tie_weights:
+            tensors = {**tensors, "lm_head.weight": tensors["tok_emb.weight"]}
+        model.load_state_dict(tensors, strict=True, assign=True)
+        if config.tie_weights:
+            model.lm_head.weight = model.tok_emb.weight  # one Parameter again, as GPT.__init__ ties it
+        table, model.rotary = make_positions(config, config.n_embd)
+        if not isinstance(model.pos_emb, nn.Embedding):  # a learned table came with the tensors
+            model.pos_emb = table
+        return model.eval()
+
     def new_cache(self) -> KVCache:
         """An empty key/value cache for incremental decoding, owned by the caller."""
         return KVCache(self.config.n_layer, self.config.block_size)
@@ -149,8 +174,11 @@ class DecodeLayer:
         attn, ffn = block.self_attn, block.ffn
         projections = (attn.q_proj, attn.k_proj, attn.v_proj)
         qkv_bias = torch.cat([p.bias for p in projections]) if attn.q_proj.bias is not None else None
-        qkv_weight = torch.cat([p.weight for p in projections])  # (3*h*d, C): W_Q, W_K, W_V stacked
-        self.attn, self.core, self.n_head, self.act = attn, attn.core.forward, attn.n_head, ffn.act.forward
+        qkv_weight = torch.cat([p.weight for p in projections])  # ((h + 2*h_kv)*d, C): W_Q, W_K, W_V stacked
+        self.attn, self.core, self.act = attn, attn.core.forward, ffn.act.forward
+        self.widths = [p.out_features for p in projections]  # h*d, h_kv*d, h_kv*d
+        self.heads = (attn.n_head, attn.n_kv_head, attn.n_kv_head)
+        self.qk_norm = (attn.q_norm.forward, attn.k_norm.forward) if attn.q_norm is not None else None
         self.qkv = DecodeLinear(qkv_weight, qkv_bias, rows)
         self.o_proj = DecodeLinear(attn.o_proj.weight, attn.o_proj.bias, rows)
         self.up = DecodeLinear(ffn.up.weight, ffn.up.bias, rows)
@@ -162,8 +190,10 @@ class DecodeLayer:
     def self_attention(self, x: torch.Tensor) -> torch.Tensor:
         """MultiHeadAttention.forward for one position per row, (B, C) -> (B, C), with one matmul for Q, K and V."""
         B = x.size(0)
-        q, k, v = self.qkv(x).view(B, 3, self.n_head, 1, -1).unbind(1)  # (B, 3*h*d) -> 3 x (B, h, 1, d)
-        out = self.attn.attend(q, k, v, cache=self.cache, rotary=self.rotary, core=self.core)  # (B, h, 1, d)
+        q, k, v = (part.view(B, heads, 1, -1) for part, heads in  # (B, (h + 2*h_kv)*d) -> (B, h or h_kv, 1, d)
+                   zip(self.qkv(x).split(self.widths, dim=-1), self.heads))
+        out = self.attn.attend(q, k, v, cache=self.cache, rotary=self.rotary, core=self.core,
+                               qk_norm=self.qk_norm)  # (B, h, 1, d)
         return self.o_proj(out.reshape(B, -1))  # heads concatenated: (B, h*d) -> (B, C)
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:

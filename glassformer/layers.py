@@ -60,16 +60,40 @@ class SinusoidalPositionalEncoding(nn.Module):
         return self.table[positions]
 
 
+class Llama3Scaling(typing.NamedTuple):
+    """Llama 3.1's RoPE scaling: the frequencies a context of `original_max_len` never saw turn
+    more than once are slowed by `factor`, fast ones are kept, those between are blended."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_len: int
+
+
+def llama3_inv_freq(inv_freq: torch.Tensor, s: Llama3Scaling) -> torch.Tensor:
+    """RoPE's frequencies (d/2,) -> the same with Llama 3's scaling applied."""
+    wavelen = 2 * math.pi / inv_freq  # positions per turn of each channel pair
+    low_wavelen = s.original_max_len / s.low_freq_factor  # longer waves than this: slowed by `factor`
+    high_wavelen = s.original_max_len / s.high_freq_factor  # shorter waves than this: kept
+    smooth = (s.original_max_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+    blended = (1 - smooth) * inv_freq / s.factor + smooth * inv_freq  # between: a linear blend of both
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / s.factor, inv_freq)
+    return torch.where((wavelen >= high_wavelen) & (wavelen <= low_wavelen), blended, scaled)
+
+
 class RotaryEmbedding(nn.Module):
     """positions (T,) -> (cos, sin), each (T, d/2), for rotating queries and keys (RoPE).
 
     Each pair of channels (i, i + d/2) of a head is rotated by the angle pos * theta^(-2i/d),
-    so that q·k depends only on the distance between the two positions.
+    so that q·k depends only on the distance between the two positions. `scaling` (Llama 3)
+    stretches the slow frequencies for contexts longer than the model was first trained on.
     """
 
-    def __init__(self, d_head: int, max_len: int, theta: float = 10000.0):
+    def __init__(self, d_head: int, max_len: int, theta: float = 10000.0, scaling: Llama3Scaling | None = None):
         super().__init__()
         inv_freq = 1.0 / theta ** (torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)  # (d/2,)
+        if scaling is not None:
+            inv_freq = llama3_inv_freq(inv_freq, scaling)
         angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)  # (L, d/2)
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
@@ -96,7 +120,11 @@ def make_positions(config, d_model: int) -> tuple[nn.Module | None, RotaryEmbedd
         table = SinusoidalPositionalEncoding(config.block_size, d_model)
     rotary = None
     if config.position == "rope":
-        rotary = RotaryEmbedding(config.head_dim, config.block_size, config.rope_theta)
+        scaling = None
+        if config.rope_scaling == "llama3":
+            scaling = Llama3Scaling(config.rope_factor, config.rope_low_freq_factor, config.rope_high_freq_factor,
+                                    config.rope_original_max_len)
+        rotary = RotaryEmbedding(config.head_dim, config.block_size, config.rope_theta, scaling)
     return table, rotary
 
 
@@ -229,6 +257,15 @@ def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
     return x.view(B, T, n_head, -1).transpose(1, 2)
 
 
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(B, h_kv, T, d) -> (B, h_kv * n_rep, T, d): each key/value head shared by n_rep query heads
+    in a row (grouped-query attention; multi-query when h_kv is 1)."""
+    if n_rep == 1:
+        return x
+    B, h_kv, T, d = x.shape
+    return x[:, :, None].expand(B, h_kv, n_rep, T, d).reshape(B, h_kv * n_rep, T, d)
+
+
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, h, T, d) -> (B, T, h*d): the heads' outputs concatenated."""
     B, h, T, d = x.shape
@@ -311,14 +348,23 @@ class MultiHeadAttention(nn.Module):
 
     Self-attention when `context` is None; cross-attention otherwise (queries from `x`,
     keys and values from `context`, e.g. the encoder output).
+    n_kv_head < n_head: grouped-query attention, fewer key/value heads, each shared by a group
+    of query heads (`repeat_kv`); 1 is multi-query attention. qkv_bias: biases on W_Q, W_K,
+    W_V (None: as `bias`, which also covers W_O). qk_norm: an RMSNorm over each head's q and k
+    (Qwen3), before the rotation.
     """
 
-    def __init__(self, d_model: int, n_head: int, d_head: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, d_model: int, n_head: int, d_head: int, dropout: float = 0.0, bias: bool = True, *,
+                 n_kv_head: int | None = None, qkv_bias: bool | None = None, qk_norm: bool = False,
+                 norm_eps: float = 1e-6):
         super().__init__()
-        self.n_head = n_head
-        self.q_proj = nn.Linear(d_model, n_head * d_head, bias=bias)  # W_Q
-        self.k_proj = nn.Linear(d_model, n_head * d_head, bias=bias)  # W_K
-        self.v_proj = nn.Linear(d_model, n_head * d_head, bias=bias)  # W_V
+        self.n_head, self.n_kv_head = n_head, n_kv_head or n_head
+        qkv_bias = bias if qkv_bias is None else qkv_bias
+        self.q_proj = nn.Linear(d_model, n_head * d_head, bias=qkv_bias)  # W_Q
+        self.k_proj = nn.Linear(d_model, self.n_kv_head * d_head, bias=qkv_bias)  # W_K
+        self.v_proj = nn.Linear(d_model, self.n_kv_head * d_head, bias=qkv_bias)  # W_V
+        self.q_norm = RMSNorm(d_head, norm_eps) if qk_norm else None  # one scale per channel, shared by heads
+        self.k_norm = RMSNorm(d_head, norm_eps) if qk_norm else None
         self.core = ScaledDotProductAttention(dropout)
         self.o_proj = nn.Linear(n_head * d_head, d_model, bias=bias)  # W_O
 
@@ -326,24 +372,31 @@ class MultiHeadAttention(nn.Module):
                 rotary=None):
         q = split_heads(self.q_proj(x), self.n_head)  # (B, Tq, h*d) -> (B, h, Tq, d)
         if context is not None and cache is not None and cache.length > 0:
-            out, _ = self.core(q, *cache.keys_values(), mask, is_causal)  # the memory's keys and values, seen before
+            k, v = (repeat_kv(t, self.n_head // self.n_kv_head) for t in cache.keys_values())
+            out, _ = self.core(q, k, v, mask, is_causal)  # the memory's keys and values, seen before
         else:
             source = x if context is None else context
-            k = split_heads(self.k_proj(source), self.n_head)  # (B, h, Tk, d)
-            v = split_heads(self.v_proj(source), self.n_head)
+            k = split_heads(self.k_proj(source), self.n_kv_head)  # (B, h_kv, Tk, d)
+            v = split_heads(self.v_proj(source), self.n_kv_head)
             out = self.attend(q, k, v, mask, is_causal, cache, rotary)
         return self.o_proj(merge_heads(out))  # (B, h, Tq, d) -> (B, Tq, h*d) -> (B, Tq, C)
 
     def attend(self, q, k, v, mask=None, is_causal=False, cache: KVCacheLayer | None = None, rotary=None,
-               core=None):
-        """New queries, keys and values (B, h, T, d) -> each head's output (B, h, Tq, d): positions
-        rotated in (RoPE), the keys and values added to the cache, then the attention core.
+               core=None, qk_norm=None):
+        """New queries (B, h, T, d), keys and values (B, h_kv, T, d) -> each head's output (B, h, Tq, d):
+        q and k normed per head (qk_norm), positions rotated in (RoPE), the keys and values added
+        to the cache (h_kv heads), shared across their query heads, then the attention core.
         The one-token decode step (gpt.DecodeStep) calls this too, after its own projection,
-        with `core` the core's forward called without module dispatch."""
+        with `core` and `qk_norm` (the two norms) called without module dispatch."""
+        q_norm, k_norm = qk_norm or (self.q_norm, self.k_norm)
+        if q_norm is not None:
+            q, k = q_norm(q), k_norm(k)  # over each head's d channels
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         if cache is not None:
-            k, v = cache.append(k, v)  # with everything before: (B, h, past + Tk, d)
+            k, v = cache.append(k, v)  # with everything before: (B, h_kv, past + Tk, d)
+        n_rep = self.n_head // self.n_kv_head
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, h_kv, Tk, d) -> (B, h, Tk, d)
         return (core or self.core)(q, k, v, mask, is_causal)[0]
 
 
@@ -468,7 +521,7 @@ def make_block(config, cross_attention: bool = False) -> Block:
     c = config
     return Block(c.d_model, c.n_head, c.head_dim, c.ff_dim, dropout=c.dropout, bias=c.bias, norm=c.norm,
                  norm_eps=c.norm_eps, pre_norm=c.norm_position == "pre", activation=c.activation,
-                 cross_attention=cross_attention)
+                 cross_attention=cross_attention, n_kv_head=c.n_kv_head, qkv_bias=c.qkv_bias, qk_norm=c.qk_norm)
 
 
 def wire(x, sublayers):
@@ -488,15 +541,20 @@ class Block(nn.Module):
     """
 
     def __init__(self, d_model: int, n_head: int, d_head: int, d_ff: int, *, dropout: float, bias: bool,
-                 norm: str, norm_eps: float, pre_norm: bool, activation: str, cross_attention: bool = False):
+                 norm: str, norm_eps: float, pre_norm: bool, activation: str, cross_attention: bool = False,
+                 n_kv_head: int | None = None, qkv_bias: bool | None = None, qk_norm: bool = False):
         super().__init__()
 
         def residual():
             return Residual(d_model, norm, norm_eps, bias, pre_norm, dropout)
 
-        self.self_attn = MultiHeadAttention(d_model, n_head, d_head, dropout, bias)
+        def attention():
+            return MultiHeadAttention(d_model, n_head, d_head, dropout, bias, n_kv_head=n_kv_head,
+                                      qkv_bias=qkv_bias, qk_norm=qk_norm, norm_eps=norm_eps)
+
+        self.self_attn = attention()
         self.attn_res = residual()
-        self.cross_attn = MultiHeadAttention(d_model, n_head, d_head, dropout, bias) if cross_attention else None
+        self.cross_attn = attention() if cross_attention else None
         self.cross_res = residual() if cross_attention else None
         self.ffn = FeedForward(d_model, d_ff, activation, bias)
         self.ffn_res = residual()
