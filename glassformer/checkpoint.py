@@ -1,4 +1,4 @@
-"""Checkpoint directories (config.json + model.safetensors + tokenizer.json) and GPT-2 interop.
+"""Checkpoint directories (config.json + model.safetensors + tokenizer.json) and Hugging Face interop.
 
 A glassformer checkpoint directory holds:
   config.json        {"format": "glassformer", "model_type": "gpt" | "seq2seq", "config": asdict(config)}
@@ -10,7 +10,8 @@ A glassformer checkpoint directory holds:
                      never gets parts of two checkpoints. A directory without one loads as it is.
 
 `load` also reads a Hugging Face GPT-2 directory (config.json with model_type "gpt2" and
-model.safetensors, or pytorch_model.bin read with weights_only=True). Nothing is unpickled
+model.safetensors, or pytorch_model.bin read with weights_only=True), and Llama, Mistral, Qwen2
+and Qwen3 directories (glassformer.hf); `export_hf` writes either layout back. Nothing is unpickled
 beyond plain tensors. Every file is written atomically: a temporary file, then a rename.
 """
 
@@ -200,10 +201,15 @@ def read_checkpoint_set(path: Path) -> dict[str, bytes] | None:
         time.sleep(0.05)
 
 
-def load(path, device: str | torch.device = "cpu"):
-    """Loads a glassformer or Hugging Face GPT-2 checkpoint directory -> (model, tokenizer or None).
+def load(path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None):
+    """Loads a checkpoint directory -> (model in eval mode, tokenizer or None).
 
-    The model is returned in eval mode.
+    Args:
+        path: a glassformer checkpoint, or a Hugging Face GPT-2, Llama, Mistral, Qwen2 or Qwen3
+            directory (config.json's model_type; see glassformer.hf for the last four).
+        device: where the model runs.
+        dtype: None or "auto": Llama/Mistral/Qwen weights keep their bf16/fp16 where the device
+            computes it natively, everything else is float32; or "float32", "bfloat16", "float16".
     """
     path = Path(path)
     if not path.is_dir():
@@ -212,8 +218,13 @@ def load(path, device: str | torch.device = "cpu"):
     if files is not None and not {CONFIG_FILE, WEIGHTS_FILE} <= files.keys():
         raise CheckpointError(f"{path / MANIFEST_FILE} does not list {CONFIG_FILE} and {WEIGHTS_FILE}")
     meta = read_json(path / CONFIG_FILE) if files is None else _json_from_bytes(files[CONFIG_FILE], path / CONFIG_FILE)
+    from . import hf
+
     if meta.get("model_type") == "gpt2":
         model, tokenizer = load_hf_gpt2(path, meta)
+    elif meta.get("model_type") in hf.FAMILIES and meta.get("format") != FORMAT:
+        model, tokenizer = hf.load_family(path, meta, dtype, device)
+        return model.to(device).eval(), tokenizer
     elif meta.get("format") == FORMAT:
         values = meta.get("config")
         if not isinstance(values, dict):  # without it a default-sized model would be built, then found wanting
@@ -236,7 +247,11 @@ def load(path, device: str | torch.device = "cpu"):
         load_weights(model, tensors, str(path / WEIGHTS_FILE))
         check_tokenizer_fits(tokenizer, config, path)
     else:
-        raise CheckpointError(f"{path / CONFIG_FILE} is neither a glassformer nor a GPT-2 config")
+        supported = ", ".join(("gpt2", *hf.FAMILIES))
+        raise CheckpointError(f"{path / CONFIG_FILE} is neither a glassformer checkpoint nor a supported Hugging "
+                              f"Face model: model_type {meta.get('model_type')!r}; supported: {supported}")
+    if dtype not in (None, "auto"):
+        model = model.to(hf.pick_dtype(torch.float32, dtype, torch.device(device)))
     return model.to(device).eval(), tokenizer
 
 
@@ -327,6 +342,9 @@ def hf_incompatibilities(config: ModelConfig) -> list[str]:
         (config.d_head in (None, config.n_embd // config.n_head), f"d_head={config.d_head} (GPT-2 uses n_embd/n_head)"),
         (config.n_segments == 0, f"n_segments={config.n_segments} (GPT-2 has no segment embedding)"),
         (config.n_classes == 0, f"n_classes={config.n_classes} (GPT2LMHeadModel has no classification head)"),
+        (config.n_kv_head in (None, config.n_head), f"n_kv_head={config.n_kv_head} (GPT-2 has one K/V per head)"),
+        (config.qkv_bias in (None, config.bias), f"qkv_bias={config.qkv_bias} (GPT-2 biases are all or none)"),
+        (not config.qk_norm, "qk_norm=true (GPT-2 has no q/k norms)"),
     ]
     return [reason for ok, reason in checks if not ok]
 
@@ -441,21 +459,29 @@ def load_hf_gpt2(path: Path, hf_config: dict):
     return model, tokenizer
 
 
-def export_hf(model: GPT, out, overwrite: bool = False, source=None) -> Path:
-    """Writes a directory that transformers.GPT2LMHeadModel.from_pretrained loads with the same logits.
+def export_hf(model: GPT, out, overwrite: bool = False, source=None, tokenizer=None) -> Path:
+    """Writes a directory that transformers' from_pretrained loads with the same logits: a GPT-2
+    (GPT2LMHeadModel) where the model has GPT-2's layout, else a Llama, Qwen2 or Qwen3 one
+    (glassformer.hf.family_of) where it has theirs.
 
     Args:
         model: the GPT to export.
         out: the directory to write; it must be new or empty unless `overwrite`.
         overwrite: write into `out` even though it holds files (their same-named files are replaced).
         source: the checkpoint directory `model` came from; `out` may never be it.
+        tokenizer: for Llama/Qwen, a PretrainedTokenizer to write beside the weights
+            (tokenizer.json, tokenizer_config.json, generation_config.json); other kinds are not written.
 
     Returns:
         `out`, as a Path.
     """
+    from .hf import export_family, family_incompatibilities
+
     problems = hf_incompatibilities(model.config)
-    if problems:
-        raise CheckpointError("not GPT-2-compatible: " + "; ".join(problems))
+    family_problems = family_incompatibilities(model.config) if problems else []
+    if problems and family_problems:
+        raise CheckpointError("not GPT-2-compatible: " + "; ".join(problems) + "; nor Llama/Qwen-compatible: "
+                              + "; ".join(family_problems))
     c = model.config
     out = Path(out)
     if source is not None and out.exists() and out.resolve() == Path(source).resolve():
@@ -466,6 +492,9 @@ def export_hf(model: GPT, out, overwrite: bool = False, source=None) -> Path:
         raise ValueError(f"{out} already holds files; give an empty or new directory, "
                          f"or --overwrite to write into it anyway")
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_FILE).unlink(missing_ok=True)  # a glassformer checkpoint's manifest would not match these files
+    if problems:
+        return export_family(model, out, tokenizer)
     hf_act = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[c.activation]
     hf_config = {
         "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": c.vocab_size,
@@ -474,7 +503,6 @@ def export_hf(model: GPT, out, overwrite: bool = False, source=None) -> Path:
         "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
         "tie_word_embeddings": c.tie_weights, "scale_attn_weights": True,
     }
-    (out / MANIFEST_FILE).unlink(missing_ok=True)  # a glassformer checkpoint's manifest would not match these files
     save_tensors(tensors_to_hf(model), out / WEIGHTS_FILE, metadata={"format": "pt"})
     atomic_write_json(out / CONFIG_FILE, hf_config)
     return out

@@ -281,23 +281,34 @@ class KVCacheLayer:
 
     def __init__(self, max_len: int):
         self.max_len = max_len
-        self.k: torch.Tensor | None = None  # (B, h, max_len, d)
+        self.k: torch.Tensor | None = None  # (B, h, capacity, d), capacity <= max_len
         self.v: torch.Tensor | None = None
         self.length = 0
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Adds (B, h, T_new, d) keys and values; returns all of them, (B, h, length, d)."""
-        if self.k is None:
-            B, h, _, d = k.shape
-            self.k = k.new_zeros(B, h, self.max_len, d)
-            self.v = v.new_zeros(B, h, self.max_len, v.size(-1))
         start, end = self.length, self.length + k.size(-2)
         if end > self.max_len:
             raise ValueError(f"the KV cache holds {self.max_len} positions; {end} were asked for")
+        if self.k is None or end > self.k.size(-2):
+            self.grow(k, v, end)
         self.k[:, :, start:end] = k
         self.v[:, :, start:end] = v
         self.length = end
         return self.k[:, :, :end], self.v[:, :, :end]
+
+    def grow(self, k: torch.Tensor, v: torch.Tensor, needed: int) -> None:
+        """New buffers for at least `needed` positions, holding what the old ones held. The
+        capacity doubles (from 256), up to max_len: a model with a context of 32768 positions
+        need not hold them all to generate a few hundred tokens."""
+        B, h, _, d = k.shape
+        capacity = min(self.max_len, max(needed, 256, 2 * (self.k.size(-2) if self.k is not None else 0)))
+        old_k, old_v = self.k, self.v
+        self.k = k.new_zeros(B, h, capacity, d)
+        self.v = v.new_zeros(B, h, capacity, v.size(-1))
+        if old_k is not None:
+            self.k[:, :, : self.length] = old_k[:, :, : self.length]
+            self.v[:, :, : self.length] = old_v[:, :, : self.length]
 
     def keys_values(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Everything stored so far, (B, h, length, d) each."""

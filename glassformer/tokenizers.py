@@ -4,6 +4,8 @@
 - `WordTokenizer`: one id per word or punctuation mark, with <pad>/<unk>/<bos>/<eos>.
 - `BPETokenizer`: byte-level BPE (GPT-2's scheme) via Hugging Face `tokenizers`;
   it round-trips any UTF-8 text exactly, and can load GPT-2's own vocab.json/merges.txt.
+- `PretrainedTokenizer`: a released model's tokenizer.json (Llama, Mistral, Qwen) as it is,
+  with the model's special tokens, the ids that end a generation and its chat template.
 
 Every tokenizer saves to one JSON file; `load_tokenizer` rebuilds any kind from it.
 """
@@ -292,6 +294,74 @@ class BPETokenizer(Tokenizer):
         return {"specials": names, "hf": self.hf.to_str()}
 
 
+class PretrainedTokenizer(Tokenizer):
+    """A released model's own tokenizer: its tokenizer.json read by Hugging Face `tokenizers`
+    unchanged (normalizer, pre-tokenizer, added tokens), so ids match the model's training.
+
+    Special tokens written in the text ("<|im_start|>") are read as the special tokens, as the
+    chat template needs; encode adds no BOS or EOS of its own. eos_ids: every id that ends a
+    generation (generation_config.json may list several); chat_template: the Jinja2 template
+    of tokenizer_config.json, rendered with glassformer.hf.render_chat.
+    """
+
+    kind = "pretrained"
+
+    def __init__(self, hf: HFTokenizer, bos: str | None = None, eos: str | None = None, pad: str | None = None,
+                 eos_ids: Iterable[int] = (), chat_template: str | None = None):
+        self.hf = hf
+        self.bos_id, self.eos_id, self.pad_id = (self._id(name) for name in (bos, eos, pad))
+        self.eos_ids = list(dict.fromkeys([*([self.eos_id] if self.eos_id is not None else []), *eos_ids]))
+        if self.eos_id is None and self.eos_ids:
+            self.eos_id = self.eos_ids[0]
+        self.chat_template = chat_template
+        self.byte_level = type(hf.decoder).__name__ == "ByteLevel"  # pieces spelled in GPT-2's byte alphabet
+
+    def _id(self, name: str | None) -> int | None:
+        if name is None:
+            return None
+        id = self.hf.token_to_id(name)
+        if id is None:
+            raise ValueError(f"special token {name!r} is not in the tokenizer's vocabulary")
+        return id
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **specials) -> PretrainedTokenizer:
+        """Reads a Hugging Face tokenizer.json; `specials`: bos, eos, pad (token strings), eos_ids, chat_template."""
+        try:
+            hf = HFTokenizer.from_file(str(path))
+        except Exception as err:  # tokenizers raises a plain Exception
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"cannot read tokenizer file {path}: {first}") from None
+        return cls(hf, **specials)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
+        return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.hf.decode(ids, skip_special_tokens=True)
+
+    def _token(self, id: int) -> str:
+        piece = self.hf.id_to_token(id)
+        if piece is None:
+            return ""
+        if self.byte_level and all(ch in _UNICODE_TO_BYTE for ch in piece):
+            return bytes(_UNICODE_TO_BYTE[ch] for ch in piece).decode("utf-8", errors="backslashreplace")
+        return piece
+
+    def _state(self) -> dict[str, Any]:
+        names = {role: None if id is None else self.hf.id_to_token(id)
+                 for role, id in (("bos", self.bos_id), ("eos", self.eos_id), ("pad", self.pad_id))}
+        return {"specials": names, "eos_ids": self.eos_ids, "chat_template": self.chat_template,
+                "hf": self.hf.to_str()}
+
+
 def _byte_level(hf: HFTokenizer) -> HFTokenizer:
     """Byte-level pre-tokenizer and decoder, without a leading-space rewrite."""
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -366,4 +436,8 @@ def _from_state(data: dict[str, Any]) -> Tokenizer:
         names = data["specials"]
         hf = HFTokenizer.from_str(data["hf"])
         return BPETokenizer(hf, names["pad"], names["unk"], names["bos"], names["eos"])
+    if kind == "pretrained":
+        names = data["specials"]
+        return PretrainedTokenizer(HFTokenizer.from_str(data["hf"]), names["bos"], names["eos"], names["pad"],
+                                   data["eos_ids"], data["chat_template"])
     raise ValueError(f"unknown tokenizer kind {kind!r}")

@@ -20,6 +20,11 @@ VARIANTS = {
     "rope-rms-swiglu-nobias": dict(position="rope", norm="rmsnorm", activation="swiglu", bias=False, d_ff=48),
     "post-ln-sinusoidal-relu": dict(norm_position="post", position="sinusoidal", activation="relu"),
     "no-positions-gelu-untied-narrow-heads": dict(position="none", activation="gelu", tie_weights=False, d_head=4),
+    "multi-query-qk-norm-qkv-bias": dict(position="rope", norm="rmsnorm", activation="swiglu", bias=False,
+                                         qkv_bias=True, qk_norm=True, n_kv_head=1, d_ff=48),
+    "grouped-query-llama3-rope-wide-heads": dict(position="rope", norm="rmsnorm", activation="swiglu", bias=False,
+                                                 n_head=4, n_kv_head=2, d_head=12, rope_scaling="llama3",
+                                                 rope_original_max_len=4, tie_weights=False),
 }
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from glassformer.layers import (
     LayerNorm,
+    Llama3Scaling,
     MultiHeadAttention,
     Residual,
     RMSNorm,
@@ -19,7 +20,9 @@ from glassformer.layers import (
     apply_rotary,
     attention,
     causal_mask,
+    llama3_inv_freq,
     padding_mask,
+    repeat_kv,
 )
 
 
@@ -292,3 +295,46 @@ def test_seq2seq_dropout_in_training_only(tiny_seq2seq, ids):
         model.train()
         a, b = model(src, tgt), model(src, tgt)
     assert not torch.allclose(a, reference) and not torch.allclose(a, b)
+
+
+def test_grouped_query_attention_equals_each_query_head_with_its_groups_key_and_value():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(d_model=12, n_head=6, d_head=4, n_kv_head=2).eval()
+    x = torch.randn(2, 5, 12)
+    q = mha.q_proj(x).view(2, 5, 6, 4).transpose(1, 2)  # (B, 6, T, d)
+    k = mha.k_proj(x).view(2, 5, 2, 4).transpose(1, 2)  # (B, 2, T, d)
+    v = mha.v_proj(x).view(2, 5, 2, 4).transpose(1, 2)
+    heads = [attention(q[:, [i]], k[:, [i // 3]], v[:, [i // 3]], causal_mask(5, 5))[0] for i in range(6)]
+    expected = mha.o_proj(torch.cat(heads, dim=1).transpose(1, 2).reshape(2, 5, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(mha(x, is_causal=True), expected, atol=1e-6, rtol=1e-6)
+    assert repeat_kv(k, 3)[:, 4].equal(k[:, 1]) and repeat_kv(k, 1) is k
+
+
+def test_qk_norm_normalises_each_heads_query_over_its_channels():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(d_model=8, n_head=2, d_head=4, qk_norm=True, norm_eps=1e-6).eval()
+    with torch.no_grad():
+        mha.q_norm.weight.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    q = torch.randn(1, 2, 3, 4)
+    seen = {}
+    mha.core.forward = lambda q, k, v, mask, is_causal: (seen.setdefault("q", q), None)  # noqa: E731
+    mha.attend(q, q.clone(), q.clone())
+    rms = q.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+    torch.testing.assert_close(seen["q"], q / rms * mha.q_norm.weight, atol=1e-6, rtol=1e-6)
+
+
+def test_llama3_rope_scaling_follows_the_formula_band_by_band():
+    inv_freq = 1.0 / 500.0 ** (torch.arange(0, 16, 2, dtype=torch.float64) / 16)
+    s = Llama3Scaling(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_len=64)
+    scaled = llama3_inv_freq(inv_freq, s)
+    for f, g in zip(inv_freq.tolist(), scaled.tolist()):
+        wavelen = 2 * math.pi / f
+        if wavelen < 64 / 4:  # fast: kept
+            assert g == f
+        elif wavelen > 64 / 1:  # slow: divided by the factor
+            assert g == pytest.approx(f / 8)
+        else:  # between: blended by where the wavelength falls
+            smooth = (64 / wavelen - 1) / (4 - 1)
+            assert g == pytest.approx((1 - smooth) * f / 8 + smooth * f)
+    assert (scaled < inv_freq).any() and (scaled == inv_freq).any()

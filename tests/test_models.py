@@ -20,6 +20,9 @@ GPT_VARIANTS = {
     "rope-rms-swiglu": dict(position="rope", norm="rmsnorm", activation="swiglu", bias=False, d_ff=48),
     "post-ln-sinusoidal-relu": dict(norm_position="post", position="sinusoidal", activation="relu"),
     "untied-narrow-heads": dict(tie_weights=False, d_head=4),
+    "grouped-query-qk-norm-qkv-bias": dict(position="rope", norm="rmsnorm", activation="swiglu", bias=False,
+                                           n_head=4, n_kv_head=2, qk_norm=True, qkv_bias=True),
+    "multi-query-llama3-rope": dict(position="rope", n_kv_head=1, rope_scaling="llama3", rope_original_max_len=4),
 }
 
 
@@ -335,3 +338,46 @@ def test_bad_config_values_are_rejected():
         GPTConfig(n_embd=10, n_head=3)
     with pytest.raises(ValueError, match="shared_vocab"):
         Seq2SeqConfig(src_vocab_size=10, tgt_vocab_size=11, shared_vocab=True)
+
+
+def test_bad_grouped_query_and_rope_scaling_settings_are_rejected():
+    with pytest.raises(ValueError, match="n_head 4 is not a multiple of n_kv_head 3"):
+        GPTConfig(n_embd=16, n_head=4, n_kv_head=3)
+    with pytest.raises(ValueError, match="rope_scaling must be one of none, llama3"):
+        GPTConfig(rope_scaling="yarn")
+    with pytest.raises(ValueError, match="rope_high_freq_factor must be above"):
+        GPTConfig(rope_scaling="llama3", rope_high_freq_factor=1.0)
+    with pytest.raises(ValueError, match="n_kv_head must be an integer or null"):
+        GPTConfig(n_kv_head="2")
+
+
+def test_grouped_query_attention_stores_fewer_keys_and_counts_its_parameters(tiny_gpt, ids):
+    model = tiny_gpt(n_head=4, n_kv_head=1, qkv_bias=True, bias=False, qk_norm=True)
+    attn = model.blocks[0].self_attn
+    assert attn.k_proj.weight.shape == (8, 32) and attn.q_proj.bias is not None and attn.o_proj.bias is None
+    assert attn.q_norm.weight.shape == (8,)
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(ids(2, 5), cache=cache)
+    assert cache.self_attn[0].keys_values()[0].shape == (2, 1, 5, 8)
+    config = model.config
+    matrices = sum(p.numel() for n, p in model.blocks[0].self_attn.named_parameters() if p.dim() == 2)
+    assert matrices == config.attention_parameters()
+
+
+def test_a_checkpoint_saved_before_the_new_fields_loads_unchanged(tmp_path, tiny_gpt, ids):
+    import json
+
+    import glassformer
+    model = tiny_gpt(position="rope")
+    glassformer.save(model, tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    for key in ("n_kv_head", "qkv_bias", "qk_norm", "rope_scaling", "rope_factor", "rope_low_freq_factor",
+                "rope_high_freq_factor", "rope_original_max_len"):
+        del meta["config"][key]
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    (tmp_path / "manifest.json").unlink()
+    loaded, _ = glassformer.load(tmp_path)
+    assert loaded.config == model.config
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids(1, 8)), model(ids(1, 8)), atol=0, rtol=0)
