@@ -218,6 +218,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def access(host: str) -> tuple[str | None, tuple[str, ...] | None]:
+    """(the access token, the host names requests may be addressed to) for a server on `host`:
+    on loopback no token and loopback names only; on any other address a fresh random token."""
+    if is_loopback(host):
+        return None, LOOPBACK_NAMES
+    return secrets.token_urlsafe(24), None
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on host:port (port 0: a free one, which the socket then knows)."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -259,11 +267,10 @@ def serve(model_dir: str | None = None, host: str = "127.0.0.1", port: int = 0, 
 
     subject, name = load(model_dir)
     explorer = Explorer(subject, name, lang)
-    loopback = is_loopback(host)
-    token = None if loopback else secrets.token_urlsafe(24)
+    token, hosts = access(host)
     sock = bind(host, port)
     url = address(host, sock.getsockname()[1], token)
-    app = make_app(explorer, token, LOOPBACK_NAMES if loopback else None)
+    app = make_app(explorer, token, hosts)
     say(f"glassformer explore: {url}", flush=True)
     if browser:  # the socket already listens: the browser's request waits for the server
         threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
