@@ -671,13 +671,19 @@ function render() {
     nav.appendChild(b);
   }
   const panels = document.getElementById("gx-panels");
+  const main = document.getElementById("gx-main");
+  const place = state.tab + "|" + state.box;
+  const scroll = place === lastView ? main.scrollTop : 0; // a redraw keeps the reader's place; a new view starts at its top
+  lastView = place;
   panels.textContent = "";
   const panel = el("div", "panel");
   panel.id = "gx-panel-" + state.tab;
   panels.appendChild(panel);
   if (state.tab === "steps") drawSteps(panel);
   else drawPanel(state.tab, panel); // panels.js
+  main.scrollTop = scroll;
 }
+let lastView = "";
 
 function setLanguage(l) {
   lang = l;
