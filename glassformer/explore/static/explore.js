@@ -153,7 +153,7 @@ async function run() {
   if (runControl) runControl.abort();
   runControl = new AbortController();
   const signal = runControl.signal;
-  const started = state.typedAt || performance.now();
+  const typed = state.typedAt; // 0 unless a keystroke started this run
   try {
     const result = await api("/api/run", { ...request(), max_values: MAX_VALUES }, signal);
     state.previous = state.result && state.result.walkthrough.source === result.walkthrough.source ? state.result : null;
@@ -162,8 +162,8 @@ async function run() {
     adopt(result.walkthrough);
     showError("");
     render();
-    const page = performance.now() - started;
-    document.body.dataset.latency = String(Math.round(page));
+    const page = typed ? performance.now() - typed : null;
+    if (typed) document.body.dataset.latency = String(Math.round(page));
     showStatus(result, page);
     state.typedAt = 0;
     refreshPanels(signal);
@@ -181,7 +181,7 @@ function showStatus(result, page) {
   const box = document.getElementById("gx-status");
   box.textContent = "";
   say(box, (l) => `${result.tokens.length} ${word("tokens", {}, l)} · ${word("server", {}, l)} ${Math.round(result.ms)} ${word("ms", {}, l)}` +
-    ` · ${word("latency", {}, l)} ${Math.round(page)} ${word("ms", {}, l)}`);
+    (page === null ? "" : ` · ${word("latency", {}, l)} ${Math.round(page)} ${word("ms", {}, l)}`));
 }
 
 // -------------------------------------------------------------------------------------------
@@ -424,7 +424,8 @@ function stepCard(step) {
     const [before, between, after] = operator(step);
     if (before) box.appendChild(el("span", "opsym", before));
     step.inputs.forEach((id, i) => {
-      if (i > 0 && between) box.appendChild(el("span", "opsym", between));
+      const sym = step.op === "linear" && i === 2 ? "+" : between; // x Wᵀ + b: the bias is added
+      if (i > 0 && sym) box.appendChild(el("span", "opsym", sym));
       const input = fullStep(id);
       if (!input) return;
       const column = step.op === "embedding" && input.dtype === "int";
@@ -563,6 +564,16 @@ function decorate(drawn, step, options) {
     table.addEventListener("click", (event) => {
       const td = event.target.closest("td[data-edit-name]");
       if (td && !td.querySelector("input")) startEdit(td, step, cellAt(td, options));
+    });
+  }
+  const heat = !table && (drawn.tagName === "CANVAS" ? drawn : drawn.querySelector && drawn.querySelector("canvas"));
+  if (heat && options.of) { // a heatmap: matrices.js says the value; the explorer adds what it came from
+    const v = view(step, options.transposed);
+    heat.addEventListener("mousemove", (event) => {
+      const box = heat.getBoundingClientRect();
+      const c = Math.min(v.m - 1, Math.floor(((event.clientX - box.left) / box.width) * v.m));
+      const r = Math.min(v.n - 1, Math.floor(((event.clientY - box.top) / box.height) * v.n));
+      showTip(event, [`${step.id}[${r}, ${c}] = ${full(v.get(r, c))}`, ...provenance(step, r, c)].join("\n"));
     });
   }
   if (!table) return;
@@ -723,6 +734,7 @@ async function start() {
   big.addEventListener("click", () => {
     const on = document.body.classList.toggle("projector");
     big.setAttribute("aria-pressed", String(on));
+    if (state.result) render(); // heatmaps are drawn at the size of the text
     fitLabels();
   });
   const input = document.getElementById("gx-text");

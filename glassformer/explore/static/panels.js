@@ -135,10 +135,14 @@ function drawAttention(panel) {
   panel.appendChild(toggles);
   const shown = Math.max(1, nHeads - hiddenHeads.size);
   const room = Math.max(220, Math.min(520, (panel.parentElement.clientWidth || 900) / Math.min(shown, 3) - 60));
+  const all = el("div", "layers"); // one group a layer and sublayer, side by side where the window is wide
+  panel.appendChild(all);
   for (const g of groups) {
     const module = moduleOf(`${g.key}.`);
     const stack = !seq2seq ? "layer" : g.part === "enc" ? "enc_layer" : "dec_layer";
-    panel.appendChild(say(el("h3", "place"), (l) => `${word(stack, { n: g.layer + 1 }, l)}, ${word(g.sub, {}, l)}`));
+    const group = el("div", "layer-group");
+    all.appendChild(group);
+    group.appendChild(say(el("h3", "place"), (l) => `${word(stack, { n: g.layer + 1 }, l)}, ${word(g.sub, {}, l)}`));
     const row = el("div", "heads");
     for (const h of g.heads) {
       if (hiddenHeads.has(h.head)) continue;
@@ -164,7 +168,7 @@ function drawAttention(panel) {
       }
       row.appendChild(fig);
     }
-    panel.appendChild(row);
+    group.appendChild(row);
   }
 }
 
