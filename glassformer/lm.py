@@ -33,6 +33,7 @@ from .data import (
 )
 from .device import pick_device
 from .gpt import GPT
+from .prepare import TOKENIZER, Shards, is_prepared
 from .rundir import run_directory
 from .runs import configs_for_run, resumed_configs, saved_train_config
 from .task import Batch
@@ -140,15 +141,21 @@ def _train_lm(out: Path, data, tokenizer, vocab_size, preset, overrides, val_fra
         model_cfg, train_cfg = configs_for_run(preset, overrides, GPTConfig)
         if val_fraction is not None:
             train_cfg = dataclasses.replace(train_cfg, val_fraction=val_fraction)
-    text = load_corpus(data)
-    train_text, val_text = split_text(text, train_cfg.val_fraction)
-    if not resume:
-        # A character vocabulary comes from the whole text (nanoGPT's ids); learned vocabularies
-        # (word counts, BPE merges) only from the training split.
-        tok = train_tokenizer(tokenizer, text if tokenizer == "char" else train_text, vocab_size)
-        model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
-    train_ids = cached_ids(train_text, tok, out / "data" / "train.bin")
-    val_ids = cached_ids(val_text, tok, out / "data" / "val.bin")
+    if data not in (None, BUNDLED) and is_prepared(data):  # `glassformer data prepare`'s shards, any size
+        if not resume:
+            tok = load_tokenizer(Path(data) / TOKENIZER)  # the vocabulary the shards were made with
+            model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
+        train_ids, val_ids = Shards(data, "train"), Shards(data, "val")
+    else:
+        text = load_corpus(data)
+        train_text, val_text = split_text(text, train_cfg.val_fraction)
+        if not resume:
+            # A character vocabulary comes from the whole text (nanoGPT's ids); learned vocabularies
+            # (word counts, BPE merges) only from the training split.
+            tok = train_tokenizer(tokenizer, text if tokenizer == "char" else train_text, vocab_size)
+            model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
+        train_ids = cached_ids(train_text, tok, out / "data" / "train.bin")
+        val_ids = cached_ids(val_text, tok, out / "data" / "val.bin")
     task = LMTask(train_ids, val_ids, model_cfg.block_size, train_cfg)
     record = {"data": str(Path(data).resolve()) if data not in (None, BUNDLED) else BUNDLED}
     torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed alone

@@ -1,0 +1,35 @@
+"""What `glassformer data prepare`'s worker processes run: encode a chunk, or list its characters.
+
+Kept apart from glassformer.prepare so that a worker imports only the tokenizers and NumPy:
+importing glassformer.data would import torch, 2.6 s per process.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .tokenizers import Tokenizer, load_tokenizer
+
+_tokenizer: Tokenizer | None = None
+_dtype = None
+
+
+def start(tokenizer_path: str, dtype: str) -> None:
+    """Once per process: the tokenizer and the ids' dtype."""
+    global _tokenizer, _dtype
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker: the processes are the parallelism
+    _tokenizer, _dtype = load_tokenizer(tokenizer_path), np.dtype(dtype)
+
+
+def encode(item: tuple[str, tuple[int, int]]) -> tuple[np.ndarray, tuple[int, int], int]:
+    """(text, position) -> (its ids, the position, its size in bytes)."""
+    text, position = item
+    return np.asarray(_tokenizer.encode(text), dtype=_dtype), position, len(text.encode("utf-8"))
+
+
+def characters(item: tuple[str, tuple[int, int]]) -> tuple[str, int]:
+    """(text, position) -> (its distinct characters, its size in bytes)."""
+    text, _ = item
+    return "".join(set(text)), len(text.encode("utf-8"))
