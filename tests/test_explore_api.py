@@ -200,6 +200,20 @@ def test_step_sends_every_value(gpt):
     refused(client, "step", {"text": TEXT, "id": 3}, 422, "id must be")
 
 
+def test_run_keeps_to_its_budget_of_values(gpt, monkeypatch):
+    explorer, client = gpt
+    whole = post(client, "run", {"text": TEXT, "max_values": 16384})["walkthrough"]
+    total = sum(s["stats"]["count"] if "stats" in s else 0 for s in whole["steps"])
+    monkeypatch.setattr(explorer, "run_values", total // 4)
+    data = post(client, "run", {"text": TEXT, "max_values": 16384})["walkthrough"]
+    assert data["max_values"] < 16384 and data["max_values"] >= 64
+    sent = sum(s["stats"]["count"] for s in data["steps"] if "values" in s and "stats" in s)
+    assert sent <= total // 4
+    cut = [s for s in data["steps"] if s.get("truncated")]
+    assert cut and all(s["stats"]["count"] > data["max_values"] for s in cut)
+    assert data == roundtrip(walkthrough_data(explorer.subject.walkthrough(TEXT), data["max_values"]))
+
+
 def test_sample_is_next_tokens_stages(gpt, s2s):
     explorer, client = gpt
     ids = explorer.tok.encode(TEXT)

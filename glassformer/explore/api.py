@@ -36,6 +36,10 @@ MAX_EDIT_VALUE = 1e4  # |value| of an edited weight
 MAX_TEMPERATURE = 100.0
 RUN_MAX_VALUES = 4096  # /api/run: steps with more values come as corner + statistics ...
 MAX_VALUES_CAP = 16384  # ... and a request may ask for at most this many
+# All the values /api/run sends, at most: writing a number as JSON costs about a microsecond
+# (json_values' shortest float32 text, then json.dumps), so 250,000 keep a keystroke's answer
+# near a third of a second. Over it, max_values is halved until the steps sent whole fit.
+RUN_VALUES = 250_000
 STEP_VALUES_CAP = 1_000_000  # /api/step sends every value of a step up to this many
 NEXT_SHOWN = 20  # the most likely next tokens /api/run and /api/sample list
 GPT_EXAMPLE = "ROMEO:"
@@ -138,6 +142,16 @@ class Inputs:
     ablations: list[Ablation]
 
 
+def within_budget(walkthrough, max_values: int, budget: int = RUN_VALUES) -> int:
+    """max_values, halved until the steps it sends whole hold at most `budget` values in all (the
+    walkthrough data's own max_values field then says which was used; the rest come as corners,
+    their values from /api/step)."""
+    sizes = [s.values.size for s in walkthrough.steps if s.values is not None]
+    while max_values > 64 and sum(n for n in sizes if n <= max_values) > budget:
+        max_values //= 2
+    return max_values
+
+
 # ---------------------------------------------------------------------------------------------
 # The explorer
 
@@ -153,6 +167,7 @@ class Explorer:
         self.params = dict(self.model.named_parameters(remove_duplicate=False))  # tied weights under each name
         self.attention = {name: m for name, m in self.model.named_modules() if isinstance(m, MultiHeadAttention)}
         self.labels = token_labels(subject.tgt_tok, range(subject.tgt_tok.vocab_size))
+        self.run_values = RUN_VALUES  # /api/run's budget of values
         self.lock = threading.Lock()  # one model: requests take turns
         self.endpoints = {"run": self.run, "step": self.step, "sample": self.sample, "next": self.next,
                           "beam": self.beam, "export": self.export}
@@ -163,7 +178,8 @@ class Explorer:
         c = self.model.config
         return {"text_chars": TEXT_CHARS, "text_tokens": c.block_size - 1 if self.seq2seq else c.block_size,
                 "new_tokens": c.block_size - 1 if self.seq2seq else 1, "beam": MAX_BEAM, "edits": MAX_EDITS,
-                "edit_value": MAX_EDIT_VALUE, "max_values": MAX_VALUES_CAP, "step_values": STEP_VALUES_CAP}
+                "edit_value": MAX_EDIT_VALUE, "max_values": MAX_VALUES_CAP, "run_values": self.run_values,
+                "step_values": STEP_VALUES_CAP}
 
     def info(self) -> dict:
         return {"kind": "seq2seq" if self.seq2seq else "gpt", "name": self.name,
@@ -294,14 +310,17 @@ class Explorer:
         return [{"id": i, "token": token_label(self.tok, i), "unknown": i == self.tok.unk_id} for i in ids]
 
     def run(self, body: dict) -> dict:
-        """The walkthrough of the edited model on the text; a GPT's logit lens and likeliest next tokens."""
+        """The walkthrough of the edited model on the text (steps with more than max_values values, or
+        fewer where all of them would exceed RUN_VALUES, as corners); a GPT's logit lens and likeliest
+        next tokens."""
         check_fields(body, COMMON + ("max_values",))
         inputs = self.inputs(body)
         max_values = integer(body, "max_values", RUN_MAX_VALUES, 1, MAX_VALUES_CAP)
         out: dict = {"tokens": self.tokens(inputs.ids), "lens": None, "next": None}
         with self.edited(inputs):
             # Inside the `with`: the walkthrough's weight steps are views of the edited weights.
-            out["walkthrough"] = walkthrough_data(self.subject.walkthrough(inputs.text), max_values)
+            walkthrough = self.subject.walkthrough(inputs.text)
+            out["walkthrough"] = walkthrough_data(walkthrough, within_budget(walkthrough, max_values, self.run_values))
             if not self.seq2seq:
                 lens = analysis.logit_lens(self.model, inputs.ids)  # (n_layer + 1, T, V); the last is the logits
                 out["lens"] = lens_data(lens, self.tok)
