@@ -1,4 +1,5 @@
-// Matrices drawn for the walkthrough page: numbers, colours, tables and heatmaps. Part of the
+// Matrices drawn for the walkthrough page: numbers, colours, tables, heatmaps, and the architecture
+// diagram (shared with the explorer, which loads this file as it is). Part of the
 // page's one script (walkthrough.js has the rest; html.py inlines both inside one function).
 
 // -------------------------------------------------------------------------------------------
@@ -200,4 +201,153 @@ function textTable(step) {
   wrap.appendChild(table);
   if (step.table.length > 100) wrap.appendChild(say(el("p", "note"), w("more_rows", { n: step.table.length - 100 })));
   return wrap;
+}
+
+// -------------------------------------------------------------------------------------------
+// The architecture diagram and the equation's operators, shared with the explorer
+// (glassformer/explore/static), which loads this file as it is. `model` is
+// {config, steps, seq2seq}; `word(key, values, l)` gives the page's words (box_*, final).
+
+const FUNCTION_NAMES = { layer_norm: "LayerNorm", rms_norm: "RMSNorm", rope: "RoPE", relu: "ReLU", gelu: "GELU",
+  gelu_tanh: "GELU", silu: "SiLU" };
+const ACTIVATION_NAMES = { relu: "ReLU", gelu: "GELU", gelu_tanh: "GELU", swiglu: "SwiGLU", silu: "SiLU" };
+const NORM_NAMES = { layernorm: "LayerNorm", rmsnorm: "RMSNorm" };
+
+// The operator between a step's operands, or [before, between, after] around them.
+function operatorOf(step) {
+  const f = step.params && step.params.factor;
+  switch (step.op) {
+    case "linear": return ["", "·", ""];
+    case "matmul": return ["", "·", ""];
+    case "add": return ["", "+", ""];
+    case "mul": return ["", "⊙", ""];
+    case "scale": return ["", "", `× ${f === undefined ? "" : Number(f.toPrecision(4))}`];
+    case "transpose": return ["", "", "ᵀ"];
+    case "slice": return ["", "", `[${step.params.start}:${step.params.stop}]`];
+    case "embedding": return ["", "[", "]"];
+    default: return [`${FUNCTION_NAMES[step.op] || step.op}(`, ",", ")"];
+  }
+}
+// The symbol before operand i (i > 0): x Wᵀ + b, the bias is added, not multiplied.
+const operandSymbol = (step, i) => (step.op === "linear" && i === 2 ? "+" : operatorOf(step)[1]);
+
+function stepPart(s, seq2seq) {
+  if (!seq2seq) return "dec";
+  return s.id.startsWith("enc.") || s.id === "corpus" || s.id === "vocab" ? "enc" : "dec";
+}
+
+// The diagram box a step belongs to ("dec-self", "enc-norm-ffn", "linear", ...).
+function stepBox(s, model) {
+  const pre = model.config.norm_position === "pre";
+  const part = stepPart(s, model.seq2seq);
+  const sub = s.sublayer;
+  if (s.op === "table") return s.section === "output" ? "softmax" : part + "-tokens";
+  if (sub === "self" || sub === "cross" || sub === "ffn") {
+    const rest = s.id.split(`.${sub}.`)[1] || "";
+    if (rest === "norm" || rest.startsWith("norm.")) return `${part}-${pre ? "norm" : "addnorm"}-${sub}`;
+    if (rest === "residual") return `${part}-${pre ? "add" : "addnorm"}-${sub}`;
+    return `${part}-${sub}`;
+  }
+  if (sub === "final") return `${part}-final`;
+  if (sub === "head") return s.id.startsWith("next.") || s.id === "decode" ? "softmax" : "linear";
+  if (s.display === "mask") return `${part}-self`;
+  return s.id.replace(/^(enc|dec)\./, "") === "ids" ? `${part}-tokens` : `${part}-embed`;
+}
+
+// A two-line box label on one line: "Masked self-\nattention" -> "Masked self-attention", "掩码\n自注意力" -> "掩码自注意力".
+const oneLine = (text, l) => text.replace(/-\n/g, "-").replace(/\n\+/g, " +").replace(/\n/g, l === "zh" ? "" : " ");
+
+// One column's boxes, [id, label(l)] each: above the layer frame, inside it, after it.
+function diagramColumns(part, model, word) {
+  const { config, steps, seq2seq } = model;
+  const pre = config.norm_position === "pre";
+  const addsPositions = config.position !== "rope";
+  const tokens = seq2seq ? (part === "enc" ? "box_src_tokens" : "box_tgt_tokens") : "box_tokens";
+  const stack = [[`${part}-tokens`, (l) => oneLine(word(tokens, {}, l), l)]];
+  stack.push([`${part}-embed`, (l) => (addsPositions ? oneLine(word("box_embed", {}, l), l) : word("box_embed", {}, l).split("\n")[0])]);
+  const layer = [];
+  const subs = part === "dec" && seq2seq ? ["self", "cross", "ffn"] : ["self", "ffn"];
+  for (const sub of subs) {
+    const name = sub === "self" && part === "dec" ? "box_masked_self" : "box_" + sub;
+    const extra = sub === "ffn" ? ACTIVATION_NAMES[config.activation] || config.activation : sub !== "cross" && !addsPositions ? "RoPE" : "";
+    const main = [`${part}-${sub}`, (l) => oneLine(word(name, {}, l), l) + (extra ? ` (${extra})` : "")];
+    const norm = NORM_NAMES[config.norm] || config.norm;
+    if (pre) layer.push([`${part}-norm-${sub}`, () => norm], main, [`${part}-add-${sub}`, (l) => word("box_add", {}, l)]);
+    else layer.push(main, [`${part}-addnorm-${sub}`, (l) => oneLine(word("box_addnorm", {}, l), l)]);
+  }
+  const after = [];
+  const hasFinal = steps.some((s) => s.sublayer === "final" && stepPart(s, seq2seq) === part);
+  if (hasFinal) after.push([`${part}-final`, (l) => word("final", {}, l) + ` (${NORM_NAMES[config.norm] || config.norm})`]);
+  if (part === "dec") after.push(["linear", (l) => word("box_linear", {}, l)], ["softmax", (l) => word("box_softmax", {}, l)]);
+  return { stack, layer, after };
+}
+
+// The diagram as an svg: {node, boxes: box id -> svg group, frameLabels: part -> the layer frame's
+// svg text (its words are the caller's)}. `say(node, text)` puts a label's words on a node.
+function drawArchitecture(model, word, say) {
+  const W = 320, BH = 22, GAP = 9, PITCH = BH + GAP, TOP = 8;
+  const parts = model.seq2seq ? ["enc", "dec"] : ["dec"];
+  const colW = model.seq2seq ? 146 : 210;
+  const xs = model.seq2seq ? { enc: 6, dec: W - 6 - colW } : { dec: (W - colW) / 2 };
+  const node = svg("svg", { class: "diagram", role: "img" });
+  const arrows = svg("g", { class: "arrows" });
+  node.appendChild(arrows);
+  const boxes = new Map(), frameLabels = {}, where = {};
+  let height = 0;
+  for (const part of parts) {
+    const { stack, layer, after } = diagramColumns(part, model, word);
+    const x = xs[part];
+    let y = TOP;
+    let last = null;
+    const place = ([id, text], inFrame) => {
+      const g = svg("g", { class: "box", "data-box": id });
+      g.appendChild(svg("rect", { x: x + (inFrame ? 8 : 0), y, width: colW - (inFrame ? 16 : 0), height: BH, rx: 4 }));
+      const t = svg("text", { x: x + colW / 2, y: y + BH / 2 + 4, "data-fit": colW - (inFrame ? 16 : 0) - 6 });
+      say(t, text);
+      g.appendChild(t);
+      node.appendChild(g);
+      boxes.set(id, g);
+      where[id] = { x: x + colW / 2, top: y, bottom: y + BH, left: x + (inFrame ? 8 : 0), right: x + colW - (inFrame ? 8 : 0) };
+      if (last) arrows.appendChild(svg("path", { d: `M${x + colW / 2},${last + 1} L${x + colW / 2},${y - 2}` }));
+      last = y + BH;
+      y += PITCH;
+    };
+    stack.forEach((b) => place(b, false));
+    y += 10;
+    const frameTop = y - 6;
+    layer.forEach((b) => place(b, true));
+    const frameBottom = y - GAP + 6;
+    node.insertBefore(svg("rect", { class: "frame", x, y: frameTop, width: colW, height: frameBottom - frameTop, rx: 6 }), arrows);
+    const fl = svg("text", { class: "frame-label", x: x + colW - 4, y: frameBottom + 12 });
+    frameLabels[part] = fl;
+    node.appendChild(fl);
+    y += 12;
+    after.forEach((b) => place(b, false));
+    height = Math.max(height, y);
+  }
+  if (model.seq2seq) {
+    // The encoder's output feeds every decoder layer's cross-attention.
+    const last = diagramColumns("enc", model, word);
+    const from = where[(last.after.length ? last.after : last.layer).slice(-1)[0][0]];
+    const to = where["dec-cross"];
+    const mid = (from.right + to.left) / 2;
+    arrows.appendChild(svg("path", { class: "memory", d: `M${from.right + 1},${(from.top + from.bottom) / 2} L${mid},${(from.top + from.bottom) / 2} L${mid},${(to.top + to.bottom) / 2} L${to.left - 2},${(to.top + to.bottom) / 2}` }));
+  }
+  node.setAttribute("viewBox", `0 0 ${W} ${height}`);
+  node.setAttribute("width", W);
+  node.setAttribute("height", height);
+  return { node, boxes, frameLabels };
+}
+
+// Squeezes a label longer than its box (a long name in a narrow column) into the box.
+function fitDiagramLabels(root) {
+  for (const t of root.querySelectorAll("svg.diagram text[data-fit]")) {
+    t.removeAttribute("textLength");
+    t.removeAttribute("lengthAdjust");
+    const room = Number(t.getAttribute("data-fit"));
+    if (t.getComputedTextLength() > room) {
+      t.setAttribute("textLength", room);
+      t.setAttribute("lengthAdjust", "spacingAndGlyphs");
+    }
+  }
 }

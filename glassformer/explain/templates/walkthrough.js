@@ -52,25 +52,6 @@ function shortName(s, l) {
 }
 const shapeText = (s) => (s.shape && s.shape.length ? s.shape.join(" × ") : "");
 
-const FUNCTIONS = { layer_norm: "LayerNorm", rms_norm: "RMSNorm", rope: "RoPE", relu: "ReLU", gelu: "GELU",
-  gelu_tanh: "GELU", silu: "SiLU" };
-
-// The operator between operands, or [before, between, after] around them.
-function operator(step) {
-  const f = step.params && step.params.factor;
-  switch (step.op) {
-    case "linear": return ["", "·", ""];
-    case "matmul": return ["", "·", ""];
-    case "add": return ["", "+", ""];
-    case "mul": return ["", "⊙", ""];
-    case "scale": return ["", "", `× ${f === undefined ? "" : Number(f.toPrecision(4))}`];
-    case "transpose": return ["", "", "ᵀ"];
-    case "slice": return ["", "", `[${step.params.start}:${step.params.stop}]`];
-    case "embedding": return ["", "[", "]"];
-    default: return [`${FUNCTIONS[step.op] || step.op}(`, ",", ")"];
-  }
-}
-
 function figure(step, options) {
   const fig = el("figure", options.result ? "operand result" : "operand");
   if (step.values === undefined && step.corner === undefined) {
@@ -93,12 +74,11 @@ function figure(step, options) {
 
 function equation(step) {
   const box = el("div", "equation");
-  const [before, between, after] = operator(step);
+  const [before, , after] = operatorOf(step);
   if (before) box.appendChild(el("span", "opsym", before));
   step.inputs.forEach((id, i) => {
-    // x Wᵀ + b: the bias is added, not multiplied
-    const sym = step.op === "linear" && i === 2 ? "+" : between;
-    if (i > 0 && sym) box.appendChild(el("span", "opsym", sym));
+    const sym = i > 0 && operandSymbol(step, i);
+    if (sym) box.appendChild(el("span", "opsym", sym));
     const input = byId.get(id);
     // W of x Wᵀ + b drawn as Wᵀ, so that its rows meet x's columns; ids drawn as a column, a row of the result each.
     const column = step.op === "embedding" && input && input.dtype === "int";
@@ -140,123 +120,21 @@ function stepBody(step) {
 // -------------------------------------------------------------------------------------------
 // The architecture diagram: drawn once from the config, following the reader
 
+// The diagram and the box of each step come from matrices.js (shared with the explorer).
 const pre = config.norm_position === "pre";
-const addsPositions = config.position !== "rope";
-const hasFinal = (part) => steps.some((s) => s.sublayer === "final" && partOf(s) === part);
-function partOf(s) {
-  if (!seq2seq) return "dec";
-  return s.id.startsWith("enc.") || s.id === "corpus" || s.id === "vocab" ? "enc" : "dec";
-}
-
-function boxOf(s) {
-  const part = partOf(s);
-  const sub = s.sublayer;
-  if (s.op === "table") return s.section === "output" ? "softmax" : part + "-tokens";
-  if (sub === "self" || sub === "cross" || sub === "ffn") {
-    const rest = s.id.split(`.${sub}.`)[1] || "";
-    if (rest === "norm" || rest.startsWith("norm.")) return `${part}-${pre ? "norm" : "addnorm"}-${sub}`;
-    if (rest === "residual") return `${part}-${pre ? "add" : "addnorm"}-${sub}`;
-    return `${part}-${sub}`;
-  }
-  if (sub === "final") return `${part}-final`;
-  if (sub === "head") return s.id.startsWith("next.") || s.id === "decode" ? "softmax" : "linear";
-  if (s.display === "mask") return `${part}-self`;
-  return s.id.replace(/^(enc|dec)\./, "") === "ids" ? `${part}-tokens` : `${part}-embed`;
-}
-
-// A two-line box label on one line: "Masked self-\nattention" -> "Masked self-attention", "掩码\n自注意力" -> "掩码自注意力".
-const oneLine = (text, l) => text.replace(/-\n/g, "-").replace(/\n\+/g, " +").replace(/\n/g, l === "zh" ? "" : " ");
-const ACT = { relu: "ReLU", gelu: "GELU", gelu_tanh: "GELU", swiglu: "SwiGLU", silu: "SiLU" };
-const NORM = { layernorm: "LayerNorm", rmsnorm: "RMSNorm" };
-function columnBoxes(part) {
-  const tokens = seq2seq ? (part === "enc" ? "box_src_tokens" : "box_tgt_tokens") : "box_tokens";
-  const stack = [[`${part}-tokens`, (l) => oneLine(word(tokens, {}, l), l)]];
-  stack.push([`${part}-embed`, (l) => (addsPositions ? oneLine(word("box_embed", {}, l), l) : word("box_embed", {}, l).split("\n")[0])]);
-  const layer = [];
-  const subs = part === "dec" && seq2seq ? ["self", "cross", "ffn"] : ["self", "ffn"];
-  for (const sub of subs) {
-    const name = sub === "self" && part === "dec" ? "box_masked_self" : "box_" + sub;
-    const extra = sub === "ffn" ? ACT[config.activation] || config.activation : sub !== "cross" && !addsPositions ? "RoPE" : "";
-    const main = [`${part}-${sub}`, (l) => oneLine(word(name, {}, l), l) + (extra ? ` (${extra})` : "")];
-    const norm = NORM[config.norm] || config.norm;
-    if (pre) layer.push([`${part}-norm-${sub}`, () => norm], main, [`${part}-add-${sub}`, (l) => word("box_add", {}, l)]);
-    else layer.push(main, [`${part}-addnorm-${sub}`, (l) => oneLine(word("box_addnorm", {}, l), l)]);
-  }
-  const after = [];
-  if (hasFinal(part)) after.push([`${part}-final`, (l) => word("final", {}, l) + ` (${NORM[config.norm] || config.norm})`]);
-  if (part === "dec") after.push(["linear", (l) => word("box_linear", {}, l)], ["softmax", (l) => word("box_softmax", {}, l)]);
-  return { stack, layer, after };
-}
+const model = { config, steps, seq2seq };
+const partOf = (s) => stepPart(s, seq2seq);
+const boxOf = (s) => stepBox(s, model);
 
 const diagramBoxes = new Map(); // box id -> svg group
 const frameLabels = {}; // part -> svg text
 function drawDiagram() {
-  const W = 320, BH = 22, GAP = 9, PITCH = BH + GAP, TOP = 8;
-  const parts = seq2seq ? ["enc", "dec"] : ["dec"];
-  const colW = seq2seq ? 146 : 210;
-  const xs = seq2seq ? { enc: 6, dec: W - 6 - colW } : { dec: (W - colW) / 2 };
-  const node = svg("svg", { class: "diagram", role: "img" });
-  const arrows = svg("g", { class: "arrows" });
-  node.appendChild(arrows);
-  let height = 0;
-  const where = {};
-  for (const part of parts) {
-    const { stack, layer, after } = columnBoxes(part);
-    const x = xs[part];
-    let y = TOP;
-    let last = null;
-    const place = ([id, text], inFrame) => {
-      const g = svg("g", { class: "box", "data-box": id });
-      g.appendChild(svg("rect", { x: x + (inFrame ? 8 : 0), y, width: colW - (inFrame ? 16 : 0), height: BH, rx: 4 }));
-      const t = svg("text", { x: x + colW / 2, y: y + BH / 2 + 4, "data-fit": colW - (inFrame ? 16 : 0) - 6 });
-      say(t, text);
-      g.appendChild(t);
-      node.appendChild(g);
-      diagramBoxes.set(id, g);
-      where[id] = { x: x + colW / 2, top: y, bottom: y + BH, left: x + (inFrame ? 8 : 0), right: x + colW - (inFrame ? 8 : 0) };
-      if (last) arrows.appendChild(svg("path", { d: `M${x + colW / 2},${last + 1} L${x + colW / 2},${y - 2}` }));
-      last = y + BH;
-      y += PITCH;
-    };
-    stack.forEach((b) => place(b, false));
-    y += 10;
-    const frameTop = y - 6;
-    layer.forEach((b) => place(b, true));
-    const frameBottom = y - GAP + 6;
-    node.insertBefore(svg("rect", { class: "frame", x, y: frameTop, width: colW, height: frameBottom - frameTop, rx: 6 }), arrows);
-    const fl = svg("text", { class: "frame-label", x: x + colW - 4, y: frameBottom + 12 });
-    frameLabels[part] = fl;
-    node.appendChild(fl);
-    y += 12;
-    after.forEach((b) => place(b, false));
-    height = Math.max(height, y);
-  }
-  if (seq2seq) {
-    // The encoder's output feeds every decoder layer's cross-attention.
-    const last = columnBoxes("enc");
-    const from = where[(last.after.length ? last.after : last.layer).slice(-1)[0][0]];
-    const to = where["dec-cross"];
-    const mid = (from.right + to.left) / 2;
-    arrows.appendChild(svg("path", { class: "memory", d: `M${from.right + 1},${(from.top + from.bottom) / 2} L${mid},${(from.top + from.bottom) / 2} L${mid},${(to.top + to.bottom) / 2} L${to.left - 2},${(to.top + to.bottom) / 2}` }));
-  }
-  node.setAttribute("viewBox", `0 0 ${W} ${height}`);
-  node.setAttribute("width", W);
-  node.setAttribute("height", height);
-  return node;
+  const drawn = drawArchitecture(model, word, say);
+  for (const [id, g] of drawn.boxes) diagramBoxes.set(id, g);
+  Object.assign(frameLabels, drawn.frameLabels);
+  return drawn.node;
 }
-
-// Squeezes a label longer than its box (a long name in a narrow column) into the box.
-function fitLabels() {
-  for (const t of document.querySelectorAll("svg.diagram text[data-fit]")) {
-    t.removeAttribute("textLength");
-    t.removeAttribute("lengthAdjust");
-    const room = Number(t.getAttribute("data-fit"));
-    if (t.getComputedTextLength() > room) {
-      t.setAttribute("textLength", room);
-      t.setAttribute("lengthAdjust", "spacingAndGlyphs");
-    }
-  }
-}
+const fitLabels = () => fitDiagramLabels(document);
 
 function frameText(part, l) {
   const n = part === "enc" ? config.n_encoder_layers : seq2seq ? config.n_decoder_layers : config.n_layer;
@@ -312,8 +190,8 @@ function header() {
   if (seq2seq) fact(w("enc_dec_layers"), `${config.n_encoder_layers} + ${config.n_decoder_layers}`);
   else fact(w("layers"), config.n_layer);
   if (config.d_ff) fact(w("d_ff"), config.d_ff);
-  fact(w("norm"), (l) => `${NORM[config.norm] || config.norm}${l === "zh" ? "，" : ", "}${word(pre ? "pre" : "post", {}, l)}`);
-  fact(w("activation"), ACT[config.activation] || config.activation);
+  fact(w("norm"), (l) => `${NORM_NAMES[config.norm] || config.norm}${l === "zh" ? "，" : ", "}${word(pre ? "pre" : "post", {}, l)}`);
+  fact(w("activation"), ACTIVATION_NAMES[config.activation] || config.activation);
   fact(w("position"), w(config.position, { theta: config.rope_theta }));
   fact(w("vocab"), seq2seq ? config.tgt_vocab_size : config.vocab_size);
   head.appendChild(facts);
