@@ -14,11 +14,12 @@ const WORDS = {
     big: "Large text", tokens: "tokens", server: "server", page: "page", ms: "ms", busy: "computing…",
     unknown: "unknown token", tab_steps: "Steps", tab_attention: "Attention", tab_next: "Next token",
     tab_lens: "Logit lens", tab_translate: "Translation", pick_block: "Click a block of the diagram to see its steps.",
-    box_src_tokens: "Source tokens", box_tgt_tokens: "Target tokens", box_tokens: "Input tokens",
-    box_embed: "Embedding + position", box_embed_only: "Embedding", box_self: "Self-attention",
-    box_masked_self: "Masked self-attention", box_cross: "Cross-attention", box_ffn: "Feed-forward", box_add: "Add",
-    box_addnorm: "Add & Norm", box_linear: "Linear", box_softmax: "Softmax", box_final: "Final norm",
-    encoder_layer: "Encoder layer × {n}", decoder_layer: "Decoder layer × {n}",
+    // the diagram's words, as the walkthrough page has them (narration.BOXES)
+    box_src_tokens: "Source\ntokens", box_tgt_tokens: "Target\ntokens", box_tokens: "Input\ntokens",
+    box_embed: "Embedding\n+ position", box_self: "Self-\nattention", box_masked_self: "Masked self-\nattention",
+    box_cross: "Cross-\nattention", box_ffn: "Feed-\nforward", box_add: "Add", box_addnorm: "Add &\nNorm",
+    box_linear: "Linear", box_softmax: "Softmax", final: "Final norm",
+    box_encoder_layer: "Encoder layer × {n}", box_decoder_layer: "Decoder layer × {n}",
     layer: "Layer {n}", enc_layer: "Encoder layer {n}", dec_layer: "Decoder layer {n}", head: "head {n}",
     self: "self-attention", cross: "cross-attention", shape: "shape", from: "from",
     truncated: "{count} values: shown is the top-left corner.", load_all: "Show all values",
@@ -36,17 +37,17 @@ const WORDS = {
     alignment: "Cross-attention: target × source", beam: "Beam search", beam_width: "beam width", run_beam: "Run beam search",
     kept_s: "kept", finished: "finished", pruned: "pruned", score_s: "score", normalised: "normalised",
     png: "PNG", svg: "SVG", more_rows: "… {n} more rows", value: "value", changed: "changed by an edit or ablation",
-    latency: "keystroke → page", step_n: "step {n}",
+    latency: "keystroke → page", step_n: "step {n}", lens_embedding: "embedding", lens_block: "block {n}",
   },
   zh: {
     title: "glassformer 探索", text: "文本", source_text: "源句", export: "导出页面", big: "大字号",
     tokens: "个词元", server: "服务器", page: "页面", ms: "毫秒", busy: "计算中…", unknown: "未知词元",
     tab_steps: "步骤", tab_attention: "注意力", tab_next: "下一个词元", tab_lens: "逻辑透镜", tab_translate: "翻译",
     pick_block: "点击结构图中的方框查看它的步骤。",
-    box_src_tokens: "源句词编号", box_tgt_tokens: "目标句词编号", box_tokens: "输入词编号", box_embed: "嵌入 + 位置",
-    box_embed_only: "嵌入", box_self: "自注意力", box_masked_self: "掩码自注意力", box_cross: "交叉注意力",
-    box_ffn: "前馈网络", box_add: "残差相加", box_addnorm: "相加与归一化", box_linear: "线性层", box_softmax: "Softmax",
-    box_final: "最终归一化", encoder_layer: "编码器层 × {n}", decoder_layer: "解码器层 × {n}",
+    box_src_tokens: "源句\n词编号", box_tgt_tokens: "目标句\n词编号", box_tokens: "输入\n词编号", box_embed: "嵌入\n+ 位置",
+    box_self: "自注意力", box_masked_self: "掩码\n自注意力", box_cross: "交叉注意力", box_ffn: "前馈网络",
+    box_add: "残差相加", box_addnorm: "相加与\n归一化", box_linear: "线性层", box_softmax: "Softmax", final: "最终归一化",
+    box_encoder_layer: "编码器层 × {n}", box_decoder_layer: "解码器层 × {n}",
     layer: "第 {n} 层", enc_layer: "编码器第 {n} 层", dec_layer: "解码器第 {n} 层", head: "第 {n} 头",
     self: "自注意力", cross: "交叉注意力", shape: "形状", from: "来自",
     truncated: "共 {count} 个数：这里只显示左上角。", load_all: "显示全部数值",
@@ -64,7 +65,7 @@ const WORDS = {
     alignment: "交叉注意力：目标 × 源", beam: "束搜索", beam_width: "束宽", run_beam: "运行束搜索",
     kept_s: "保留", finished: "完成", pruned: "剪除", score_s: "分数", normalised: "归一化分数",
     png: "PNG", svg: "SVG", more_rows: "… 还有 {n} 行", value: "数值", changed: "因修改或消融而改变",
-    latency: "按键 → 页面", step_n: "第 {n} 步",
+    latency: "按键 → 页面", step_n: "第 {n} 步", lens_embedding: "嵌入", lens_block: "第 {n} 块",
   },
 };
 let lang = "en";
@@ -200,120 +201,39 @@ function drawTokens() {
 }
 
 // -------------------------------------------------------------------------------------------
-// The architecture diagram (as the walkthrough page draws it), the explorer's navigation
+// The architecture diagram, the explorer's navigation: drawn by matrices.js as on the walkthrough page
 
-const partOf = (s) => (!seq2seq ? "dec" : s.id.startsWith("enc.") || s.id === "corpus" || s.id === "vocab" ? "enc" : "dec");
-function boxOf(s) {
-  const pre = config.norm_position === "pre";
-  const part = partOf(s);
-  const sub = s.sublayer;
-  if (s.op === "table") return s.section === "output" ? "softmax" : part + "-tokens";
-  if (sub === "self" || sub === "cross" || sub === "ffn") {
-    const rest = s.id.split(`.${sub}.`)[1] || "";
-    if (rest === "norm" || rest.startsWith("norm.")) return `${part}-${pre ? "norm" : "addnorm"}-${sub}`;
-    if (rest === "residual") return `${part}-${pre ? "add" : "addnorm"}-${sub}`;
-    return `${part}-${sub}`;
-  }
-  if (sub === "final") return `${part}-final`;
-  if (sub === "head") return s.id.startsWith("next.") || s.id === "decode" ? "softmax" : "linear";
-  if (s.display === "mask") return `${part}-self`;
-  return s.id.replace(/^(enc|dec)\./, "") === "ids" ? `${part}-tokens` : `${part}-embed`;
-}
-const ACT = { relu: "ReLU", gelu: "GELU", gelu_tanh: "GELU", swiglu: "SwiGLU", silu: "SiLU" };
-const NORM = { layernorm: "LayerNorm", rmsnorm: "RMSNorm" };
-function columnBoxes(part) {
-  const pre = config.norm_position === "pre";
-  const rope = config.position === "rope";
-  const tokens = seq2seq ? (part === "enc" ? "box_src_tokens" : "box_tgt_tokens") : "box_tokens";
-  const stack = [[`${part}-tokens`, w(tokens)], [`${part}-embed`, w(rope ? "box_embed_only" : "box_embed")]];
-  const layer = [];
-  for (const sub of part === "dec" && seq2seq ? ["self", "cross", "ffn"] : ["self", "ffn"]) {
-    const name = sub === "self" && part === "dec" ? "box_masked_self" : "box_" + sub;
-    const extra = sub === "ffn" ? ACT[config.activation] || config.activation : sub !== "cross" && rope ? "RoPE" : "";
-    const main = [`${part}-${sub}`, (l) => word(name, {}, l) + (extra ? ` (${extra})` : "")];
-    const norm = NORM[config.norm] || config.norm;
-    if (pre) layer.push([`${part}-norm-${sub}`, () => norm], main, [`${part}-add-${sub}`, w("box_add")]);
-    else layer.push(main, [`${part}-addnorm-${sub}`, w("box_addnorm")]);
-  }
-  const after = [];
-  if (steps.some((s) => s.sublayer === "final" && partOf(s) === part)) after.push([`${part}-final`, w("box_final")]);
-  if (part === "dec") after.push(["linear", w("box_linear")], ["softmax", w("box_softmax")]);
-  return { stack, layer, after };
-}
+const model = () => ({ config, steps, seq2seq });
+const partOf = (s) => stepPart(s, seq2seq);
+const boxOf = (s) => stepBox(s, model());
 
 const diagramBoxes = new Map();
 function drawDiagram() {
   const holder = document.getElementById("gx-diagram");
   holder.textContent = "";
   diagramBoxes.clear();
-  const W = 300, BH = 24, GAP = 8, PITCH = BH + GAP, TOP = 6;
-  const parts = seq2seq ? ["enc", "dec"] : ["dec"];
-  const colW = seq2seq ? 140 : 220;
-  const xs = seq2seq ? { enc: 4, dec: W - 4 - colW } : { dec: (W - colW) / 2 };
-  const node = svg("svg", { class: "diagram", role: "img", id: "gx-diagram-svg" });
-  const arrows = svg("g", { class: "arrows" });
-  node.appendChild(arrows);
-  let height = 0;
-  const where = {};
-  for (const part of parts) {
-    const { stack, layer, after } = columnBoxes(part);
-    const x = xs[part];
-    let y = TOP, last = null;
-    const place = ([id, text], inFrame) => {
-      const g = svg("g", { class: "box", "data-box": id, tabindex: "0", role: "button" });
-      const left = x + (inFrame ? 8 : 0), width = colW - (inFrame ? 16 : 0);
-      g.appendChild(svg("rect", { x: left, y, width, height: BH, rx: 4 }));
-      const t = svg("text", { x: x + colW / 2, y: y + BH / 2 + 4, "data-fit": width - 6 });
-      say(t, text);
-      g.appendChild(t);
-      node.appendChild(g);
-      diagramBoxes.set(id, g);
-      where[id] = { top: y, bottom: y + BH, left, right: left + width };
-      if (last) arrows.appendChild(svg("path", { d: `M${x + colW / 2},${last + 1} L${x + colW / 2},${y - 2}` }));
-      last = y + BH;
-      y += PITCH;
-    };
-    stack.forEach((b) => place(b, false));
-    y += 10;
-    const frameTop = y - 6;
-    layer.forEach((b) => place(b, true));
-    const frameBottom = y - GAP + 6;
-    node.insertBefore(svg("rect", { class: "frame", x, y: frameTop, width: colW, height: frameBottom - frameTop, rx: 6 }), arrows);
+  const drawn = drawArchitecture(model(), word, say);
+  drawn.node.id = "gx-diagram-svg";
+  drawn.node.removeAttribute("width"); // as wide as the sidebar
+  drawn.node.removeAttribute("height");
+  for (const [part, label] of Object.entries(drawn.frameLabels)) {
     const n = part === "enc" ? config.n_encoder_layers : seq2seq ? config.n_decoder_layers : config.n_layer;
-    node.appendChild(say(svg("text", { class: "frame-label", x: x + colW - 4, y: frameBottom + 12 }),
-      w(part === "enc" ? "encoder_layer" : "decoder_layer", { n })));
-    y += 12;
-    after.forEach((b) => place(b, false));
-    height = Math.max(height, y);
+    say(label, w(part === "enc" ? "box_encoder_layer" : "box_decoder_layer", { n }));
   }
-  if (seq2seq) { // the encoder's output feeds every decoder layer's cross-attention
-    const enc = columnBoxes("enc");
-    const from = where[(enc.after.length ? enc.after : enc.layer).slice(-1)[0][0]], to = where["dec-cross"];
-    const mid = (from.right + to.left) / 2, y0 = (from.top + from.bottom) / 2, y1 = (to.top + to.bottom) / 2;
-    arrows.appendChild(svg("path", { class: "memory", d: `M${from.right + 1},${y0} L${mid},${y0} L${mid},${y1} L${to.left - 2},${y1}` }));
-  }
-  node.setAttribute("viewBox", `0 0 ${W} ${height}`);
-  holder.appendChild(node);
-  holder.appendChild(figureTools(() => node, "diagram", true));
-  for (const [id, g] of diagramBoxes) {
+  holder.appendChild(drawn.node);
+  holder.appendChild(figureTools(() => drawn.node, "diagram", true));
+  for (const [id, g] of drawn.boxes) {
+    diagramBoxes.set(id, g);
     if (!steps.some((s) => boxOf(s) === id)) { g.classList.add("empty"); continue; }
     const go = () => { state.box = id; state.tab = "steps"; render(); };
+    g.setAttribute("tabindex", "0");
+    g.setAttribute("role", "button");
     g.addEventListener("click", go);
     g.addEventListener("keydown", (event) => { if (event.key === "Enter") go(); });
   }
   fitLabels();
 }
-function fitLabels() {
-  for (const t of document.querySelectorAll("#gx-diagram text[data-fit]")) {
-    t.removeAttribute("textLength");
-    t.removeAttribute("lengthAdjust");
-    const room = Number(t.getAttribute("data-fit"));
-    if (t.getComputedTextLength() > room) {
-      t.setAttribute("textLength", room);
-      t.setAttribute("lengthAdjust", "spacingAndGlyphs");
-    }
-  }
-}
+const fitLabels = () => fitDiagramLabels(document.getElementById("gx-diagram"));
 function lightBox() {
   for (const [id, g] of diagramBoxes) g.classList.toggle("here", id === state.box);
 }
@@ -350,21 +270,6 @@ function figureTools(target, name, vector) {
 // -------------------------------------------------------------------------------------------
 // The steps of the chosen block, each result beside its operands
 
-const FUNCTIONS = { layer_norm: "LayerNorm", rms_norm: "RMSNorm", rope: "RoPE", relu: "ReLU", gelu: "GELU",
-  gelu_tanh: "GELU", silu: "SiLU" };
-function operator(step) {
-  const f = step.params && step.params.factor;
-  switch (step.op) {
-    case "linear": case "matmul": return ["", "·", ""];
-    case "add": return ["", "+", ""];
-    case "mul": return ["", "⊙", ""];
-    case "scale": return ["", "", `× ${f === undefined ? "" : Number(f.toPrecision(4))}`];
-    case "transpose": return ["", "", "ᵀ"];
-    case "slice": return ["", "", `[${step.params.start}:${step.params.stop}]`];
-    case "embedding": return ["", "[", "]"];
-    default: return [`${FUNCTIONS[step.op] || step.op}(`, ",", ")"];
-  }
-}
 const fullStep = (id) => state.full.get(id) || byId.get(id);
 const shapeText = (s) => (s.shape && s.shape.length ? s.shape.join(" × ") : "1");
 function shortName(s, l) {
@@ -421,11 +326,11 @@ function stepCard(step) {
     if (step.values !== undefined || step.corner !== undefined) body.appendChild(figureOf(step, { result: true }));
   } else {
     const box = el("div", "equation");
-    const [before, between, after] = operator(step);
+    const [before, , after] = operatorOf(step);
     if (before) box.appendChild(el("span", "opsym", before));
     step.inputs.forEach((id, i) => {
-      const sym = step.op === "linear" && i === 2 ? "+" : between; // x Wᵀ + b: the bias is added
-      if (i > 0 && sym) box.appendChild(el("span", "opsym", sym));
+      const sym = i > 0 && operandSymbol(step, i);
+      if (sym) box.appendChild(el("span", "opsym", sym));
       const input = fullStep(id);
       if (!input) return;
       const column = step.op === "embedding" && input.dtype === "int";

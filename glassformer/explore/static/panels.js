@@ -159,6 +159,12 @@ function drawAttention(panel) {
       canvas.dataset.step = probs.id;
       const fig = figureBox((l) => word("head", { n: h.head + 1 }, l), canvas, probs.id);
       fig.classList.toggle("ablated", module !== null && isAblated(module, h.head));
+      if (probs.truncated) { // a long text: the corner came with the run; every value on request
+        const note = el("p", "note");
+        note.appendChild(say(el("span"), w("truncated", { count: probs.stats ? probs.stats.count : "" })));
+        note.appendChild(button("load_all", () => loadFull(probs.id)));
+        fig.appendChild(note);
+      }
       if (module) {
         const off = isAblated(module, h.head);
         const b = button(off ? "restore" : "ablate", () => toggleAblation(module, h.head), "ablate" + (off ? " on" : ""));
@@ -351,7 +357,9 @@ function drawLens(panel) {
   const body = table.createTBody();
   lens.top.forEach((layer, i) => {
     const row = body.insertRow();
-    row.appendChild(el("th", "", String(lens.layers[i])));
+    const name = String(lens.layers[i]);
+    const block = name.match(/^block (\d+)$/);
+    row.appendChild(say(el("th"), block ? w("lens_block", { n: block[1] }) : name === "embedding" ? w("lens_embedding") : () => name));
     for (const top of layer) {
       const best = top[0];
       const td = el("td", "mono");
