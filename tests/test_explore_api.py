@@ -11,8 +11,10 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import urllib.request
 
 import pytest
@@ -22,6 +24,7 @@ from starlette.testclient import TestClient
 
 import glassformer
 from glassformer import analysis
+from glassformer.cli import main
 from glassformer.explain import recompute
 from glassformer.explain.generation import gpt_generation, seq2seq_generation, stages
 from glassformer.explain.walkthrough import CORPUS, builtin_subject, load_subject, token_labels, walkthrough_data
@@ -298,11 +301,36 @@ def test_malformed_requests(gpt):
     refused(client, "next", {"text": TEXT, "seed": "1"}, 422, "seed must be an integer")
     refused(client, "next", {"text": TEXT, "greedy": 1}, 422, "true or false")
     assert post(client, "run", {"text": "ROMEO: \u00e9"})["tokens"][-1]["unknown"]  # read as <unk>, not refused
+    refused(client, "run", b"[" * 30000 + b"]" * 30000, 400, "nested too deeply")
+    response = client.post("/api/run", json={"text": TEXT, "edits": [{"name": "x" * 5000, "index": [0], "value": 1}]})
+    assert response.status_code == 422 and len(response.json()["error"]) < 120  # the name is cut, not echoed whole
     refused(client, "nothing", {"text": TEXT}, 404, "no endpoint")
     response = client.get("/api/run")
     assert response.status_code == 405 and list(response.json()) == ["error"]
     response = client.get("/no/such/page")
     assert response.status_code == 404 and list(response.json()) == ["error"]
+
+
+def test_requests_at_once_take_turns(gpt):
+    """Threads asking with different edits at the same time each get their own edited model's answer."""
+    explorer = gpt[0]
+    bodies = [{"text": TEXT, "edits": [{"name": "blocks.1.ffn.up.weight" if "blocks.1.ffn.up.weight" in explorer.params
+                                        else "blocks.1.self_attn.v_proj.weight", "index": [i, 0], "value": 3.0}]}
+              for i in range(4)]
+    alone = [explorer.call("sample", dict(b)) for b in bodies]
+    results: dict[int, dict] = {}
+
+    def ask(i):
+        for _ in range(3):
+            results[i] = explorer.call("sample", dict(bodies[i]))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(4):
+        assert results[i]["candidates"] == alone[i]["candidates"]
 
 
 def test_a_bug_answers_500_without_a_traceback(gpt, monkeypatch):
@@ -414,11 +442,21 @@ def test_command_serves_and_stops_on_ctrl_c(tmp_path):
     assert stdout == "" and stderr.splitlines() == ["glassformer: interrupted"]
 
 
-def test_command_bad_model_is_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "glassformer", "explore", "--no-browser",
-                             "--model", str(tmp_path / "missing")], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and result.stdout == ""
-    assert len(result.stderr.splitlines()) == 1 and "not a checkpoint directory" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "glassformer", "explore", "--lang", "fr"], capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and "--lang" in result.stderr
+def test_command_errors_are_one_line(tmp_path, capsys):
+    def explore(*args):
+        status = main(["explore", "--no-browser", *args])
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.splitlines()) == 1 and "Traceback" not in err, err
+        return status, err
+
+    status, err = explore("--model", str(tmp_path / "missing"))
+    assert status == 1 and "not a checkpoint directory" in err
+    status, err = explore("--lang", "fr")
+    assert status == 2 and "--lang" in err
+    status, err = explore("--port", "70000")
+    assert status == 2 and "--port" in err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        status, err = explore("--port", str(taken.getsockname()[1]))
+    assert status == 1 and "address already in use" in err.lower()

@@ -60,6 +60,12 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def echo(text: str, most: int = 60) -> str:
+    """The user's string quoted in an error message: one line, cut to `most` characters."""
+    text = one_line(text)
+    return repr(text if len(text) <= most else text[:most] + "…")
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading request fields
 
@@ -67,7 +73,7 @@ def one_line(text: str) -> str:
 def check_fields(body: dict, allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(body) - set(allowed))
     if unknown:
-        raise ApiError(422, f"unknown field {unknown[0]!r}; this endpoint reads: {', '.join(allowed)}")
+        raise ApiError(422, f"unknown field {echo(unknown[0])}; this endpoint reads: {', '.join(allowed)}")
 
 
 def is_int(value) -> bool:
@@ -243,7 +249,7 @@ class Explorer:
             check_fields(item, ("name", "index", "value"))
             name, index, value = item.get("name"), item.get("index"), item.get("value")
             if name not in self.params:
-                raise ApiError(422, f"edits: no parameter named {one_line(name)!r}" if isinstance(name, str)
+                raise ApiError(422, f"edits: no parameter named {echo(name)}" if isinstance(name, str)
                                else "edits: name must be a parameter's name (a string)")
             shape = tuple(self.params[name].shape)
             if not isinstance(index, list) or not all(is_int(i) for i in index) or len(index) != len(shape):
@@ -340,7 +346,7 @@ class Explorer:
             walkthrough = self.subject.walkthrough(inputs.text)
             found = [s for s in walkthrough.steps if s.id == wanted]
             if not found:
-                raise ApiError(422, f"no step {one_line(wanted)!r} in this walkthrough")
+                raise ApiError(422, f"no step {echo(wanted)} in this walkthrough")
             step = found[0]
             if step.values is not None and step.values.size > STEP_VALUES_CAP:
                 raise ApiError(413, f"step {step.id} has {step.values.size} values; at most {STEP_VALUES_CAP} are sent")

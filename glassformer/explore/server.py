@@ -103,6 +103,8 @@ async def read_json(request: Request) -> dict:
         data = json.loads(bytes(body).decode("utf-8"), parse_constant=constant)
     except (UnicodeDecodeError, ValueError) as e:
         raise ApiError(400, f"the body is not JSON: {e}") from None
+    except RecursionError:
+        raise ApiError(400, "the body is not JSON this server reads: nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(422, "the body must be a JSON object")
     return data
@@ -265,17 +267,16 @@ def serve(model_dir: str | None = None, host: str = "127.0.0.1", port: int = 0, 
     """
     import uvicorn
 
-    subject, name = load(model_dir)
-    explorer = Explorer(subject, name, lang)
     token, hosts = access(host)
-    sock = bind(host, port)
-    url = address(host, sock.getsockname()[1], token)
-    app = make_app(explorer, token, hosts)
-    say(f"glassformer explore: {url}", flush=True)
-    if browser:  # the socket already listens: the browser's request waits for the server
-        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", log_config=None)
+    sock = bind(host, port)  # first: a port in use is said before the model is loaded
     try:
+        subject, name = load(model_dir)
+        app = make_app(Explorer(subject, name, lang), token, hosts)
+        url = address(host, sock.getsockname()[1], token)
+        say(f"glassformer explore: {url}", flush=True)
+        if browser:  # the socket already listens: the browser's request waits for the server
+            threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", log_config=None)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
