@@ -243,6 +243,13 @@ def pick_dtype(stored: torch.dtype, asked, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def all_finite(tensor: torch.Tensor, chunk: int = 1 << 20) -> bool:
+    """Whether a tensor holds no NaN or infinity, checked a slice at a time: torch.isfinite of a
+    whole embedding matrix makes temporaries of its size, which loading must not hold."""
+    flat = tensor.reshape(-1)
+    return all(bool(torch.isfinite(flat[i : i + chunk]).all()) for i in range(0, flat.numel(), chunk))
+
+
 def read_tensors(path: Path, config: GPTConfig, dtype=None, device: torch.device = torch.device("cpu")):
     """The tensors of a family checkpoint under our names, memory-mapped (not copied) where kept in
     their dtype; checked against the config's shapes, for dtype and for finite values."""
@@ -264,7 +271,7 @@ def read_tensors(path: Path, config: GPTConfig, dtype=None, device: torch.device
                                   f"weights must be floating point")
         if target is None:  # the first tensor (the embedding) decides
             target = pick_dtype(tensor.dtype, dtype, device)
-        if not bool(torch.isfinite(tensor).all()):
+        if not all_finite(tensor):
             raise CheckpointError(f"{path}: tensor {theirs} holds NaN or infinite values")
         out[ours] = tensor if tensor.dtype == target else tensor.to(target)
     used = {their_name(name) for name in shapes}

@@ -1,0 +1,123 @@
+"""A Qwen2.5-0.5B-shaped model loaded from a Hugging Face directory: generation speed against
+transformers, and the memory loading takes.
+
+    python bench/families.py                 # both: speed, then the loading memory
+    python bench/families.py --skip-speed    # the loading memory alone
+    python bench/families.py --threads 1     # one thread (steadier on a shared machine)
+
+The shape of Qwen2.5-0.5B (hidden 896, 24 layers, 14 heads, 2 KV heads, intermediate 4864,
+vocabulary 151936, tied embeddings, Q/K/V biases, rope_theta 1e6) with random weights, built
+by transformers and saved with save_pretrained in float32 (about 2 GB, in a temporary
+directory); glassformer.load reads the same files.
+
+Speed: batch 1, a 128-token prompt, 128 new tokens, greedy, float32; glassformer.generate
+against transformers' generate, taking turns after one warm-up each; the tokens must be
+identical (checked). Prints one JSON line per model: median/min/max seconds of a generation,
+new tokens/s and the ratio to transformers'.
+
+Memory: glassformer.load in a fresh Python process, its peak resident set (ru_maxrss) against
+the bytes of the weights, and the same process's resident set after importing torch and
+glassformer alone (what the interpreter and libraries take before any weight is read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import alternate, emit, offline  # noqa: E402
+
+import glassformer  # noqa: E402
+from glassformer.generate import generate  # noqa: E402
+
+QWEN25_05B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                  intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True, rope_theta=1e6,
+                  max_position_embeddings=32768, rms_norm_eps=1e-6)
+
+# Run in a fresh process: the peak resident set of loading, and the resident set before it.
+MEASURE_LOAD = """
+import json, resource, sys
+import torch, glassformer
+def rss_mib():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+before = rss_mib()
+model, _ = glassformer.load(sys.argv[1])
+weights = sum(p.numel() * p.element_size() for p in model.parameters())
+print(json.dumps({"rss_before_load_mib": round(before, 1), "peak_rss_mib": resource.getrusage(
+    resource.RUSAGE_SELF).ru_maxrss / 1024, "weights_mib": weights / 2**20}))
+"""
+
+
+def build(directory: Path):
+    """Random Qwen2.5-0.5B-shaped transformers model, saved to `directory` in float32; returns the model."""
+    import transformers
+
+    torch.manual_seed(0)
+    hf = transformers.AutoModelForCausalLM.from_config(transformers.Qwen2Config(**QWEN25_05B), dtype=torch.float32)
+    with torch.no_grad():  # the default init (std 0.02) gives near-uniform logits; wider weights, decided tokens
+        for p in hf.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.05)
+    hf.save_pretrained(directory)
+    return hf.eval()
+
+
+def measure_load(directory: Path) -> dict:
+    result = subprocess.run([sys.executable, "-c", MEASURE_LOAD, str(directory)], capture_output=True, text=True,
+                            check=True)
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    record["peak_over_weights"] = round(record["peak_rss_mib"] / record["weights_mib"], 3)
+    return record
+
+
+def bench_speed(directory: Path, hf, args) -> None:
+    ours, _ = glassformer.load(directory)
+    prompt = torch.randint(0, QWEN25_05B["vocab_size"], (1, args.prompt), generator=torch.Generator().manual_seed(1))
+
+    def run_ours():
+        return generate(ours, prompt, args.new, temperature=0)
+
+    def run_hf():
+        with torch.inference_mode():
+            return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new,
+                               min_new_tokens=args.new, do_sample=False, pad_token_id=0).tolist()
+
+    same = run_ours() == run_hf()  # also each model's warm-up run
+    timings = alternate({"glassformer": run_ours, "hf-qwen2": run_hf}, repeat=args.repeat, warmup=0)
+    speed = {name: args.new / timing.median for name, timing in timings.items()}
+    for name, timing in timings.items():
+        emit({"bench": "families-generate", "model": name, "shape": "qwen2.5-0.5b", "batch": 1,
+              "prompt": args.prompt, "new": args.new, "dtype": "float32", **timing.fields(),
+              "new_tokens_per_s": round(speed[name], 2), "vs_hf": round(speed[name] / speed["hf-qwen2"], 2),
+              "greedy_identical": same})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompt", type=int, default=128)
+    parser.add_argument("--new", type=int, default=128)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    offline()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        hf = build(directory)
+        if not args.skip_speed:
+            bench_speed(directory, hf, args)
+        del hf  # freed before the memory is measured in another process
+        emit({"bench": "families-load-memory", "shape": "qwen2.5-0.5b", **measure_load(directory)})
+
+
+if __name__ == "__main__":
+    main()
