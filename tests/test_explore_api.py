@@ -27,9 +27,9 @@ from glassformer import analysis
 from glassformer.cli import main
 from glassformer.explain import recompute
 from glassformer.explain.generation import gpt_generation, seq2seq_generation, stages
-from glassformer.explain.walkthrough import CORPUS, builtin_subject, load_subject, token_labels, walkthrough_data
+from glassformer.explain.walkthrough import CORPUS, load_subject, token_labels, walkthrough_data
 from glassformer.explore.api import Explorer
-from glassformer.explore.server import LOOPBACK_NAMES, access, make_app
+from glassformer.explore.server import LOOPBACK_NAMES, access, load, make_app
 from glassformer.tokenizers import CharTokenizer
 
 TEXT = "ROMEO: so"
@@ -65,7 +65,7 @@ def gpt(checkpoint, static):
 
 @pytest.fixture(scope="module")
 def s2s(static):
-    explorer = Explorer(builtin_subject(), "the articles' example", lang="zh")
+    explorer = Explorer(*load(None), lang="zh")  # the articles' example, as the command loads it
     return explorer, TestClient(make_app(explorer, static=static), base_url="http://127.0.0.1")
 
 
