@@ -235,6 +235,21 @@ def test_gpt_page_shows_what_the_library_computes(builtin_server, driver, checkp
         settle(d)
         assert box.get_attribute("value") == TEXT
 
+        # The view exported as a page (/api/export) and a heatmap as a PNG: both downloaded as blobs.
+        d.execute_script("window.saved = []; const make = URL.createObjectURL;"
+                         "URL.createObjectURL = (blob) => {"
+                         "  window.saved.push([blob.type, blob.size]); return make(blob); }")
+        d.find_element(By.ID, "gx-export").click()
+        settle(d)
+        tab(d, "attention")
+        d.find_element(By.CSS_SELECTOR, "figure.gx-figure .figtools button").click()
+        for _ in range(60):  # toBlob answers when the PNG is encoded
+            saved = d.execute_script("return window.saved")
+            if len(saved) == 2:
+                break
+            time.sleep(0.05)
+        assert [t for t, _ in saved] == ["text/html", "image/png"] and all(size > 1000 for _, size in saved)
+
         # Lens and the language switch draw without errors; nothing failed on the way.
         tab(d, "lens")
         assert len(d.find_elements(By.CSS_SELECTOR, "#gx-lens tbody tr")) == model.config.n_layer + 1

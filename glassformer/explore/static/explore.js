@@ -38,6 +38,7 @@ const WORDS = {
     kept_s: "kept", finished: "finished", pruned: "pruned", score_s: "score", normalised: "normalised",
     png: "PNG", svg: "SVG", more_rows: "… {n} more rows", value: "value", changed: "changed by an edit or ablation",
     latency: "keystroke → page", step_n: "step {n}", lens_embedding: "embedding", lens_block: "block {n}",
+    candidates_h: "most likely next tokens", picked_h: "picked",
   },
   zh: {
     title: "glassformer 探索", text: "文本", source_text: "源句", export: "导出页面", big: "大字号",
@@ -66,6 +67,7 @@ const WORDS = {
     kept_s: "保留", finished: "完成", pruned: "剪除", score_s: "分数", normalised: "归一化分数",
     png: "PNG", svg: "SVG", more_rows: "… 还有 {n} 行", value: "数值", changed: "因修改或消融而改变",
     latency: "按键 → 页面", step_n: "第 {n} 步", lens_embedding: "嵌入", lens_block: "第 {n} 块",
+    candidates_h: "最可能的下一个词元", picked_h: "选中",
   },
 };
 let lang = "en";

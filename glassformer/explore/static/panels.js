@@ -457,6 +457,18 @@ function drawTranslation(box) {
     }
   }
   box.appendChild(row);
+  // Each target token: what greedy chose from.
+  const table = el("table", "plain steps-table");
+  const head = table.createTHead().insertRow();
+  for (const key of ["target", "candidates_h", "picked_h"]) head.appendChild(say(el("th"), w(key)));
+  const body = table.createTBody();
+  for (const s of g.steps) {
+    const tr = body.insertRow();
+    tr.appendChild(el("td", "mono", s.target.map(visible).join(" ")));
+    tr.appendChild(el("td", "mono", s.candidates.slice(0, 5).map((c) => `${visible(c.token)} ${prob(c.p)}`).join(" · ")));
+    tr.appendChild(el("td", "mono", `${visible(s.picked.token)} (${prob(s.picked.p)})`));
+  }
+  box.appendChild(table);
 }
 
 async function beam(width) {
