@@ -344,6 +344,9 @@ def test_a_bug_answers_500_without_a_traceback(gpt, monkeypatch):
     assert response.status_code == 500
     assert response.json() == {"error": "internal error; the server's log has the details"}
     assert "Traceback" not in response.text and "boom" not in response.text
+    monkeypatch.setattr(explorer, "info", lambda: 1 / 0)
+    response = client.get("/api/info")
+    assert response.status_code == 500 and list(response.json()) == ["error"] and "Traceback" not in response.text
 
 
 # -- who may ask ------------------------------------------------------------------------------

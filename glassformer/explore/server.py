@@ -17,6 +17,7 @@ Safety, as the README describes it:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -188,18 +189,26 @@ def make_app(explorer: Explorer, token: str | None = None, hosts: tuple[str, ...
         path = static_files(static).get(request.path_params["name"])
         return error(404, "no such static file") if path is None else file_response(path)
 
-    async def info(request: Request) -> Response:
-        return json_response(explorer.info())
-
-    async def call(request: Request) -> Response:
+    async def answer(request: Request, compute) -> Response:
+        """The JSON of `await compute()`; an ApiError as its status and one line; anything else is a
+        bug of ours: its traceback goes to the log, the page gets one line."""
         try:
-            body = await read_json(request)
-            return json_response(await run_in_threadpool(explorer.call, request.path_params["endpoint"], body))
+            return json_response(await compute())
         except ApiError as e:
             return error(e.status, str(e))
-        except Exception:  # a bug of ours: the traceback goes to the log, the page gets one line
+        except Exception:
             log.exception("glassformer explore: %s failed", request.url.path)
             return error(500, "internal error; the server's log has the details")
+
+    async def info(request: Request) -> Response:
+        return await answer(request, functools.partial(run_in_threadpool, explorer.info))
+
+    async def call(request: Request) -> Response:
+        async def compute():
+            body = await read_json(request)
+            return await run_in_threadpool(explorer.call, request.path_params["endpoint"], body)
+
+        return await answer(request, compute)
 
     routes = [Route("/", page, methods=["GET"]), Route("/static/{name:path}", static_file, methods=["GET"]),
               Route("/api/info", info, methods=["GET"]), Route("/api/{endpoint}", call, methods=["POST"])]
