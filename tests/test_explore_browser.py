@@ -17,7 +17,7 @@ import torch
 
 from glassformer import GPT, GPTConfig
 from glassformer.checkpoint import load, save
-from glassformer.explain.generation import stages
+from glassformer.explain.generation import gpt_generation, stages
 from glassformer.explain.walkthrough import CORPUS, gpt_walkthrough, token_labels, walkthrough_data
 from glassformer.tokenizers import CharTokenizer
 
@@ -234,6 +234,16 @@ def test_gpt_page_shows_what_the_library_computes(builtin_server, driver, checkp
         d.find_element(By.ID, "gx-undo").click()
         settle(d)
         assert box.get_attribute("value") == TEXT
+        # Next (sampled, seed 3): the token generate draws with temperature 0.5 and that seed.
+        seed = d.find_element(By.ID, "gx-seed")
+        seed.send_keys("\b3\t")
+        d.find_element(By.ID, "gx-next-sample").click()
+        settle(d)
+        drawn = gpt_generation(copy, tok, TEXT, 1, temperature=0.5, seed=3)
+        assert box.get_attribute("value") == TEXT + drawn.output_text
+        assert d.find_element(By.CSS_SELECTOR, "#gx-last-step .picked").text.startswith(f"picked {drawn.output[0]}")
+        d.find_element(By.ID, "gx-undo").click()
+        settle(d)
 
         # The view exported as a page (/api/export) and a heatmap as a PNG: both downloaded as blobs.
         d.execute_script("window.saved = []; const make = URL.createObjectURL;"
@@ -257,6 +267,9 @@ def test_gpt_page_shows_what_the_library_computes(builtin_server, driver, checkp
         assert d.find_element(By.CSS_SELECTOR, '#gx-tabs button[data-tab="lens"]').text == "逻辑透镜"
         assert shown_error(d) == ""
         assert errors(d) == []
+        origin = server.url.split("/?")[0].rstrip("/")
+        fetched = d.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+        assert fetched and all(u.startswith(origin + "/") or u.startswith("blob:") for u in fetched)  # no CDN
     finally:
         server.stop()
 
