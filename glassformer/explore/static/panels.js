@@ -25,11 +25,14 @@ function heatmap(spec) {
   const big = document.body.classList.contains("projector") || window.innerWidth >= 1800;
   const fontPx = big ? 16 : 12;
   const cell = Math.max(8, Math.min(big ? 40 : 30, Math.floor((maxWidth || 420) / Math.max(m, 1))));
+  // Labels as large as the text, but no taller than a cell; none where they would be unreadable (hover says them).
+  const labelPx = Math.min(fontPx, cell - 1);
   const probe = document.createElement("canvas").getContext("2d");
-  probe.font = `${fontPx}px ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", "Noto Sans Mono CJK SC", monospace`;
+  probe.font = `${labelPx}px ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", "Noto Sans Mono CJK SC", monospace`;
   const widest = (labels) => Math.max(0, ...(labels || []).map((t) => probe.measureText(visible(t)).width));
-  const showCols = colLabels && cell >= fontPx;
-  const left = rowLabels ? Math.ceil(widest(rowLabels)) + 8 : 0;
+  const showCols = colLabels && labelPx >= 8;
+  const showRows = rowLabels && labelPx >= 8;
+  const left = showRows ? Math.ceil(widest(rowLabels)) + 8 : 0;
   const top = showCols ? Math.ceil(Math.min(widest(colLabels), 140)) + 8 : 0;
   const width = left + m * cell + 1, height = top + n * cell + 1;
   const dpr = window.devicePixelRatio || 1;
@@ -53,7 +56,7 @@ function heatmap(spec) {
   ctx.font = probe.font;
   ctx.fillStyle = "#1f2933";
   ctx.textBaseline = "middle";
-  if (rowLabels) {
+  if (showRows) {
     ctx.textAlign = "right";
     for (let r = 0; r < n; r++) ctx.fillText(visible(rowLabels[r]), left - 6, top + r * cell + cell / 2);
   }
