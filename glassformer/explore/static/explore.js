@@ -46,7 +46,7 @@ function button(key, onClick, cls) {
 const TOKEN = new URLSearchParams(location.search).get("token") || "";
 const MAX_VALUES = 4096; // a step with more values comes as its corner; "Show all values" asks /api/step
 const state = {
-  info: null, text: "", edits: [], ablate: [], result: null, previous: null, box: null, tab: "steps",
+  info: null, text: "", edits: [], ablate: [], result: null, previous: null, box: null, tab: "steps", layer: 0, head: 0,
   sampling: { temperature: 1, top_k: 0, top_p: 1, seed: 0 }, history: [], full: new Map(), typedAt: 0,
 };
 let config = {}, seq2seq = false, steps = [], byId = new Map();
@@ -307,7 +307,24 @@ function drawSteps(panel) {
     panel.appendChild(say(el("p", "hint big"), w("pick_block")));
     return;
   }
-  const chosen = steps.filter((s) => boxOf(s) === state.box);
+  let chosen = steps.filter((s) => boxOf(s) === state.box);
+  // A block inside the layer frame: one layer at a time (and one head), chosen with buttons.
+  const choose = (key, values, label) => {
+    if (values.length < 2) return;
+    if (!values.includes(state[key])) state[key] = values[0];
+    const bar = el("div", "chooser");
+    bar.dataset.choose = key;
+    for (const v of values) {
+      const b = button(label(v), () => { state[key] = v; render(); }, v === state[key] ? "small on" : "small");
+      b.dataset.value = String(v);
+      bar.appendChild(b);
+    }
+    panel.appendChild(bar);
+    chosen = chosen.filter((s) => s[key] === null || s[key] === undefined || s[key] === state[key]);
+  };
+  const distinct = (key) => [...new Set(chosen.map((s) => s[key]).filter((v) => v !== null && v !== undefined))];
+  choose("layer", distinct("layer"), (v) => w("layer", { n: v + 1 }));
+  choose("head", distinct("head"), (v) => w("head", { n: v + 1 }));
   let heading = null;
   for (const s of chosen) {
     const place = placeText(s);
