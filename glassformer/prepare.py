@@ -34,7 +34,7 @@ import numpy as np
 from . import prepare_worker
 from .data import DataError, ids_dtype
 from .files import atomic_write_text
-from .tokenizers import Tokenizer, train_tokenizer
+from .tokenizers import Tokenizer, load_tokenizer, train_tokenizer
 
 META = "prepare.json"
 TOKENIZER = "tokenizer.json"
@@ -271,7 +271,7 @@ def signature(inputs, kind: str, vocab_size, val_fraction: float, shard_tokens: 
 
 def prepare(data: list[str], out, tokenizer: str = "char", vocab_size: int | None = None,
             val_fraction: float = 0.1, workers: int | None = None, shard_tokens: int = 1 << 28,
-            sample_bytes: int = 64 << 20, progress: bool | None = None) -> dict:
+            sample_bytes: int = 64 << 20, progress: bool | None = None, tokenizer_file: str | None = None) -> dict:
     """Tokenizes a corpus into `out` (see the module docstring); returns the record (prepare.json).
 
     Args:
@@ -281,13 +281,14 @@ def prepare(data: list[str], out, tokenizer: str = "char", vocab_size: int | Non
         val_fraction: the share of chunks that go to the validation split (every 1/val_fraction-th).
         workers: encoding processes (default: the CPU count).
         progress: show a progress bar on stderr (default: when stderr is a terminal).
+        tokenizer_file: a glassformer tokenizer file to encode with, instead of training one.
     """
     if not 0 < val_fraction < 1:
         raise DataError(f"--val-fraction must be between 0 and 1; got {val_fraction}")
     out = Path(out)
     inputs = find_inputs(data)
     workers = workers or os.cpu_count() or 1
-    sig = signature(inputs, tokenizer, vocab_size, val_fraction, shard_tokens)
+    sig = signature(inputs, tokenizer_file or tokenizer, vocab_size, val_fraction, shard_tokens)
     meta_path = out / META
     record = json.loads(meta_path.read_text()) if meta_path.exists() else None
     if record is not None and record["signature"] != sig:
@@ -299,7 +300,10 @@ def prepare(data: list[str], out, tokenizer: str = "char", vocab_size: int | Non
     out.mkdir(parents=True, exist_ok=True)
     bar = Progress(input_size(inputs), progress)
     if record is None:
-        tok = make_tokenizer(inputs, tokenizer, vocab_size, sample_bytes, workers, bar.advance)
+        if tokenizer_file is not None:
+            tok = load_tokenizer(tokenizer_file)
+        else:
+            tok = make_tokenizer(inputs, tokenizer, vocab_size, sample_bytes, workers, bar.advance)
         tok.save(out / TOKENIZER)
         record = {"signature": sig, "done": False, "position": [0, 0], "chunks": 0, "bytes": 0,
                   "dtype": np.dtype(ids_dtype(tok.vocab_size)).name, "vocab_size": tok.vocab_size,

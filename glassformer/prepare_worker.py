@@ -6,6 +6,7 @@ importing glassformer.data would import torch, 2.6 s per process.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import numpy as np
@@ -24,9 +25,17 @@ def start(tokenizer_path: str, dtype: str) -> None:
 
 
 def encode(item: tuple[str, tuple[int, int]]) -> tuple[np.ndarray, tuple[int, int], int]:
-    """(text, position) -> (its ids, the position, its size in bytes)."""
+    """(text, position) -> (its ids, the position, its size in bytes).
+
+    The text is encoded line by line and the ids concatenated: Hugging Face's BPE holds about
+    150 bytes per token of one string it encodes (600 MB for a 4 MB chunk), a batch of lines
+    a fraction of that. The ids equal the whole text's except where a line ends in spaces,
+    which byte-level BPE then groups with the newline.
+    """
     text, position = item
-    return np.asarray(_tokenizer.encode(text), dtype=_dtype), position, len(text.encode("utf-8"))
+    rows = _tokenizer.encode_batch(text.splitlines(keepends=True))
+    ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=_dtype, count=sum(map(len, rows)))
+    return ids, position, len(text.encode("utf-8"))
 
 
 def characters(item: tuple[str, tuple[int, int]]) -> tuple[str, int]:

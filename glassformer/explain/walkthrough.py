@@ -264,13 +264,16 @@ def json_values(a: np.ndarray):
 
 
 def statistics(a: np.ndarray) -> dict:
-    """Mean, standard deviation, min and max over the finite values, and how many are −∞."""
-    a = a.astype(np.float64)
-    finite = a[np.isfinite(a)]
+    """Mean, standard deviation, min and max over the finite values, and how many are −∞.
+
+    Sums accumulate in float64 without a float64 copy of the values (a weight matrix of
+    millions of numbers is summarised at every request of the explorer)."""
+    finite = np.isfinite(a)
+    values = a if finite.all() else a[finite]
     stats = {"count": int(a.size), "neg_inf": int(np.isneginf(a).sum())}
-    if finite.size:
-        stats.update(mean=float(finite.mean()), std=float(finite.std()), min=float(finite.min()),
-                     max=float(finite.max()))
+    if values.size:
+        stats.update(mean=float(values.mean(dtype=np.float64)), std=float(values.std(dtype=np.float64)),
+                     min=float(values.min()), max=float(values.max()))
     return stats
 
 
