@@ -315,7 +315,7 @@ function drawSteps(panel) {
     const bar = el("div", "chooser");
     bar.dataset.choose = key;
     for (const v of values) {
-      const b = button(label(v), () => { state[key] = v; render(); }, v === state[key] ? "small on" : "small");
+      const b = button(label(v), () => { state[key] = v; render(); }, v === state[key] ? "on" : "");
       b.dataset.value = String(v);
       bar.appendChild(b);
     }
