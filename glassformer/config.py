@@ -122,8 +122,8 @@ def check_fits_in_memory(config, bytes_per_parameter: int = 4) -> None:
     needed = config.parameter_estimate() * bytes_per_parameter
     if needed > memory:
         raise ValueError(f"this model has about {config.parameter_estimate():,} parameters, "
-                         f"{needed / 2**30:,.1f} GiB in float32, more than this machine's {memory / 2**30:,.1f} GiB "
-                         f"of memory; check the sizes in its config")
+                         f"{needed / 2**30:,.1f} GiB at {bytes_per_parameter} bytes each, more than this machine's "
+                         f"{memory / 2**30:,.1f} GiB of memory; check the sizes in its config")
 
 
 class Widths:

@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, CheckpointError, read_json, save_tensors
-from .config import GPTConfig
+from .config import GPTConfig, check_fits_in_memory
 from .device import native_bf16
 from .files import atomic_write_json
 from .gpt import GPT
@@ -271,6 +271,10 @@ def read_tensors(path: Path, config: GPTConfig, dtype=None, device: torch.device
                                   f"weights must be floating point")
         if target is None:  # the first tensor (the embedding) decides
             target = pick_dtype(tensor.dtype, dtype, device)
+            try:
+                check_fits_in_memory(config, target.itemsize)
+            except ValueError as e:
+                raise CheckpointError(f"{path}: {e}") from None
         if not all_finite(tensor):
             raise CheckpointError(f"{path}: tensor {theirs} holds NaN or infinite values")
         out[ours] = tensor if tensor.dtype == target else tensor.to(target)
