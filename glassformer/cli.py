@@ -285,13 +285,27 @@ def cmd_data_fetch(args) -> int:
     return 0
 
 
+def cmd_data_prepare(args) -> int:
+    from .prepare import prepare
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1; got {args.workers}")
+    record = prepare(args.data, args.out, args.tokenizer, args.vocab_size, args.val_fraction, args.workers)
+    tokens = {split: sum(s["tokens"] for s in shards) for split, shards in record["shards"].items()}
+    print(plain(f"{args.out}: {tokens['train']:,} training and {tokens['val']:,} validation tokens in "
+                f"{sum(map(len, record['shards'].values()))} shards, vocabulary {record['vocab_size']:,}; "
+                f"try: glassformer train lm --data {args.out} --out RUN"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="glassformer", description="The Transformer and GPT, every number visible.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="task", required=True, metavar="TASK")
     lm = train.add_parser("lm", help="train a GPT language model on a text file")
-    lm.add_argument("--data", help="UTF-8 text file (default: a corpus bundled with glassformer)")
+    lm.add_argument("--data", help="UTF-8 text file, or a directory `data prepare` wrote (default: a corpus "
+                                   "bundled with glassformer)")
     lm.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char")
     lm.add_argument("--vocab-size", type=int, help="vocabulary size for word/bpe tokenizers")
     lm.add_argument("--preset", default="shakespeare-char-fast", help="named model + training settings")
@@ -415,6 +429,16 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("name", help="shakespeare or multi30k")
     fetch.add_argument("--dir", help="cache directory (default: $GLASSFORMER_CACHE or ~/.cache/glassformer)")
     fetch.set_defaults(func=cmd_data_fetch)
+    prep = data.add_parser("prepare", help="tokenize a corpus of any size into shards that train lm --data reads")
+    prep.add_argument("--data", nargs="+", required=True, metavar="PATH",
+                      help="text, .jsonl (\"text\" field) or .parquet files, directories, globs, datasets saved "
+                           "with save_to_disk, or hf:NAME[:SPLIT]")
+    prep.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char")
+    prep.add_argument("--vocab-size", type=int, help="word/bpe vocabulary size (trained on the first 64 MB)")
+    prep.add_argument("--val-fraction", type=float, default=0.1, help="share of chunks kept for validation")
+    prep.add_argument("--workers", type=int, help="encoding processes (default: every CPU)")
+    prep.add_argument("--out", required=True, help="directory for the shards (new or empty; the same to resume)")
+    prep.set_defaults(func=cmd_data_prepare)
 
     export = sub.add_parser("export", help="write a checkpoint in another library's format")
     export.add_argument("--format", default="hf", help="hf: a transformers GPT2LMHeadModel directory")

@@ -73,12 +73,12 @@ def find_inputs(paths: list[str]) -> list[tuple[str, str]]:
     return found
 
 
-def text_chunks(path: str, start: int) -> Iterator[tuple[str, int]]:
+def text_chunks(path: str, start: int, size: int) -> Iterator[tuple[str, int]]:
     """(text, the byte offset after it) chunks of a text file, cut after a newline."""
     with open(path, "rb") as f:
         f.seek(start)
         while True:
-            block = f.read(CHUNK_BYTES)
+            block = f.read(size)
             if not block:
                 return
             rest = f.readline()  # finish the line, so that no chunk splits one
@@ -91,7 +91,7 @@ def text_chunks(path: str, start: int) -> Iterator[tuple[str, int]]:
             yield text, start
 
 
-def jsonl_chunks(path: str, start: int) -> Iterator[tuple[str, int]]:
+def jsonl_chunks(path: str, start: int, chunk: int) -> Iterator[tuple[str, int]]:
     """Each line's "text" (followed by a newline), grouped into chunks; positions are byte offsets."""
     with open(path, "rb") as f:
         f.seek(start)
@@ -108,14 +108,14 @@ def jsonl_chunks(path: str, start: int) -> Iterator[tuple[str, int]]:
                     raise DataError(f"{path}: \"text\" near byte {start} is not a string")
                 parts.append(text + "\n")
                 size += len(text)
-            if size >= CHUNK_BYTES:
+            if size >= chunk:
                 yield "".join(parts), start
                 parts, size = [], 0
         if parts:
             yield "".join(parts), start
 
 
-def rows_chunks(rows, start: int) -> Iterator[tuple[str, int]]:
+def rows_chunks(rows, start: int, chunk: int) -> Iterator[tuple[str, int]]:
     """Texts of a table's rows from `start` (parquet, datasets), grouped into chunks; positions are row numbers."""
     parts, size, end = [], 0, start
     for end, text in enumerate(rows, start + 1):
@@ -123,7 +123,7 @@ def rows_chunks(rows, start: int) -> Iterator[tuple[str, int]]:
             raise DataError(f"row {end - 1}: \"text\" is not a string")
         parts.append(text + "\n")
         size += len(text)
-        if size >= CHUNK_BYTES:
+        if size >= chunk:
             yield "".join(parts), end
             parts, size = [], 0
     if parts:
@@ -154,18 +154,28 @@ def table_rows(name: str, kind: str, start: int):
                         f"(it needs a \"text\" column)") from None
 
 
-def chunks(inputs: list[tuple[str, str]], position: tuple[int, int] = (0, 0)) -> Iterator[tuple[str, tuple[int, int]]]:
-    """(text, the position after it) for the whole corpus, from `position` (input index, offset)."""
+def chunk_size(inputs: list[tuple[str, str]]) -> int:
+    """CHUNK_BYTES, or less for a corpus under 100 of them, so that it still makes about 100 chunks
+    (and a validation split): 10 kB chunks for tiny-shakespeare's 1 MB."""
+    total = input_size(inputs)
+    return min(CHUNK_BYTES, max(1, total // 100)) if total else CHUNK_BYTES
+
+
+def chunks(inputs: list[tuple[str, str]], position: tuple[int, int] = (0, 0),
+           size: int | None = None) -> Iterator[tuple[str, tuple[int, int]]]:
+    """(text, the position after it) for the whole corpus, from `position` (input index, offset),
+    in chunks of about `size` bytes (default `chunk_size`)."""
+    size = size or chunk_size(inputs)
     first, offset = position
     for index in range(first, len(inputs)):
         name, kind = inputs[index]
         start = offset if index == first else 0
         if kind == "text":
-            parts = text_chunks(name, start)
+            parts = text_chunks(name, start, size)
         elif kind == "jsonl":
-            parts = jsonl_chunks(name, start)
+            parts = jsonl_chunks(name, start, size)
         else:
-            parts = rows_chunks(table_rows(name, kind, start), start)
+            parts = rows_chunks(table_rows(name, kind, start), start, size)
         for text, end in parts:
             yield text, (index, end)
 
@@ -266,7 +276,7 @@ def signature(inputs, kind: str, vocab_size, val_fraction: float, shard_tokens: 
     files = [[name, os.path.getsize(name), os.path.getmtime(name)] if k != "dataset" else [name, None, None]
              for name, k in inputs]
     return {"inputs": files, "tokenizer": kind, "vocab_size": vocab_size, "val_fraction": val_fraction,
-            "shard_tokens": shard_tokens}
+            "shard_tokens": shard_tokens, "chunk_bytes": chunk_size(inputs)}
 
 
 def prepare(data: list[str], out, tokenizer: str = "char", vocab_size: int | None = None,
@@ -324,8 +334,8 @@ def prepare(data: list[str], out, tokenizer: str = "char", vocab_size: int | Non
         atomic_write_text(meta_path, json.dumps(record, indent=1))  # after the ids: a kill loses no recorded token
         bar.advance("tokens", size)
     if not record["shards"]["val"] or not record["shards"]["train"]:
-        raise DataError(f"the corpus makes {record['chunks']} chunk(s) of about {CHUNK_BYTES:,} bytes: too few for "
-                        f"both splits; train on a small text with train lm --data FILE")
+        raise DataError(f"the corpus makes {record['chunks']} chunk(s) of about {chunk_size(inputs):,} bytes: too "
+                        f"few for both splits; train on a small text with train lm --data FILE")
     record["done"] = True
     atomic_write_text(meta_path, json.dumps(record, indent=1))
     bar.close()
