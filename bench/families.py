@@ -15,7 +15,7 @@ against transformers' generate, taking turns after one warm-up each; the tokens 
 identical (checked). Prints one JSON line per model: median/min/max seconds of a generation,
 new tokens/s and the ratio to transformers'.
 
-Memory: glassformer.load in a fresh Python process, its peak resident set (ru_maxrss) against
+Memory: glassformer.load in a fresh Python process, its peak resident set (VmHWM) against
 the bytes of the weights, and the same process's resident set after importing torch and
 glassformer alone (what the interpreter and libraries take before any weight is read).
 """
@@ -42,16 +42,18 @@ QWEN25_05B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
                   max_position_embeddings=32768, rms_norm_eps=1e-6)
 
 # Run in a fresh process: the peak resident set of loading, and the resident set before it.
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the process that forked the child (this
+# one, holding the transformers model), while VmHWM belongs to the new program's memory alone.
 MEASURE_LOAD = """
-import json, resource, sys
+import json, sys
 import torch, glassformer
-def rss_mib():
-    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
-before = rss_mib()
+def status_mib(key):
+    return int(open("/proc/self/status").read().split(key + ":")[1].split()[0]) / 1024
+before = status_mib("VmRSS")
 model, _ = glassformer.load(sys.argv[1])
 weights = sum(p.numel() * p.element_size() for p in model.parameters())
-print(json.dumps({"rss_before_load_mib": round(before, 1), "peak_rss_mib": resource.getrusage(
-    resource.RUSAGE_SELF).ru_maxrss / 1024, "weights_mib": weights / 2**20}))
+print(json.dumps({"rss_before_load_mib": round(before, 1), "peak_rss_mib": round(status_mib("VmHWM"), 1),
+                  "weights_mib": round(weights / 2**20, 1)}))
 """
 
 
