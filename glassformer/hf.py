@@ -35,6 +35,7 @@ ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "
                  "qwen3": "Qwen3ForCausalLM"}
 INDEX_FILE = "model.safetensors.index.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+STORED_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
 
 # Our module in block i -> theirs in model.layers.i (the parameter name after it is the same).
 LAYER_PARTS = {
@@ -220,9 +221,9 @@ def weight_files(path: Path) -> dict[str, Path]:
     raise CheckpointError(f"{path} has neither {WEIGHTS_FILE} nor {INDEX_FILE}")
 
 
-def _open(file: Path):
+def _open(file: Path, backend: str = "mmap"):
     try:
-        return safe_open(str(file), framework="pt")
+        return safe_open(str(file), framework="pt", backend=backend)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{file} is not a readable safetensors file: {e}") from None
 
@@ -256,8 +257,19 @@ def read_tensors(path: Path, config: GPTConfig, dtype=None, device: torch.device
     files = weight_files(path)
     with torch.device("meta"):
         shapes = {name: tuple(p.shape) for name, p in GPT(config).named_parameters()}  # a tied matrix once
-    handles = {file: _open(file) for file in set(files.values())}
-    target, out = None, {}
+    embedding = files.get(their_name("tok_emb.weight"))
+    stored = STORED_DTYPES.get(_open(embedding).get_slice(their_name("tok_emb.weight")).get_dtype()) \
+        if embedding else None
+    target = pick_dtype(stored, dtype, device)
+    try:
+        check_fits_in_memory(config, target.itemsize)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    # Kept in their dtype, tensors stay in the mapped file; converted, each is read into memory
+    # (pread) and dropped once converted, so the file's pages are not held beside the copies.
+    backend = "mmap" if stored == target else "pread"
+    handles = {file: _open(file, backend) for file in set(files.values())}
+    out = {}
     for ours, shape in shapes.items():
         theirs = their_name(ours)
         if theirs not in files:
@@ -269,12 +281,6 @@ def read_tensors(path: Path, config: GPTConfig, dtype=None, device: torch.device
         if not tensor.is_floating_point():
             raise CheckpointError(f"{path}: tensor {theirs} has dtype {str(tensor.dtype).removeprefix('torch.')}; "
                                   f"weights must be floating point")
-        if target is None:  # the first tensor (the embedding) decides
-            target = pick_dtype(tensor.dtype, dtype, device)
-            try:
-                check_fits_in_memory(config, target.itemsize)
-            except ValueError as e:
-                raise CheckpointError(f"{path}: {e}") from None
         if not all_finite(tensor):
             raise CheckpointError(f"{path}: tensor {theirs} holds NaN or infinite values")
         out[ours] = tensor if tensor.dtype == target else tensor.to(target)
