@@ -212,3 +212,29 @@ def test_ids_are_unique_and_inputs_come_first(chars, words):
         for s in w.steps:
             assert s.id not in seen and set(s.inputs) <= seen and (s.op in OPS or s.is_leaf), s.id
             seen.add(s.id)
+
+
+@pytest.mark.parametrize("n_kv_head", [4, 2, 1])  # one K/V head per query head, pairs, multi-query
+def test_grouped_query_attention_q_k_norms_and_llama3_rope_recompute(chars, n_kv_head):
+    torch.manual_seed(n_kv_head)
+    model = GPT(GPTConfig(vocab_size=chars.vocab_size, block_size=16, n_layer=2, n_head=4, n_kv_head=n_kv_head,
+                          n_embd=16, norm="rmsnorm", position="rope", activation="swiglu", bias=False, qkv_bias=True,
+                          qk_norm=True, rope_scaling="llama3", rope_original_max_len=8, rope_factor=4.0,
+                          rope_theta=500.0, tie_weights=False)).eval()
+    with torch.no_grad():  # norms' gains and biases away from 1 and 0, so that a step left out shows
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    w = gpt_walkthrough(model, chars, "the lazy dog")
+    assert check(as_json(w)) == []
+    group = 4 // n_kv_head
+    for h in range(4):
+        kv = f"dec.0.self.h{h}" if group == 1 else f"dec.0.self.kv{h // group}"
+        assert w.step(f"dec.0.self.h{h}.scores").inputs == [f"dec.0.self.h{h}.q_rot", f"{kv}.kT"]
+        assert w.step(f"dec.0.self.h{h}.out").inputs[1] == f"{kv}.v"
+        assert w.step(f"dec.0.self.h{h}.q_rot").inputs == [f"dec.0.self.h{h}.q_norm"]
+    assert w.step("dec.0.self.h0.q_rot").params["scaling"]["type"] == "llama3"
+    if group > 1:
+        from glassformer.explain.narration import narrate
+
+        title = narrate(w.step("dec.0.self.kv0.k"), "en")[0]
+        assert f"K/V head 1, shared by query heads 1–{group}" in title

@@ -141,6 +141,14 @@ NARRATION: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "en": ("Keys rotated by position (RoPE)", "Rotated the same way, so that Q·K depends only on how far apart two positions are."),
         "zh": ("按位置旋转的键（RoPE）", "用同样的方式旋转，使 Q·K 只取决于两个位置相距多远。"),
     }),
+    "q_norm": ("q / rms(q) · γ_q, ε = {eps:g}", {
+        "en": ("Queries normed (q-norm)", "Each head's query is divided by its root mean square and scaled by a learned γ, before the rotation (Qwen3)."),
+        "zh": ("归一化后的查询（q-norm）", "每个头的查询除以它的均方根，再乘以可学习的 γ，然后才旋转（Qwen3）。"),
+    }),
+    "k_norm": ("k / rms(k) · γ_k, ε = {eps:g}", {
+        "en": ("Keys normed (k-norm)", "Each head's key is divided by its root mean square and scaled by a learned γ, before the rotation (Qwen3)."),
+        "zh": ("归一化后的键（k-norm）", "每个头的键除以它的均方根，再乘以可学习的 γ，然后才旋转（Qwen3）。"),
+    }),
     "k_transposed": ("Kᵀ", {
         "en": ("Keys transposed", "K turned on its side, so that Q Kᵀ pairs every query with every key."),
         "zh": ("转置后的键", "把 K 转置，这样 Q Kᵀ 会把每个查询和每个键配对。"),
@@ -267,9 +275,11 @@ NARRATION: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
 PLACES = {
     "en": {"encoder": "Encoder layer {layer}", "decoder": "Layer {layer}", "decoder_s2s": "Decoder layer {layer}",
            "self": "self-attention", "cross": "cross-attention", "ffn": "feed-forward", "head": "head {head}",
+           "group": "K/V head {group}, shared by query heads {first}–{last}",
            "final": "Final norm", "encoder_final": "Encoder's final norm", "decoder_final": "Decoder's final norm"},
     "zh": {"encoder": "编码器第 {layer} 层", "decoder": "第 {layer} 层", "decoder_s2s": "解码器第 {layer} 层",
            "self": "自注意力", "cross": "交叉注意力", "ffn": "前馈网络", "head": "第 {head} 头",
+           "group": "第 {group} 个 K/V 头，由查询头 {first}–{last} 共用",
            "final": "最终归一化", "encoder_final": "编码器最终归一化", "decoder_final": "解码器最终归一化"},
 }
 
@@ -374,6 +384,10 @@ def place(step, lang: str, seq2seq: bool) -> str:
         parts.append(words[step.sublayer])
     if step.head is not None:
         parts.append(words["head"].format(head=step.head + 1))
+    if step.group is not None:  # grouped-query attention: a K/V head and the query heads that read it
+        size = step.fill["group_size"]
+        parts.append(words["group"].format(group=step.group + 1, first=step.group * size + 1,
+                                           last=(step.group + 1) * size))
     return sep.join(parts)
 
 

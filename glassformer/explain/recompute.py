@@ -62,6 +62,8 @@ def _rope(x, params):
     positions = np.asarray(params["positions"], dtype=np.float64) if "positions" in params else \
         params["offset"] + np.arange(x.shape[-2], dtype=np.float64)
     freq = params["theta"] ** (-np.arange(0, d, 2, dtype=np.float64) / d)  # (d/2,)
+    if "scaling" in params:
+        freq = _llama3(freq, params["scaling"])
     angle = positions[:, None] * freq  # (T, d/2)
     cos, sin = np.cos(angle), np.sin(angle)
     if params["pairing"] == "half":  # channel i pairs with i + d/2
@@ -71,6 +73,16 @@ def _rope(x, params):
     out = np.empty_like(x)
     out[..., 0::2], out[..., 1::2] = a * cos - b * sin, a * sin + b * cos
     return out
+
+
+def _llama3(freq, s):
+    """Llama 3's frequencies: a wavelength longer than original_max_len / low_freq_factor is slowed
+    by factor, one shorter than original_max_len / high_freq_factor kept, those between blended
+    linearly in original_max_len / wavelength."""
+    wavelength = 2 * np.pi / freq
+    ratio = s["original_max_len"] / wavelength
+    blend = np.clip((ratio - s["low_freq_factor"]) / (s["high_freq_factor"] - s["low_freq_factor"]), 0, 1)
+    return (1 - blend) * freq / s["factor"] + blend * freq
 
 
 def _sinusoidal(params):

@@ -40,6 +40,7 @@ class Step:
     layer: int | None = None
     head: int | None = None
     sublayer: str | None = None  # "embed" | "self" | "cross" | "ffn" | "final" | "head"
+    group: int | None = None  # grouped-query attention: the K/V head a step belongs to
     rows: list[str] | None = None  # row labels (tokens)
     cols: list[str] | None = None  # column labels (tokens, or vocabulary words)
     display: str = "values"  # "values" | "probabilities" | "mask": how a renderer colours it
@@ -79,6 +80,9 @@ class Steps:
         if id in self.ids:
             raise ValueError(f"walkthrough step id {id!r} used twice")
         place = {**self.where, **kw}
+        group_size = place.pop("group_size", None)  # narrated with a grouped-query K/V step's title
+        if place.get("group") is not None:
+            place["fill"] = {**place.get("fill", {}), "group_size": group_size}
         if isinstance(values, torch.Tensor):
             values = array(values)
         self.list.append(Step(id, op, kind, list(inputs), values=values, **place))
@@ -143,34 +147,71 @@ def linear_step(s: Steps, id: str, kind: str, x: str, module: str, values, featu
 
 def attention_steps(s: Steps, prefix: str, module: str, x: str, context: str, mask: str | None,
                     positions: list[int] | None, key_labels: list[str]) -> str:
-    """Per head: Q, K, V (rotated where RoPE), Kᵀ, QKᵀ, scaling, mask, softmax, ×V; then the heads
-    concatenated and W_O. `x` feeds the queries, `context` the keys and values (the same step
-    for self-attention, the encoder's output for cross-attention). Returns the output's id."""
+    """Per head: Q, K, V (normed per head where qk_norm, rotated where RoPE), Kᵀ, QKᵀ, scaling, mask,
+    softmax, ×V; then the heads concatenated and W_O. `x` feeds the queries, `context` the keys
+    and values (the same step for self-attention, the encoder's output for cross-attention).
+
+    With grouped-query attention (n_kv_head < n_head) each K/V head's steps (`kv{g}.k`, ...)
+    come once, before the first query head of its group, and every query head of the group
+    reads them. Returns the output's id."""
     trace, attn = s.trace, s.model.get_submodule(module)
     core = f"{module}.core"
-    n_head = attn.n_head
+    n_head, n_kv = attn.n_head, attn.n_kv_head
+    group = n_head // n_kv
     d = attn.q_proj.out_features // n_head
-    queries, keys = rec(trace, f"{module}.q_proj"), rec(trace, f"{module}.k_proj")  # (T, h*d), before RoPE
-    outs = []
-    for h in range(n_head):
-        s.where["head"] = h
+    queries, keys = rec(trace, f"{module}.q_proj"), rec(trace, f"{module}.k_proj")  # (T, h*d), (T, h_kv*d)
+    rope = None if positions is None else {"theta": s.model.config.rope_theta, "pairing": "half",
+                                           "positions": positions}
+    c = s.model.config
+    if rope is not None and c.rope_scaling == "llama3":  # Llama 3's slowed low frequencies
+        rope["scaling"] = {"type": "llama3", "factor": c.rope_factor, "low_freq_factor": c.rope_low_freq_factor,
+                           "high_freq_factor": c.rope_high_freq_factor,
+                           "original_max_len": c.rope_original_max_len}
+    s.where["group_size"] = group
+    outs, kv_ids = [], {}
+
+    def key_value_steps(h: int) -> None:  # the K/V head that query head h reads
+        g = h // group
+        grouped = group > 1
+        s.where.update(head=None if grouped else h, group=g if grouped else None)
+        kv = f"{prefix}.kv{g}" if grouped else f"{prefix}.h{h}"
+        rows = (g * d, (g + 1) * d)
+        k = linear_step(s, f"{kv}.k", "k", context, f"{module}.k_proj", keys[:, rows[0]:rows[1]], rows, "weight_k",
+                        rows=key_labels)
+        v = linear_step(s, f"{kv}.v", "v", context, f"{module}.v_proj", rec(trace, f"{core}.v")[h], rows, "weight_v",
+                        rows=key_labels)
+        if attn.k_norm is not None:
+            k = head_norm_step(s, f"{kv}.k_norm", "k_norm", k, f"{module}.k_norm", g, key_labels)
+        if rope is not None:
+            k = s.add(f"{kv}.k_rot", "rope", "rope_k", rec(trace, f"{core}.k")[h], [k], params=rope,
+                      rows=key_labels, fill={"theta": rope["theta"]})
+        kv_ids.update(v=v, kT=s.add(f"{kv}.kT", "transpose", "k_transposed",
+                                    rec(trace, f"{core}.k")[h].transpose(-2, -1), [k], rows=None, cols=key_labels))
+
+    def query_steps(h: int) -> str:
+        s.where.update(head=h, group=None)
         p = f"{prefix}.h{h}"
-        cols = slice(h * d, (h + 1) * d)
-        q = linear_step(s, f"{p}.q", "q", x, f"{module}.q_proj", queries[:, cols], (h * d, (h + 1) * d), "weight_q")
-        k = linear_step(s, f"{p}.k", "k", context, f"{module}.k_proj", keys[:, cols], (h * d, (h + 1) * d),
-                        "weight_k", rows=key_labels)
-        v = linear_step(s, f"{p}.v", "v", context, f"{module}.v_proj", rec(trace, f"{core}.v")[h],
-                        (h * d, (h + 1) * d), "weight_v", rows=key_labels)
-        if positions is not None:  # RoPE: queries and keys rotated by their positions; values are not
-            rope = {"theta": s.model.config.rope_theta, "pairing": "half", "positions": positions}
+        q = linear_step(s, f"{p}.q", "q", x, f"{module}.q_proj", queries[:, h * d:(h + 1) * d], (h * d, (h + 1) * d),
+                        "weight_q")
+        if attn.q_norm is not None:
+            q = head_norm_step(s, f"{p}.q_norm", "q_norm", q, f"{module}.q_norm", h, s.where["rows"])
+        if rope is not None:  # queries rotated by their positions, as the keys are; values are not
             q = s.add(f"{p}.q_rot", "rope", "rope_q", rec(trace, f"{core}.q")[h], [q], params=rope,
                       fill={"theta": rope["theta"]})
-            k = s.add(f"{p}.k_rot", "rope", "rope_k", rec(trace, f"{core}.k")[h], [k], params=rope,
-                      rows=key_labels, fill={"theta": rope["theta"]})
-        k_values = rec(trace, f"{core}.k")[h]
-        kt = s.add(f"{p}.kT", "transpose", "k_transposed", k_values.transpose(-2, -1), [k], rows=None,
-                   cols=key_labels)
-        scores = s.add(f"{p}.scores", "matmul", "scores", rec(trace, f"{core}.scores")[h], [q, kt], cols=key_labels)
+        return q
+
+    for h in range(n_head):
+        if group == 1:  # Q, K, V of one head, in the articles' order
+            q = query_steps(h)
+            key_value_steps(h)
+            s.where.update(head=h)
+        else:  # a K/V head's steps once, before the first query head of its group
+            if h % group == 0:
+                key_value_steps(h)
+            q = query_steps(h)
+        p = f"{prefix}.h{h}"
+        scores = s.add(f"{p}.scores", "matmul", "scores", rec(trace, f"{core}.scores")[h], [q, kv_ids["kT"]],
+                       cols=key_labels)
         scaled = s.add(f"{p}.scaled", "scale", "scaled", rec(trace, f"{core}.scaled")[h], [scores],
                        params={"factor": 1 / d ** 0.5}, cols=key_labels, fill={"d": d})
         if mask is not None and f"{core}.masked" in trace:  # (one query alone sees every key: no mask applied)
@@ -178,7 +219,7 @@ def attention_steps(s: Steps, prefix: str, module: str, x: str, context: str, ma
                            cols=key_labels)
         probs = s.add(f"{p}.probs", "softmax", "probs", rec(trace, f"{core}.probs")[h], [scaled],
                       cols=key_labels, display="probabilities")
-        outs.append(s.add(f"{p}.out", "matmul", "head_out", rec(trace, f"{core}.out")[h], [probs, v]))
+        outs.append(s.add(f"{p}.out", "matmul", "head_out", rec(trace, f"{core}.out")[h], [probs, kv_ids["v"]]))
     s.where["head"] = None
     heads = outs[0]
     if n_head > 1:
@@ -186,6 +227,14 @@ def attention_steps(s: Steps, prefix: str, module: str, x: str, context: str, ma
                       params={"axis": -1}, fill={"n": n_head})
     return linear_step(s, f"{prefix}.out", "attn_out", heads, f"{module}.o_proj", rec(trace, f"{module}.o_proj"),
                        weight_kind="weight_o")
+
+
+def head_norm_step(s: Steps, id: str, kind: str, x: str, module: str, head: int, rows) -> str:
+    """Qwen3's RMSNorm over one head's q or k channels (one γ shared by the heads)."""
+    norm = s.model.get_submodule(module)
+    gamma = s.weight(f"{id}.weight", "norm_gain", f"{module}.weight")
+    return s.add(id, "rms_norm", kind, rec(s.trace, module)[head], [x, gamma], params={"eps": norm.eps},
+                 rows=rows, fill={"eps": norm.eps})
 
 
 # ---------------------------------------------------------------------------------------------
