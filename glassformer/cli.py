@@ -38,9 +38,10 @@ def cmd_export(args) -> int:
 
     if args.format != "hf":
         raise UsageError(f"unknown export format {args.format!r}; supported: hf")
-    model, _ = load(args.model)
-    out = export_hf(model, args.out, overwrite=args.overwrite, source=args.model)
-    print(f"wrote a transformers GPT-2 directory to {plain(str(out))}")
+    model, tok = load(args.model)
+    out = export_hf(model, args.out, overwrite=args.overwrite, source=args.model, tokenizer=tok)
+    kind = json.loads((out / "config.json").read_text()).get("model_type", "hf")
+    print(f"wrote a transformers {kind} directory to {plain(str(out))}")
     return 0
 
 
@@ -60,7 +61,10 @@ def check_usage(args) -> None:
 def cmd_train_lm(args) -> int:
     from .lm import train_lm
 
-    return train_run(functools.partial(train_lm, data=args.data, val_fraction=args.val_fraction), args, "sample")
+    if args.init_from and args.resume:
+        raise UsageError("--init-from starts a run from a checkpoint; --resume continues one: choose one")
+    return train_run(functools.partial(train_lm, data=args.data, val_fraction=args.val_fraction,
+                                       init_from=args.init_from), args, "sample")
 
 
 def train_run(train, args, next_command: str) -> int:
@@ -98,7 +102,8 @@ def cmd_sample(args) -> int:
         print(f"glassformer: {plain(text)}", file=sys.stderr)
 
     sample(args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
-           args.num_samples, args.stop, args.device, write, notice)
+           args.num_samples, args.stop, args.device, write, notice, chat=args.chat, system=args.system,
+           dtype=args.dtype)
     print()
     return 0
 
@@ -107,7 +112,8 @@ def cmd_eval_lm(args) -> int:
     check_usage(args)
     from .lm import eval_lm
 
-    print(format_metrics(eval_lm(args.model, args.data, val_fraction=args.val_fraction, device=args.device)))
+    print(format_metrics(eval_lm(args.model, args.data, val_fraction=args.val_fraction, device=args.device,
+                                 dtype=args.dtype)))
     return 0
 
 
@@ -186,7 +192,7 @@ def cmd_explain(args) -> int:
     if args.model:
         if not args.text:
             raise UsageError("--model needs --text: the text to run through the model")
-        subject, text = load_subject(args.model), args.text
+        subject, text = load_subject(args.model, args.dtype), args.text
     elif args.text:
         raise UsageError("--text needs --model; without a model the built-in example explains itself")
     else:
@@ -298,6 +304,9 @@ def cmd_data_prepare(args) -> int:
     return 0
 
 
+DTYPE_CHOICES = ["auto", "float32", "bfloat16", "float16"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="glassformer", description="The Transformer and GPT, every number visible.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -314,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--val-fraction", type=float, help="last fraction of the text kept for validation (0.1)")
     lm.add_argument("--out", required=True, help="run directory")
     lm.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    lm.add_argument("--init-from", metavar="DIR", help="fine-tune this checkpoint (glassformer's, or a Hugging Face "
+                                                       "GPT-2, Llama, Mistral, Qwen2 or Qwen3 directory)")
     lm.add_argument("--overwrite", action="store_true", help="replace the run (or other files) in --out with a new run")
     lm.set_defaults(func=cmd_train_lm)
 
@@ -350,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num-samples", type=int, default=1)
     sample.add_argument("--stop", action="append", default=[], help="stop at this text (repeatable)")
     sample.add_argument("--device", default="auto")
+    sample.add_argument("--chat", action="store_true",
+                        help="the prompt is a user's turn, rendered with the model's chat template; prints the answer")
+    sample.add_argument("--system", help="--chat: a system turn before the user's")
+    sample.add_argument("--dtype", choices=DTYPE_CHOICES, help="the weights' dtype (auto: as stored where native)")
     sample.set_defaults(func=cmd_sample)
 
     evaluate = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="task", required=True,
@@ -359,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_lm.add_argument("--data", required=True, help="the text file the model was trained on")
     eval_lm.add_argument("--val-fraction", type=float, help="default: the run's own")
     eval_lm.add_argument("--device", default="auto")
+    eval_lm.add_argument("--dtype", choices=DTYPE_CHOICES, help="the weights' dtype (auto: as stored where native)")
     eval_lm.set_defaults(func=cmd_eval_lm)
 
     eval_tr = evaluate.add_parser("translation", help="sacreBLEU and chrF of a translation model")
@@ -376,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--lang", default="en", help="en or zh")
     explain.add_argument("--heads", type=int, default=1, help="attention heads of the built-in example (1 or 2)")
     explain.add_argument("--model", help="explain a trained model instead of the built-in example")
+    explain.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32",
+                         help="the weights' dtype (float32, so that every number recomputes)")
     explain.add_argument("--text", help="the text to run through --model")
     explain.add_argument("--html", help="write a self-contained HTML page instead of printing")
     explain.add_argument("--json", help="write the walkthrough as data (every step's op, inputs and values)")
@@ -441,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(func=cmd_data_prepare)
 
     export = sub.add_parser("export", help="write a checkpoint in another library's format")
-    export.add_argument("--format", default="hf", help="hf: a transformers GPT2LMHeadModel directory")
+    export.add_argument("--format", default="hf",
+                        help="hf: a transformers directory: GPT-2, or Llama/Qwen2/Qwen3 (chosen from the model)")
     export.add_argument("--model", required=True, help="glassformer checkpoint directory")
     export.add_argument("--out", required=True, help="directory to write (new or empty)")
     export.add_argument("--overwrite", action="store_true", help="write into --out even though it holds files")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 import torch.nn as nn
@@ -214,7 +214,7 @@ class LanguageModelDecoder(SequenceDecoder):
 
 
 def decode_steps(decoder: Decoder, steps: int, choose: Callable[[torch.Tensor], torch.Tensor],
-                 eos_id: int | None = None, limits: torch.Tensor | None = None,
+                 eos_id: int | Sequence[int] | None = None, limits: torch.Tensor | None = None,
                  drop_finished: bool = True) -> Iterator[torch.Tensor]:
     """Yields the chosen token of every row, (B,) per step, for up to `steps` steps.
 
@@ -224,11 +224,15 @@ def decode_steps(decoder: Decoder, steps: int, choose: Callable[[torch.Tensor], 
     row leaves the decoder's batch; with drop_finished=False it stays and is fed eos_id, so
     that `choose` sees every row at every step (sampling then draws the same random numbers
     for a row whichever other rows finish). Without eos_id and limits no row finishes.
+    eos_id may list several ids that end a row (Llama 3 has three); a finished row then repeats the first.
     """
     logits = decoder.start()  # (B, V)
     B, device = logits.size(0), logits.device
     rows = torch.arange(B, device=device)  # (A,) the rows in the decoder's batch, by their place in the batch
     finished = torch.zeros(B, dtype=torch.bool, device=device)
+    ends = None if eos_id is None else torch.tensor([eos_id] if isinstance(eos_id, int) else list(eos_id),
+                                                     device=device)
+    eos_id = None if ends is None else int(ends[0])  # what a finished row repeats
     can_finish = eos_id is not None or limits is not None
     for step in range(1, steps + 1):
         token = choose(logits)  # (A,)
@@ -236,7 +240,7 @@ def decode_steps(decoder: Decoder, steps: int, choose: Callable[[torch.Tensor], 
             if not drop_finished:
                 token = token.masked_fill(finished, eos_id)  # finished rows stay and repeat eos
             out = torch.full((B,), eos_id, dtype=token.dtype, device=device).index_copy_(0, rows, token)
-            ended = token == eos_id if eos_id is not None else torch.zeros_like(token, dtype=torch.bool)
+            ended = torch.isin(token, ends) if ends is not None else torch.zeros_like(token, dtype=torch.bool)
             if limits is not None:
                 ended |= step >= limits[rows]
             finished[rows] |= ended
@@ -252,7 +256,7 @@ def decode_steps(decoder: Decoder, steps: int, choose: Callable[[torch.Tensor], 
 
 def stream(model: nn.Module, ids: Any, max_new_tokens: int, *, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-           eos_id: int | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
+           eos_id: int | Sequence[int] | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
     """Yields the new token ids, a (B,) long tensor per step, up to `max_new_tokens` steps.
 
     ids: (B, T) tensor, or a 1-D tensor or list of ints (one row); at least one id. A prompt
@@ -270,8 +274,9 @@ def stream(model: nn.Module, ids: Any, max_new_tokens: int, *, temperature: floa
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0; got {max_new_tokens}")
     vocab_size, block_size = model.config.vocab_size, model.config.block_size
-    if eos_id is not None and not 0 <= eos_id < vocab_size:
-        raise ValueError(f"eos_id {eos_id} is outside the vocabulary (size {vocab_size})")
+    for end in [] if eos_id is None else [eos_id] if isinstance(eos_id, int) else eos_id:
+        if not 0 <= end < vocab_size:
+            raise ValueError(f"eos_id {end} is outside the vocabulary (size {vocab_size})")
     device = next(model.parameters()).device
     prompt = crop_prompt(as_batch(ids, device), block_size)
     generator = torch.Generator(device=device)
@@ -315,7 +320,7 @@ def crop_prompt(ids: torch.Tensor, block_size: int) -> torch.Tensor:
 
 def generate(model: nn.Module, ids: Any, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-             eos_id: int | None = None, stop: list[str] | None = None, tokenizer=None,
+             eos_id: int | Sequence[int] | None = None, stop: list[str] | None = None, tokenizer=None,
              use_cache: bool = True) -> list[list[int]]:
     """Per row: the prompt ids (uncropped) followed by the generated ids.
 
@@ -330,13 +335,14 @@ def generate(model: nn.Module, ids: Any, max_new_tokens: int, *, temperature: fl
     steps = stream(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                    seed=seed, eos_id=eos_id, use_cache=use_cache)
     prompts = as_batch(ids).tolist()
+    ends = set() if eos_id is None else {eos_id} if isinstance(eos_id, int) else set(eos_id)
     new: list[list[int]] = [[] for _ in prompts]
     done = [False] * len(prompts)
     for token in steps:
         for row, id in enumerate(token.tolist()):
             if done[row]:
                 continue
-            if id == eos_id:
+            if id in ends:
                 done[row] = True  # eos itself is not part of the output
                 continue
             new[row].append(id)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import CONFIG_FILE, load, read_json
+from .checkpoint import CONFIG_FILE, FORMAT, load, read_json
 from .config import GPTConfig
 from .data import (
     DataError,
@@ -122,26 +122,42 @@ def load_corpus(data: str | None) -> str:
 
 def train_lm(out, data: str | None = None, tokenizer: str = "char", vocab_size: int | None = None,
              preset: str = DEFAULT_PRESET, overrides: list[str] = (), val_fraction: float | None = None,
-             resume: bool = False, progress: bool | None = None, overwrite: bool = False) -> dict:
+             resume: bool = False, progress: bool | None = None, overwrite: bool = False,
+             init_from: str | None = None) -> dict:
     """Trains a GPT on a text file (or the bundled corpus) into run directory `out`; returns final metrics.
 
     A directory that holds files is refused unless `resume` (continue its run) or `overwrite`
     (replace it); the run holds the directory's lock while it writes (glassformer.rundir).
+    init_from: fine-tune a checkpoint (glassformer's, or a Hugging Face GPT-2, Llama, Mistral,
+    Qwen2 or Qwen3 directory) with its own tokenizer, in float32; the preset gives the training
+    settings and the window (its block_size, at most the model's).
     """
     with run_directory(out, resume=resume, overwrite=overwrite) as out:
-        return _train_lm(out, data, tokenizer, vocab_size, preset, overrides, val_fraction, resume, progress)
+        return _train_lm(out, data, tokenizer, vocab_size, preset, overrides, val_fraction, resume, progress,
+                         init_from)
 
 
-def _train_lm(out: Path, data, tokenizer, vocab_size, preset, overrides, val_fraction, resume, progress) -> dict:
+def _train_lm(out: Path, data, tokenizer, vocab_size, preset, overrides, val_fraction, resume, progress,
+              init_from=None) -> dict:
+    model = None
     if resume:
         model_cfg, train_cfg, meta = resumed_configs(out, overrides, GPTConfig)
         tok = load_tokenizer(out / "tokenizer.json")
         data = data or meta.get("data")
+        window = meta.get("window", model_cfg.block_size)
     else:
         model_cfg, train_cfg = configs_for_run(preset, overrides, GPTConfig)
+        window = model_cfg.block_size
         if val_fraction is not None:
             train_cfg = dataclasses.replace(train_cfg, val_fraction=val_fraction)
+        if init_from is not None:
+            model, tok = load(init_from, dtype="float32")
+            if not isinstance(model, GPT) or tok is None:
+                raise ValueError(f"--init-from {init_from}: a GPT with its tokenizer is needed")
+            model_cfg, window = model.config, min(window, model.config.block_size)
     if data not in (None, BUNDLED) and is_prepared(data):  # `glassformer data prepare`'s shards, any size
+        if init_from is not None:
+            raise ValueError("--init-from reads the text with the model's own tokenizer; give --data a text file")
         if not resume:
             tok = load_tokenizer(Path(data) / TOKENIZER)  # the vocabulary the shards were made with
             model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
@@ -149,32 +165,39 @@ def _train_lm(out: Path, data, tokenizer, vocab_size, preset, overrides, val_fra
     else:
         text = load_corpus(data)
         train_text, val_text = split_text(text, train_cfg.val_fraction)
-        if not resume:
+        if not resume and model is None:
             # A character vocabulary comes from the whole text (nanoGPT's ids); learned vocabularies
             # (word counts, BPE merges) only from the training split.
             tok = train_tokenizer(tokenizer, text if tokenizer == "char" else train_text, vocab_size)
             model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
         train_ids = cached_ids(train_text, tok, out / "data" / "train.bin")
         val_ids = cached_ids(val_text, tok, out / "data" / "val.bin")
-    task = LMTask(train_ids, val_ids, model_cfg.block_size, train_cfg)
-    record = {"data": str(Path(data).resolve()) if data not in (None, BUNDLED) else BUNDLED}
+    task = LMTask(train_ids, val_ids, window, train_cfg)
+    record = {"data": str(Path(data).resolve()) if data not in (None, BUNDLED) else BUNDLED, "window": window}
+    if init_from is not None:
+        record["init_from"] = str(Path(init_from).resolve())
     torch.manual_seed(train_cfg.seed)  # the initial weights depend on the seed alone
-    return run_training(GPT(model_cfg), task, train_cfg, out, resume=resume, tokenizer=tok, extra_config=record,
-                        progress=progress)
+    return run_training(model if model is not None else GPT(model_cfg), task, train_cfg, out, resume=resume,
+                        tokenizer=tok, extra_config=record, progress=progress)
 
 
 def eval_lm(model_dir, data: str, val_fraction: float | None = None, batch_size: int = 32,
-            device: str = "auto") -> dict:
-    """Loss and perplexity over every token of the validation split the run used."""
-    model, tok = load(model_dir)
+            device: str = "auto", dtype: str | None = None) -> dict:
+    """Loss and perplexity over every token of the validation split the run used; for a model
+    trained elsewhere (a Hugging Face directory), over the whole file unless val_fraction is given."""
+    model, tok = load(model_dir, dtype=dtype)
     if tok is None:
         raise ValueError(f"{model_dir} has no tokenizer; it cannot read text")
     if not isinstance(model, GPT):
         raise ValueError(f"{model_dir} holds a translation model; use `glassformer eval translation`")
     meta = read_json(Path(model_dir) / CONFIG_FILE)
-    train_cfg = saved_train_config(meta, Path(model_dir) / CONFIG_FILE)  # one line for a malformed "train"
-    fraction = val_fraction if val_fraction is not None else train_cfg.val_fraction
-    _, val_text = split_text(read_text(data), fraction)
+    if meta.get("format") == FORMAT:  # a glassformer run: its own validation split
+        train_cfg = saved_train_config(meta, Path(model_dir) / CONFIG_FILE)  # one line for a malformed "train"
+        fraction = val_fraction if val_fraction is not None else train_cfg.val_fraction
+        _, val_text = split_text(read_text(data), fraction)
+    else:
+        text = read_text(data)
+        val_text = split_text(text, val_fraction)[1] if val_fraction is not None else text
     ids = tok.encode(val_text)
     if len(ids) < 2:
         raise DataError(f"the validation split of {data} has {len(ids)} tokens; nothing to evaluate")
@@ -198,35 +221,70 @@ def encode_prompt(tok, prompt: str | None) -> tuple[list[int], list[str]]:
     return ids, unseen
 
 
+def chat_ids(tok, prompt: str, system: str | None = None) -> list[int]:
+    """The prompt as the user's turn of a conversation (after `system`'s), rendered by the model's
+    own chat template, ending where the assistant's answer starts."""
+    from .hf import render_chat
+
+    template = getattr(tok, "chat_template", None)
+    if not template:
+        raise ValueError("this model's tokenizer has no chat template (tokenizer_config.json's chat_template); "
+                         "sample without --chat")
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    special = {name: tok.token(i) if i is not None else "" for name, i in (("bos_token", tok.bos_id),
+                                                                           ("eos_token", tok.eos_id))}
+    return tok.encode(render_chat(template, messages, **special))
+
+
+def end_ids(tok) -> list[int] | None:
+    """Every id that ends a generation: a pretrained model's list (generation_config.json), or eos."""
+    ids = list(getattr(tok, "eos_ids", []) or ([tok.eos_id] if tok.eos_id is not None else []))
+    return ids or None
+
+
 def sample(model_dir, prompt: str | None = None, max_new_tokens: int = 500, temperature: float = 0.8,
            top_k: int | None = 200, top_p: float | None = None, seed: int | None = 1337, num_samples: int = 1,
-           stop: list[str] = (), device: str = "auto", write=None, notice=None) -> list[str]:
-    """Generates `num_samples` continuations of `prompt`, streaming each one's text through `write`."""
+           stop: list[str] = (), device: str = "auto", write=None, notice=None, chat: bool = False,
+           system: str | None = None, dtype: str | None = None) -> list[str]:
+    """Generates `num_samples` continuations of `prompt`, streaming each one's text through `write`.
+
+    chat: the prompt is the user's turn, rendered with the model's chat template (after
+    `system`'s turn), and only the answer is written. dtype: the weights' ("auto", "float32",
+    "bfloat16", "float16"; see glassformer.load). Generation stops at any of the model's end ids.
+    """
     from .generate import TextStream, partial_stop, stream, trim_at_stop
 
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1; got {num_samples}")
-    model, tok = load(model_dir, pick_device(device))
+    if system is not None and not chat:
+        raise ValueError("--system is the conversation's first turn; it needs --chat")
+    model, tok = load(model_dir, pick_device(device), dtype=dtype)
     if tok is None:
         raise ValueError(f"{model_dir} has no tokenizer; it cannot read or write text")
     if not isinstance(model, GPT):
         raise ValueError(f"{model_dir} holds a translation model; use `glassformer translate`")
-    ids, unseen = encode_prompt(tok, prompt)
+    if chat:
+        ids, unseen = chat_ids(tok, prompt or "", system), []
+    else:
+        ids, unseen = encode_prompt(tok, prompt)
+        if getattr(tok, "kind", "") == "pretrained" and tok.bos_id is not None and ids[:1] != [tok.bos_id]:
+            ids = [tok.bos_id] + ids  # a Llama reads <s> first; its tokenizer.json's encode adds none here
+    ends = end_ids(tok)
     if unseen and notice:
         notice(f"never seen in training, read as <unk>: {' '.join(repr(c) for c in unseen)}")
     if len(ids) > model.config.block_size and notice:
         notice(f"the prompt has {len(ids)} tokens; the model sees only the last {model.config.block_size}")
     texts = []
     for i in range(num_samples):
-        if write:  # each sample starts with its prompt; samples are separated by a rule
-            write(("\n" + "-" * 40 + "\n" if i else "") + (prompt or ""))
+        if write:  # each sample starts with its prompt (a chat: the answer alone); a rule between samples
+            write(("\n" + "-" * 40 + "\n" if i else "") + ("" if chat else prompt or ""))
         streamer, text, written = TextStream(tok), "", 0
         with warnings.catch_warnings():  # the long-prompt notice above already said it
             warnings.simplefilter("ignore")
             steps = stream(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                           seed=None if seed is None else seed + i, eos_id=tok.eos_id)
+                           seed=None if seed is None else seed + i, eos_id=ends)
         for token in steps:
-            if tok.eos_id is not None and token.item() == tok.eos_id:
+            if ends is not None and token.item() in ends:
                 break
             text += streamer.push(token.item())
             trimmed = trim_at_stop(text, stop) if stop else text

@@ -206,9 +206,11 @@ def tiny_tokenizer_files(path):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB - 3, initial_alphabet=[], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, initial_alphabet=[], show_progress=False,
                                   special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
-    tok.train_from_iterator(["hello there, the cat sat on the mat " * 20], trainer=trainer)
+    words = "hello there, the cat sat on the mat; a quick brown fox jumps over lazy dogs while birds sing. "
+    tok.train_from_iterator([words * 20], trainer=trainer)
+    assert tok.get_vocab_size() == VOCAB  # every id the model can produce decodes
     tok.save(str(path / "tokenizer.json"))
     (path / "tokenizer_config.json").write_text(json.dumps(
         {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "bos_token": None, "chat_template": TEMPLATE}))

@@ -120,7 +120,7 @@ def gpt_generation(model, tok, text: str, n: int, temperature: float = 1.0, top_
             cache = decoder.cache  # None once the text outgrows the block: the window is recomputed
             result.steps.append({
                 "context": token_labels(tok, sequence[-c.block_size:]),  # the keys the newest query sees
-                "cache": None if cache is None else {"layers": c.n_layer, "k_shape": [1, c.n_head, cache.length,
+                "cache": None if cache is None else {"layers": c.n_layer, "k_shape": [1, c.kv_heads, cache.length,
                                                                                       c.head_dim]},
                 "attention": attention_rows(trace, c.n_layer, "blocks"),
                 **record["stages"],

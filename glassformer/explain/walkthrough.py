@@ -217,11 +217,14 @@ def builtin_subject(heads: int = 1) -> Subject:
     return Subject(model, tok, tok, CORPUS)
 
 
-def load_subject(model_dir) -> Subject:
-    """A trained GPT or Seq2Seq checkpoint, with its tokenizers."""
+def load_subject(model_dir, dtype: str = "float32") -> Subject:
+    """A trained GPT or Seq2Seq checkpoint (or a Hugging Face directory), with its tokenizers.
+
+    In float32 unless asked otherwise: the walkthrough's numbers recompute to 1e-4 of each
+    step's scale, which bfloat16's 3 significant digits would not."""
     from ..checkpoint import load
 
-    model, tok = load(model_dir)
+    model, tok = load(model_dir, dtype=dtype)
     if tok is None:
         raise ValueError(f"{model_dir} has no tokenizer; it cannot read text")
     if isinstance(model, Seq2Seq):
