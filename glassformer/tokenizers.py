@@ -248,7 +248,10 @@ class BPETokenizer(Tokenizer):
             vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False,
             # All 256 bytes from the start, so bytes unseen in training still encode.
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-        hf.train_from_iterator([text], trainer=trainer)
+        # Line by line: one string of the whole text holds every pre-token at once (5 GB for a
+        # 64 MB text); lines are pre-tokenized as they come (the counts differ only where a line
+        # ends in spaces, which byte-level BPE would otherwise group with the newline).
+        hf.train_from_iterator(text.splitlines(keepends=True) or [text], trainer=trainer)
         return cls(hf, *SPECIALS)
 
     @classmethod
