@@ -8,16 +8,15 @@ temporary directory. The BPE tokenizer is trained once, on the first 64 MB, and 
 encode the whole corpus with it: `prepare` (its worker processes, shards, resumable record)
 and the baseline (one process reading 4 MB chunks and calling `encode_batch` on their lines,
 which `tokenizers` itself spreads over threads; nothing written). Each contender runs in a
-fresh process so that its peak RSS (the process and its children) is its own. One JSON line each.
+fresh process (prepare as the command a user runs, its workers spawned from it); the peak of
+the resident memory summed over its whole process tree is sampled every 0.1 s. One JSON line each.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -46,35 +45,59 @@ def generate(path: Path, mb: int, seed: int = 0) -> None:
             written += f.write(doc + "\n")
 
 
-def peak_mib() -> float:
-    """Peak RSS of this process plus its largest child, in MiB (Linux reports KiB)."""
-    self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (self_peak + children) / 1024
+def tree_rss_mib(root: int) -> float:
+    """Resident memory of a process and all its descendants now, in MiB (Linux /proc)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    total = 0
+    for pid in tree:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
 
 
-def run_prepare(corpus: str, out: str, tokenizer: str, workers: int) -> dict:
-    from glassformer.prepare import prepare
-
+def run_sampled(command: list[str]) -> tuple[float, float]:
+    """Runs a command; (seconds, the peak of its process tree's summed resident memory, sampled every 0.1 s)."""
     start = time.perf_counter()
-    record = prepare([corpus], out, "bpe", workers=workers, progress=False, tokenizer_file=tokenizer)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = 0.0
+    while process.poll() is None:
+        peak = max(peak, tree_rss_mib(process.pid))
+        time.sleep(0.1)
     seconds = time.perf_counter() - start
-    tokens = sum(s["tokens"] for split in record["shards"].values() for s in split)
-    return {"seconds": seconds, "tokens": tokens, "peak_mib": peak_mib()}
+    if process.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{process.stderr.read()}")
+    return seconds, peak
 
 
-def run_baseline(corpus: str, tokenizer: str) -> dict:
+def run_baseline(corpus: str, tokenizer: str) -> None:
+    """The baseline, in its own process: encode_batch over 4 MB of lines at a time, nothing written."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(tokenizer)
-    start, tokens = time.perf_counter(), 0
+    tokens = 0
     with open(corpus, encoding="utf-8") as f:
         while True:
             lines = f.readlines(4 << 20)
             if not lines:
                 break
             tokens += sum(len(e.ids) for e in tok.encode_batch(lines))
-    return {"seconds": time.perf_counter() - start, "tokens": tokens, "peak_mib": peak_mib()}
+    print(tokens)
 
 
 def main() -> None:
@@ -84,11 +107,9 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:  # one contender, in a fresh process: its result as JSON on stdout
-        kind, corpus, tokenizer, out = args.child.split("|")
-        result = run_prepare(corpus, out, tokenizer, args.workers) if kind == "prepare" else \
-            run_baseline(corpus, tokenizer)
-        print(json.dumps(result))
+    if args.child:  # the baseline, in a fresh process
+        corpus, tokenizer = args.child.split("|")
+        run_baseline(corpus, tokenizer)
         return
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.txt"
@@ -106,22 +127,19 @@ def main() -> None:
         tok.save(tok_path)  # what prepare reads
         tok.hf.save(str(hf_path))  # the same tokenizer in Hugging Face's format, for the baseline
         size_mb = corpus.stat().st_size / 2**20
-        for kind in ("prepare", "baseline"):
-            child = "|".join([kind, str(corpus), str(tok_path if kind == "prepare" else hf_path),
-                              str(Path(tmp) / f"out-{kind}")])
-            done = subprocess.run([sys.executable, __file__, "--child", child, "--workers", str(args.workers)],
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.exit(f"the {kind} run failed:\n{done.stderr}")
-            result = json.loads(done.stdout.splitlines()[-1])
-            mb_s = size_mb / result["seconds"]
-            emit({"bench": "data_prepare", "contender": kind, "corpus_mb": round(size_mb, 1),
-                  "workers": args.workers if kind == "prepare" else 1, "seconds": round(result["seconds"], 2),
-                  "mb_per_s": round(mb_s, 2), "mb_per_s_per_process": round(
-                      mb_s / (args.workers if kind == "prepare" else 1), 2), "tokens": result["tokens"],
-                  "peak_rss_mib": round(result["peak_mib"], 1), "generate_s": round(generated, 1),
-                  "bpe_train_s_on_64mb": round(trained, 1)})
-
+        commands = {  # prepare as a user runs it: the command, its workers spawned from it
+            "prepare": [sys.executable, "-m", "glassformer", "data", "prepare", "--data", str(corpus), "--out",
+                        str(Path(tmp) / "out"), "--workers", str(args.workers), "--tokenizer-file", str(tok_path)],
+            "baseline": [sys.executable, __file__, "--child", f"{corpus}|{hf_path}"],
+        }
+        for kind, command in commands.items():
+            seconds, peak = run_sampled(command)
+            processes = args.workers if kind == "prepare" else 1
+            mb_s = size_mb / seconds
+            emit({"bench": "data_prepare", "contender": kind, "corpus_mb": round(size_mb, 1), "processes": processes,
+                  "seconds": round(seconds, 2), "mb_per_s": round(mb_s, 2),
+                  "mb_per_s_per_process": round(mb_s / processes, 2), "peak_rss_tree_mib": round(peak, 1),
+                  "generate_s": round(generated, 1), "bpe_train_s_on_64mb": round(trained, 1)})
 
 if __name__ == "__main__":
     main()

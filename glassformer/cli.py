@@ -296,7 +296,8 @@ def cmd_data_prepare(args) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1; got {args.workers}")
-    record = prepare(args.data, args.out, args.tokenizer, args.vocab_size, args.val_fraction, args.workers)
+    record = prepare(args.data, args.out, args.tokenizer, args.vocab_size, args.val_fraction, args.workers,
+                     tokenizer_file=args.tokenizer_file)
     tokens = {split: sum(s["tokens"] for s in shards) for split, shards in record["shards"].items()}
     print(plain(f"{args.out}: {tokens['train']:,} training and {tokens['val']:,} validation tokens in "
                 f"{sum(map(len, record['shards'].values()))} shards, vocabulary {record['vocab_size']:,}; "
@@ -455,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--vocab-size", type=int, help="word/bpe vocabulary size (trained on the first 64 MB)")
     prep.add_argument("--val-fraction", type=float, default=0.1, help="share of chunks kept for validation")
     prep.add_argument("--workers", type=int, help="encoding processes (default: every CPU)")
+    prep.add_argument("--tokenizer-file", help="encode with this tokenizer (a run's tokenizer.json) instead of "
+                                               "training one")
     prep.add_argument("--out", required=True, help="directory for the shards (new or empty; the same to resume)")
     prep.set_defaults(func=cmd_data_prepare)
 
