@@ -79,3 +79,21 @@ def test_train_init_from_fine_tunes_and_export_round_trips(qwen, tmp_path, capsy
     with torch.no_grad():
         torch.testing.assert_close(theirs(x).logits, tuned(x), rtol=0, atol=1e-4)
     assert main(["train", "lm", "--init-from", str(qwen), "--resume", "--out", str(tmp_path / "run")]) == 2
+
+
+def test_the_explorer_runs_a_qwen_directory(qwen):
+    from starlette.testclient import TestClient
+
+    from glassformer.explain.walkthrough import load_subject
+    from glassformer.explore.api import Explorer
+    from glassformer.explore.server import make_app
+
+    client = TestClient(make_app(Explorer(load_subject(qwen), qwen.name)), base_url="http://127.0.0.1")
+    run = client.post("/api/run", json={"text": "the cat", "edits": [], "ablate": [
+        {"module": "blocks.1.self_attn", "head": 3}], "max_values": 16384})
+    assert run.status_code == 200, run.text
+    data = run.json()["walkthrough"]
+    assert check(data) == [] and any(s["id"] == "dec.1.self.kv1.kT" for s in data["steps"])
+    step = client.post("/api/next", json={"text": "the cat", "edits": [], "ablate": [], "temperature": 1.0,
+                                          "top_k": None, "top_p": None, "seed": 0, "greedy": True})
+    assert step.status_code == 200 and step.json()["cache"]["k_shape"][1] == 2  # the K/V heads
