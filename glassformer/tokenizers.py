@@ -209,7 +209,34 @@ def _frequency_then_alphabet(item: tuple[str, int]) -> tuple[int, str]:
     return (-count, word)
 
 
-class BPETokenizer(Tokenizer):
+class HFBackedTokenizer(Tokenizer):
+    """What the tokenizers that wrap a Hugging Face `tokenizers.Tokenizer` (`self.hf`) share:
+    encoding without added specials, batches on HF's threads, decoding that skips specials,
+    and special tokens found by name in the vocabulary."""
+
+    hf: HFTokenizer
+    vocabulary_name = "the tokenizer's vocabulary"  # how a missing special token's error names it
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
+        # HF encodes a batch on several threads.
+        return [encoding.ids for encoding in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.hf.decode(ids, skip_special_tokens=True)
+
+    def _special_id(self, name: str | None) -> int | None:
+        if name is None:
+            return None
+        id = self.hf.token_to_id(name)
+        if id is None:
+            raise ValueError(f"special token {name!r} is not in {self.vocabulary_name}")
+        return id
+
+
+class BPETokenizer(HFBackedTokenizer):
     """Byte-level BPE: text -> UTF-8 bytes -> merged byte pieces, so no text is unknown.
 
     Wraps a Hugging Face `tokenizers.Tokenizer` with no normalizer and no post-processor,
@@ -217,6 +244,7 @@ class BPETokenizer(Tokenizer):
     """
 
     kind = "bpe"
+    vocabulary_name = "the BPE vocabulary"
 
     def __init__(self, hf: HFTokenizer, pad: str | None, unk: str | None,
                  bos: str | None, eos: str | None):
@@ -226,14 +254,6 @@ class BPETokenizer(Tokenizer):
         self.pad_id, self.unk_id, self.bos_id, self.eos_id = (
             self._special_id(name) for name in (pad, unk, bos, eos))
         self._special_names = {pad, unk, bos, eos} - {None}
-
-    def _special_id(self, name: str | None) -> int | None:
-        if name is None:
-            return None
-        id = self.hf.token_to_id(name)
-        if id is None:
-            raise ValueError(f"special token {name!r} is not in the BPE vocabulary")
-        return id
 
     @classmethod
     def train(cls, text: str, vocab_size: int = DEFAULT_BPE_VOCAB) -> BPETokenizer:
@@ -271,17 +291,6 @@ class BPETokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return self.hf.get_vocab_size()
 
-    def encode(self, text: str) -> list[int]:
-        return self.hf.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
-        # HF encodes a batch on several threads.
-        encodings = self.hf.encode_batch(list(texts), add_special_tokens=False)
-        return [encoding.ids for encoding in encodings]
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.hf.decode(ids, skip_special_tokens=True)
-
     def _token(self, id: int) -> str:
         piece = self.hf.id_to_token(id)
         if piece in self._special_names:
@@ -297,7 +306,7 @@ class BPETokenizer(Tokenizer):
         return {"specials": names, "hf": self.hf.to_str()}
 
 
-class PretrainedTokenizer(Tokenizer):
+class PretrainedTokenizer(HFBackedTokenizer):
     """A released model's own tokenizer: its tokenizer.json read by Hugging Face `tokenizers`
     unchanged (normalizer, pre-tokenizer, added tokens), so ids match the model's training.
 
@@ -312,20 +321,12 @@ class PretrainedTokenizer(Tokenizer):
     def __init__(self, hf: HFTokenizer, bos: str | None = None, eos: str | None = None, pad: str | None = None,
                  eos_ids: Iterable[int] = (), chat_template: str | None = None):
         self.hf = hf
-        self.bos_id, self.eos_id, self.pad_id = (self._id(name) for name in (bos, eos, pad))
+        self.bos_id, self.eos_id, self.pad_id = (self._special_id(name) for name in (bos, eos, pad))
         self.eos_ids = list(dict.fromkeys([*([self.eos_id] if self.eos_id is not None else []), *eos_ids]))
         if self.eos_id is None and self.eos_ids:
             self.eos_id = self.eos_ids[0]
         self.chat_template = chat_template
         self.byte_level = type(hf.decoder).__name__ == "ByteLevel"  # pieces spelled in GPT-2's byte alphabet
-
-    def _id(self, name: str | None) -> int | None:
-        if name is None:
-            return None
-        id = self.hf.token_to_id(name)
-        if id is None:
-            raise ValueError(f"special token {name!r} is not in the tokenizer's vocabulary")
-        return id
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **specials) -> PretrainedTokenizer:
@@ -340,15 +341,6 @@ class PretrainedTokenizer(Tokenizer):
     @property
     def vocab_size(self) -> int:
         return self.hf.get_vocab_size(with_added_tokens=True)
-
-    def encode(self, text: str) -> list[int]:
-        return self.hf.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
-        return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.hf.decode(ids, skip_special_tokens=True)
 
     def _token(self, id: int) -> str:
         piece = self.hf.id_to_token(id)
