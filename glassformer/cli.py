@@ -175,7 +175,8 @@ def cmd_explain(args) -> int:
         raise UsageError(f"--generate must be at least 1; got {args.generate}")
     if args.beam < 1:
         raise UsageError(f"--beam must be at least 1; got {args.beam}")
-    if not generating and any(v is not None for v in (args.temperature, args.top_k, args.top_p, args.seed)):
+    sampling_set = any(v is not None for v in (args.temperature, args.top_k, args.top_p, args.seed))
+    if not generating and sampling_set:
         raise UsageError("--temperature, --top-k, --top-p and --seed choose how --generate samples; add --generate N")
     if args.target is not None and args.ablate is None and args.patch is None:
         raise UsageError("--target applies to --ablate and --patch")
@@ -200,10 +201,14 @@ def cmd_explain(args) -> int:
             raise UsageError(f"--heads must be between 1 and 8; got {args.heads}")
         subject, text = builtin_subject(heads=args.heads), CORPUS[0]
     asking_why = any(v is not None for v in (args.attribute, args.ablate, args.patch)) or args.lens
+    if asking_why and not isinstance(subject.model, GPT):
+        raise UsageError("--lens, --attribute, --ablate and --patch apply to a GPT; a translation model "
+                         "shows its attention with --generate (cross-attention) and --beam")
+    if sampling_set and not isinstance(subject.model, GPT):
+        raise UsageError("--temperature, --top-k, --top-p and --seed apply to a GPT; a translation model "
+                         "decodes greedily (--generate) or with --beam")
+    why = generation = None
     if asking_why:
-        if not isinstance(subject.model, GPT):
-            raise UsageError("--lens, --attribute, --ablate and --patch apply to a GPT; a translation model "
-                             "shows its attention with --generate (cross-attention) and --beam")
         from .explain.analysis_view import explain_why
 
         try:
@@ -212,37 +217,33 @@ def cmd_explain(args) -> int:
                               patch=args.patch, png=args.png, lang=args.lang, quiet=bool(args.json or args.html))
         except ValueError as e:
             raise UsageError(str(e)) from None
-    sampling_set = any(v is not None for v in (args.temperature, args.top_k, args.top_p, args.seed))
-    if sampling_set and not isinstance(subject.model, GPT):
-        raise UsageError("--temperature, --top-k, --top-p and --seed apply to a GPT; a translation model "
-                         "decodes greedily (--generate) or with --beam")
-    walkthrough = subject.walkthrough(text)
     if generating:
         sampling = dict(temperature=1.0 if args.temperature is None else args.temperature, top_k=args.top_k,
                         top_p=args.top_p, seed=0 if args.seed is None else args.seed)
         try:
-            walkthrough.generation = subject.generation(text, args.generate or 20, beam=args.beam, **sampling)
+            generation = subject.generation(text, args.generate or 20, beam=args.beam, **sampling)
         except ValueError as e:
             raise UsageError(str(e)) from None
-    if asking_why:
-        walkthrough.analysis = why
-    if args.json:
-        from .explain.walkthrough import write_json
+    if args.json or args.html:  # the data holds the walkthrough of the text and whatever else was asked for
+        walkthrough = subject.walkthrough(text)
+        walkthrough.generation, walkthrough.analysis = generation, why
+        if args.json:
+            from .explain.walkthrough import write_json
 
-        write_json(walkthrough, args.json, max_values=args.max_values)
-        print(plain(f"wrote {args.json}"), file=sys.stderr)
-    if args.html:
-        from .explain.html import write_html
+            write_json(walkthrough, args.json, max_values=args.max_values)
+            print(plain(f"wrote {args.json}"), file=sys.stderr)
+        if args.html:
+            from .explain.html import write_html
 
-        write_html(walkthrough, args.html, lang=args.lang)
-        print(plain(f"wrote {args.html}; open it in a browser (it needs no network)"), file=sys.stderr)
-    if not args.json and not args.html:
-        from .explain.terminal import print_generation, print_walkthrough
+            write_html(walkthrough, args.html, lang=args.lang)
+            print(plain(f"wrote {args.html}; open it in a browser (it needs no network)"), file=sys.stderr)
+        return 0
+    from .explain.terminal import print_generation, print_walkthrough
 
-        if walkthrough.generation is not None:  # the walkthrough of the text itself: without these options
-            print_generation(walkthrough.generation, lang=args.lang)
-        elif not asking_why:
-            print_walkthrough(walkthrough, lang=args.lang)
+    if generation is not None:  # the terminal shows what was asked; the walkthrough alone without these options
+        print_generation(generation, lang=args.lang)
+    elif not asking_why:  # (the analyses printed themselves)
+        print_walkthrough(subject.walkthrough(text), lang=args.lang)
     return 0
 
 
