@@ -161,11 +161,10 @@ def chunk_size(inputs: list[tuple[str, str]]) -> int:
     return min(CHUNK_BYTES, max(1, total // 100)) if total else CHUNK_BYTES
 
 
-def chunks(inputs: list[tuple[str, str]], position: tuple[int, int] = (0, 0),
-           size: int | None = None) -> Iterator[tuple[str, tuple[int, int]]]:
+def chunks(inputs: list[tuple[str, str]], size: int,
+           position: tuple[int, int] = (0, 0)) -> Iterator[tuple[str, tuple[int, int]]]:
     """(text, the position after it) for the whole corpus, from `position` (input index, offset),
-    in chunks of about `size` bytes (default `chunk_size`)."""
-    size = size or chunk_size(inputs)
+    in chunks of about `size` bytes (`chunk_size`, which the run's record keeps)."""
     first, offset = position
     for index in range(first, len(inputs)):
         name, kind = inputs[index]
@@ -225,19 +224,19 @@ def parallel(function, items: Iterator, workers: int, setup: tuple = ()):
 # The tokenizer, the shards and the record that makes a run resumable
 
 
-def make_tokenizer(inputs, kind: str, vocab_size: int | None, sample_bytes: int, workers: int,
+def make_tokenizer(inputs, size: int, kind: str, vocab_size: int | None, sample_bytes: int, workers: int,
                    progress) -> Tokenizer:
     """A char tokenizer from every character of the corpus; word/BPE trained on its first sample_bytes."""
     if kind == "char":
         if vocab_size is not None:
             raise DataError("--vocab-size: a char tokenizer's vocabulary is set by the text; leave it out")
         chars: set[str] = set()
-        for found, size in parallel(prepare_worker.characters, chunks(inputs), workers):
+        for found, size in parallel(prepare_worker.characters, chunks(inputs, size), workers):
             chars.update(found)
             progress("characters", size)
         return train_tokenizer("char", "".join(sorted(chars)))
     sample, size = [], 0
-    for text, _ in chunks(inputs):
+    for text, _ in chunks(inputs, size):
         sample.append(text)
         size += len(text)
         if size >= sample_bytes:
@@ -313,7 +312,8 @@ def prepare(data: list[str], out, tokenizer: str = "char", vocab_size: int | Non
         if tokenizer_file is not None:
             tok = load_tokenizer(tokenizer_file)
         else:
-            tok = make_tokenizer(inputs, tokenizer, vocab_size, sample_bytes, workers, bar.advance)
+            tok = make_tokenizer(inputs, sig["chunk_bytes"], tokenizer, vocab_size, sample_bytes, workers,
+                                 bar.advance)
         tok.save(out / TOKENIZER)
         record = {"signature": sig, "done": False, "position": [0, 0], "chunks": 0, "bytes": 0,
                   "dtype": np.dtype(ids_dtype(tok.vocab_size)).name, "vocab_size": tok.vocab_size,
@@ -325,7 +325,7 @@ def prepare(data: list[str], out, tokenizer: str = "char", vocab_size: int | Non
     for writer in writers.values():
         writer.resume()
     bar.restart("tokens", record["bytes"])
-    items = chunks(inputs, tuple(record["position"]))
+    items = chunks(inputs, sig["chunk_bytes"], tuple(record["position"]))
     for ids, position, size in parallel(prepare_worker.encode, items, workers,
                                         (str(out / TOKENIZER), record["dtype"])):
         split = "val" if record["chunks"] % every == every - 1 else "train"
@@ -334,7 +334,7 @@ def prepare(data: list[str], out, tokenizer: str = "char", vocab_size: int | Non
         atomic_write_text(meta_path, json.dumps(record, indent=1))  # after the ids: a kill loses no recorded token
         bar.advance("tokens", size)
     if not record["shards"]["val"] or not record["shards"]["train"]:
-        raise DataError(f"the corpus makes {record['chunks']} chunk(s) of about {chunk_size(inputs):,} bytes: too "
+        raise DataError(f"the corpus makes {record['chunks']} chunk(s) of about {sig['chunk_bytes']:,} bytes: too "
                         f"few for both splits; train on a small text with train lm --data FILE")
     record["done"] = True
     atomic_write_text(meta_path, json.dumps(record, indent=1))

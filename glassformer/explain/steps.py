@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from ..layers import LayerNorm, RMSNorm
 from ..trace import Trace
+from .recompute import LEAVES
 
 
 @dataclass
@@ -53,7 +54,6 @@ class Step:
         return self.op in LEAVES
 
 
-LEAVES = ("ids", "weight", "input", "constant", "table")
 
 
 def array(t: torch.Tensor) -> np.ndarray:
