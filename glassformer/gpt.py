@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .config import GPTConfig, check_fits_in_memory
 from .layers import (
-    Block,
     KVCache,
     TokenEmbedding,
     add_positions,
     check_ids,
-    feed_forward,
     init_weights,
     make_block,
     make_norm,
     make_positions,
-    residual_input,
-    residual_output,
-    wire,
 )
 from .trace import observed
+
+if TYPE_CHECKING:
+    from .decode_step import DecodeStep
 
 
 class GPT(nn.Module):
@@ -114,6 +113,8 @@ class GPT(nn.Module):
         model has a segment embedding."""
         if observed(self) or self.seg_emb is not None:
             return None
+        from .decode_step import DecodeStep
+
         return DecodeStep(self, rows)
 
     def classify(self, ids: torch.Tensor, lengths: torch.Tensor | None = None, segment_ids=None) -> torch.Tensor:
@@ -137,99 +138,3 @@ class GPT(nn.Module):
             n -= sum(p.numel() for m in (self.tok_emb, self.pos_emb, self.seg_emb)
                      if isinstance(m, nn.Embedding) for p in m.parameters())
         return n
-
-
-class DecodeStep:
-    """GPT.next_logits for one new token per row, (B, 1) ids after a KV cache -> (B, V), in eval mode.
-
-    The model's own functions (`GPT.embed`, `Block.sublayers` and `wire`, the residuals'
-    `residual_input`/`residual_output`, `MultiHeadAttention.attend`, `feed_forward`, `GPT.final`)
-    with faster pieces: at one token per step a small model spends much of its time around its
-    matmuls. Q, K and V come from one matmul against the stacked W_Q, W_K, W_V; from 4 rows on
-    the matmuls use a transposed copy of the weights (DecodeLinear); norms, the attention core
-    and the activation are called without module dispatch (no hooks: the step is used only
-    while nobody observes the model); rows have no time axis; the ids are not checked
-    (generation feeds back ids the model chose). Reads the weights when built: build one per
-    generation, for `rows` sequences. tests/test_generate_fast.py holds it to the modules.
-    """
-
-    def __init__(self, model: GPT, rows: int):
-        self.model = model
-        self.rows = rows
-        self.layers = [DecodeLayer(block, rows) for block in model.blocks]
-        self.lm_head = DecodeLinear(model.lm_head.weight, None, rows)
-
-    def __call__(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        x, rotary = self.model.embed(ids, cache.length)
-        x = x[:, 0]  # (B, 1, C) -> (B, C): rows without a time axis, as the matmuls want them
-        for layer, layer_cache in zip(self.layers, cache.self_attn):
-            layer.cache, layer.rotary = layer_cache, rotary
-            x = wire(x, layer.wiring)
-        return self.lm_head(self.model.final(x))  # (B, V)
-
-
-class DecodeLayer:
-    """One block's sublayers with DecodeLinear maps, wired as the block wires its own, for DecodeStep."""
-
-    def __init__(self, block: Block, rows: int):
-        attn, ffn = block.self_attn, block.ffn
-        projections = (attn.q_proj, attn.k_proj, attn.v_proj)
-        qkv_bias = torch.cat([p.bias for p in projections]) if attn.q_proj.bias is not None else None
-        qkv_weight = torch.cat([p.weight for p in projections])  # ((h + 2*h_kv)*d, C): W_Q, W_K, W_V stacked
-        self.attn, self.core, self.act = attn, attn.core.forward, ffn.act.forward
-        self.widths = [p.out_features for p in projections]  # h*d, h_kv*d, h_kv*d
-        self.heads = (attn.n_head, attn.n_kv_head, attn.n_kv_head)
-        self.qk_norm = (attn.q_norm.forward, attn.k_norm.forward) if attn.q_norm is not None else None
-        self.qkv = DecodeLinear(qkv_weight, qkv_bias, rows)
-        self.o_proj = DecodeLinear(attn.o_proj.weight, attn.o_proj.bias, rows)
-        self.up = DecodeLinear(ffn.up.weight, ffn.up.bias, rows)
-        self.gate = DecodeLinear(ffn.gate.weight, ffn.gate.bias, rows) if ffn.gate is not None else None
-        self.down = DecodeLinear(ffn.down.weight, ffn.down.bias, rows)
-        self.wiring = block.sublayers(self.self_attention, self.feed_forward, residual=DecodeResidual)
-        self.cache, self.rotary = None, None  # this step's: set by DecodeStep before each call
-
-    def self_attention(self, x: torch.Tensor) -> torch.Tensor:
-        """MultiHeadAttention.forward for one position per row, (B, C) -> (B, C), with one matmul for Q, K and V."""
-        B = x.size(0)
-        q, k, v = (part.view(B, heads, 1, -1) for part, heads in  # (B, (h + 2*h_kv)*d) -> (B, h or h_kv, 1, d)
-                   zip(self.qkv(x).split(self.widths, dim=-1), self.heads))
-        out = self.attn.attend(q, k, v, cache=self.cache, rotary=self.rotary, core=self.core,
-                               qk_norm=self.qk_norm)  # (B, h, 1, d)
-        return self.o_proj(out.reshape(B, -1))  # heads concatenated: (B, h*d) -> (B, C)
-
-    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return feed_forward(x, self.up, self.down, self.act, self.gate)
-
-
-class DecodeResidual:
-    """A block's Residual for DecodeStep: the same two functions, its norm called without module
-    dispatch, and no dropout (the step runs in eval mode)."""
-
-    def __init__(self, residual):
-        self.norm, self.pre_norm = residual.norm.forward, residual.pre_norm
-
-    def sublayer_input(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_input(x, self.norm, self.pre_norm)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return residual_output(x, y, self.norm, self.pre_norm)
-
-
-class DecodeLinear:
-    """x (rows, in) -> x Wᵀ + b, nn.Linear's map, for a few rows at a time.
-
-    For 4 or more rows MKL's matmul is up to twice as fast with W stored (in, out), as
-    GPT-2's Conv1D keeps it, than with nn.Linear's (out, in) (measured on CPU: 25 matmuls of
-    a 6-layer d384 model at 8 rows, 5.6 ms against 7.8 ms); so there the weight is copied
-    transposed once. For 1 to 3 rows both are as fast, and the model's weight is used as is.
-    """
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, rows: int):
-        self.transposed = rows >= 4
-        self.weight = weight.t().contiguous() if self.transposed else weight  # (in, out) or (out, in)
-        self.bias = bias
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.transposed:
-            return F.linear(x, self.weight, self.bias)
-        return x @ self.weight if self.bias is None else torch.addmm(self.bias, x, self.weight)

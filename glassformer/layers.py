@@ -397,7 +397,7 @@ class MultiHeadAttention(nn.Module):
         """New queries (B, h, T, d), keys and values (B, h_kv, T, d) -> each head's output (B, h, Tq, d):
         q and k normed per head (qk_norm), positions rotated in (RoPE), the keys and values added
         to the cache (h_kv heads), shared across their query heads, then the attention core.
-        The one-token decode step (gpt.DecodeStep) calls this too, after its own projection,
+        The one-token decode step (decode_step.DecodeStep) calls this too, after its own projection,
         with `core` and `qk_norm` (the two norms) called without module dispatch."""
         q_norm, k_norm = qk_norm or (self.q_norm, self.k_norm)
         if q_norm is not None:
@@ -489,7 +489,7 @@ class FeedForward(nn.Module):
 def feed_forward(x, up, down, act, gate=None):
     """(B, T, C) -> (B, T, d_ff) -> (B, T, C): down(act(up(x))), or with a gate down(act(gate(x)) * up(x)).
 
-    up, down and gate are linear maps: the modules' own, or the one-token step's (gpt.DecodeStep).
+    up, down and gate are linear maps: the modules' own, or the one-token step's (decode_step.DecodeStep).
     """
     hidden = act(gate(x)) * up(x) if gate is not None else act(up(x))
     return down(hidden)
@@ -584,7 +584,7 @@ class Block(nn.Module):
         (residual, function) pairs for `wire`.
 
         The functions map a sublayer's input to its output; `forward` passes the modules, and
-        the one-token decode step (gpt.DecodeStep) its own faster ones, with `residual`
+        the one-token decode step (decode_step.DecodeStep) its own faster ones, with `residual`
         wrapping each Residual so that its norm is called without module dispatch.
         """
         pairs = [(self.attn_res, self_attention)]
