@@ -17,6 +17,7 @@ dtype choice in glassformer.device, and preset and resume settings in glassforme
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -28,11 +29,13 @@ import torch
 from torch import nn
 
 from . import distributed
+from .budget import PROBE_STEPS, SKIPPED_STEPS, Budget
 from .checkpoint import CheckpointError, check_tensors, check_values, load_tensors_only, save, unique_state_dict
 from .config import check_fields
 from .device import check_device_name, pick_device, pick_dtype
 from .distributed import World
 from .files import atomic_write
+from .muon import Muon, muon_groups
 from .task import Batch, Task
 
 
@@ -41,13 +44,14 @@ class TrainConfig:
     """Training settings, named as nanoGPT names them."""
 
     max_iters: int = 2000
-    max_time: float = 0.0  # seconds of training after which the run stops early; 0 = no limit
+    max_time: float = 0.0  # seconds the run may take (steps and evaluations); the schedule is planned to fit; 0 = none
     batch_size: int = 12  # sequences per micro-batch (language modelling)
     batch_tokens: int = 4096  # tokens per micro-batch, padding included (translation)
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-3
     min_lr: float = 1e-4
-    lr_schedule: str = "cosine"  # "cosine" (warmup + cosine), "noam" (2017 paper), "constant"
+    lr_schedule: str = "cosine"  # "cosine" (warmup + cosine), "wsd" (warmup-stable-decay), "noam" (2017 paper), "constant"
+    decay_fraction: float = 0.5  # "wsd": the last fraction of lr_decay_iters, over which the rate falls linearly to min_lr
     warmup_iters: int = 100
     lr_decay_iters: int | None = None  # None -> max_iters
     weight_decay: float = 0.1
@@ -64,10 +68,18 @@ class TrainConfig:
     dtype: str = "auto"  # "bfloat16" runs matrix work under autocast; "auto" where the hardware has bf16 units
     compile: bool = False  # torch.compile the training forward (pays on GPUs; 0-7% on small CPU models)
     parallel: str = "ddp"  # under torchrun: "ddp" (replicated model) or "fsdp" (FSDP2, sharded model)
+    optimizer: str = "adamw"  # "adamw", or "muon": Muon for the blocks' matrices, AdamW for the rest (glassformer.muon)
+    muon_lr: float = 0.02  # Muon's peak learning rate (the schedule scales it as it scales learning_rate)
+    muon_momentum: float = 0.95
+    muon_momentum_start: float = 0.85  # Muon's momentum at the first step, rising to muon_momentum ...
+    muon_momentum_warmup: int = 0  # ... over this many steps (0: muon_momentum from the start)
+    muon_ns_steps: int = 5  # Newton-Schulz iterations per Muon update
 
     def __post_init__(self):
-        if self.lr_schedule not in ("cosine", "noam", "constant"):
-            raise ValueError(f"lr_schedule must be cosine, noam or constant; got {self.lr_schedule!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {self.lr_schedule!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"dtype must be auto, float32 or bfloat16; got {self.dtype!r}")
         if self.parallel not in distributed.PARALLEL:
@@ -80,14 +92,19 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [{low:g}, {high:g}{')' if high_open else ']'}; got {value!r}")
 
 
+LR_SCHEDULES = ("cosine", "wsd", "noam", "constant")
+OPTIMIZERS = ("adamw", "muon")
 # Integer settings: (lowest, highest). Floats: (lowest, highest, whether highest is excluded); all must be finite.
 TRAIN_LIMITS = {name: (1, 10**12) for name in ("max_iters", "batch_size", "batch_tokens", "gradient_accumulation_steps",
                                                "eval_interval", "eval_iters", "log_interval", "lr_decay_iters")}
-TRAIN_LIMITS.update(warmup_iters=(0, 10**12), seed=(0, 2**63 - 1))
+TRAIN_LIMITS.update(warmup_iters=(0, 10**12), seed=(0, 2**63 - 1), muon_momentum_warmup=(0, 10**12),
+                    muon_ns_steps=(1, 50))
 TRAIN_FLOAT_RANGES = {
     "max_time": (0.0, math.inf, True), "learning_rate": (0.0, 1e3, False), "min_lr": (0.0, 1e3, False),
     "weight_decay": (0.0, 1e3, False), "beta1": (0.0, 1.0, True), "beta2": (0.0, 1.0, True),
     "grad_clip": (0.0, math.inf, True), "label_smoothing": (0.0, 1.0, True), "val_fraction": (0.0, 1.0, True),
+    "decay_fraction": (0.0, 1.0, False), "muon_lr": (0.0, 1e3, False), "muon_momentum": (0.0, 1.0, True),
+    "muon_momentum_start": (0.0, 1.0, True),
 }
 
 
@@ -119,6 +136,10 @@ def check_resume_state(state, path: Path) -> None:
         raise CheckpointError(f"{path}: 'model' must map tensor names to tensors")
     if "task" in state and not isinstance(state["task"], dict):
         raise CheckpointError(f"{path}: 'task' must be a dict; got {type(state['task']).__name__}")
+    budget = state.get("budget")
+    if budget is not None and not (isinstance(budget, dict) and all(
+            isinstance(budget.get(key), (int, float)) for key in ("planned", "spent", "made"))):
+        raise CheckpointError(f"{path}: 'budget' must hold the time plan's numbers planned, spent and made")
 
 
 class TrainingError(RuntimeError):
@@ -130,7 +151,8 @@ def learning_rate(it: int, cfg: TrainConfig, d_model: int) -> float:
 
     Args:
         it: the iteration, 0-based.
-        cfg: the schedule and its settings (lr_schedule, learning_rate, min_lr, warmup_iters, lr_decay_iters).
+        cfg: the schedule and its settings (lr_schedule, learning_rate, min_lr, warmup_iters, lr_decay_iters,
+            decay_fraction).
         d_model: the model width, which scales the "noam" schedule.
 
     Returns:
@@ -147,28 +169,43 @@ def learning_rate(it: int, cfg: TrainConfig, d_model: int) -> float:
         return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
     if it > decay_iters:
         return cfg.min_lr
+    if cfg.lr_schedule == "wsd":  # the peak until the last decay_fraction of decay_iters, then linear to min_lr
+        decay_start = decay_iters - cfg.decay_fraction * decay_iters
+        if it <= decay_start:
+            return cfg.learning_rate
+        return cfg.learning_rate + (cfg.min_lr - cfg.learning_rate) * (it - decay_start) / (decay_iters - decay_start)
     ratio = (it - cfg.warmup_iters) / max(decay_iters - cfg.warmup_iters, 1)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; matrices and embeddings decay, biases and norm scales do not.
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW, or Muon for the blocks' matrices with AdamW for the rest (cfg.optimizer);
+    matrices and embeddings decay, biases and norm scales do not.
 
     Args:
         model: the model whose trainable parameters are optimised.
-        cfg: learning_rate, weight_decay, beta1, beta2.
+        cfg: optimizer, learning_rate, weight_decay, beta1, beta2, and Muon's muon_* settings.
         device: where the model is (the fused update runs on CPUs and CUDA GPUs).
 
     Returns:
-        The optimizer, with two parameter groups: decayed (dim >= 2) then not decayed.
+        AdamW with two parameter groups, decayed (dim >= 2) then not decayed; or glassformer.muon.Muon
+        with three, the blocks' matrices (Muon), the other matrices, then the vectors.
     """
+    # One fused kernel for the whole update; sharded (DTensor) parameters take the foreach path.
+    fused = device.type in ("cpu", "cuda") and not distributed.is_sharded(model)
+    if cfg.optimizer == "muon":
+        if distributed.is_sharded(model):
+            raise ValueError("optimizer muon orthogonalises whole matrices; it does not run with parallel=fsdp")
+        return Muon(muon_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
+                    lr_ratio=cfg.muon_lr / cfg.learning_rate if cfg.learning_rate > 0 else 0.0,
+                    momentum=cfg.muon_momentum, momentum_start=cfg.muon_momentum_start,
+                    momentum_warmup=cfg.muon_momentum_warmup, ns_steps=cfg.muon_ns_steps,
+                    betas=(cfg.beta1, cfg.beta2), fused=fused)
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    # One fused kernel for the whole update; sharded (DTensor) parameters take the foreach path.
-    fused = device.type in ("cpu", "cuda") and not distributed.is_sharded(model)
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 
@@ -248,6 +285,9 @@ class Trainer:
         self.best_score = math.inf
         self.show_progress = sys.stderr.isatty() if progress is None else progress
         self.d_model = model.config.d_model  # the "noam" schedule scales with it
+        # With a time budget the schedule is planned to end inside it (glassformer.budget).
+        self.budget = Budget(cfg.max_time, cfg.max_iters, cfg.max_iters) if cfg.max_time > 0 else None
+        self.clock = time.perf_counter  # every duration the trainer measures (a test may put a fake clock here)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -279,6 +319,7 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "task": self.task.state_dict(),
             "train_config": json.dumps(asdict(self.cfg)),
+            "budget": self.budget_state(),
         }
 
     def save_resume(self) -> None:
@@ -313,6 +354,8 @@ class Trainer:
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.task.load_state_dict(state.get("task", {}))
+        if self.budget is not None and isinstance(state.get("budget"), dict):  # the run's plan and the time spent
+            self.budget = Budget.from_state(state["budget"], self.cfg.max_time, self.cfg.max_iters)
 
     def save_model(self) -> None:
         """Writes the model directory (weights, config.json, tokenizer) from process 0; every process waits."""
@@ -355,7 +398,7 @@ class Trainer:
         """One optimizer step over `gradient_accumulation_steps` micro-batches -> (this process's
         share of the mean loss, as a tensor; tokens of the global batch)."""
         cfg = self.cfg
-        lr = learning_rate(self.iter, cfg, self.d_model)
+        lr = learning_rate(self.iter, self.schedule, self.d_model)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         steps = cfg.gradient_accumulation_steps
@@ -376,8 +419,29 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return total_loss, tokens
 
+    @property
+    def end(self) -> int:
+        """The iteration the run ends at: the recipe's max_iters, or the time budget's plan."""
+        return self.budget.planned if self.budget is not None else self.cfg.max_iters
+
+    @property
+    def schedule(self) -> TrainConfig:
+        """The settings the learning rate follows: the recipe's, with the plan's iteration count.
+
+        A plan shorter (or, up to the recipe's, longer) than the recipe keeps the schedule's shape:
+        the decay ends at the plan's last iteration (lr_decay_iters scaled with it) and the warmup
+        keeps its length, up to half of the plan."""
+        cfg = self.cfg
+        if self.budget is None or self.end == cfg.max_iters:
+            return cfg
+        end = max(self.end, 1)
+        decay = end if cfg.lr_decay_iters in (None, cfg.max_iters) else max(1, round(cfg.lr_decay_iters * end
+                                                                                    / cfg.max_iters))
+        return dataclasses.replace(cfg, max_iters=end, lr_decay_iters=decay,
+                                   warmup_iters=min(cfg.warmup_iters, end // 2))
+
     def run(self, resume: bool = False) -> dict:
-        """Trains until max_iters; returns the final evaluation."""
+        """Trains until the end iteration (max_iters, or the time budget's plan); returns the final evaluation."""
         if self.world.main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.world.barrier()
@@ -388,45 +452,86 @@ class Trainer:
             (self.out / "log.jsonl").unlink(missing_ok=True)
         self.model.train()
         cfg = self.cfg
-        progress = Progress(cfg.max_iters, self.iter, enabled=self.show_progress and self.world.main,
+        progress = Progress(self.end, self.iter, enabled=self.show_progress and self.world.main,
                             silent=not self.world.main)
         metrics: dict = {}
-        self.run_start = window_start = time.perf_counter()
+        self.run_start = window_start = self.clock()
         window_tokens = 0
         self.training_time, out_of_time = 0.0, False
+        # For the plan: the steps timed (all but this process's first few), and the last evaluation and checkpoint.
+        steps_run, timed_steps, timed_s, eval_s, checkpoint_s = 0, 0, 0.0, 0.0, 0.0
         try:
             while True:
-                if self.iter % cfg.eval_interval == 0 or self.iter == cfg.max_iters or out_of_time:
+                if self.iter % cfg.eval_interval == 0 or self.iter >= self.end or out_of_time:
+                    eval_start = self.clock()
                     metrics = self.evaluate()
+                    saving = self.clock()
+                    if self.budget is not None and timed_steps and not out_of_time and self.iter < self.end:
+                        self.plan(timed_s / timed_steps, saving - eval_start + checkpoint_s, progress)
                     self.on_evaluation(metrics, progress)
-                    window_start = time.perf_counter()  # evaluation time is not training time
-                if self.iter >= cfg.max_iters or out_of_time:
+                    checkpoint_s = self.clock() - saving
+                    eval_s = self.clock() - eval_start
+                    window_start = self.clock()  # evaluation time is not training time
+                if self.iter >= self.end or out_of_time:
                     break
-                step_start = time.perf_counter()
+                step_start = self.clock()
                 loss_share, tokens = self.train_step()
-                self.training_time += time.perf_counter() - step_start
                 # One collective per step: the global loss, and whether any process ran out of time
                 # (they must all stop at the same iteration).
-                loss, late = self.world.sum([loss_share.item(), float(cfg.max_time > 0 and
-                                                                    self.training_time >= cfg.max_time)])
+                loss = loss_share.item()
+                step_s = self.clock() - step_start
+                self.training_time += step_s
+                late = self.budget is not None and self.elapsed() + eval_s > self.budget.seconds
+                loss, late = self.world.sum([loss, float(late)])
                 out_of_time = late > 0
                 if not math.isfinite(loss):
                     raise TrainingError(f"the loss became {loss} at iteration {self.iter}; training stopped. "
                                         f"The last good checkpoint is kept in {self.out}")
                 self.iter += 1
                 window_tokens += tokens
+                steps_run += 1
+                if steps_run > SKIPPED_STEPS:
+                    timed_steps, timed_s = timed_steps + 1, timed_s + step_s
+                if self.budget is not None and not self.budget.made and timed_steps == PROBE_STEPS - SKIPPED_STEPS:
+                    self.plan(timed_s / timed_steps, eval_s, progress)
                 if self.iter % cfg.log_interval == 0:
-                    elapsed = time.perf_counter() - window_start
+                    elapsed = self.clock() - window_start
                     rate = window_tokens / elapsed if elapsed > 0 else 0.0
-                    self.log({"iter": self.iter, "train_loss": loss, "lr": learning_rate(self.iter - 1, cfg,
+                    self.log({"iter": self.iter, "train_loss": loss, "lr": learning_rate(self.iter - 1, self.schedule,
                               self.d_model), "tokens_per_s": rate})
                     progress.update(self.iter, loss, rate)
-                    window_tokens, window_start = 0, time.perf_counter()
+                    window_tokens, window_start = 0, self.clock()
         finally:
             progress.close()
             if self.world.main:
                 self.plot()
+        if out_of_time:
+            progress.message(f"the time budget (max_time {cfg.max_time:g} s) ran out at iteration {self.iter}, "
+                             f"before the planned {self.end}: this machine slowed down during the run")
         return metrics
+
+    def elapsed(self) -> float:
+        """Seconds of the run so far: this process's loop, and the loops of the runs it resumes."""
+        return self.clock() - self.run_start + (self.budget.spent if self.budget is not None else 0.0)
+
+    def budget_state(self) -> dict | None:
+        """The time plan as resume.pt keeps it, with the seconds spent up to now."""
+        if self.budget is None:
+            return None
+        return {**self.budget.state_dict(), "spent": self.elapsed()}
+
+    def plan(self, step_s: float, eval_s: float, progress: Progress) -> None:
+        """Sets the end iteration so the rest of the run fits the budget; every process takes the mean plan."""
+        before, first = self.end, not self.budget.made
+        own = self.budget.replan(self.iter, self.elapsed() - self.budget.spent, step_s, eval_s, self.cfg.eval_interval)
+        self.budget.planned = round(self.world.sum([float(own)])[0] / self.world.size)
+        if self.budget.planned == before and not first:
+            return
+        self.log({"event": "plan", "iter": self.iter, "max_iters": self.budget.planned, "step_s": round(step_s, 4),
+                  "eval_s": round(eval_s, 3), "budget_s": self.cfg.max_time, "elapsed_s": round(self.elapsed(), 3)})
+        progress.set_total(self.budget.planned)
+        progress.message(f"plan: {self.budget.planned} iterations of {self.cfg.max_iters} fit the "
+                         f"{self.cfg.max_time:g} s budget ({step_s:.3f} s per step, {eval_s:.1f} s per evaluation)")
 
     def on_evaluation(self, metrics: dict, progress: Progress) -> None:
         """Keeps the model if it scores best so far, writes resume.pt, logs the metrics and shows them."""
@@ -471,6 +576,12 @@ class Progress:
         """Moves the bar to iteration `it`, showing the loss and tokens per second."""
         if self.bar is not None:
             self.bar.update(self.task, completed=it, status=f"loss {loss:.4f}  {rate:,.0f} tok/s")
+
+    def set_total(self, total: int) -> None:
+        """The run's new length (a time budget's plan)."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.update(self.task, total=total)
 
     def message(self, text: str) -> None:
         """One line above the bar, or on stderr without one."""
