@@ -1,40 +1,60 @@
-"""Time to target: wall time of a training recipe until validation loss reaches a target.
+"""Time to target: wall time of a training recipe until validation loss reaches a target, against nanoGPT's.
 
-    python bench/time_to_target.py                                   # shakespeare-char-fast, one run
-    python bench/time_to_target.py --preset shakespeare-char-cpu --max-train-s 0   # nanoGPT's recipe, uncapped
+    python bench/time_to_target.py                                   # the default preset, one run
+    python bench/time_to_target.py --seeds 3 --nanogpt ~/src/nanoGPT  # 3 seeds, and nanoGPT's CPU recipe
+    python bench/time_to_target.py --preset shakespeare-char-cpu --max-train-s 0   # nanoGPT's recipe, ours, uncapped
     python bench/time_to_target.py --preset shakespeare-char-fast --set learning_rate=3e-3
     python bench/time_to_target.py --preset shakespeare-char-fast --preset shakespeare-char-cpu --repeat 3
 
 Trains on tiny-shakespeare (../shared/data, or --data) exactly as `glassformer train lm` does
-and prints one JSON line per preset: the first evaluation at or under --target (its iteration,
-and seconds since training started including evaluations: median_s, min_s and max_s over the
---repeat runs, elapsed_s and train_s, the steps alone, at the median), the final validation
-loss and, the stricter check, the final model's loss over every token of the validation split.
-Several presets take turns, one run each per repeat, so that a drift of a shared machine lands
-on all of them; every run starts from the same seed, so only the times differ between repeats.
+and prints one JSON line per preset and seed: the first evaluation at or under --target (its
+iteration, and seconds since training started including evaluations: median_s, min_s and
+max_s over the --repeat runs, elapsed_s and train_s, the steps alone, at the median), the
+final validation loss and, the stricter check, the final model's loss over every token of the
+validation split (`eval_lm`). --seeds N runs seeds 1337, 1, 2, ... N-1; a last line per preset
+("worst_seed") gives the slowest seed's time, and whether every seed reached the target.
 
-The default, shakespeare-char-fast once (800 iterations), takes about 30 s on a quiet 2-core
-CPU. So that it ends within 3 minutes on a busy one too, each run stops after --max-train-s
-(default 120) seconds of training steps, and then reports "reached": false if the target was
-not met by then; --max-train-s 0 lifts the cap (shakespeare-char-cpu, 2000 iterations, takes
-75-160 s of training on the same CPU).
+--nanogpt DIR also runs nanoGPT's own train.py from a checkout of it, with its README's CPU
+recipe (4 layers, 4 heads, d 128, block 64, batch 12, 2000 iterations, eval_iters 20), on the
+same text: the benchmark writes the train.bin, val.bin and meta.pkl its prepare.py would (first
+90% train, last 10% validation, uint16 ids of the sorted characters) into a temporary copy, so
+nothing is downloaded. Its line gives the whole process's wall time and its evaluations, and
+each of our lines its ratio to that ("speedup": nanoGPT's wall time over ours to the target).
+All contenders take turns, one run each per repeat, so that a drift of a shared machine lands
+on all of them; runs of one seed differ only in their times.
+
+Each of our runs stops after --max-train-s (default 120) seconds of training steps, and then
+reports "reached": false if the target was not met by then; --max-train-s 0 lifts the cap.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import pickle
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timing, alternate, emit  # noqa: E402
 
-from glassformer.lm import eval_lm, train_lm  # noqa: E402
+from glassformer.lm import DEFAULT_PRESET, eval_lm, train_lm  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+SEEDS = (1337, 1, 2, 3, 4, 5, 6, 7, 8, 9)  # --seeds N takes the first N; 1337 is every preset's own
+# nanoGPT's CPU recipe, as its README gives it
+NANOGPT_RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
+                  "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
+                  "--n_embd=128", "--max_iters=2000", "--lr_decay_iters=2000", "--dropout=0.0"]
+NANOGPT_EVAL = re.compile(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)")
 
 
 def evaluations(run: Path) -> list[dict]:
@@ -42,47 +62,113 @@ def evaluations(run: Path) -> list[dict]:
     return [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "val_loss" in r]
 
 
+def nanogpt_workdir(checkout: Path, text: str, root: Path) -> Path:
+    """A directory nanoGPT's train.py runs in: its files linked, data/shakespeare_char/ written as
+    its prepare.py writes it (first 90% of the characters train, the rest validation)."""
+    work = root / "nanogpt"
+    data = work / "data" / "shakespeare_char"
+    data.mkdir(parents=True)
+    for name in ("train.py", "model.py", "configurator.py", "config"):
+        if not (checkout / name).exists():
+            raise SystemExit(f"--nanogpt {checkout}: no {name}; give a nanoGPT checkout")
+        (work / name).symlink_to((checkout / name).resolve())
+    chars = sorted(set(text))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    split = int(len(text) * 0.9)
+    ids = np.array([stoi[ch] for ch in text], dtype=np.uint16)
+    ids[:split].tofile(data / "train.bin")
+    ids[split:].tofile(data / "val.bin")
+    with open(data / "meta.pkl", "wb") as f:
+        pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, f)
+    return work
+
+
+def run_nanogpt(work: Path, evals: list[list[tuple[int, float]]]) -> None:
+    """One run of nanoGPT's train.py with its CPU recipe; appends its (iteration, val loss) evaluations."""
+    result = subprocess.run([sys.executable, "train.py", *NANOGPT_RECIPE], cwd=work, capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": ""})
+    if result.returncode != 0:
+        raise SystemExit(f"nanoGPT's train.py failed:\n{result.stderr[-2000:]}")
+    evals.append([(int(m[1]), float(m[3])) for m in NANOGPT_EVAL.finditer(result.stdout)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", dest="presets", action="append", metavar="PRESET",
-                        help="a training preset; give several to compare them (default: shakespeare-char-fast)")
+                        help=f"a training preset; give several to compare them (default: {DEFAULT_PRESET})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--target", type=float, default=1.88)
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each preset")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each contender")
+    parser.add_argument("--seeds", type=int, default=1, choices=range(1, len(SEEDS) + 1), metavar="N",
+                        help=f"seeds per preset: the first N of {', '.join(map(str, SEEDS))} (default 1)")
+    parser.add_argument("--nanogpt", metavar="DIR", help="a nanoGPT checkout: also run its train.py's CPU recipe")
     parser.add_argument("--max-train-s", type=float, default=120.0,
                         help="stop a run after this many seconds of training steps; 0: no cap (default 120)")
-    parser.add_argument("--out", help="keep the runs under this directory, as PRESET-N (default: a temporary one)")
+    parser.add_argument("--out", help="keep our runs under this directory, as PRESET-sSEED-N (default: a temporary)")
     args = parser.parse_args()
-    presets = args.presets or ["shakespeare-char-fast"]
-    overrides = [f"max_time={args.max_train_s}", *args.overrides]  # a --set max_time=... wins
+    presets = args.presets or [DEFAULT_PRESET]
+    seeds = SEEDS[:args.seeds]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out or tmp)
-        runs: dict[str, list[Path]] = {preset: [] for preset in presets}
+        runs: dict[tuple[str, int], list[Path]] = {(p, s): [] for p in presets for s in seeds}
 
-        def train(preset: str):
+        def train(preset: str, seed: int):
             def run():
-                out = root / f"{preset}-{len(runs[preset])}"
-                runs[preset].append(out)
+                out = root / f"{preset}-s{seed}-{len(runs[preset, seed])}"
+                runs[preset, seed].append(out)
+                # a --set seed=... or max_time=... given by hand wins
+                overrides = [f"max_time={args.max_train_s}", f"seed={seed}", *args.overrides]
                 train_lm(out, data=args.data, preset=preset, overrides=overrides, progress=False)
             return run
 
-        commands = alternate({preset: train(preset) for preset in presets}, repeat=args.repeat, warmup=0)
-        for preset, command in commands.items():
-            logs = [evaluations(out) for out in runs[preset]]
-            hits = [next((r for r in evals if r["val_loss"] <= args.target), None) for evals in logs]
-            reached = all(hits)
-            first, last = hits[0], logs[0][-1]  # the first run's; the same seed gives every run the same losses
-            to_target = (Timing.of([h["elapsed_s"] for h in hits]).fields() if reached else
-                         {"median_s": None, "min_s": None, "max_s": None, "runs": len(hits)})
-            full = eval_lm(runs[preset][0], args.data)  # the best checkpoint, over the whole validation split
-            emit({"bench": "time_to_target", "preset": preset, "overrides": args.overrides, "target": args.target,
-                  "max_train_s": args.max_train_s, "reached": reached, "iter": first and first["iter"], **to_target,
-                  "elapsed_s": to_target["median_s"],
-                  "train_s": round(statistics.median(h["train_s"] for h in hits), 3) if reached else None,
-                  "final_iter": last["iter"], "final_val_loss": last["val_loss"],
-                  "run_elapsed_s": statistics.median(evals[-1]["elapsed_s"] for evals in logs),
-                  "command_s": round(command.median, 2), "full_split_val_loss": round(full["val_loss"], 4)})
+        contenders = {f"{p} seed {s}": train(p, s) for p, s in runs}
+        nano_evals: list[list[tuple[int, float]]] = []
+        if args.nanogpt:
+            work = nanogpt_workdir(Path(args.nanogpt), Path(args.data).read_text(encoding="utf-8"), Path(tmp))
+            contenders = {"nanogpt": lambda: run_nanogpt(work, nano_evals), **contenders}
+        timings = alternate(contenders, repeat=args.repeat, warmup=0)
+        nano_s = None
+        if args.nanogpt:
+            nano_s = timings["nanogpt"].median
+            last = nano_evals[0][-1]
+            emit({"bench": "time_to_target", "contender": "nanogpt", "recipe": " ".join(NANOGPT_RECIPE),
+                  **timings["nanogpt"].fields(), "wall_s": round(nano_s, 2), "final_iter": last[0],
+                  "final_val_loss": last[1], "reached": any(loss <= args.target for _, loss in nano_evals[0]),
+                  "evaluations": nano_evals[0]})
+        for preset in presets:
+            records = [report(preset, seed, runs[preset, seed], timings[f"{preset} seed {seed}"], args, nano_s)
+                       for seed in seeds]
+            for record in records:
+                emit(record)
+            # a seed that missed the target, or else the slowest one
+            worst = next((r for r in records if not r["reached"]), None) or max(records, key=lambda r: r["elapsed_s"])
+            if len(seeds) > 1:
+                emit({"bench": "time_to_target", "contender": "worst_seed", "preset": preset, "seeds": list(seeds),
+                      **{k: worst[k] for k in ("seed", "reached", "iter", "elapsed_s", "command_s",
+                                               "full_split_val_loss", "speedup")}})
+
+
+def report(preset: str, seed: int, runs: list[Path], command: Timing, args, nano_s: float | None) -> dict:
+    """One preset and seed's JSON line from its runs' logs."""
+    logs = [evaluations(out) for out in runs]
+    hits = [next((r for r in evals if r["val_loss"] <= args.target), None) for evals in logs]
+    reached = all(hits)
+    first, last = hits[0], logs[0][-1]  # the first run's; the same seed gives every run the same losses
+    to_target = (Timing.of([h["elapsed_s"] for h in hits]).fields() if reached else
+                 {"median_s": None, "min_s": None, "max_s": None, "runs": len(hits)})
+    full = eval_lm(runs[0], args.data)  # the best checkpoint, over the whole validation split
+    elapsed = to_target["median_s"]
+    return {"bench": "time_to_target", "contender": "glassformer", "preset": preset, "seed": seed,
+            "overrides": args.overrides, "target": args.target, "max_train_s": args.max_train_s, "reached": reached,
+            "iter": first and first["iter"], **to_target, "elapsed_s": elapsed,
+            "train_s": round(statistics.median(h["train_s"] for h in hits), 3) if reached else None,
+            "final_iter": last["iter"], "final_val_loss": last["val_loss"],
+            "run_elapsed_s": statistics.median(evals[-1]["elapsed_s"] for evals in logs),
+            "command_s": round(command.median, 2), "full_split_val_loss": round(full["val_loss"], 4),
+            "speedup": round(nano_s / elapsed, 2) if nano_s and elapsed else None,
+            "speedup_command": round(nano_s / command.median, 2) if nano_s else None,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 if __name__ == "__main__":

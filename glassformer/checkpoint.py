@@ -345,6 +345,8 @@ def hf_incompatibilities(config: ModelConfig) -> list[str]:
         (config.n_kv_head in (None, config.n_head), f"n_kv_head={config.n_kv_head} (GPT-2 has one K/V per head)"),
         (config.qkv_bias in (None, config.bias), f"qkv_bias={config.qkv_bias} (GPT-2 biases are all or none)"),
         (not config.qk_norm, "qk_norm=true (GPT-2 has no q/k norms)"),
+        (config.activation != "relu2", "activation=relu2 (GPT-2 export writes gelu, gelu_new or relu)"),
+        (not config.embed_norm, "embed_norm=true (GPT-2 has no norm after the embeddings)"),
     ]
     return [reason for ok, reason in checks if not ok]
 

@@ -188,6 +188,9 @@ class GPTConfig(Widths):
     n_classes: int = 0  # >0 adds a classification head on the last hidden state (GPT-1)
     init: str = "gpt2"
     init_std: float = 0.02
+    # modded-nanogpt's options; the defaults leave the model above unchanged.
+    embed_norm: bool = False  # a norm (of kind `norm`) over the embeddings before the first block
+    zero_init: bool = False  # W_O, the feed-forward's down and the (untied) head start at 0
     # Llama, Mistral and Qwen options; the defaults leave the model above unchanged.
     n_kv_head: int | None = None  # key/value heads, each shared by n_head / n_kv_head query heads; None -> n_head
     qkv_bias: bool | None = None  # biases on W_Q, W_K, W_V (Qwen2: true with bias false); None -> bias
@@ -200,6 +203,8 @@ class GPTConfig(Widths):
 
     def __post_init__(self):
         _check_layer_options(self)
+        if self.zero_init and self.tie_weights:
+            raise ValueError("zero_init needs tie_weights false: a zero head tied to the embedding would zero it too")
 
     @property
     def d_model(self) -> int:

@@ -34,6 +34,7 @@ class GPT(nn.Module):
         self.pos_emb, self.rotary = make_positions(c, c.n_embd)
         self.seg_emb = nn.Embedding(c.n_segments, c.n_embd) if c.n_segments else None
         self.drop = nn.Dropout(c.dropout)
+        self.embed_norm = make_norm(c.norm, c.n_embd, c.norm_eps, c.bias) if c.embed_norm else None
         self.blocks = nn.ModuleList(make_block(c) for _ in range(c.n_layer))
         # Pre-LN leaves the residual stream un-normalised, so GPT-2 adds a final norm; post-LN (GPT-1) does not.
         self.final_norm = make_norm(c.norm, c.n_embd, c.norm_eps, c.bias) if c.norm_position == "pre" else None
@@ -41,7 +42,7 @@ class GPT(nn.Module):
         if c.tie_weights:
             self.lm_head.weight = self.tok_emb.weight
         self.cls_head = nn.Linear(c.n_embd, c.n_classes) if c.n_classes else None
-        init_weights(self, c.init, c.init_std, c.n_layer)
+        init_weights(self, c.init, c.init_std, c.n_layer, zero_out=c.zero_init)
 
     @classmethod
     def from_tensors(cls, config: GPTConfig, tensors: dict[str, torch.Tensor]) -> GPT:
@@ -92,6 +93,8 @@ class GPT(nn.Module):
         x, rotary = add_positions(self.tok_emb(ids), past, self.pos_emb, self.rotary)  # (B, T, C)
         if self.seg_emb is not None:
             x = x + self.seg_emb(segment_ids)
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)  # (B, T, C), each position's vector normed
         return self.drop(x) if self.drop.training else x, rotary  # no call at all to an idle dropout
 
     def final(self, x: torch.Tensor) -> torch.Tensor:

@@ -164,6 +164,7 @@ def family_incompatibilities(config) -> list[str]:
         (not (config.qk_norm and config.qkv_bias), "qk_norm with qkv_bias (Qwen3 has no Q/K/V biases)"),
         (config.n_segments == 0, f"n_segments={config.n_segments} (no segment embedding)"),
         (config.n_classes == 0, f"n_classes={config.n_classes} (no classification head)"),
+        (not config.embed_norm, "embed_norm=true (no norm after the embeddings)"),
     ]
     return [reason for ok, reason in checks if not ok]
 

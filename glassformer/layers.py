@@ -457,6 +457,13 @@ def make_norm(kind: str, d_model: int, eps: float, bias: bool) -> nn.Module:
     return RMSNorm(d_model, eps) if kind == "rmsnorm" else LayerNorm(d_model, eps, bias)
 
 
+class ReLUSquared(nn.Module):
+    """relu(x)²: zero for negative inputs, x² for positive ones (Primer, 2021; modded-nanogpt's MLP)."""
+
+    def forward(self, x):
+        return torch.relu(x).square()
+
+
 class Activation(typing.NamedTuple):
     module: typing.Callable[[], nn.Module]  # builds the activation
     gated: bool = False  # down(act(gate(x)) * up(x)) instead of down(act(up(x)))
@@ -465,6 +472,7 @@ class Activation(typing.NamedTuple):
 # The `activation` option's values: adding one here is all a new activation needs.
 ACTIVATIONS = {
     "relu": Activation(nn.ReLU),  # the 2017 paper
+    "relu2": Activation(ReLUSquared),  # relu(x)² (Primer, modded-nanogpt)
     "gelu": Activation(nn.GELU),  # exact erf form (nanoGPT)
     "gelu_tanh": Activation(functools.partial(nn.GELU, approximate="tanh")),  # GPT-2's "gelu_new"
     "swiglu": Activation(nn.SiLU, gated=True),  # Llama's SwiGLU: silu(gate(x)) * up(x)
@@ -617,20 +625,24 @@ def check_ids(ids, vocab_size: int, max_len: int, past: int = 0, name: str = "id
         raise ValueError(f"{name} contain {bad}, outside the vocabulary of size {vocab_size}")
 
 
-def init_weights(model: nn.Module, scheme: str, std: float = 0.02, n_layers: int = 1) -> None:
+def init_weights(model: nn.Module, scheme: str, std: float = 0.02, n_layers: int = 1, zero_out: bool = False) -> None:
     """All weight initialisation, in one place.
 
     "gpt2": N(0, std) for every matrix, and std / sqrt(2 * n_layers) for the projections
     that write into the residual stream (W_O and the feed-forward's down), as GPT-2 does.
     "xavier": Glorot-uniform matrices (2017 paper, torch.nn.Transformer), N(0, 1/sqrt(C)) embeddings.
     Biases start at 0, norm scales at 1.
+    zero_out: W_O, the feed-forward's down and an untied output head (`lm_head`) start at 0
+    (modded-nanogpt): every block starts as the identity and the first logits are uniform.
     """
     embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
             if id(module.weight) in embedding_weights:
                 continue  # tied to an embedding, initialised there
-            if scheme == "gpt2":
+            if zero_out and name.endswith(("o_proj", "ffn.down", "lm_head")):
+                nn.init.zeros_(module.weight)
+            elif scheme == "gpt2":
                 residual_out = name.endswith(("o_proj", "ffn.down"))
                 nn.init.normal_(module.weight, 0.0, std / math.sqrt(2 * n_layers) if residual_out else std)
             else:

@@ -50,8 +50,8 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-3
     min_lr: float = 1e-4
-    lr_schedule: str = "cosine"  # "cosine" (warmup + cosine), "wsd" (warmup-stable-decay), "noam" (2017 paper), "constant"
-    decay_fraction: float = 0.5  # "wsd": the last fraction of lr_decay_iters, over which the rate falls linearly to min_lr
+    lr_schedule: str = "cosine"  # "cosine" (warmup + cosine), "wsd" (warmup-stable-decay), "noam" (2017), "constant"
+    decay_fraction: float = 0.5  # "wsd": the last fraction of lr_decay_iters, the rate falling linearly to min_lr
     warmup_iters: int = 100
     lr_decay_iters: int | None = None  # None -> max_iters
     weight_decay: float = 0.1

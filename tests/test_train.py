@@ -57,10 +57,12 @@ def tiny_run(out, max_iters=30, **train):
     return Trainer(model, task, cfg, out, progress=False)
 
 
-def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
-    full = tiny_run(tmp_path / "full").run()
+@pytest.mark.parametrize("settings", [{}, dict(optimizer="muon", muon_lr=0.02, muon_momentum_warmup=25)],
+                         ids=["adamw", "muon"])
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch, settings):
+    full = tiny_run(tmp_path / "full", **settings).run()
 
-    interrupted = tiny_run(tmp_path / "cut")
+    interrupted = tiny_run(tmp_path / "cut", **settings)
     original_step = Trainer.train_step
 
     def dying_step(self):  # a crash at iteration 25, after the checkpoint of iteration 20
@@ -73,7 +75,7 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
         interrupted.run()
     monkeypatch.setattr(Trainer, "train_step", original_step)
     assert torch.load(tmp_path / "cut" / "resume.pt", weights_only=True)["iter"] == 20
-    resumed = tiny_run(tmp_path / "cut").run(resume=True)
+    resumed = tiny_run(tmp_path / "cut", **settings).run(resume=True)
     assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-6)
 
 

@@ -238,3 +238,28 @@ def test_grouped_query_attention_q_k_norms_and_llama3_rope_recompute(chars, n_kv
 
         title = narrate(w.step("dec.0.self.kv0.k"), "en")[0]
         assert f"K/V head 1, shared by query heads 1–{group}" in title
+
+
+@pytest.mark.parametrize("position", ["learned", "rope"])
+@pytest.mark.parametrize("norm_position", ["pre", "post"])
+def test_speedrun_options_recompute(position, norm_position, chars):
+    """relu2, the norm after the embeddings and zero_init (here perturbed, so that nothing is 0) are
+    walked through like the other options, with segments and a learned table as extra embedding terms."""
+    torch.manual_seed(7)
+    model = GPT(GPTConfig(vocab_size=chars.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=12, d_ff=20,
+                          norm="rmsnorm" if position == "rope" else "layernorm", position=position,
+                          norm_position=norm_position, activation="relu2", embed_norm=True, zero_init=True,
+                          tie_weights=False, n_segments=2 if position == "learned" else 0)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    w = gpt_walkthrough(model, chars, "the lazy dog")
+    data = as_json(w)
+    assert check(data) == []
+    ops = {s["id"]: s["op"] for s in data["steps"]}
+    assert ops["embed.norm"] in ("rms_norm", "layer_norm") and ops["dec.0.ffn.act"] == "relu2"
+    ids = chars.encode("the lazy dog")
+    segments = torch.zeros(1, len(ids), dtype=torch.long) if model.seg_emb is not None else None
+    with torch.no_grad():
+        logits = model(torch.tensor([ids]), segment_ids=segments)[0].numpy()
+    assert np.array_equal(w.step("logits").values, logits)

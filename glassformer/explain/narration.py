@@ -209,6 +209,10 @@ NARRATION: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "en": ("Activation: ReLU", "The non-linearity: negative values become 0."),
         "zh": ("激活函数：ReLU", "非线性：负数变成 0。"),
     }),
+    "act_relu2": ("ReLU²(x) = max(0, x)²", {
+        "en": ("Activation: ReLU²", "The non-linearity: negative values become 0, positive ones are squared."),
+        "zh": ("激活函数：ReLU²", "非线性：负数变成 0，正数取平方。"),
+    }),
     "act_gelu": ("GELU(x) = x · Φ(x) = x · ½(1 + erf(x/√2))", {
         "en": ("Activation: GELU", "The non-linearity: each value is weighted by the probability that a standard normal lies below it, so negatives are damped, not cut."),
         "zh": ("激活函数：GELU", "非线性：每个值乘以标准正态分布小于它的概率，负数被压小而不是截断。"),

@@ -119,6 +119,7 @@ OPS = {
     "std": _row_std,
     "rms": _row_rms,
     "relu": lambda x, params: np.maximum(x, 0),
+    "relu2": lambda x, params: np.maximum(x, 0) ** 2,
     "gelu": _gelu,
     "gelu_tanh": _gelu_tanh,
     "silu": lambda x, params: x / (1 + np.exp(-x)),

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..layers import LayerNorm, RMSNorm
+from ..layers import LayerNorm, ReLUSquared, RMSNorm
 from ..trace import Trace
 from .recompute import LEAVES
 
@@ -244,6 +244,8 @@ def activation_op(module: nn.Module) -> str:
     """The op an activation module computes (checked against the module, not assumed from the config)."""
     if isinstance(module, nn.ReLU):
         return "relu"
+    if isinstance(module, ReLUSquared):
+        return "relu2"
     if isinstance(module, nn.SiLU):
         return "silu"
     if isinstance(module, nn.GELU):
@@ -340,15 +342,24 @@ def embedding_steps(s: Steps, prefix: str, ids: list[int], table: str, call: int
         seg_table = s.weight(f"{prefix}embed.segments.table", "segment_table", "seg_emb.weight")
         parts.append(s.add(f"{prefix}embed.segments", "embedding", "segments", rec(trace, "seg_emb"),
                            [seg_table, seg_ids]))
-    if len(parts) == 1:
-        return x
+    embed_norm = "embed_norm" if prefix == "" and s.model.embed_norm is not None else None  # GPT's option
+    if len(parts) > 1:
+        x = embedding_sum_step(s, prefix, parts, rec(trace, "embed_norm.in") if embed_norm else None)
+    if embed_norm:  # the embeddings normed before the first layer
+        x = norm_steps(s, f"{prefix}embed.norm", embed_norm, x, rec(trace, "embed_norm.in"))
+    return x
+
+
+def embedding_sum_step(s: Steps, prefix: str, parts: list[str], values=None) -> str:
+    """The embedding terms' sum; its values are the first block's input unless given (a norm follows)."""
     terms = {"embedding": "X", "embedding_scaled": "X·√d_model", "positions_learned": "P[pos]",
              "positions_sinusoidal": "PE", "segments": "S[segment]"}
     steps = {step.id: step for step in s.list[-8:]}
     fill = {"terms": " + ".join(terms[steps[part].kind] for part in parts)}
     first_block = "blocks.0" if prefix == "" else ("encoder.0" if prefix == "enc." else "decoder.0")
-    return s.add(f"{prefix}embed.sum", "add", "embedding_sum", rec(trace, f"{first_block}.attn_res.in"), parts,
-                 fill=fill)
+    if values is None:
+        values = rec(s.trace, f"{first_block}.attn_res.in")
+    return s.add(f"{prefix}embed.sum", "add", "embedding_sum", values, parts, fill=fill)
 
 
 def causal_mask_step(s: Steps, id: str, t: int) -> str:
