@@ -115,3 +115,22 @@ def test_translation_on_two_sharded_processes_trains_like_one(tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         runs.append(out)
     assert_same_training(*runs)
+
+
+def test_fine_tuning_a_qwen_directory_on_two_sharded_processes_trains_like_one(corpus, tmp_path):
+    """`train lm --init-from` a Hugging Face Qwen2 directory (grouped-query attention, Q/K/V biases) under
+    FSDP2 gives the weights, moments and losses of one process."""
+    pytest.importorskip("transformers")
+    from test_families import hf_model, tiny_tokenizer_files
+
+    qwen = tmp_path / "qwen"
+    hf_model("qwen2", n_head=4, n_kv_head=2).save_pretrained(qwen)
+    tiny_tokenizer_files(qwen)
+    extra = ["--init-from", str(qwen), "--set", "max_iters=4"]
+    train(corpus, tmp_path / "one", 1, *extra)
+    train(corpus, tmp_path / "two", 2, *extra, "--set", "parallel=fsdp")
+    assert_same_training(tmp_path / "one", tmp_path / "two")
+    from glassformer import load
+
+    model, tok = load(tmp_path / "two")  # the family model, whole, with its tokenizer
+    assert model.config.n_kv_head == 2 and model.config.qkv_bias and tok.eos_ids == [2, 0]
