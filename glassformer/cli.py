@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "bundled with glassformer)")
     lm.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char")
     lm.add_argument("--vocab-size", type=int, help="vocabulary size for word/bpe tokenizers")
-    lm.add_argument("--preset", default="shakespeare-char-fast", help="named model + training settings")
+    lm.add_argument("--preset", default="shakespeare-char-speedrun", help="named model + training settings")
     lm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a setting, e.g. --set max_iters=500 (repeatable)")
     lm.add_argument("--val-fraction", type=float, help="last fraction of the text kept for validation (0.1)")

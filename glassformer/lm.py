@@ -41,7 +41,7 @@ from .tokenizers import load_tokenizer, train_tokenizer
 from .train import TrainConfig, run_training
 
 BUNDLED = "bundled"  # what the run records as its data when no --data was given
-DEFAULT_PRESET = "shakespeare-char-fast"  # the fastest recipe measured (README: Speed and scale)
+DEFAULT_PRESET = "shakespeare-char-speedrun"  # the fastest recipe measured (README: Speed and scale)
 
 
 class LMTask:

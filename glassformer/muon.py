@@ -37,26 +37,26 @@ def newton_schulz(g: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.fl
     a σ + b σ³ + c σ⁵ and leaves the singular vectors alone.
 
     Args:
-        g: the matrix (2-D).
+        g: the matrix (m, n), or a stack of them (..., m, n), each orthogonalised on its own.
         steps: Newton–Schulz iterations.
         dtype: what the matmuls run in.
         coefficients: (a, b, c).
         eps: keeps a zero matrix from dividing by zero.
 
     Returns:
-        The orthogonalised matrix, in `dtype`, shape (m, n).
+        The orthogonalised matrix, in `dtype`, of g's shape.
     """
     a, b, c = coefficients
     x = g.to(dtype)
-    tall = x.size(0) > x.size(1)
+    tall = x.size(-2) > x.size(-1)
     if tall:  # work with the short side: X Xᵀ is (min, min)
-        x = x.T
-    x = x / (x.norm() + eps)
+        x = x.mT
+    x = x / (torch.linalg.matrix_norm(x, keepdim=True) + eps)  # each matrix by its own Frobenius norm
     for _ in range(steps):
-        gram = x @ x.T  # (m, m)
-        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)  # b XXᵀ + c (XXᵀ)²
-        x = torch.addmm(x, poly, x, beta=a)  # a X + (b XXᵀ + c (XXᵀ)²) X
-    return x.T if tall else x
+        gram = x @ x.mT  # (..., m, m)
+        poly = b * gram + c * (gram @ gram)  # b XXᵀ + c (XXᵀ)²
+        x = a * x + poly @ x  # a X + (b XXᵀ + c (XXᵀ)²) X
+    return x.mT if tall else x
 
 
 def newton_schulz_dtype(device: torch.device) -> torch.dtype:
@@ -120,23 +120,27 @@ class Muon(torch.optim.Optimizer):
 
     def _muon(self, group: dict, params: list[torch.Tensor]) -> None:
         lr = group["lr"] * group["lr_ratio"]
+        by_shape: dict[torch.Size, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         for p in params:
             state = self.state[p]
             if not state:
                 state["step"] = torch.zeros((), dtype=torch.float32)
                 state["momentum_buffer"] = torch.zeros_like(p)
             state["step"] += 1
-            t = int(state["step"].item())
+            t = float(state["step"])
             warmup = group["momentum_warmup"]
             mu = group["momentum"] if warmup <= 0 else group["momentum_start"] + min(t / warmup, 1.0) * (
                 group["momentum"] - group["momentum_start"])
             buf = state["momentum_buffer"]
             buf.mul_(mu).add_(p.grad)  # B = μ B + g
-            nesterov = p.grad.add(buf, alpha=mu)  # g + μ B
-            update = newton_schulz(nesterov, group["ns_steps"], newton_schulz_dtype(p.device))
-            if group["weight_decay"]:
-                p.mul_(1 - lr * group["weight_decay"])
-            p.add_(update.to(p.dtype), alpha=-lr * update_scale(p.shape))
+            by_shape.setdefault(p.shape, []).append((p, p.grad.add(buf, alpha=mu)))  # Nesterov: g + μ B
+        for shape, pairs in by_shape.items():  # the matrices of one shape orthogonalised as one stack
+            updates = newton_schulz(torch.stack([n for _, n in pairs]), group["ns_steps"],
+                                    newton_schulz_dtype(pairs[0][0].device))  # (k, m, n)
+            for (p, _), update in zip(pairs, updates):
+                if group["weight_decay"]:
+                    p.mul_(1 - lr * group["weight_decay"])
+                p.add_(update.to(p.dtype), alpha=-lr * update_scale(shape))
 
     def _adamw(self, group: dict, params: list[torch.Tensor]) -> None:
         for p in params:

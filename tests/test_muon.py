@@ -117,3 +117,10 @@ def test_bad_optimizer_settings_are_refused_naming_the_key():
         TrainConfig(muon_ns_steps=0)
     with pytest.raises(ValueError, match="not 2-D"):
         Muon([{"params": [torch.nn.Parameter(torch.zeros(3))], "muon": True}])
+
+
+def test_a_stack_of_matrices_is_orthogonalised_matrix_by_matrix():
+    torch.manual_seed(4)
+    g = torch.randn(3, 20, 12)
+    # each matrix scaled by its own norm: the stack's result is the matrices' results, stacked
+    torch.testing.assert_close(newton_schulz(g), torch.stack([newton_schulz(m) for m in g]), rtol=1e-6, atol=1e-6)

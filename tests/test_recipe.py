@@ -1,0 +1,99 @@
+"""The speedrun options (relu2, embed_norm, zero_init) and the warmup-stable-decay schedule, each against
+a plain re-computation; saved, loaded and refused by export like the other options."""
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from glassformer import GPT, GPTConfig
+from glassformer.checkpoint import CheckpointError, export_hf, load, save
+from glassformer.config import PRESETS, config_from_dict
+from glassformer.layers import FeedForward
+from glassformer.lm import DEFAULT_PRESET
+from glassformer.tokenizers import CharTokenizer
+from glassformer.train import TrainConfig, learning_rate
+
+OPTIONS = dict(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=16, d_ff=40, bias=False, norm="rmsnorm",
+               position="rope", activation="relu2", embed_norm=True, zero_init=True, tie_weights=False)
+
+
+def test_wsd_schedule_by_hand():
+    cfg = TrainConfig(lr_schedule="wsd", learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=100,
+                      decay_fraction=0.5)
+    # warmup as the cosine schedule's: (it + 1) / (warmup + 1) of the peak; flat to iteration 50;
+    # then a straight line from 1e-3 at 50 to 1e-4 at 100; 1e-4 after.
+    expected = {0: 1e-3 / 11, 9: 1e-3 * 10 / 11, 10: 1e-3, 30: 1e-3, 50: 1e-3, 60: 1e-3 - 9e-4 * 10 / 50,
+                75: 5.5e-4, 99: 1e-3 - 9e-4 * 49 / 50, 100: 1e-4, 150: 1e-4}
+    for it, lr in expected.items():
+        assert learning_rate(it, cfg, 0) == pytest.approx(lr, rel=1e-12), it
+    with pytest.raises(ValueError, match="lr_schedule must be one of cosine, wsd"):
+        TrainConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="decay_fraction must be in"):
+        TrainConfig(decay_fraction=1.5)
+
+
+def test_relu2_feed_forward_is_down_of_relu_squared():
+    torch.manual_seed(0)
+    ffn = FeedForward(8, 20, "relu2", bias=True)
+    x = torch.randn(3, 5, 8)
+    hidden = x @ ffn.up.weight.T + ffn.up.bias
+    by_hand = torch.where(hidden > 0, hidden * hidden, torch.zeros(())) @ ffn.down.weight.T + ffn.down.bias
+    torch.testing.assert_close(ffn(x), by_hand)
+
+
+def test_embed_norm_is_an_rms_norm_of_the_embeddings():
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(**{**OPTIONS, "zero_init": False}))
+    with torch.no_grad():
+        model.embed_norm.weight.uniform_(0.5, 1.5)  # a gain that is not all ones
+    ids = torch.randint(0, 30, (2, 7))
+    e = model.tok_emb.weight[ids]
+    by_hand = e / torch.sqrt((e * e).mean(-1, keepdim=True) + model.config.norm_eps) * model.embed_norm.weight
+    torch.testing.assert_close(model.embed(ids)[0], by_hand)
+
+
+def test_zero_init_starts_every_block_as_the_identity_and_the_logits_at_zero():
+    torch.manual_seed(2)
+    model = GPT(GPTConfig(**OPTIONS))
+    for i in range(2):
+        assert not model.blocks[i].self_attn.o_proj.weight.any() and not model.blocks[i].ffn.down.weight.any()
+    assert not model.lm_head.weight.any() and model.tok_emb.weight.std() > 0.01  # the embedding is not zeroed
+    ids = torch.randint(0, 30, (2, 9))
+    x, rotary = model.embed(ids)
+    assert torch.equal(model.blocks[0](x, is_causal=True, rotary=rotary), x)  # both sublayers add 0
+    assert not model(ids).any()  # uniform prediction: the first loss is ln V
+    with pytest.raises(ValueError, match="zero_init needs tie_weights false"):
+        GPTConfig(**{**OPTIONS, "tie_weights": True})
+
+
+def test_options_save_load_and_export_refusal(tmp_path):
+    torch.manual_seed(3)
+    model = GPT(GPTConfig(**{**OPTIONS, "zero_init": False})).eval()
+    tok = CharTokenizer.train("abcdefghijklmnopqrstuvwxyz .,")
+    save(model, tmp_path / "m", tokenizer=tok)
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())["config"]
+    assert config_from_dict("gpt", saved) == model.config  # every field round-trips through the dataclass
+    loaded, _ = load(tmp_path / "m")
+    ids = torch.randint(0, 30, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids), model(ids), rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match="embed_norm=true"):
+        export_hf(model, tmp_path / "hf")
+    plain = GPT(dataclasses.replace(model.config, norm="layernorm", position="learned", embed_norm=False))
+    with pytest.raises(CheckpointError, match="activation=relu2"):
+        export_hf(plain, tmp_path / "hf2")
+
+
+def test_the_default_preset_is_the_speedrun_and_its_first_loss_is_uniform():
+    preset = PRESETS[DEFAULT_PRESET]
+    assert DEFAULT_PRESET == "shakespeare-char-speedrun" and "shakespeare-char-fast" in PRESETS
+    model = GPT(dataclasses.replace(preset.model, vocab_size=65))
+    ids = torch.randint(0, 65, (2, 64))
+    logits = model(ids)
+    if preset.model.zero_init:
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids.flatten())
+        assert loss.item() == pytest.approx(math.log(65), rel=1e-6)
+    TrainConfig(**preset.train)  # its training settings are valid
