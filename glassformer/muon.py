@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.optim.adamw import adamw
 
+from .layers import Block
+
 # The quintic iteration's coefficients (Keller Jordan's): they push small singular values up
 # fast, leaving every singular value in about [0.7, 1.2] after 5 steps rather than exactly 1.
 COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -158,9 +160,11 @@ class Muon(torch.optim.Optimizer):
 
 
 def muon_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """The model's trainable parameters in three groups: the blocks' matrices (Muon), the other
-    matrices (embeddings, output head: AdamW with weight decay), vectors (norm gains, biases: AdamW, no decay)."""
-    hidden = {id(p) for block in _blocks(model) for p in block.parameters() if p.dim() == 2}
+    """The model's trainable parameters in three groups: the Transformer layers' (layers.Block) matrices
+    (Muon), the other matrices (embeddings, output head: AdamW with weight decay), vectors (norm gains,
+    biases: AdamW, no decay)."""
+    hidden = {id(p) for block in model.modules() if isinstance(block, Block) for p in block.parameters()
+              if p.dim() == 2}
     params = [p for p in model.parameters() if p.requires_grad]
     return [
         {"params": [p for p in params if id(p) in hidden], "muon": True, "weight_decay": weight_decay},
@@ -168,13 +172,3 @@ def muon_groups(model: nn.Module, weight_decay: float) -> list[dict]:
          "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "muon": False, "weight_decay": 0.0},
     ]
-
-
-def _blocks(model: nn.Module) -> list[nn.Module]:
-    """The Transformer layers of a GPT (model.blocks) or Seq2Seq (model.encoder, model.decoder)."""
-    found = []
-    for name in ("blocks", "encoder", "decoder"):
-        child = getattr(model, name, None)
-        if isinstance(child, nn.ModuleList):
-            found.extend(child)
-    return found

@@ -258,6 +258,11 @@ def test_speedrun_options_recompute(position, norm_position, chars):
     assert check(data) == []
     ops = {s["id"]: s["op"] for s in data["steps"]}
     assert ops["embed.norm"] in ("rms_norm", "layer_norm") and ops["dec.0.ffn.act"] == "relu2"
+    from glassformer.explain.narration import narrate
+    for step in w.steps:  # every step titled and explained in both languages
+        en, zh = narrate(step, "en", True), narrate(step, "zh", True)
+        assert en[0] and zh[0] and en[0] != zh[0] and any("\u4e00" <= ch <= "\u9fff" for ch in zh[0] + zh[1]), step.id
+    assert "max(0, x)²" in narrate(w.step("dec.0.ffn.act"), "en")[2]
     ids = chars.encode("the lazy dog")
     segments = torch.zeros(1, len(ids), dtype=torch.long) if model.seg_emb is not None else None
     with torch.no_grad():
