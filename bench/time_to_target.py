@@ -23,8 +23,9 @@ each of our lines its ratio to that ("speedup": nanoGPT's wall time over ours to
 All contenders take turns, one run each per repeat, so that a drift of a shared machine lands
 on all of them; runs of one seed differ only in their times.
 
-Each of our runs stops after --max-train-s (default 120) seconds of training steps, and then
-reports "reached": false if the target was not met by then; --max-train-s 0 lifts the cap.
+Each of our runs gets --max-train-s (default 120) seconds as its time budget (`max_time`: on a
+machine too slow for the recipe the schedule is shortened to fit), and reports "reached": false
+if the target was not met; --max-train-s 0 lifts the budget.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def main() -> None:
                         help=f"seeds per preset: the first N of {', '.join(map(str, SEEDS))} (default 1)")
     parser.add_argument("--nanogpt", metavar="DIR", help="a nanoGPT checkout: also run its train.py's CPU recipe")
     parser.add_argument("--max-train-s", type=float, default=120.0,
-                        help="stop a run after this many seconds of training steps; 0: no cap (default 120)")
+                        help="each run's time budget (max_time) in seconds; 0: none (default 120)")
     parser.add_argument("--out", help="keep our runs under this directory, as PRESET-sSEED-N (default: a temporary)")
     args = parser.parse_args()
     presets = args.presets or [DEFAULT_PRESET]
