@@ -244,6 +244,8 @@ def attribute(model: nn.Module, ids, target: int) -> Attribution:
     n_layer = model.config.n_layer
     embeddings = {"token_embedding": "tok_emb", "position_embedding": "pos_emb", "segment_embedding": "seg_emb"}
     embeddings = {key: name for key, name in embeddings.items() if getattr(model, name) is not None}
+    if model.embed_norm is not None:  # the stream starts from the normed sum: one term, not its parts
+        embeddings = {"normed_embedding": "embed_norm"}
     names = ["final_norm.in", *embeddings.values(), *map(head_name, range(n_layer)),
              *(f"blocks.{i}.ffn.down" for i in range(n_layer))]
     with inference(model):

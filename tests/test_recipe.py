@@ -97,3 +97,16 @@ def test_the_default_preset_is_the_speedrun_and_its_first_loss_is_uniform():
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids.flatten())
         assert loss.item() == pytest.approx(math.log(65), rel=1e-6)
     TrainConfig(**preset.train)  # its training settings are valid
+
+
+def test_attribution_sums_to_the_logit_with_the_embedding_norm():
+    from glassformer.analysis import attribute
+
+    torch.manual_seed(4)
+    model = GPT(GPTConfig(**{**OPTIONS, "zero_init": False})).eval()
+    ids = torch.randint(0, 30, (1, 9))
+    result = attribute(model, ids, 5)
+    with torch.no_grad():
+        assert result.logit == pytest.approx(float(model(ids)[0, -1, 5]), abs=1e-6)
+    assert set(result.remaining) == {"normed_embedding"}  # the normed sum is where the stream starts
+    assert result.total() == pytest.approx(result.logit, abs=1e-4)
