@@ -10,10 +10,14 @@ vocabulary 151936, tied embeddings, Q/K/V biases, rope_theta 1e6) with random we
 by transformers and saved with save_pretrained in float32 (about 2 GB, in a temporary
 directory); glassformer.load reads the same files.
 
-Speed: batch 1, a 128-token prompt, 128 new tokens, greedy, float32; glassformer.generate
-against transformers' generate, taking turns after one warm-up each; the tokens must be
-identical (checked). Prints one JSON line per model: median/min/max seconds of a generation,
-new tokens/s and the ratio to transformers'.
+Speed: batch 1, a 128-token prompt, 128 new tokens, greedy; glassformer.generate in float32
+(the default), with weight-only int8 storage (glassformer.quant) and with bfloat16 weights
+(`--options`), against transformers' generate in float32, taking turns after one warm-up each.
+Prints one JSON line per contender: median/min/max seconds of a generation, ms per token and new
+tokens/s at the median, the ratio to transformers', whether float32's tokens are identical to
+transformers', the decode step's weight floor (bench/floor.py: weight bytes, the time to read
+them once, one row through every matmul), and for the options their largest logit difference
+to float32 (teacher-forced over float32's greedy text) and their greedy tokens' agreement.
 
 Memory: glassformer.load in a fresh Python process, its peak resident set (VmHWM) against
 the bytes of the weights, and the same process's resident set after importing torch and
@@ -33,9 +37,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import alternate, emit, offline  # noqa: E402
+from floor import agreement, logit_difference, weight_floor  # noqa: E402
 
 import glassformer  # noqa: E402
 from glassformer.generate import generate  # noqa: E402
+from glassformer.quant import quantize  # noqa: E402
 
 QWEN25_05B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
                   intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True, rope_theta=1e6,
@@ -80,25 +86,40 @@ def measure_load(directory: Path) -> dict:
 
 
 def bench_speed(directory: Path, hf, args) -> None:
-    ours, _ = glassformer.load(directory)
+    ours = {"glassformer": glassformer.load(directory, dtype="float32")[0]}
+    if "int8" in args.options:
+        ours["glassformer-int8"] = quantize(glassformer.load(directory, dtype="float32")[0], "int8")
+    if "bf16" in args.options:
+        ours["glassformer-bf16"] = glassformer.load(directory, dtype="bfloat16")[0]
     prompt = torch.randint(0, QWEN25_05B["vocab_size"], (1, args.prompt), generator=torch.Generator().manual_seed(1))
 
-    def run_ours():
-        return generate(ours, prompt, args.new, temperature=0)
+    def run(model):
+        return lambda: generate(model, prompt, args.new, temperature=0)
 
     def run_hf():
         with torch.inference_mode():
             return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new,
                                min_new_tokens=args.new, do_sample=False, pad_token_id=0).tolist()
 
-    same = run_ours() == run_hf()  # also each model's warm-up run
-    timings = alternate({"glassformer": run_ours, "hf-qwen2": run_hf}, repeat=args.repeat, warmup=0)
+    contenders = {name: run(model) for name, model in ours.items()} | {"hf-qwen2": run_hf}
+    texts = {name: fn() for name, fn in contenders.items()}  # also each contender's warm-up run
+    same = texts["glassformer"] == texts["hf-qwen2"]
+    extra: dict[str, dict] = {name: {} for name in contenders}
+    extra["glassformer"]["greedy_identical_to_hf"] = same
+    reference = torch.tensor(texts["glassformer"])  # (1, prompt + new)
+    for name in ours.keys() - {"glassformer"}:
+        extra[name] |= logit_difference(ours["glassformer"], ours[name], reference)
+        extra[name]["greedy_agreement_with_fp32"] = round(agreement(texts["glassformer"], texts[name], args.prompt), 4)
+    for name, model in ours.items():
+        extra[name] |= weight_floor(model.decode_step(1), runs=2, chunks=3)
+    timings = alternate(contenders, repeat=args.repeat, warmup=0)
     speed = {name: args.new / timing.median for name, timing in timings.items()}
     for name, timing in timings.items():
         emit({"bench": "families-generate", "model": name, "shape": "qwen2.5-0.5b", "batch": 1,
-              "prompt": args.prompt, "new": args.new, "dtype": "float32", **timing.fields(),
+              "prompt": args.prompt, "new": args.new, **timing.fields(),
+              "ms_per_token": round(timing.median / args.new * 1e3, 2),
               "new_tokens_per_s": round(speed[name], 2), "vs_hf": round(speed[name] / speed["hf-qwen2"], 2),
-              "greedy_identical": same})
+              **extra[name]})
 
 
 def main() -> None:
@@ -108,7 +129,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--options", default="int8,bf16",
+                        help="our weight options timed besides float32, comma-separated: int8, bf16 (empty: none)")
     args = parser.parse_args()
+    args.options = [o for o in args.options.split(",") if o]
+    if set(args.options) - {"int8", "bf16"}:
+        parser.error(f"--options takes int8 and bf16; got {','.join(args.options)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     offline()

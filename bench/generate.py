@@ -2,18 +2,25 @@
 
     python bench/generate.py --batch 1
     python bench/generate.py --batch 8 --sample
+    python bench/generate.py --batch 1 --profile      # also: where a decode step's time goes
 
-A 64-token prompt and 256 new tokens on a 6-layer / 6-head / d 384 GPT. Greedy outputs
-must be identical (checked). The two models take turns, one generation each per repeat, after
-one warm-up each; prints one JSON line per model with the median, min and max seconds of a
-generation, new tokens/s at the median and its ratio to Hugging Face's. The default, four
-generations per model, takes under half a minute on a quiet 2-core CPU (nearly 3 minutes on
-one busy with other jobs).
+A 64-token prompt and 256 new tokens on a 6-layer / 6-head / d 384 GPT. Contenders:
+glassformer as it is (float32, the default), the same with weight-only int8 storage
+(`quant.quantize`, an explicit option) and with its weights in bfloat16 (`--dtype bfloat16`),
+and Hugging Face's generate in float32. Greedy float32 outputs must be identical (checked). The
+models take turns, one generation each per repeat, after one warm-up each; prints one JSON line
+per contender with the median, min and max seconds of a generation, ms and new tokens/s at the
+median, and the ratio to Hugging Face's. Our lines carry the weight floor of their decode step
+(bench/floor.py: the weight bytes, the time to read them all once, and one row through every
+matmul); the int8 and bfloat16 lines also carry their largest logit difference to float32 (every
+position of the float32 greedy text, teacher-forced, against the largest float32 logit) and the
+share of greedy tokens that agree with float32's. Under 1.5 minutes on a quiet 2-core CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -21,9 +28,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import alternate, emit, offline  # noqa: E402
+from floor import agreement, logit_difference, profile_decode, weight_floor  # noqa: E402
 
-from glassformer import GPT, GPTConfig, generate  # noqa: E402
+from glassformer import GPT, GPTConfig  # noqa: E402
 from glassformer.checkpoint import tensors_to_hf  # noqa: E402
+from glassformer.generate import generate  # noqa: E402
+from glassformer.quant import quantize  # noqa: E402
+
+
+def options(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Our contenders: the model as it is (float32) and with each explicit weight option."""
+    return {"glassformer": model, "glassformer-int8": quantize(copy.deepcopy(model), "int8"),
+            "glassformer-bf16": copy.deepcopy(model).to(torch.bfloat16)}
 
 
 def main() -> None:
@@ -33,40 +49,59 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=256)
     parser.add_argument("--sample", action="store_true", help="top-k 50 sampling instead of greedy")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--profile", action="store_true", help="also profile our decode steps (one JSON line each)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     offline()
     import transformers
 
     cfg = GPTConfig(vocab_size=512, block_size=args.prompt + args.new, n_layer=6, n_head=6, n_embd=384)
     torch.manual_seed(0)
-    ours = GPT(cfg).eval()
+    ours = options(GPT(cfg).eval())
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
         vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
         n_head=cfg.n_head)).eval()
-    hf.load_state_dict(tensors_to_hf(ours), strict=False)
+    hf.load_state_dict(tensors_to_hf(ours["glassformer"]), strict=False)
     prompt = torch.randint(0, cfg.vocab_size, (args.batch, args.prompt), generator=torch.Generator().manual_seed(1))
     sampling = dict(temperature=1.0, top_k=50) if args.sample else dict(temperature=0.0)
     hf_sampling = dict(do_sample=True, top_k=50) if args.sample else dict(do_sample=False)
 
-    def run_ours():
-        return generate(ours, prompt, args.new, seed=0, **sampling)
+    def run(model):
+        return lambda: generate(model, prompt, args.new, seed=0, **sampling)
 
     def run_hf():
         with torch.inference_mode():
             return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new,
                                min_new_tokens=args.new, pad_token_id=0, **hf_sampling).tolist()
 
-    same = None
-    if not args.sample:  # the check is also each model's warm-up run
-        same = run_ours() == run_hf()
+    contenders = {name: run(model) for name, model in ours.items()} | {"hf-gpt2": run_hf}
+    extra: dict[str, dict] = {name: {} for name in contenders}
+    if not args.sample:  # the checks are also each contender's warm-up run
+        texts = {name: fn() for name, fn in contenders.items()}
+        same = texts["glassformer"] == texts["hf-gpt2"]
         assert same, "greedy outputs differ: the two models do not compute the same thing"
-    timings = alternate({"glassformer": run_ours, "hf-gpt2": run_hf}, repeat=args.repeat, warmup=int(args.sample))
+        extra["glassformer"]["greedy_identical_to_hf"] = same
+        reference = torch.tensor(texts["glassformer"])  # (B, prompt + new)
+        for name in ("glassformer-int8", "glassformer-bf16"):
+            extra[name] |= logit_difference(ours["glassformer"], ours[name], reference)
+            extra[name]["greedy_agreement_with_fp32"] = round(agreement(texts["glassformer"], texts[name],
+                                                                        args.prompt), 4)
+    for name, model in ours.items():
+        extra[name] |= weight_floor(model.decode_step(args.batch))
+    timings = alternate(contenders, repeat=args.repeat, warmup=int(args.sample))
     speed = {name: args.batch * args.new / timing.median for name, timing in timings.items()}
     for name, timing in timings.items():
         emit({"bench": "generate", "model": name, "batch": args.batch, "prompt": args.prompt, "new": args.new,
               "mode": "sample" if args.sample else "greedy", **timing.fields(),
+              "ms_per_token": round(timing.median / args.new * 1e3, 3),
               "new_tokens_per_s": round(speed[name], 1), "vs_hf": round(speed[name] / speed["hf-gpt2"], 2),
-              "greedy_identical": same})
+              **extra[name]})
+    if args.profile:
+        for name, model in ours.items():
+            emit({"bench": "generate-profile", "model": name, "batch": args.batch, "prompt": args.prompt,
+                  "new": args.new, **profile_decode(run(model), args.new)})
 
 
 if __name__ == "__main__":

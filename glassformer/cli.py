@@ -103,7 +103,7 @@ def cmd_sample(args) -> int:
 
     sample(args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
            args.num_samples, args.stop, args.device, write, notice, chat=args.chat, system=args.system,
-           dtype=args.dtype)
+           dtype=args.dtype, weights=args.weights)
     print()
     return 0
 
@@ -367,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the prompt is a user's turn, rendered with the model's chat template; prints the answer")
     sample.add_argument("--system", help="--chat: a system turn before the user's")
     sample.add_argument("--dtype", choices=DTYPE_CHOICES, help="the weights' dtype (auto: as stored where native)")
+    sample.add_argument("--weights", choices=["float", "int8"], default="float",
+                        help="int8: store the matrices as int8 with a scale per output channel, a quarter of the "
+                             "float32 bytes to read per token (logits move slightly; see bench/generate.py)")
     sample.set_defaults(func=cmd_sample)
 
     evaluate = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="task", required=True,

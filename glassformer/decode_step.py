@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import Block, KVCache, feed_forward, residual_input, residual_output, wire
+from .quant import Int8Linear, int8_linear
 
 if TYPE_CHECKING:
     from .gpt import GPT
@@ -32,7 +34,7 @@ class DecodeStep:
         self.model = model
         self.rows = rows
         self.layers = [DecodeLayer(block, rows) for block in model.blocks]
-        self.lm_head = DecodeLinear(model.lm_head.weight, None, rows)
+        self.lm_head = DecodeLinear([model.lm_head], rows)
 
     def __call__(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
         x, rotary = self.model.embed(ids, cache.length)
@@ -48,18 +50,16 @@ class DecodeLayer:
 
     def __init__(self, block: Block, rows: int):
         attn, ffn = block.self_attn, block.ffn
-        projections = (attn.q_proj, attn.k_proj, attn.v_proj)
-        qkv_bias = torch.cat([p.bias for p in projections]) if attn.q_proj.bias is not None else None
-        qkv_weight = torch.cat([p.weight for p in projections])  # ((h + 2*h_kv)*d, C): W_Q, W_K, W_V stacked
+        projections = [attn.q_proj, attn.k_proj, attn.v_proj]
         self.attn, self.core, self.act = attn, attn.core.forward, ffn.act.forward
         self.widths = [p.out_features for p in projections]  # h*d, h_kv*d, h_kv*d
         self.heads = (attn.n_head, attn.n_kv_head, attn.n_kv_head)
         self.qk_norm = (attn.q_norm.forward, attn.k_norm.forward) if attn.q_norm is not None else None
-        self.qkv = DecodeLinear(qkv_weight, qkv_bias, rows)
-        self.o_proj = DecodeLinear(attn.o_proj.weight, attn.o_proj.bias, rows)
-        self.up = DecodeLinear(ffn.up.weight, ffn.up.bias, rows)
-        self.gate = DecodeLinear(ffn.gate.weight, ffn.gate.bias, rows) if ffn.gate is not None else None
-        self.down = DecodeLinear(ffn.down.weight, ffn.down.bias, rows)
+        self.qkv = DecodeLinear(projections, rows)  # W_Q, W_K, W_V stacked: ((h + 2*h_kv)*d, C)
+        self.o_proj = DecodeLinear([attn.o_proj], rows)
+        self.up = DecodeLinear([ffn.up], rows)
+        self.gate = DecodeLinear([ffn.gate], rows) if ffn.gate is not None else None
+        self.down = DecodeLinear([ffn.down], rows)
         self.wiring = block.sublayers(self.self_attention, self.feed_forward, residual=DecodeResidual)
         self.cache, self.rotary = None, None  # this step's: set by DecodeStep before each call
 
@@ -91,20 +91,35 @@ class DecodeResidual:
 
 
 class DecodeLinear:
-    """x (rows, in) -> x Wᵀ + b, nn.Linear's map, for a few rows at a time.
+    """x (rows, in) -> x Wᵀ + b for one or more of the model's linear maps stacked (W_Q, W_K, W_V
+    as one matmul), nn.Linear's map, for a few rows at a time.
 
     For 4 or more rows MKL's matmul is up to twice as fast with W stored (in, out), as
     GPT-2's Conv1D keeps it, than with nn.Linear's (out, in) (measured on CPU: 25 matmuls of
     a 6-layer d384 model at 8 rows, 5.6 ms against 7.8 ms); so there the weight is copied
     transposed once. For 1 to 3 rows both are as fast, and the model's weight is used as is.
+    Int8 weights (quant.Int8Linear, each output row with its scale) stack the same way and
+    multiply through quant.int8_linear.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, rows: int):
+    def __init__(self, linears: list[nn.Module], rows: int):
+        def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
+            return tensors[0] if len(tensors) == 1 else torch.cat(tensors)  # rows of each map, one after another
+
+        first = linears[0]
+        self.bias = stacked([m.bias for m in linears]) if first.bias is not None else None
+        self.int8 = isinstance(first, Int8Linear)
+        if self.int8:
+            self.q, self.scale = stacked([m.q for m in linears]), stacked([m.scale for m in linears])
+            self.transposed = False
+            return
+        weight = stacked([m.weight for m in linears])  # (out, in)
         self.transposed = rows >= 4
         self.weight = weight.t().contiguous() if self.transposed else weight  # (in, out) or (out, in)
-        self.bias = bias
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.int8:
+            return int8_linear(x, self.q, self.scale, self.bias)
         if not self.transposed:
             return F.linear(x, self.weight, self.bias)
         return x @ self.weight if self.bias is None else torch.addmm(self.bias, x, self.weight)

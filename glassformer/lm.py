@@ -245,24 +245,29 @@ def end_ids(tok) -> list[int] | None:
 def sample(model_dir, prompt: str | None = None, max_new_tokens: int = 500, temperature: float = 0.8,
            top_k: int | None = 200, top_p: float | None = None, seed: int | None = 1337, num_samples: int = 1,
            stop: list[str] = (), device: str = "auto", write=None, notice=None, chat: bool = False,
-           system: str | None = None, dtype: str | None = None) -> list[str]:
+           system: str | None = None, dtype: str | None = None, weights: str = "float") -> list[str]:
     """Generates `num_samples` continuations of `prompt`, streaming each one's text through `write`.
 
     chat: the prompt is the user's turn, rendered with the model's chat template (after
     `system`'s turn), and only the answer is written. dtype: the weights' ("auto", "float32",
-    "bfloat16", "float16"; see glassformer.load). Generation stops at any of the model's end ids.
+    "bfloat16", "float16"; see glassformer.load). weights: "int8" stores the model's matrices as
+    int8 with one scale per output channel (glassformer.quant), "float" as loaded. Generation stops
+    at any of the model's end ids.
     """
     from .generate import TextStream, partial_stop, stream, trim_at_stop
+    from .quant import check_weights, quantize
 
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1; got {num_samples}")
     if system is not None and not chat:
         raise ValueError("--system is the conversation's first turn; it needs --chat")
+    check_weights(weights)
     model, tok = load(model_dir, pick_device(device), dtype=dtype)
     if tok is None:
         raise ValueError(f"{model_dir} has no tokenizer; it cannot read or write text")
     if not isinstance(model, GPT):
         raise ValueError(f"{model_dir} holds a translation model; use `glassformer translate`")
+    quantize(model, weights)
     if chat:
         ids, unseen = chat_ids(tok, prompt or "", system), []
     else:

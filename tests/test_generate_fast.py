@@ -2,8 +2,8 @@
 the blocks' own functions with fused and transposed matmuls) against the modules with the
 static KV cache, a concatenating cache written here, and full recomputation; for every
 architecture variant, 1 row and rows enough for the transposed-weight matmuls, across
-block_size, with sampling, stop strings and streaming; and the readable path whenever the
-model is observed."""
+block_size, with sampling, stop strings and streaming, with float and int8 weights
+(glassformer.quant); and the readable path whenever the model is observed."""
 
 import pytest
 import torch
@@ -12,6 +12,7 @@ from conftest import build_tiny_gpt as tiny_gpt
 from conftest import random_ids as prompt
 
 from glassformer.generate import generate, stream
+from glassformer.quant import quantize
 from glassformer.tokenizers import CharTokenizer
 from glassformer.trace import Trace, observe
 
@@ -59,8 +60,9 @@ class ConcatCache:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("B", [1, 5])  # 5 rows: the transposed weight copies (DecodeLinear)
-def test_decode_step_logits_match_static_cache_concat_cache_and_recompute(variant, B):
-    model = tiny_gpt(**VARIANTS[variant])
+@pytest.mark.parametrize("weights", ["float", "int8"])  # int8: the step stacks int8 rows and their scales
+def test_decode_step_logits_match_static_cache_concat_cache_and_recompute(variant, B, weights):
+    model = quantize(tiny_gpt(**VARIANTS[variant]), weights)
     x = prompt(B, BLOCK)
     fast_cache, static_cache, concat_cache = model.new_cache(), model.new_cache(), ConcatCache(2)
     with torch.inference_mode():
@@ -68,7 +70,8 @@ def test_decode_step_logits_match_static_cache_concat_cache_and_recompute(varian
         for cache in (fast_cache, static_cache, concat_cache):
             torch.testing.assert_close(model.next_logits(x[:, :5], cache), full[:, 4], atol=1e-5, rtol=1e-5)
         step = model.decode_step(B)
-        assert step is not None and all(layer.qkv.transposed == (B >= 4) for layer in step.layers)
+        assert step is not None and all(layer.qkv.transposed == (B >= 4 and weights == "float")
+                                        and layer.qkv.int8 == (weights == "int8") for layer in step.layers)
         for t in range(5, BLOCK):
             fast = step(x[:, t : t + 1], fast_cache)  # (B, V)
             static = model(x[:, t : t + 1], cache=static_cache)[:, -1]
@@ -111,6 +114,16 @@ def test_fast_generation_equals_readable_and_recomputed_past_block_size(variant,
     assert fast == readable_generate(model, x, 30, **sampling)
     assert fast == generate(model, x, 30, use_cache=False, **sampling)
     assert all(len(row) == 36 for row in fast)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("B", [1, 5])
+def test_int8_fast_generation_equals_readable_and_recomputed(variant, B):
+    model = quantize(tiny_gpt(**VARIANTS[variant]))
+    x = prompt(B, 6)
+    fast = generate(model, x, 30, temperature=0)
+    assert fast == readable_generate(model, x, 30, temperature=0)
+    assert fast == generate(model, x, 30, use_cache=False, temperature=0)
 
 
 def test_fast_path_is_used_only_without_observers():

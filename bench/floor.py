@@ -1,0 +1,108 @@
+"""What a batch-1 decode step cannot go below, and where its time goes: shared by bench/generate.py
+and bench/families.py.
+
+  weight floor   every matrix the step multiplies by, read once: the bytes summed with
+                 torch (`stream_ms`), and one row multiplied by each of them as the step's
+                 DecodeLinear maps do (`matvec_ms`), in the step's order, so that each comes
+                 from memory rather than from a cache that held it for the previous call
+  profile        torch.profiler over whole decode steps: each op's own time summed into
+                 weight matmuls, attention, norms and activations, and other ops; what the
+                 wall clock shows beyond all ops is Python and dispatch
+  options        a weight option's logits and greedy tokens against float32's
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+MATMULS = ("aten::addmm", "aten::mm", "aten::_weight_int8pack_mm", "aten::matmul", "aten::linear")
+ATTENTION = ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::bmm", "aten::_softmax",
+             "aten::_safe_softmax", "aten::masked_fill", "aten::scaled_dot_product_attention")
+ELEMENTWISE = ("aten::native_layer_norm", "aten::_fused_rms_norm", "aten::rms_norm", "aten::gelu", "aten::silu",
+               "aten::relu", "aten::mul", "aten::add", "aten::sub", "aten::neg", "aten::layer_norm",
+               "aten::add_", "aten::cat")
+
+
+def best_ms(fn, runs: int, chunks: int = 5) -> float:
+    """Milliseconds of one call of fn: the fastest of `chunks` averages over `runs` calls (a floor,
+    so the fastest; steadier on a shared machine than the median), after one warm-up chunk."""
+    for _ in range(runs):
+        fn()
+    best = float("inf")
+    for _ in range(chunks):
+        start = time.perf_counter()
+        for _ in range(runs):
+            fn()
+        best = min(best, (time.perf_counter() - start) / runs)
+    return best * 1e3
+
+
+def step_linears(step) -> list:
+    """The DecodeLinear maps a decode step multiplies by, in the order it calls them."""
+    maps = []
+    for layer in step.layers:
+        maps += [layer.qkv, layer.o_proj] + ([layer.gate] if layer.gate is not None else []) + [layer.up, layer.down]
+    return maps + [step.lm_head]
+
+
+def weight_floor(step, runs: int = 20, chunks: int = 5) -> dict:
+    """The step's weight bytes and the two floors: all bytes summed once (stream), one row through
+    every matmul (matvec); milliseconds, the fastest of several repeats."""
+    maps = step_linears(step)
+    tensors = [m.q if m.int8 else m.weight for m in maps]
+    rows = {t.size(0 if not m.int8 and m.transposed else 1) for m, t in zip(maps, tensors)}
+    dtype = step.model.tok_emb.weight.dtype
+    x = {n: torch.randn(1, n, dtype=dtype) for n in rows}
+
+    def stream():
+        for t in tensors:
+            t.sum(dtype=torch.float32)
+
+    def matvec():
+        for m, t in zip(maps, tensors):
+            m(x[t.size(0 if not m.int8 and m.transposed else 1)])
+
+    with torch.inference_mode():
+        return {"weight_mb": round(sum(t.numel() * t.element_size() for t in tensors) / 1e6, 2),
+                "matmuls": len(maps), "stream_floor_ms": round(best_ms(stream, runs, chunks), 3),
+                "matvec_floor_ms": round(best_ms(matvec, runs, chunks), 3)}
+
+
+def profile_decode(generate_once, new_tokens: int) -> dict:
+    """ms per generated token split by what the ops do, from torch.profiler over one generation
+    (prompt included, a small share at these lengths), and the same generation timed without
+    the profiler; Python and dispatch = unprofiled wall time - all ops' own time (the profiler
+    slows ops a little, so this is a lower bound)."""
+    generate_once()  # warm-up
+    start = time.perf_counter()
+    generate_once()
+    wall = (time.perf_counter() - start) * 1e3 / new_tokens
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        generate_once()
+    split = {"weight_matmuls": 0.0, "attention": 0.0, "norms_activations_residuals": 0.0, "other_ops": 0.0}
+    for event in prof.key_averages():
+        ms = event.self_cpu_time_total / 1e3 / new_tokens
+        kind = ("weight_matmuls" if event.key in MATMULS else "attention" if event.key in ATTENTION
+                else "norms_activations_residuals" if event.key in ELEMENTWISE else "other_ops")
+        split[kind] += ms
+    ops = sum(split.values())
+    return {"wall_ms_per_token": round(wall, 3), **{f"{k}_ms": round(v, 3) for k, v in split.items()},
+            "python_dispatch_ms": round(max(wall - ops, 0.0), 3)}
+
+
+def agreement(reference: list[list[int]], other: list[list[int]], prompt_len: int) -> float:
+    """The share of generated positions where two greedy generations chose the same token."""
+    pairs = [(a, b) for ra, rb in zip(reference, other) for a, b in zip(ra[prompt_len:], rb[prompt_len:])]
+    return sum(a == b for a, b in pairs) / len(pairs)
+
+
+def logit_difference(reference: torch.nn.Module, other: torch.nn.Module, ids: torch.Tensor) -> dict:
+    """Largest |logit difference| over every position of ids (B, T), teacher-forced, and the
+    largest |logit| of the reference, for scale."""
+    with torch.inference_mode():
+        want, got = reference(ids).float(), other(ids).float()  # (B, T, V)
+    return {"max_logit_diff": round(float((got - want).abs().max()), 5),
+            "max_abs_logit": round(float(want.abs().max()), 3)}

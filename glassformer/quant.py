@@ -1,0 +1,126 @@
+"""Weight-only int8 storage for generation, an explicit option (never the default).
+
+At batch 1 a decode step multiplies one vector by every weight matrix, so its time is the time
+to read the weights: 43 MB in float32 for a 6-layer d384 GPT (more than a 32 MB L3 cache holds),
+1.98 GB for Qwen2.5-0.5B. Stored as int8 with one float scale per output channel they take a
+quarter of the bytes:
+
+    W ≈ scale[:, None] * q,   q = round(W / scale[:, None]) in [-127, 127],   scale = max_j |W_ij| / 127
+
+so each weight is off by at most scale_i / 2. The product runs in bfloat16 (torch's CPU kernel
+for int8 weights reads bfloat16 inputs fast where the CPU has AVX512-BF16, and float32 inputs
+several times slower), so the input row and the output are also rounded to bfloat16 (relative
+error 2^-8 each); `int8_error_bound` states what that adds up to for one matmul, and
+bench/generate.py and bench/families.py report the logit difference to float32 and the greedy
+tokens' agreement for whole models.
+
+`quantize(model)` swaps the model's linear maps (attention, feed-forward, output head) for
+Int8Linear in place; embeddings and norms stay as they are. The modules and the one-token
+decode step (decode_step.DecodeStep) then compute with the same int8 weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+WEIGHTS = ("float", "int8")  # the generation's weight storage: as the model holds them, or int8 per channel
+COMPUTE = torch.bfloat16  # the dtype the int8 product runs in
+UNIT_ROUNDOFF = 2.0 ** -8  # bfloat16 rounds to 8 significant bits: relative error at most 2^-8
+
+
+def check_weights(weights: str) -> None:
+    """Raises ValueError for a weight storage that is not one of WEIGHTS."""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight (out, in) -> (q int8 (out, in), scale float32 (out,)) with weight ≈ scale[:, None] * q.
+
+    A row of zeros gets scale 1 (its q is 0 either way), so no scale is 0.
+    """
+    w = weight.detach().float()
+    scale = w.abs().amax(dim=1) / 127  # (out,): the row's largest magnitude maps to 127
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)  # (out, in)
+    return q, scale
+
+
+def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """x (..., in) -> x (scale * q)ᵀ + b, (..., out), in x's dtype; the product in bfloat16.
+
+    On CPU with `in` a multiple of 16 this is torch's int8-weight kernel (aten's
+    _weight_int8pack_mm, which reads the int8 weights without widening them in memory; other
+    widths it computes wrongly). Elsewhere the weights are widened per call, which is correct
+    but reads 2 bytes a weight.
+    """
+    shape = x.shape
+    rows = x.reshape(-1, shape[-1]).to(COMPUTE)  # (N, in)
+    if x.device.type == "cpu" and q.size(1) % 16 == 0:
+        y = torch.ops.aten._weight_int8pack_mm(rows.contiguous(), q, scale.to(COMPUTE))  # (N, out)
+    else:
+        y = F.linear(rows, q.to(COMPUTE)) * scale.to(COMPUTE)
+    y = y.to(x.dtype).reshape(*shape[:-1], q.size(0))
+    return y + bias if bias is not None else y
+
+
+def int8_error_bound(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """An upper bound on |int8_linear(x, q, scale) - x Wᵀ| per output, (..., out), for float32 W.
+
+    Each rounding bounded in turn, u = 2^-8 the bfloat16 unit roundoff:
+      - a weight is off by at most scale_i / 2, so output i by scale_i / 2 · Σ_j |x_j|;
+      - the input row rounded to bfloat16 moves x_j by at most u |x_j|, so output i by
+        u Σ_j |q_ij scale_i| |x_j| <= u Σ_j (|W_ij| + scale_i / 2) |x_j|;
+      - the float32 sum of `in` products adds at most in · 2^-24 of the same sum of magnitudes;
+      - the scale and the output are rounded to bfloat16 (and the fallback path rounds its
+        product once more): at most three relative errors u on the computed output, whose
+        size is at most |x Wᵀ| plus the errors above.
+    """
+    u, n = UNIT_ROUNDOFF, x.size(-1)
+    ax = x.float().abs()
+    weight_part = ax.sum(-1, keepdim=True) * (scale / 2)  # (..., out)
+    magnitudes = F.linear(ax, weight.float().abs() + scale[:, None] / 2)  # Σ_j |q_ij scale_i| |x_j| at most
+    input_part = (u + n * 2.0 ** -24) * magnitudes
+    exact = F.linear(x.float(), weight.float()).abs()
+    output_part = ((1 + u) ** 3 - 1) * (exact + weight_part + input_part)
+    return weight_part + input_part + output_part
+
+
+class Int8Linear(nn.Module):
+    """nn.Linear's map, x (..., in) -> (..., out), with its weight stored as int8 and one scale per
+    output channel (see the module's docstring); the bias stays in its dtype."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        q, scale = quantize_rows(linear.weight)
+        self.register_buffer("q", q.to(linear.weight.device))  # (out, in) int8
+        self.register_buffer("scale", scale.to(linear.weight.device))  # (out,) float32
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return int8_linear(x, self.q, self.scale, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per output channel"
+
+
+def quantize(model: nn.Module, weights: str = "int8") -> nn.Module:
+    """Swaps every nn.Linear of `model` for an Int8Linear holding its weight in int8, in place;
+    returns the model. weights "float" leaves it as it is.
+
+    For generation: the int8 weights cannot be trained, saved as a checkpoint or exported. An
+    output head tied to the token embedding gets its own int8 copy, and the embedding (one row
+    read per token) stays in its dtype.
+    """
+    check_weights(weights)
+    if weights == "float":
+        return model
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, Int8Linear(child))
+    return model
