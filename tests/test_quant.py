@@ -80,3 +80,22 @@ def test_quantized_model_generates_with_and_without_cache_alike():
 def test_unknown_weight_option_is_refused_by_name():
     with pytest.raises(ValueError, match="weights must be one of float, int8"):
         quantize(tiny_gpt(), "int4")
+
+
+def test_sample_with_int8_weights_writes_what_the_quantized_model_generates(tmp_path, capsys):
+    from glassformer.checkpoint import save
+    from glassformer.cli import main
+    from glassformer.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.train("the cat sat on the mat.\n")
+    model = tiny_gpt(vocab_size=tok.vocab_size)
+    save(model, tmp_path / "m", tokenizer=tok)
+    args = ["sample", "--model", str(tmp_path / "m"), "--prompt", "the ", "--max-new-tokens", "12",
+            "--temperature", "0"]
+    assert main(args + ["--weights", "int8"]) == 0
+    expected = tok.decode(generate(quantize(model), tok.encode("the "), 12, temperature=0)[0])
+    assert capsys.readouterr().out == expected + "\n"
+    with pytest.raises(SystemExit):  # argparse: one line naming the option and its choices
+        main(args + ["--weights", "int4"])
+    err = capsys.readouterr().err
+    assert "--weights" in err and "invalid choice: 'int4'" in err
