@@ -23,7 +23,8 @@ class DecodeStep:
     `residual_input`/`residual_output`, `MultiHeadAttention.attend`, `feed_forward`, `GPT.final`)
     with faster pieces: at one token per step a small model spends much of its time around its
     matmuls. Q, K and V come from one matmul against the stacked W_Q, W_K, W_V; from 4 rows on
-    the matmuls use a transposed copy of the weights (DecodeLinear); norms, the attention core
+    the matmuls use a transposed copy of the weights (DecodeLinear; int8 weights from
+    quant.quantize stay as they are, see quant.int8_linear); norms, the attention core
     and the activation are called without module dispatch (no hooks: the step is used only
     while nobody observes the model); rows have no time axis; the ids are not checked
     (generation feeds back ids the model chose). Reads the weights when built: build one per
