@@ -17,7 +17,8 @@ Prints one JSON line per contender: median/min/max seconds of a generation, ms p
 tokens/s at the median, the ratio to transformers', whether float32's tokens are identical to
 transformers', the decode step's weight floor (bench/floor.py: weight bytes, the time to read
 them once, one row through every matmul), and for the options their largest logit difference
-to float32 (teacher-forced over float32's greedy text) and their greedy tokens' agreement.
+to float32 and the share of positions where their argmax agrees (both teacher-forced over
+float32's greedy text), and how many tokens their own greedy text shares with float32's.
 
 Memory: glassformer.load in a fresh Python process, its peak resident set (VmHWM) against
 the bytes of the weights, and the same process's resident set after importing torch and
@@ -37,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import alternate, emit, offline  # noqa: E402
-from floor import agreement, logit_difference, weight_floor  # noqa: E402
+from floor import logit_difference, shared_prefix, weight_floor  # noqa: E402
 
 import glassformer  # noqa: E402
 from glassformer.generate import generate  # noqa: E402
@@ -108,8 +109,9 @@ def bench_speed(directory: Path, hf, args) -> None:
     extra["glassformer"]["greedy_identical_to_hf"] = same
     reference = torch.tensor(texts["glassformer"])  # (1, prompt + new)
     for name in ours.keys() - {"glassformer"}:
-        extra[name] |= logit_difference(ours["glassformer"], ours[name], reference)
-        extra[name]["greedy_agreement_with_fp32"] = round(agreement(texts["glassformer"], texts[name], args.prompt), 4)
+        extra[name] |= logit_difference(ours["glassformer"], ours[name], reference, args.prompt)
+        extra[name]["same_tokens_as_fp32_before_first_difference"] = shared_prefix(texts["glassformer"], texts[name],
+                                                                                args.prompt)
     for name, model in ours.items():
         extra[name] |= weight_floor(model.decode_step(1), runs=2, chunks=3)
     timings = alternate(contenders, repeat=args.repeat, warmup=0)

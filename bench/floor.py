@@ -1,10 +1,11 @@
 """What a batch-1 decode step cannot go below, and where its time goes: shared by bench/generate.py
 and bench/families.py.
 
-  weight floor   every matrix the step multiplies by, read once: the bytes summed with
-                 torch (`stream_ms`), and one row multiplied by each of them as the step's
-                 DecodeLinear maps do (`matvec_ms`), in the step's order, so that each comes
-                 from memory rather than from a cache that held it for the previous call
+  weight floor   every matrix the step multiplies by, read once: the bytes scanned by torch
+                 (the largest of their 4-byte words: a read at memory speed, whatever the
+                 dtype), and one row multiplied by each of them as the step's DecodeLinear
+                 maps do, in the step's order, so that each comes from memory rather than
+                 from a cache that held it for the previous call
   profile        torch.profiler over whole decode steps: each op's own time summed into
                  weight matmuls, attention, norms and activations, and other ops; what the
                  wall clock shows beyond all ops is Python and dispatch
@@ -57,9 +58,12 @@ def weight_floor(step, runs: int = 20, chunks: int = 5) -> dict:
     dtype = step.model.tok_emb.weight.dtype
     x = {n: torch.randn(1, n, dtype=dtype) for n in rows}
 
+    words = [t.reshape(-1).view(torch.int32 if t.numel() * t.element_size() % 4 == 0 else torch.uint8)
+             for t in tensors]  # the same bytes as 4-byte integers, whatever the dtype: the read, not the arithmetic
+
     def stream():
-        for t in tensors:
-            t.sum(dtype=torch.float32)
+        for w in words:
+            w.amax()
 
     def matvec():
         for m, t in zip(maps, tensors):
@@ -93,16 +97,23 @@ def profile_decode(generate_once, new_tokens: int) -> dict:
             "python_dispatch_ms": round(max(wall - ops, 0.0), 3)}
 
 
-def agreement(reference: list[list[int]], other: list[list[int]], prompt_len: int) -> float:
-    """The share of generated positions where two greedy generations chose the same token."""
-    pairs = [(a, b) for ra, rb in zip(reference, other) for a, b in zip(ra[prompt_len:], rb[prompt_len:])]
-    return sum(a == b for a, b in pairs) / len(pairs)
+def shared_prefix(reference: list[list[int]], other: list[list[int]], prompt_len: int) -> int:
+    """How many tokens two greedy generations share before their first difference (per row, the least)."""
+    def shared(a: list[int], b: list[int]) -> int:
+        return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
+
+    return min(shared(a[prompt_len:], b[prompt_len:]) for a, b in zip(reference, other))
 
 
-def logit_difference(reference: torch.nn.Module, other: torch.nn.Module, ids: torch.Tensor) -> dict:
-    """Largest |logit difference| over every position of ids (B, T), teacher-forced, and the
-    largest |logit| of the reference, for scale."""
+def logit_difference(reference: torch.nn.Module, other: torch.nn.Module, ids: torch.Tensor, prompt_len: int
+                     ) -> dict:
+    """Teacher-forced over ids (B, T), the reference's greedy text: the largest |logit difference|
+    at any position, the largest |logit| of the reference for scale, and the share of generated
+    positions where both models' argmax (their greedy choice in the same context) agree."""
     with torch.inference_mode():
         want, got = reference(ids).float(), other(ids).float()  # (B, T, V)
+    chosen = slice(prompt_len - 1, -1)  # the positions whose argmax chose a generated token
+    same = (want[:, chosen].argmax(-1) == got[:, chosen].argmax(-1)).float().mean()
     return {"max_logit_diff": round(float((got - want).abs().max()), 5),
-            "max_abs_logit": round(float(want.abs().max()), 3)}
+            "max_abs_logit": round(float(want.abs().max()), 3),
+            "greedy_agreement_teacher_forced": round(float(same), 4)}

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import Block, KVCache, feed_forward, residual_input, residual_output, wire
+from .quant import COMPUTE as INT8_COMPUTE
 from .quant import Int8Linear, int8_linear
 
 if TYPE_CHECKING:
@@ -111,7 +112,8 @@ class DecodeLinear:
         self.bias = stacked([m.bias for m in linears]) if first.bias is not None else None
         self.int8 = isinstance(first, Int8Linear)
         if self.int8:
-            self.q, self.scale = stacked([m.q for m in linears]), stacked([m.scale for m in linears])
+            self.q = stacked([m.q for m in linears])
+            self.scale = stacked([m.scale for m in linears]).to(INT8_COMPUTE)  # converted once, not per call
             self.transposed = False
             return
         weight = stacked([m.weight for m in linears])  # (out, in)
