@@ -65,10 +65,14 @@ def test_decode_step_logits_match_static_cache_concat_cache_and_recompute(varian
     model = quantize(tiny_gpt(**VARIANTS[variant]), weights)
     x = prompt(B, BLOCK)
     fast_cache, static_cache, concat_cache = model.new_cache(), model.new_cache(), ConcatCache(2)
+    # Against recomputation, int8 weights multiply many rows widened to bfloat16 and a few
+    # through the int8 kernel: both round their outputs to bfloat16 (2^-8 relative) in their own
+    # order, a few such steps apart after two layers. Float weights: float32 summation order.
+    recomputed = dict(atol=1e-2, rtol=1e-2) if weights == "int8" else dict(atol=1e-5, rtol=1e-5)
     with torch.inference_mode():
         full = model(x)  # (B, BLOCK, V): every position recomputed from scratch
         for cache in (fast_cache, static_cache, concat_cache):
-            torch.testing.assert_close(model.next_logits(x[:, :5], cache), full[:, 4], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(model.next_logits(x[:, :5], cache), full[:, 4], **recomputed)
         step = model.decode_step(B)
         assert step is not None and all(layer.qkv.transposed == (B >= 4 and weights == "float")
                                         and layer.qkv.int8 == (weights == "int8") for layer in step.layers)
@@ -76,7 +80,7 @@ def test_decode_step_logits_match_static_cache_concat_cache_and_recompute(varian
             fast = step(x[:, t : t + 1], fast_cache)  # (B, V)
             static = model(x[:, t : t + 1], cache=static_cache)[:, -1]
             concat = model(x[:, t : t + 1], cache=concat_cache)[:, -1]
-            torch.testing.assert_close(static, full[:, t], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(static, full[:, t], **recomputed)
             torch.testing.assert_close(concat, static, atol=1e-6, rtol=1e-6)
             torch.testing.assert_close(fast, static, atol=1e-5, rtol=1e-5)
     assert fast_cache.length == static_cache.length == concat_cache.length == BLOCK

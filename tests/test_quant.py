@@ -32,12 +32,13 @@ def test_quantize_rows_steps_are_at_most_half_a_scale():
     assert ((q.float() * scale[:, None] - w).abs() <= scale[:, None] / 2 * (1 + 1e-6)).all()
 
 
-@pytest.mark.parametrize("n_in, n_out", [(384, 1152), (64, 24), (24, 10), (37, 5)])  # 24 and 37: the fallback
+@pytest.mark.parametrize("n_in, n_out", [(384, 1152), (64, 24), (24, 10), (37, 5)])  # 24 and 37: widened
 @pytest.mark.parametrize("bias", [True, False])
-def test_int8_linear_is_within_the_rounding_bound(n_in, n_out, bias):
+@pytest.mark.parametrize("T", [4, 20])  # 12 rows: the int8 kernel; 60 rows (a prompt): widened
+def test_int8_linear_is_within_the_rounding_bound(n_in, n_out, bias, T):
     linear = wide_linear(n_in, n_out, bias)
     int8 = Int8Linear(linear)
-    x = torch.randn(3, 4, n_in, generator=torch.Generator().manual_seed(2)) * 3  # (B, T, in)
+    x = torch.randn(3, T, n_in, generator=torch.Generator().manual_seed(2)) * 3  # (B, T, in)
     with torch.no_grad():
         want, got = linear(x), int8(x)
         bound = int8_error_bound(x, linear.weight, int8.scale)  # (B, T, out)
