@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.optim.adamw import adamw
 
+from .device import native_bf16
 from .layers import Block
 
 # The quintic iteration's coefficients (Keller Jordan's): they push small singular values up
@@ -62,9 +63,15 @@ def newton_schulz(g: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.fl
 
 
 def newton_schulz_dtype(device: torch.device) -> torch.dtype:
-    """The dtype Newton–Schulz runs in: bfloat16 on CUDA (tensor cores), float32 on a CPU
-    (where bfloat16 is emulated, as on CPUs without AVX512-BF16, it is about 300 times slower)."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+    """The dtype Newton–Schulz runs in: bfloat16 where the hardware multiplies it natively (CUDA
+    GPUs with bf16, CPUs with AVX512-BF16 or AMX), float32 elsewhere, where bfloat16 is emulated
+    and hundreds of times slower (torch.optim.Muon always uses bfloat16).
+
+    Measured on a 2-core AMD EPYC with AVX512-BF16, one update of the 14 matrices of
+    shakespeare-char-speedrun, 5 steps, each shape's matrices as one stack: 8.5 ms in bfloat16,
+    13.0 ms in float32 (and 10.8 ms for torch.optim.Muon, one matrix at a time in bfloat16).
+    """
+    return torch.bfloat16 if native_bf16(device) else torch.float32
 
 
 def update_scale(shape: torch.Size) -> float:
@@ -88,16 +95,18 @@ class Muon(torch.optim.Optimizer):
         betas, eps: AdamW's.
         weight_decay: decoupled, for both kinds (scaled by each group's learning rate).
         fused: AdamW's fused kernel (CPU and CUDA).
+        ns_dtype: what Newton–Schulz runs in; None: `newton_schulz_dtype` of the parameters' device.
     """
 
     def __init__(self, groups: list[dict], lr: float = 1e-3, lr_ratio: float = 10.0, momentum: float = 0.95,
                  momentum_start: float = 0.85, momentum_warmup: int = 0, ns_steps: int = 5,
                  betas: tuple[float, float] = (0.9, 0.99), eps: float = 1e-8, weight_decay: float = 0.0,
-                 fused: bool = False):
+                 fused: bool = False, ns_dtype: torch.dtype | None = None):
         defaults = dict(lr=lr, lr_ratio=lr_ratio, momentum=momentum, momentum_start=momentum_start,
                         momentum_warmup=momentum_warmup, ns_steps=ns_steps, betas=betas, eps=eps,
                         weight_decay=weight_decay, fused=fused, muon=False)
         super().__init__(groups, defaults)
+        self.ns_dtype = ns_dtype
         for group in self.param_groups:
             if group["muon"] and any(p.dim() != 2 for p in group["params"]):
                 raise ValueError("Muon orthogonalises matrices: a group marked muon holds a parameter that is not 2-D")
@@ -132,8 +141,8 @@ class Muon(torch.optim.Optimizer):
             buf.mul_(mu).add_(p.grad)  # B = μ B + g
             by_shape.setdefault(p.shape, []).append((p, p.grad.add(buf, alpha=mu)))  # Nesterov: g + μ B
         for shape, pairs in by_shape.items():  # the matrices of one shape orthogonalised as one stack
-            updates = newton_schulz(torch.stack([n for _, n in pairs]), group["ns_steps"],
-                                    newton_schulz_dtype(pairs[0][0].device))  # (k, m, n)
+            dtype = self.ns_dtype or newton_schulz_dtype(pairs[0][0].device)
+            updates = newton_schulz(torch.stack([n for _, n in pairs]), group["ns_steps"], dtype)  # (k, m, n)
             for (p, _), update in zip(pairs, updates):
                 if group["weight_decay"]:
                     p.mul_(1 - lr * group["weight_decay"])

@@ -59,7 +59,7 @@ def test_two_muon_steps_match_a_numpy_recomputation():
     grads = [torch.randn(24, 8), torch.randn(24, 8)]
     lr, ratio, wd = 1e-3, 20.0, 0.1
     opt = Muon([{"params": [w], "muon": True}], lr=lr, lr_ratio=ratio, momentum=0.95, momentum_start=0.85,
-               momentum_warmup=2, ns_steps=3, weight_decay=wd)
+               momentum_warmup=2, ns_steps=3, weight_decay=wd, ns_dtype=torch.float64)
     expected, buf = w0, np.zeros_like(w0)
     for t, g in enumerate(grads, start=1):
         w.grad = g.clone()
@@ -71,7 +71,15 @@ def test_two_muon_steps_match_a_numpy_recomputation():
         step = lr * ratio
         expected = expected * (1 - step * wd) - step * np.sqrt(24 / 8) * update
     assert update_scale(w.shape) == pytest.approx(np.sqrt(3))
-    np.testing.assert_allclose(w.detach().double().numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(w.detach().double().numpy(), expected, atol=1e-5)  # float32 weights
+
+
+def test_newton_schulz_runs_in_bfloat16_only_where_the_hardware_has_it():
+    from glassformer.device import native_bf16
+    from glassformer.muon import newton_schulz_dtype
+
+    cpu = torch.device("cpu")
+    assert newton_schulz_dtype(cpu) == (torch.bfloat16 if native_bf16(cpu) else torch.float32)
 
 
 def test_adamw_groups_step_as_torch_adamw():
