@@ -9,7 +9,8 @@ Every model is GPT-2's architecture with exact GELU (nanoGPT's choice; HF's acti
 step: forward, cross-entropy, backward, clipping at 1.0, fused AdamW. Their losses on the same
 batch must agree (checked). The models take turns, one step each per repeat, so that a drift of
 a shared machine lands on all of them. Prints one JSON line per model: the median, min and max
-seconds of a step, tokens/s and MFU at the median: the model's FLOPs over the matmul peak this
+seconds of a step, tokens/s, how many times faster glassformer's step is (glassformer_speedup: this
+model's median over ours), and MFU at the median: the model's FLOPs over the matmul peak this
 script measures itself (a few seconds), in fp32 and, only where the CPU has bf16 units
 (AVX512-BF16 or AMX), in bf16; elsewhere the bf16 figures read "not native". The default,
 --shape cpu, takes well under a minute on a 2-core CPU.
@@ -18,6 +19,7 @@ script measures itself (a few seconds), in fp32 and, only where the CPU has bf16
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import sys
 from pathlib import Path
@@ -82,6 +84,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face model")
     parser.add_argument("--nanogpt", metavar="DIR", help="a nanoGPT checkout: also time its model.py")
+    parser.add_argument("--separate-qkv", action="store_true",
+                        help="also time glassformer with W_Q, W_K, W_V as three matmuls (before issue 16)")
     args = parser.parse_args()
     offline()
     shape = SHAPES[args.shape]
@@ -93,6 +97,11 @@ def main() -> None:
     y = torch.randint(0, 65, (shape["batch"], cfg.block_size))
     peaks = matmul_peaks()
     contenders = [("glassformer", ours, lambda m, ids, targets: cross_entropy(m(ids), targets))]
+    if args.separate_qkv:
+        separate = copy.deepcopy(ours)
+        for block in separate.blocks:
+            block.self_attn.fuses_qkv = lambda: False  # each projection called as its module, as in inference
+        contenders.append(("glassformer-separate-qkv", separate, contenders[0][2]))
     if not args.no_hf:
         import transformers
 
@@ -113,6 +122,7 @@ def main() -> None:
         steps[name] = step_fn(model, loss_of, x, y, args.dtype)
     timings = alternate(steps, repeat=args.repeat, warmup=3)
     tokens = x.numel()
+    ours_s = timings["glassformer"].median
     for name, timing in timings.items():
         rate = tokens / timing.median
         flops = rate * flops_per_token(cfg)
@@ -122,7 +132,8 @@ def main() -> None:
               "gflops": round(flops / 1e9, 1), "mfu_vs_fp32_peak": round(flops / peaks["fp32"], 4),
               "mfu_vs_bf16_peak": NOT_NATIVE if bf16 is None else round(flops / bf16, 4),
               "peak_gflops_fp32": round(peaks["fp32"] / 1e9, 1),
-              "peak_gflops_bf16": NOT_NATIVE if bf16 is None else round(bf16 / 1e9, 1)})
+              "peak_gflops_bf16": NOT_NATIVE if bf16 is None else round(bf16 / 1e9, 1),
+              "glassformer_speedup": round(timing.median / ours_s, 3)})  # this model's step / ours, same run
 
 
 if __name__ == "__main__":
