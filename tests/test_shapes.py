@@ -220,3 +220,11 @@ def test_cli_explain_shapes(capsys):
     assert "50257" in capsys.readouterr().out
     assert main(["explain", "shapes", "--preset", "nope"]) != 0
     assert "nope" in capsys.readouterr().err
+
+
+def test_the_weights_of_grouped_query_attention_and_the_recipe_options():
+    """K and V have n_kv_head heads, Q/K/V-only biases, per-head q/k norms, a norm after the embeddings."""
+    config = GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, d_head=12,
+                       bias=False, qkv_bias=True, qk_norm=True, embed_norm=True, norm="rmsnorm",
+                       activation="swiglu", position="rope", tie_weights=False)
+    _check_weights(config, GPT(config))

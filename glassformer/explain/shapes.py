@@ -56,6 +56,9 @@ WHAT = {
     "ffn_down": ("MLP back to the model width: W_down", "MLP 回到模型宽度:W_down"),
     "block_out": ("the block's output", "块的输出"),
     "final_norm": ("final norm", "最后的归一化"),
+    "embed_norm": ("norm over the embeddings, before the first block", "在第一个块之前对嵌入做归一化"),
+    "qk_norm": ("q and k normed per head (RMSNorm over each head's channels)",
+                "q 和 k 按头归一化(对每个头的通道做 RMSNorm)"),
     "memory": ("the encoder's memory, read by every decoder block", "编码器的记忆,每个解码块都读取它"),
     "logits": ("logits: a score for every token of the vocabulary", "logits:词表中每个词元一个分数"),
     "last": ("the last position's logits: the next token's scores", "最后一个位置的 logits:下一个词元的分数"),
@@ -67,6 +70,8 @@ WHAT = {
     "w_seg_emb": ("segment embedding table", "段嵌入表"),
     "w_norm": ("norm scale", "归一化的缩放"),
     "w_norm_bias": ("norm shift", "归一化的平移"),
+    "w_qk_norm": ("per-head norm scale of q or k (one per channel, shared by the heads)",
+                  "q 或 k 每个头的归一化缩放(每个通道一个,各头共用)"),
     "w_proj": ("matrix", "矩阵"),
     "w_bias": ("bias", "偏置"),
     "w_lm_head": ("output projection to the vocabulary", "到词表的输出投影"),
@@ -152,11 +157,16 @@ def _linear(prefix: str, n_in: int, n_out: int, bias: bool, repeat: int, label: 
 def _block_weights(prefix: str, c, n: int, cross: bool = False) -> list[Row]:
     """One Block's parameters, in the order the model registers them."""
     C, hd, ff = c.d_model, c.n_head * c.head_dim, c.ff_dim
+    widths = {"q": hd, "k": c.kv_heads * c.head_dim, "v": c.kv_heads * c.head_dim}  # K, V: h_kv heads (GQA)
+    qkv_bias = c.bias if c.qkv_bias is None else c.qkv_bias
     rows = []
     for attn in ("self_attn", "cross_attn") if cross else ("self_attn",):
         for proj in ("q", "k", "v"):
-            rows += _linear(f"{prefix}.*.{attn}.{proj}_proj", C, hd, c.bias, n, f"W_{proj.upper()}")
+            rows += _linear(f"{prefix}.*.{attn}.{proj}_proj", C, widths[proj], qkv_bias, n, f"W_{proj.upper()}")
         rows += _linear(f"{prefix}.*.{attn}.o_proj", hd, C, c.bias, n, "W_O")
+        if c.qk_norm:
+            rows += [Row("weight", f"{prefix}.*.{attn}.{x}_norm.weight", (c.head_dim,), "w_qk_norm", n)
+                     for x in ("q", "k")]
         rows += _norm_weights(f"{prefix}.*.{'attn' if attn == 'self_attn' else 'cross'}_res.norm", c, n)
     rows += _linear(f"{prefix}.*.ffn.up", C, ff, c.bias, n, "W_up")
     if c.activation == "swiglu":
@@ -173,6 +183,8 @@ def _gpt_weights(c: GPTConfig) -> list[Row]:
         rows.append(Row("weight", "pos_emb.weight", (c.block_size, c.n_embd), "w_pos_emb"))
     if c.n_segments:
         rows.append(Row("weight", "seg_emb.weight", (c.n_segments, c.n_embd), "w_seg_emb"))
+    if c.embed_norm:
+        rows += _norm_weights("embed_norm", c)
     rows += _block_weights("blocks", c, c.n_layer)
     if c.norm_position == "pre":
         rows += _norm_weights("final_norm", c)
@@ -235,6 +247,9 @@ def _block_flow(prefix: str, c, n: int, t: str, causal: bool, cross_s: str | Non
                             (f"{a}.q_proj", f"{a}.k_proj", f"{a}.v_proj")))
             rows.append(Row("activation", "Q, K, V heads", ("B", h, t, d), keys["heads"], n,
                             (f"{a}.core:in0", f"{a}.core:in1", f"{a}.core:in2")))
+            if c.qk_norm:  # k has h_kv heads before they are shared: the row shows q's
+                normed = (f"{a}.q_norm", f"{a}.k_norm") if c.kv_heads == h else (f"{a}.q_norm",)
+                rows.append(Row("activation", "q, k normed", ("B", h, t, d), "qk_norm", n, normed))
         else:
             rows += [Row("activation", "Q", ("B", q_len, hd), "cross_q", n, (f"{a}.q_proj",)),
                      Row("activation", "K, V", ("B", kv_len, hd), "cross_kv", n, (f"{a}.k_proj", f"{a}.v_proj")),
@@ -273,6 +288,8 @@ def _gpt_flow(c: GPTConfig) -> list[Row]:
     rows = _embedding_flow(c, "tok_emb", "ids", "t", "", scaled=False)
     if c.n_segments:
         rows.append(Row("activation", "segments", ("B", "t", c.n_embd), "seg_emb", modules=("seg_emb",)))
+    if c.embed_norm:
+        rows.append(Row("activation", "embed_norm", ("B", "t", c.n_embd), "embed_norm", modules=("embed_norm",)))
     rows.append(Row("activation", "x", ("B", "t", c.n_embd), "x", modules=("blocks.0:in0",)))
     rows += _block_flow("blocks", c, c.n_layer, "t", causal=True)
     if c.norm_position == "pre":
