@@ -467,7 +467,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model))
 
     def forward(self, x):
-        return F.rms_norm(x, self.shape, self.weight, self.eps)
+        # Under bf16 autocast the per-head q/k norms (qk_norm) get bf16 input: torch's fused
+        # rms_norm wants the scale in the input's dtype (else a slower path, and a warning each call).
+        weight = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
+        return F.rms_norm(x, self.shape, weight, self.eps)
 
     def statistics(self, x) -> dict[str, torch.Tensor]:
         """What the norm divides by, per row of x (..., C): for display (explain)."""
