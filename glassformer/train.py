@@ -505,7 +505,7 @@ class Trainer:
             progress.close()
             if self.world.main:
                 self.plot()
-        if out_of_time:
+        if out_of_time and self.iter < self.end:
             progress.message(f"the time budget (max_time {cfg.max_time:g} s) ran out at iteration {self.iter}, "
                              f"before the planned {self.end}: this machine slowed down during the run")
         return metrics
