@@ -82,13 +82,12 @@ class Budget:
     @classmethod
     def from_state(cls, state: dict, seconds: float, ceiling: int) -> Budget:
         """The plan saved in resume.pt, under the budget and ceiling the resumed run was given."""
-        budget = cls(seconds=seconds, ceiling=ceiling, planned=min(int(state["planned"]), ceiling),
-                     spent=float(state["spent"]), made=bool(state["made"]))
-        return budget
+        return cls(seconds=seconds, ceiling=ceiling, planned=min(int(state["planned"]), ceiling),
+                   spent=float(state["spent"]), made=bool(state["made"]))
 
     def replan(self, it: int, elapsed: float, step_s: float, eval_s: float, eval_interval: int) -> int:
-        """Sets and returns the end iteration that fits what is left, given this process's `elapsed` seconds."""
-        left = self.seconds - self.spent - elapsed
-        self.planned = max(fitting_iters(it, left, step_s, eval_s, eval_interval, self.ceiling), it)
+        """Sets and returns the end iteration that fits what is left after the run's `elapsed` seconds
+        (those of the runs it resumes included)."""
+        self.planned = max(fitting_iters(it, self.seconds - elapsed, step_s, eval_s, eval_interval, self.ceiling), it)
         self.made = True
         return self.planned

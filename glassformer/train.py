@@ -523,7 +523,7 @@ class Trainer:
     def plan(self, step_s: float, eval_s: float, progress: Progress) -> None:
         """Sets the end iteration so the rest of the run fits the budget; every process takes the mean plan."""
         before, first = self.end, not self.budget.made
-        own = self.budget.replan(self.iter, self.elapsed() - self.budget.spent, step_s, eval_s, self.cfg.eval_interval)
+        own = self.budget.replan(self.iter, self.elapsed(), step_s, eval_s, self.cfg.eval_interval)
         self.budget.planned = round(self.world.sum([float(own)])[0] / self.world.size)
         if self.budget.planned == before and not first:
             return
