@@ -79,13 +79,19 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, budget_s: float = 2.0, repeat
     """
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b  # warm-up
-    seconds = []
+    return 2 * n ** 3 / min(timed_runs(lambda: a @ b, repeat, budget_s))
+
+
+def timed_runs(fn: Callable[[], object], repeat: int, budget_s: float, at_least: int = 1) -> list[float]:
+    """Seconds of each call of fn: up to `repeat` calls, stopping once `budget_s` seconds have
+    been spent and at least `at_least` calls were made (warm-ups are the caller's)."""
+    seconds: list[float] = []
     started = time.perf_counter()
-    while len(seconds) < repeat and time.perf_counter() - started < budget_s:
+    while len(seconds) < repeat and (len(seconds) < at_least or time.perf_counter() - started < budget_s):
         start = time.perf_counter()
-        a @ b
+        fn()
         seconds.append(time.perf_counter() - start)
-    return 2 * n ** 3 / min(seconds)
+    return seconds
 
 
 def matmul_peaks() -> dict[str, float | None]:

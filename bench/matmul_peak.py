@@ -30,13 +30,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit  # noqa: E402
+from common import emit, timed_runs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -95,13 +94,7 @@ def paths(dtype: torch.dtype) -> dict:
 def best_gflops(run, operands, flop: float, budget_s: float, repeat: int = 50) -> tuple[float, float]:
     """(best, median) GFLOP/s of `run(*operands)`: two warm-up runs, then runs until `repeat` or `budget_s`."""
     run(*operands), run(*operands)
-    seconds = []
-    started = time.perf_counter()
-    while len(seconds) < repeat and (len(seconds) < 3 or time.perf_counter() - started < budget_s):
-        start = time.perf_counter()
-        run(*operands)
-        seconds.append(time.perf_counter() - start)
-    seconds.sort()
+    seconds = sorted(timed_runs(lambda: run(*operands), repeat, budget_s, at_least=3))
     return flop / seconds[0] / 1e9, flop / seconds[len(seconds) // 2] / 1e9
 
 
