@@ -91,36 +91,11 @@ def text_chunks(path: str, start: int, size: int) -> Iterator[tuple[str, int]]:
             yield text, start
 
 
-def jsonl_chunks(path: str, start: int, chunk: int) -> Iterator[tuple[str, int]]:
-    """Each line's "text" (followed by a newline), grouped into chunks; positions are byte offsets."""
-    with open(path, "rb") as f:
-        f.seek(start)
-        parts, size = [], 0
-        for line in f:
-            start += len(line)
-            if line.strip():
-                try:
-                    text = json.loads(line)["text"]
-                except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-                    raise DataError(f"{path}: a line near byte {start} is not a JSON object with a \"text\" "
-                                    f"field") from None
-                if not isinstance(text, str):
-                    raise DataError(f"{path}: \"text\" near byte {start} is not a string")
-                parts.append(text + "\n")
-                size += len(text)
-            if size >= chunk:
-                yield "".join(parts), start
-                parts, size = [], 0
-        if parts:
-            yield "".join(parts), start
-
-
-def rows_chunks(rows, start: int, chunk: int) -> Iterator[tuple[str, int]]:
-    """Texts of a table's rows from `start` (parquet, datasets), grouped into chunks; positions are row numbers."""
-    parts, size, end = [], 0, start
-    for end, text in enumerate(rows, start + 1):
-        if not isinstance(text, str):
-            raise DataError(f"row {end - 1}: \"text\" is not a string")
+def grouped(texts: Iterator[tuple[str, int]], chunk: int) -> Iterator[tuple[str, int]]:
+    """(text, the position after it) pairs, each text followed by a newline, joined into chunks of
+    at least `chunk` characters (the last one shorter), each with the position after its last text."""
+    parts, size = [], 0
+    for text, end in texts:
         parts.append(text + "\n")
         size += len(text)
         if size >= chunk:
@@ -128,6 +103,32 @@ def rows_chunks(rows, start: int, chunk: int) -> Iterator[tuple[str, int]]:
             parts, size = [], 0
     if parts:
         yield "".join(parts), end
+
+
+def jsonl_texts(path: str, start: int) -> Iterator[tuple[str, int]]:
+    """Each non-blank line's "text" from byte `start`, with the byte offset after its line."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        for line in f:
+            start += len(line)
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)["text"]
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+                raise DataError(f"{path}: a line near byte {start} is not a JSON object with a \"text\" "
+                                f"field") from None
+            if not isinstance(text, str):
+                raise DataError(f"{path}: \"text\" near byte {start} is not a string")
+            yield text, start
+
+
+def row_texts(rows, start: int) -> Iterator[tuple[str, int]]:
+    """Texts of a table's rows from row `start` (parquet, datasets), each with the row number after it."""
+    for end, text in enumerate(rows, start + 1):
+        if not isinstance(text, str):
+            raise DataError(f"row {end - 1}: \"text\" is not a string")
+        yield text, end
 
 
 def table_rows(name: str, kind: str, start: int):
@@ -172,9 +173,9 @@ def chunks(inputs: list[tuple[str, str]], size: int,
         if kind == "text":
             parts = text_chunks(name, start, size)
         elif kind == "jsonl":
-            parts = jsonl_chunks(name, start, size)
+            parts = grouped(jsonl_texts(name, start), size)
         else:
-            parts = rows_chunks(table_rows(name, kind, start), start, size)
+            parts = grouped(row_texts(table_rows(name, kind, start), start), size)
         for text, end in parts:
             yield text, (index, end)
 
