@@ -2,8 +2,9 @@
 
 Python does little here. It embeds `walkthrough_data` (the JSON schema in the README) and
 the page's own words in `<script type="application/json">` blocks, and inlines the CSS and
-the JavaScript kept beside the template in `templates/` (walkthrough.js: the page, the
-diagram, the contents; matrices.js: numbers, colours, tables and heatmaps). The script lays the page out: each
+the JavaScript kept beside the template in `templates/` (dom.js: elements and words, shared
+with the explorer; walkthrough.js: the page, the diagram, the contents; matrices.js: numbers,
+colours, tables and heatmaps). The script lays the page out: each
 result beside the matrices it is computed from, one architecture diagram that follows the
 reader, a table of contents, English or Chinese. It computes no model math: every number
 it shows is in the data. Nothing is fetched, so the page works offline.
@@ -56,7 +57,7 @@ PAGE_WORDS = {
     },
 }
 
-SCRIPTS = ("walkthrough.js", "matrices.js")  # one script: html.py inlines them inside one function
+SCRIPTS = ("dom.js", "walkthrough.js", "matrices.js")  # one script: html.py inlines them inside one function
 
 
 def page_words() -> dict[str, dict[str, str]]:

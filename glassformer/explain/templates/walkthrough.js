@@ -1,45 +1,17 @@
 // The walkthrough page, drawn from the data embedded in it (glassformer/explain/html.py).
 // Layout, colours and number formatting only: every value shown is one the model computed,
 // read from the data. Text goes onto the page through textContent, never as markup.
-// The page's one script is this file and matrices.js, which html.py inlines inside one function;
-// start() runs once both are read.
+// The page's one script is dom.js, this file and matrices.js, which html.py inlines inside one
+// function; start() runs once all are read.
 const data = JSON.parse(document.getElementById("walkthrough-data").textContent);
 const WORDS = JSON.parse(document.getElementById("page-words").textContent);
 const steps = data.steps;
 const byId = new Map(steps.map((s) => [s.id, s]));
 const config = data.config;
 const seq2seq = data.model_kind === "seq2seq";
-const SVG = "http://www.w3.org/2000/svg";
-let lang = document.documentElement.lang in WORDS ? document.documentElement.lang : "en";
+lang = document.documentElement.lang in WORDS ? document.documentElement.lang : "en"; // dom.js's
 
-// -------------------------------------------------------------------------------------------
-// Words in two languages: every translated node is registered with a function of the language
-
-const texts = [];
-function say(node, text) {
-  texts.push([node, text]);
-  node.textContent = text(lang);
-  return node;
-}
-function word(key, values, l) {
-  let text = WORDS[l || lang][key];
-  if (text === undefined) return key;
-  for (const [name, value] of Object.entries(values || {})) text = text.split("{" + name + "}").join(value);
-  return text;
-}
-const w = (key, values) => (l) => word(key, values, l);
-
-function el(tag, cls, text) {
-  const node = document.createElement(tag);
-  if (cls) node.className = cls;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-function svg(tag, attrs) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-  return node;
-}
+// Words in two languages (say, word, w) and elements (el, svg): dom.js
 
 // -------------------------------------------------------------------------------------------
 // A step's equation: its operands, the operator, and the result

@@ -6,33 +6,8 @@
 "use strict";
 
 // -------------------------------------------------------------------------------------------
-// Words, English and Chinese (words.js): every translated node is registered with a function of the language
+// Words, English and Chinese (words.js), registered per node by dom.js's say(); elements by its el() and svg()
 
-let lang = "en";
-let texts = [];
-function say(node, text) {
-  texts.push([node, text]);
-  node.textContent = text(lang);
-  return node;
-}
-function word(key, values, l) {
-  let text = WORDS[l || lang][key];
-  if (text === undefined) return key;
-  for (const [name, value] of Object.entries(values || {})) text = text.split("{" + name + "}").join(value);
-  return text;
-}
-const w = (key, values) => (l) => word(key, values, l);
-function el(tag, cls, text) {
-  const node = document.createElement(tag);
-  if (cls) node.className = cls;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-function svg(tag, attrs) {
-  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
-  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-  return node;
-}
 function button(key, onClick, cls) {
   const b = say(el("button", cls), typeof key === "function" ? key : w(key));
   b.type = "button";
