@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import matvec
 from .layers import Block, KVCache, feed_forward, residual_input, residual_output, wire
 from .quant import COMPUTE as INT8_COMPUTE
 from .quant import Int8Linear, int8_linear
@@ -99,7 +100,9 @@ class DecodeLinear:
     For 4 or more rows MKL's matmul is up to twice as fast with W stored (in, out), as
     GPT-2's Conv1D keeps it, than with nn.Linear's (out, in) (measured on CPU: 25 matmuls of
     a 6-layer d384 model at 8 rows, 5.6 ms against 7.8 ms); so there the weight is copied
-    transposed once. For 1 to 3 rows both are as fast, and the model's weight is used as is.
+    transposed once. For 1 to 3 rows both are as fast, and the model's weight is used as is; at
+    one row in float32 on CPU the product goes through matvec's kernel, which reads the weights
+    about three times as fast as F.linear (see matvec).
     Int8 weights (quant.Int8Linear, each output row with its scale) stack the same way and
     multiply through quant.int8_linear.
     """
@@ -119,10 +122,13 @@ class DecodeLinear:
         weight = stacked([m.weight for m in linears])  # (out, in)
         self.transposed = rows >= 4
         self.weight = weight.t().contiguous() if self.transposed else weight  # (in, out) or (out, in)
+        self.matvec = matvec.bind(self.weight, self.bias) if rows == 1 else None  # float32 on CPU, else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.int8:
             return int8_linear(x, self.q, self.scale, self.bias)
+        if self.matvec is not None:
+            return self.matvec(x)
         if not self.transposed:
             return F.linear(x, self.weight, self.bias)
         return x @ self.weight if self.bias is None else torch.addmm(self.bias, x, self.weight)

@@ -1,0 +1,184 @@
+"""One row times a float32 weight matrix, y = x Wᵀ + b, through a small C kernel (matvec.c).
+
+At one token per step every matmul of a decode step is a single row against a weight matrix
+that must come from memory, so the step's time is the time to read its weights. torch 2.13's
+F.linear reads them at a third of memory speed at one row (measured on a 2-core Zen 4, the 25
+matrices of a 6-layer d384 GPT, 43 MB, each once in a step's order: 8.7-10 GB/s, 4.4-5.0 ms,
+where torch's own amax scans the same bytes at 24-36 GB/s); matvec.c reads them at 26-36 GB/s,
+1.2-1.7 ms (the rest of the figures in its comment). So `linear` takes the kernel for one row
+in float32 on CPU and torch's F.linear for everything else.
+
+The kernel is compiled on first use with the system's C compiler ($CC, else cc or gcc; OpenMP,
+tuned for this CPU with -march=native) into a cache directory ($XDG_CACHE_HOME/glassformer, else
+~/.cache/glassformer), under a name derived from the source, the compiler, its flags and the
+CPU's feature flags, and loaded with ctypes. Without a compiler, when the compile fails, when a
+second OpenMP runtime would sit beside torch's, or with GLASSFORMER_NO_KERNEL=1, everything goes
+through F.linear; `unavailable_reason()` says why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+SOURCE = Path(__file__).with_name("matvec.c")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+DISABLE = "GLASSFORMER_NO_KERNEL"  # set to 1: never compile or call the kernel
+
+_loaded: dict[str, object] = {}  # "kernel": the ctypes function or None, "reason": why None
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept: $XDG_CACHE_HOME/glassformer, else ~/.cache/glassformer."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "glassformer"
+
+
+def compiler() -> str | None:
+    """The C compiler to use: $CC, else cc, else gcc on the PATH; None if there is none."""
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def cpu_flags() -> str:
+    """The CPU's feature flags (Linux's /proc/cpuinfo), else what platform knows of the CPU: a
+    kernel built with -march=native on one CPU may not run on another."""
+    try:
+        match = re.search(r"^(flags|Features)\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+    except OSError:
+        match = None
+    return match.group(2).strip() if match else f"{platform.machine()} {platform.processor()}"
+
+
+def build(cc: str) -> Path:
+    """Compiles matvec.c with `cc` unless this source, compiler and CPU already have a build;
+    returns the library's path. Raises OSError or subprocess.SubprocessError on failure."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, cc.encode(), version.encode(), " ".join(FLAGS).encode(),
+                                     cpu_flags().encode()])).hexdigest()[:16]
+    directory = cache_dir()
+    library = directory / f"matvec-{key}.so"
+    if library.exists():
+        return library
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=directory, prefix=".matvec-", suffix=".so")
+    os.close(handle)
+    try:  # into a temporary name, then renamed: another process never loads half a file
+        done = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", partial], capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            raise OSError(f"{cc} failed: {lines[0] if lines else f'exit status {done.returncode}'}")
+        os.replace(partial, library)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return library
+
+
+def openmp_runtimes() -> set[str]:
+    """The OpenMP runtime files mapped into this process (Linux; empty elsewhere)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return set()
+    return set(re.findall(r"(/\S*lib(?:gomp|iomp5|omp)[-.\w]*\.so[.\d]*)$", maps, re.M))
+
+
+def load() -> tuple[object | None, str | None]:
+    """(the kernel as a ctypes function, None), or (None, why not). Builds it the first time."""
+    cc = compiler()
+    if cc is None:
+        return None, "no C compiler ($CC, cc or gcc)"
+    before = openmp_runtimes()
+    try:
+        library = ctypes.CDLL(str(build(cc)))
+    except (OSError, subprocess.SubprocessError) as error:
+        return None, f"could not build or load the kernel: {error}"
+    after = openmp_runtimes()
+    if len(after) > 1 and after != before:  # its libgomp is not the pool torch's ops run on
+        return None, f"the kernel would run a second OpenMP runtime beside torch's: {', '.join(sorted(after))}"
+    function = library.glassformer_matvec_f32
+    function.restype = None
+    function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 2 + [ctypes.c_int]
+    return function, None
+
+
+def kernel():
+    """The kernel, or None where it is unavailable (see unavailable_reason); loaded once per process."""
+    if os.environ.get(DISABLE, "") not in ("", "0"):
+        return None
+    if "kernel" not in _loaded:
+        _loaded["kernel"], _loaded["reason"] = load()
+    return _loaded["kernel"]
+
+
+def unavailable_reason() -> str | None:
+    """Why `linear` uses F.linear for every call (None when the kernel is there to use)."""
+    if os.environ.get(DISABLE, "") not in ("", "0"):
+        return f"{DISABLE} is set"
+    kernel()
+    return _loaded["reason"]
+
+
+def fits(weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether the kernel can multiply by this weight and bias: float32, CPU, contiguous, (out, in) and (out,)."""
+    def plain(t: torch.Tensor, dim: int) -> bool:
+        return t.dtype == torch.float32 and t.device.type == "cpu" and t.dim() == dim and t.is_contiguous()
+
+    return plain(weight, 2) and (bias is None or (plain(bias, 1) and bias.numel() == weight.size(0)))
+
+
+def differentiable(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd would record an op on these tensors (the kernel cannot be differentiated)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+class MatVec:
+    """x -> F.linear(x, weight, bias) for one row x through the kernel, with the weight's checks
+    made once: for a caller that multiplies one row at a time by the same matrix (the decode
+    step), where the per-call checks of `linear` would cost as much as F.linear's own dispatch.
+    x must be float32 on CPU with `in` elements (a row the caller made); a non-contiguous x, or
+    one autograd would follow, goes to F.linear. Build it with `bind`."""
+
+    def __init__(self, function, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.function, self.weight, self.bias = function, weight, bias
+        self.out, self.inputs = weight.shape
+        self.pointers = weight.data_ptr(), None if bias is None else bias.data_ptr()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_contiguous() or differentiable(x, self.weight, self.bias):
+            return F.linear(x, self.weight, self.bias)
+        y = torch.empty(*x.shape[:-1], self.out)
+        self.function(self.pointers[0], x.data_ptr(), self.pointers[1], y.data_ptr(), self.out, self.inputs,
+                      torch.get_num_threads())
+        return y
+
+
+def bind(weight: torch.Tensor, bias: torch.Tensor | None = None) -> MatVec | None:
+    """A MatVec for this weight and bias, or None where the kernel is unavailable or does not apply."""
+    function = kernel()
+    return MatVec(function, weight, bias) if function is not None and fits(weight, bias) else None
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear(x, weight, bias): x (..., in), weight (out, in), bias (out,) -> (..., out).
+
+    Through the kernel where it applies (x one contiguous float32 row on CPU, the weight and bias
+    as `fits` wants them, nothing to differentiate), on torch's number of threads; F.linear
+    otherwise.
+    """
+    function = kernel()
+    if (function is None or not fits(weight, bias) or x.dtype != torch.float32 or x.device.type != "cpu"
+            or x.dim() == 0 or not x.numel() == x.size(-1) == weight.size(1) > 0):
+        return F.linear(x, weight, bias)
+    return MatVec(function, weight, bias)(x)

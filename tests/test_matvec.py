@@ -1,0 +1,109 @@
+"""glassformer.matvec, the C kernel for one row times a float32 matrix: against a float64 product
+within the rounding a float32 sum may make, for widths that are and are not multiples of the
+vector length, one and several threads, with and without bias; F.linear wherever it does not
+apply (disabled, no compiler, a failed compile, autograd); and greedy generation with and without it."""
+
+import ctypes
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import build_tiny_gpt, random_ids
+
+from glassformer import matvec
+from glassformer.generate import generate
+
+EPS = 2.0 ** -24  # float32's unit roundoff
+
+
+def kernel_or_skip():
+    function = matvec.kernel()
+    if function is None:
+        pytest.skip(f"no kernel here: {matvec.unavailable_reason()}")
+    return function
+
+
+def rounding_bound(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """|computed - exact| for x Wᵀ + b summed in float32 in any order: at most γ(n+1) Σ_j |w_ij x_j| (+ |b_i|),
+    γ(n) = n u / (1 - n u), u = 2^-24 (Higham, Accuracy and Stability, §3.1; the bias is one more term)."""
+    n = x.size(-1) + 1
+    gamma = n * EPS / (1 - n * EPS)
+    magnitudes = F.linear(x.double().abs(), weight.double().abs())
+    return gamma * (magnitudes + (bias.double().abs() if bias is not None else 0))
+
+
+@pytest.mark.parametrize("out, width", [(1, 384), (65, 100), (3, 7), (65, 16), (257, 300), (384, 1536)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_kernel_within_float32_rounding(out, width, with_bias):
+    kernel_or_skip()
+    g = torch.Generator().manual_seed(out * width)
+    weight, x = torch.randn(out, width, generator=g), torch.randn(1, width, generator=g)
+    bias = torch.randn(out, generator=g) if with_bias else None
+    exact = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
+    threads = torch.get_num_threads()
+    try:
+        for n in {1, threads}:  # 257 x 300 and up are split across the threads
+            torch.set_num_threads(n)
+            with torch.inference_mode():
+                got = matvec.linear(x, weight, bias)
+            assert got.shape == (1, out) and got.dtype == torch.float32
+            assert ((got.double() - exact).abs() <= rounding_bound(x, weight, bias)).all()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_one_openmp_runtime_and_f_linear_where_it_does_not_apply():
+    kernel_or_skip()
+    assert len(matvec.openmp_runtimes()) <= 1  # the kernel's libgomp is torch's: one thread pool
+    weight, x = torch.randn(5, 8, requires_grad=True), torch.randn(1, 8)
+    assert matvec.linear(x, weight).grad_fn is not None  # autograd follows F.linear
+    with torch.inference_mode():
+        for args in [(torch.randn(2, 8), weight), (x.double(), weight.double()), (torch.randn(8, 2).t()[:1], weight)]:
+            assert torch.equal(matvec.linear(*args), F.linear(*args))  # two rows, float64, non-contiguous
+        assert matvec.bind(weight.detach().t()) is None  # a transposed (non-contiguous) weight
+
+
+def test_disabled_by_the_environment(monkeypatch):
+    monkeypatch.setenv(matvec.DISABLE, "1")
+    assert matvec.kernel() is None and matvec.bind(torch.randn(3, 4)) is None
+    assert matvec.DISABLE in matvec.unavailable_reason()
+    x, weight = torch.randn(1, 4), torch.randn(3, 4)
+    assert torch.equal(matvec.linear(x, weight), F.linear(x, weight))
+
+
+@pytest.mark.parametrize("cc", ["false", "missing"])
+def test_a_failed_compile_falls_back_quietly(cc, monkeypatch, tmp_path, capfd):
+    monkeypatch.setattr(matvec, "_loaded", {})  # a fresh process's state, restored afterwards
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing built before
+    if cc == "missing":
+        monkeypatch.setattr(matvec, "compiler", lambda: None)
+    else:
+        monkeypatch.setenv("CC", "false")  # runs, and fails
+    x, weight = torch.randn(1, 4), torch.randn(3, 4)
+    assert torch.equal(matvec.linear(x, weight), F.linear(x, weight))
+    assert matvec.kernel() is None and matvec.unavailable_reason()
+    assert capfd.readouterr() == ("", "")  # not a word
+    assert not list(tmp_path.rglob("*.so"))  # no half-written library left behind
+
+
+def test_builds_once_per_source_compiler_and_cpu(monkeypatch, tmp_path):
+    kernel_or_skip()  # there is a compiler
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cc = matvec.compiler()
+    first = matvec.build(cc)
+    assert matvec.build(cc) == first and os.listdir(first.parent) == [first.name]  # cached, no temporary files
+    monkeypatch.setattr(matvec, "cpu_flags", lambda: "another cpu")
+    assert matvec.build(cc) != first
+    assert ctypes.CDLL(str(first)).glassformer_matvec_f32 is not None
+
+
+def test_greedy_tokens_with_and_without_the_kernel(monkeypatch):
+    kernel_or_skip()
+    model = build_tiny_gpt(n_embd=48, n_head=3, block_size=40)
+    assert model.decode_step(1).lm_head.matvec is not None  # one row in float32: the kernel
+    ids = random_ids(1, 6)
+    with_kernel = generate(model, ids, 30, temperature=0.0)
+    monkeypatch.setenv(matvec.DISABLE, "1")
+    assert model.decode_step(1).lm_head.matvec is None
+    assert generate(model, ids, 30, temperature=0.0) == with_kernel
