@@ -19,6 +19,7 @@ from glassformer.layers import (
     SinusoidalPositionalEncoding,
     apply_rotary,
     attention,
+    biased_attention,
     causal_mask,
     llama3_inv_freq,
     padding_mask,
@@ -53,6 +54,25 @@ def test_explicit_attention_equals_fused(masking):
         assert (probs.triu(diagonal=1) == 0).all()
     if mask is not None:
         assert (probs[1, :, :, 4:] == 0).all() and (probs[2, :, :, 1:] == 0).all()
+
+
+@pytest.mark.parametrize("masking", ["none", "causal", "padding", "both"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_biased_attention_equals_attention(masking, dtype):
+    """The training form of the explicit path (mask as an additive bias) computes what `attention`
+    computes: outputs, probabilities and gradients."""
+    q, k, v = (t.to(dtype).requires_grad_() for t in qkv())
+    mask = padding_mask(keep_mask([7, 4, 1], 7)) if masking in ("padding", "both") else None
+    if masking in ("causal", "both"):
+        mask = causal_mask(7, 7) if mask is None else mask & causal_mask(7, 7)
+    runs = []
+    for fn in (attention, biased_attention):
+        out, probs = fn(q, k, v, mask)
+        grads = torch.autograd.grad(out.float().square().sum(), (q, k, v))
+        runs.append((out, probs, *grads))
+    tol = dict(atol=2e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=1e-6, rtol=1e-5)
+    for a, b in zip(*runs):
+        torch.testing.assert_close(b, a, **tol)
 
 
 def test_attention_matches_formula_by_hand():
