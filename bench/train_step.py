@@ -12,7 +12,11 @@ a shared machine lands on all of them. Prints one JSON line per model: the media
 seconds of a step, tokens/s, how many times faster glassformer's step is (glassformer_speedup: this
 model's median over ours), and MFU at the median: the model's FLOPs over the matmul peak this
 script measures itself (a few seconds), in fp32 and, only where the CPU has bf16 units
-(AVX512-BF16 or AMX), in bf16; elsewhere the bf16 figures read "not native". The default,
+(AVX512-BF16 or AMX), in bf16; elsewhere the bf16 figures read "not native". That peak is
+torch.mm's best on a square 2048 matmul (field peak_measured_by), not the cores' issue rate: in
+fp32 it is MKL's sgemm, which on an AMD CPU takes a generic path (on a Zen 4, 138-190 GFLOP/s
+against the 229 its FMA units issue and oneDNN's 202-213; bench/matmul_peak.py measures all
+three), so the fp32 MFU reads up to ~1.4x higher than against the hardware. The default,
 --shape cpu, takes well under a minute on a 2-core CPU.
 """
 
@@ -37,6 +41,9 @@ SHAPES = {
     "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch=12),
     "medium": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, batch=8),
 }
+
+# What the MFU fields divide by (see the docstring): a measured matmul, not the hardware's issue rate.
+PEAK_MEASURED_BY = "torch.mm, square 2048 (fp32: MKL sgemm, below the cores' FMA issue rate; bench/matmul_peak.py)"
 
 
 def flops_per_token(cfg: GPTConfig) -> float:
@@ -133,6 +140,7 @@ def main() -> None:
               "mfu_vs_bf16_peak": NOT_NATIVE if bf16 is None else round(flops / bf16, 4),
               "peak_gflops_fp32": round(peaks["fp32"] / 1e9, 1),
               "peak_gflops_bf16": NOT_NATIVE if bf16 is None else round(bf16 / 1e9, 1),
+              "peak_measured_by": PEAK_MEASURED_BY,
               "glassformer_speedup": round(timing.median / ours_s, 3)})  # this model's step / ours, same run
 
 
