@@ -54,11 +54,14 @@ def newton_schulz(g: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.fl
     tall = x.size(-2) > x.size(-1)
     if tall:  # work with the short side: X Xᵀ is (min, min)
         x = x.mT
+    shape = x.shape
+    x = x.reshape(-1, *shape[-2:])  # (k, m, n): one matrix or a stack, for the batched matmuls below
     x = x / (torch.linalg.matrix_norm(x, keepdim=True) + eps)  # each matrix by its own Frobenius norm
     for _ in range(steps):
-        gram = x @ x.mT  # (..., m, m)
-        poly = b * gram + c * (gram @ gram)  # b XXᵀ + c (XXᵀ)²
-        x = a * x + poly @ x  # a X + (b XXᵀ + c (XXᵀ)²) X
+        gram = x @ x.mT  # (k, m, m)
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)  # b XXᵀ + c (XXᵀ)², scalars inside the matmul
+        x = torch.baddbmm(x, poly, x, beta=a)  # a X + (b XXᵀ + c (XXᵀ)²) X
+    x = x.reshape(shape)
     return x.mT if tall else x
 
 
@@ -126,27 +129,40 @@ class Muon(torch.optim.Optimizer):
 
     def _muon(self, group: dict, params: list[torch.Tensor]) -> None:
         lr = group["lr"] * group["lr_ratio"]
-        by_shape: dict[torch.Size, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        for p in params:
-            state = self.state[p]
+        states = [self.state[p] for p in params]
+        for p, state in zip(params, states):
             if not state:
                 state["step"] = torch.zeros((), dtype=torch.float32)
                 state["momentum_buffer"] = torch.zeros_like(p)
-            state["step"] += 1
-            t = float(state["step"])
-            warmup = group["momentum_warmup"]
-            mu = group["momentum"] if warmup <= 0 else group["momentum_start"] + min(t / warmup, 1.0) * (
-                group["momentum"] - group["momentum_start"])
-            buf = state["momentum_buffer"]
-            buf.mul_(mu).add_(p.grad)  # B = μ B + g
-            by_shape.setdefault(p.shape, []).append((p, p.grad.add(buf, alpha=mu)))  # Nesterov: g + μ B
-        for shape, pairs in by_shape.items():  # the matrices of one shape orthogonalised as one stack
+        torch._foreach_add_([s["step"] for s in states], 1.0)
+        mus = [self.momentum(group, float(s["step"])) for s in states]
+        grads, bufs = [p.grad for p in params], [s["momentum_buffer"] for s in states]
+        torch._foreach_mul_(bufs, mus)
+        torch._foreach_add_(bufs, grads)  # B = μ B + g
+        nesterov = torch._foreach_mul(bufs, mus)
+        torch._foreach_add_(nesterov, grads)  # g + μ B
+        # The matrices of one shape, tall ones transposed to join the wide ones of their shape,
+        # orthogonalised as one stack: (k, short side, long side).
+        by_shape: dict[torch.Size, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        for p, n in zip(params, nesterov):
+            tall = p.size(0) > p.size(1)
+            by_shape.setdefault(n.mT.shape if tall else n.shape, []).append((p, n.mT if tall else n))
+        if group["weight_decay"]:
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
+        for pairs in by_shape.values():
             dtype = self.ns_dtype or newton_schulz_dtype(pairs[0][0].device)
             updates = newton_schulz(torch.stack([n for _, n in pairs]), group["ns_steps"], dtype)  # (k, m, n)
             for (p, _), update in zip(pairs, updates):
-                if group["weight_decay"]:
-                    p.mul_(1 - lr * group["weight_decay"])
-                p.add_(update.to(p.dtype), alpha=-lr * update_scale(shape))
+                p.add_(update.mT if p.size(0) > p.size(1) else update, alpha=-lr * update_scale(p.shape))
+
+    @staticmethod
+    def momentum(group: dict, step: float) -> float:
+        """Muon's momentum at `step` (1-based): momentum_start rising linearly to momentum over
+        momentum_warmup steps, or momentum throughout when there is no warmup."""
+        warmup = group["momentum_warmup"]
+        if warmup <= 0:
+            return group["momentum"]
+        return group["momentum_start"] + min(step / warmup, 1.0) * (group["momentum"] - group["momentum_start"])
 
     def _adamw(self, group: dict, params: list[torch.Tensor]) -> None:
         for p in params:

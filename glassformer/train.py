@@ -61,6 +61,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     eval_interval: int = 250
     eval_iters: int = 20
+    eval_first: bool = True  # evaluate the untrained model before the first step; False: first at eval_interval
     log_interval: int = 10
     val_fraction: float = 0.1
     seed: int = 1337
@@ -462,7 +463,8 @@ class Trainer:
         steps_run, timed_steps, timed_s, eval_s, checkpoint_s = 0, 0, 0.0, 0.0, 0.0
         try:
             while True:
-                if self.iter % cfg.eval_interval == 0 or self.iter >= self.end or out_of_time:
+                scheduled = self.iter % cfg.eval_interval == 0 and (self.iter > 0 or cfg.eval_first)
+                if scheduled or self.iter >= self.end or out_of_time:
                     eval_start = self.clock()
                     metrics = self.evaluate()
                     saving = self.clock()
