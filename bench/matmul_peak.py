@@ -4,7 +4,8 @@
     python bench/matmul_peak.py --no-env        # without the runs under other MKL/OpenMP settings
     python bench/matmul_peak.py --shapes square # only the square matmul
 
-torch.mm in fp32 calls MKL's sgemm (MKL_VERBOSE=1 shows SGEMM); in bf16 it calls oneDNN's
+torch.mm in fp32 calls MKL's sgemm (MKL_VERBOSE=1 shows SGEMM), and so does F.linear (a Linear's
+call, its weight read transposed: another layout, timed as its own path); in bf16 both call oneDNN's
 brgemm (ONEDNN_VERBOSE=1 shows brg_matmul:avx512_core_bf16). oneDNN's fp32 kernel is reached
 through torch.ops.mkldnn._linear_pointwise (the op torch.compile's CPU backend uses for a Linear;
 ONEDNN_VERBOSE shows brg_matmul:avx512_core), MKL's packed sgemm through torch.ops.mkl._mkl_linear.
@@ -84,7 +85,10 @@ def paths(dtype: torch.dtype) -> dict:
         w = b.t().contiguous()
         return a, torch.ops.mkl._mkl_reorder_linear_weight(w, a.size(0)), w
 
+    # torch.mm multiplies (K, N)-contiguous operands; F.linear is what a Linear calls, with the weight
+    # (N, K) read transposed: in fp32 both are MKL's sgemm (on a Zen 4 within a few % of each other).
     chosen = {"torch.mm": (plain, torch.mm),
+              "F.linear": (as_linear, torch.nn.functional.linear),
               "onednn linear": (as_linear, lambda a, w: torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], ""))}
     if dtype == torch.float32 and torch.backends.mkl.is_available():
         chosen["mkl packed linear"] = (mkl_packed, lambda a, p, w: torch.ops.mkl._mkl_linear(a, p, w, None, a.size(0)))
