@@ -9,6 +9,8 @@ and bench/families.py.
   profile        torch.profiler over whole decode steps: each op's own time summed into
                  weight matmuls, attention, norms and activations, and other ops; what the
                  wall clock shows beyond all ops is Python and dispatch
+  matvec_kernel  whether the step's float32 one-row matmuls use glassformer.matvec's C kernel,
+                 or why not
   options        a weight option's logits and greedy tokens against float32's
 """
 
@@ -69,14 +71,17 @@ def weight_floor(step, runs: int = 20, chunks: int = 5) -> dict:
         for w in words:
             w.amax()
 
-    def matvec():
+    def one_row():
         for m, t in zip(maps, tensors):
             m(x[t.size(0 if not m.int8 and m.transposed else 1)])
 
     with torch.inference_mode():
+        kernel = ("used" if any(m.matvec is not None for m in maps)
+                  else matvec.unavailable_reason() or "for float32 weights at one row only")
         return {"weight_mb": round(sum(t.numel() * t.element_size() for t in tensors) / 1e6, 2),
-                "matmuls": len(maps), "stream_floor_ms": round(best_ms(stream, runs, chunks), 3),
-                "matvec_floor_ms": round(best_ms(matvec, runs, chunks), 3)}
+                "matmuls": len(maps), "matvec_kernel": kernel,
+                "stream_floor_ms": round(best_ms(stream, runs, chunks), 3),
+                "matvec_floor_ms": round(best_ms(one_row, runs, chunks), 3)}
 
 
 @contextlib.contextmanager

@@ -24,8 +24,9 @@ class DecodeStep:
     The model's own functions (`GPT.embed`, `Block.sublayers` and `wire`, the residuals'
     `residual_input`/`residual_output`, `MultiHeadAttention.attend`, `feed_forward`, `GPT.final`)
     with faster pieces: at one token per step a small model spends much of its time around its
-    matmuls. Q, K and V come from one matmul against the stacked W_Q, W_K, W_V; from 4 rows on
-    the matmuls use a transposed copy of the weights (DecodeLinear; int8 weights from
+    matmuls. Q, K and V come from one matmul against the stacked W_Q, W_K, W_V; at one row in
+    float32 on CPU the matmuls go through matvec's C kernel, from 4 rows on they use a
+    transposed copy of the weights (DecodeLinear; int8 weights from
     quant.quantize stay as they are, see quant.int8_linear); norms, the attention core
     and the activation are called without module dispatch (no hooks: the step is used only
     while nobody observes the model); rows have no time axis; the ids are not checked
@@ -114,6 +115,7 @@ class DecodeLinear:
         first = linears[0]
         self.bias = stacked([m.bias for m in linears]) if first.bias is not None else None
         self.int8 = isinstance(first, Int8Linear)
+        self.matvec = None  # matvec's kernel bound to the weight, for one float32 row on CPU
         if self.int8:
             self.q = stacked([m.q for m in linears])
             self.scale = stacked([m.scale for m in linears]).to(INT8_COMPUTE)  # converted once, not per call
@@ -122,7 +124,8 @@ class DecodeLinear:
         weight = stacked([m.weight for m in linears])  # (out, in)
         self.transposed = rows >= 4
         self.weight = weight.t().contiguous() if self.transposed else weight  # (in, out) or (out, in)
-        self.matvec = matvec.bind(self.weight, self.bias) if rows == 1 else None  # float32 on CPU, else None
+        if rows == 1:
+            self.matvec = matvec.bind(self.weight, self.bias)  # None unless float32 on CPU with the kernel built
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.int8:
