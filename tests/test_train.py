@@ -121,6 +121,12 @@ def test_log_and_plot_are_written(tmp_path):
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_eval_first_false_skips_the_evaluation_before_the_first_step(tmp_path):
+    tiny_run(tmp_path, max_iters=20, eval_first=False).run()
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if "val_loss" in r] == [10, 20]
+
+
 def test_training_reduces_loss(tmp_path):
     trainer = tiny_run(tmp_path, max_iters=60)
     first = trainer.evaluate()["val_loss"]
