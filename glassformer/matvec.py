@@ -138,11 +138,6 @@ def fits(weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     return plain(weight, 2) and (bias is None or (plain(bias, 1) and bias.numel() == weight.size(0)))
 
 
-def differentiable(*tensors: torch.Tensor | None) -> bool:
-    """Whether autograd would record an op on these tensors (the kernel cannot be differentiated)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
 class MatVec:
     """x -> F.linear(x, weight, bias) for one row x through the kernel, with the weight's checks
     made once: for a caller that multiplies one row at a time by the same matrix (the decode
@@ -157,7 +152,7 @@ class MatVec:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not x.is_contiguous() or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad or (
-                self.bias is not None and self.bias.requires_grad))):  # as `differentiable`, without its loop
+                self.bias is not None and self.bias.requires_grad))):  # autograd would record this op
             return F.linear(x, self.weight, self.bias)
         y = torch.empty(*x.shape[:-1], self.out)
         self.function(self.pointers[0], x.data_ptr(), self.pointers[1], y.data_ptr(), self.out, self.inputs,
