@@ -410,13 +410,13 @@ PRESETS: dict[str, Preset] = {
         GPTConfig(vocab_size=0, block_size=64, n_layer=2, n_head=4, n_embd=128, d_ff=344, dropout=0.0, bias=False,
                   norm="rmsnorm", activation="swiglu", position="rope", qk_norm=True, embed_norm=True,
                   zero_init=True, tie_weights=False),
-        train=dict(batch_size=24, max_iters=190, lr_decay_iters=190, lr_schedule="wsd", decay_fraction=0.5,
-                   learning_rate=5e-3, min_lr=3e-4, warmup_iters=20, beta2=0.99, weight_decay=0.1, grad_clip=1.0,
-                   eval_interval=190, eval_iters=20, eval_first=False, optimizer="muon", muon_lr=0.05,
+        train=dict(batch_size=24, max_iters=180, lr_decay_iters=180, lr_schedule="wsd", decay_fraction=0.5,
+                   learning_rate=8e-3, min_lr=3e-4, warmup_iters=20, beta2=0.99, weight_decay=0.1, grad_clip=1.0,
+                   eval_interval=180, eval_iters=20, eval_first=False, optimizer="muon", muon_lr=0.05,
                    muon_momentum=0.9),
         about="shakespeare-char-fast with the pieces of modded-nanogpt's speedrun that paid on a 2-core CPU: "
               "Muon for the blocks' matrices, warmup-stable-decay, QK-norm, a norm after the embeddings, "
-              "zero-initialised output projections and untied head; batch 24 x 190 iterations instead of 12 x 800, "
+              "zero-initialised output projections and untied head; batch 24 x 180 iterations instead of 12 x 800, "
               "evaluated only at the end",
     ),
     "shakespeare-char": Preset(
