@@ -332,8 +332,8 @@ class KVCacheLayer:
         B, h, _, d = k.shape
         capacity = min(self.max_len, max(needed, 256, 2 * (self.k.size(-2) if self.k is not None else 0)))
         old_k, old_v = self.k, self.v
-        self.k = k.new_zeros(B, h, capacity, d)
-        self.v = v.new_zeros(B, h, capacity, v.size(-1))
+        self.k = k.new_empty(B, h, capacity, d)  # only positions below `length` are ever read
+        self.v = v.new_empty(B, h, capacity, v.size(-1))
         if old_k is not None:
             self.k[:, :, : self.length] = old_k[:, :, : self.length]
             self.v[:, :, : self.length] = old_v[:, :, : self.length]
