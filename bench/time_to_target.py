@@ -18,10 +18,21 @@ validation split (`eval_lm`). --seeds N runs seeds 1337, 1, 2, ... N-1; a last l
 recipe (4 layers, 4 heads, d 128, block 64, batch 12, 2000 iterations, eval_iters 20), on the
 same text: the benchmark writes the train.bin, val.bin and meta.pkl its prepare.py would (first
 90% train, last 10% validation, uint16 ids of the sorted characters) into a temporary copy, so
-nothing is downloaded. Its line gives the whole process's wall time and its evaluations, and
-each of our lines its ratio to that ("speedup": nanoGPT's wall time over ours to the target).
+nothing is downloaded. Its line gives the whole process's wall time (wall_s), its training
+loop's time (loop_s: the sum of the per-iteration times it prints, which run from just before
+its first evaluation to its last step, evaluations and checkpoints included, as our elapsed_s
+does; not the interpreter's start, imports, data loading and model building) and its
+evaluations. Each of our lines gives its ratio to that: "speedup", nanoGPT's loop_s over our
+seconds to the target, like for like; "speedup_wall", nanoGPT's wall_s over the same seconds
+(the looser figure: only nanoGPT's side counts its start-up); "speedup_command", wall_s over
+our whole train_lm call (data, tokenizer, model, the loop; the imports are not in it).
 All contenders take turns, one run each per repeat, so that a drift of a shared machine lands
 on all of them; runs of one seed differ only in their times.
+
+Every line also gives cpu_wait_s: the seconds during each run in which some task on the machine
+waited for a CPU (Linux's /proc/pressure/cpu "some"; null where the kernel has none). Two busy
+threads on two cores wait little; a large figure means another job shared the CPUs during that
+run, and its time is not comparable.
 
 Each of our runs gets --max-train-s (default 120) seconds as its time budget (`max_time`: on a
 machine too slow for the recipe the schedule is shortened to fit), and reports "reached": false
@@ -56,6 +67,7 @@ NANOGPT_RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile
                   "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
                   "--n_embd=128", "--max_iters=2000", "--lr_decay_iters=2000", "--dropout=0.0"]
 NANOGPT_EVAL = re.compile(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)")
+NANOGPT_ITER = re.compile(r"iter \d+: loss [\d.]+, time ([\d.]+)ms")  # every iteration (log_interval=1)
 
 
 def evaluations(run: Path) -> list[dict]:
@@ -84,13 +96,35 @@ def nanogpt_workdir(checkout: Path, text: str, root: Path) -> Path:
     return work
 
 
-def run_nanogpt(work: Path, evals: list[list[tuple[int, float]]]) -> None:
-    """One run of nanoGPT's train.py with its CPU recipe; appends its (iteration, val loss) evaluations."""
+def cpu_wait() -> float | None:
+    """Seconds so far that some task waited for a CPU (Linux pressure stall information); None without it."""
+    try:
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return int(some.rsplit("total=", 1)[1]) / 1e6
+
+
+def waits_of(run, waits: list):
+    """`run`, also appending the CPU wait (cpu_wait) during it to `waits`."""
+    def timed():
+        before = cpu_wait()
+        run()
+        after = cpu_wait()
+        waits.append(None if before is None or after is None else round(after - before, 2))
+    return timed
+
+
+def run_nanogpt(work: Path, evals: list[list[tuple[int, float]]], loops: list[float]) -> None:
+    """One run of nanoGPT's train.py with its CPU recipe; appends its (iteration, val loss) evaluations,
+    and its training loop's seconds: the sum of the times it prints per iteration, each from the end of
+    the one before (the first from just before the loop), so evaluations and checkpoints are in it."""
     result = subprocess.run([sys.executable, "train.py", *NANOGPT_RECIPE], cwd=work, capture_output=True,
                             text=True, env={**os.environ, "PYTHONPATH": ""})
     if result.returncode != 0:
         raise SystemExit(f"nanoGPT's train.py failed:\n{result.stderr[-2000:]}")
     evals.append([(int(m[1]), float(m[3])) for m in NANOGPT_EVAL.finditer(result.stdout)])
+    loops.append(sum(float(ms) for ms in NANOGPT_ITER.findall(result.stdout)) / 1000)
 
 
 def main() -> None:
@@ -123,23 +157,29 @@ def main() -> None:
                 train_lm(out, data=args.data, preset=preset, overrides=overrides, progress=False)
             return run
 
-        contenders = {f"{p} seed {s}": train(p, s) for p, s in runs}
+        waits: dict[str, list] = {f"{p} seed {s}": [] for p, s in runs} | {"nanogpt": []}
+        contenders = {f"{p} seed {s}": waits_of(train(p, s), waits[f"{p} seed {s}"]) for p, s in runs}
         nano_evals: list[list[tuple[int, float]]] = []
+        nano_loops: list[float] = []
         if args.nanogpt:
             work = nanogpt_workdir(Path(args.nanogpt), Path(args.data).read_text(encoding="utf-8"), Path(tmp))
-            contenders = {"nanogpt": lambda: run_nanogpt(work, nano_evals), **contenders}
+            contenders = {"nanogpt": waits_of(lambda: run_nanogpt(work, nano_evals, nano_loops), waits["nanogpt"]),
+                          **contenders}
         timings = alternate(contenders, repeat=args.repeat, warmup=0)
-        nano_s = None
+        nano = None
         if args.nanogpt:
-            nano_s = timings["nanogpt"].median
+            nano = {"wall_s": timings["nanogpt"].median, "loop_s": statistics.median(nano_loops)}
             last = nano_evals[0][-1]
             emit({"bench": "time_to_target", "contender": "nanogpt", "recipe": " ".join(NANOGPT_RECIPE),
-                  **timings["nanogpt"].fields(), "wall_s": round(nano_s, 2), "final_iter": last[0],
+                  **timings["nanogpt"].fields(), "wall_s": round(nano["wall_s"], 2),
+                  "loop_s": round(nano["loop_s"], 2), "loop_s_runs": [round(s, 2) for s in nano_loops],
+                  "cpu_wait_s": waits["nanogpt"],
+                  "final_iter": last[0],
                   "final_val_loss": last[1], "reached": any(loss <= args.target for _, loss in nano_evals[0]),
                   "evaluations": nano_evals[0]})
         for preset in presets:
-            records = [report(preset, seed, runs[preset, seed], timings[f"{preset} seed {seed}"], args, nano_s)
-                       for seed in seeds]
+            records = [report(preset, seed, runs[preset, seed], timings[f"{preset} seed {seed}"], args, nano)
+                       | {"cpu_wait_s": waits[f"{preset} seed {seed}"]} for seed in seeds]
             for record in records:
                 emit(record)
             # a seed that missed the target, or else the slowest one
@@ -147,11 +187,12 @@ def main() -> None:
             if len(seeds) > 1:
                 emit({"bench": "time_to_target", "contender": "worst_seed", "preset": preset, "seeds": list(seeds),
                       **{k: worst[k] for k in ("seed", "reached", "iter", "elapsed_s", "command_s",
-                                               "full_split_val_loss", "speedup")}})
+                                               "full_split_val_loss", "speedup", "speedup_wall",
+                                               "cpu_wait_s")}})
 
 
-def report(preset: str, seed: int, runs: list[Path], command: Timing, args, nano_s: float | None) -> dict:
-    """One preset and seed's JSON line from its runs' logs."""
+def report(preset: str, seed: int, runs: list[Path], command: Timing, args, nano: dict | None) -> dict:
+    """One preset and seed's JSON line from its runs' logs; `nano` holds nanoGPT's wall_s and loop_s."""
     logs = [evaluations(out) for out in runs]
     hits = [next((r for r in evals if r["val_loss"] <= args.target), None) for evals in logs]
     reached = all(hits)
@@ -167,8 +208,9 @@ def report(preset: str, seed: int, runs: list[Path], command: Timing, args, nano
             "final_iter": last["iter"], "final_val_loss": last["val_loss"],
             "run_elapsed_s": statistics.median(evals[-1]["elapsed_s"] for evals in logs),
             "command_s": round(command.median, 2), "full_split_val_loss": round(full["val_loss"], 4),
-            "speedup": round(nano_s / elapsed, 2) if nano_s and elapsed else None,
-            "speedup_command": round(nano_s / command.median, 2) if nano_s else None,
+            "speedup": round(nano["loop_s"] / elapsed, 2) if nano and elapsed else None,
+            "speedup_wall": round(nano["wall_s"] / elapsed, 2) if nano and elapsed else None,
+            "speedup_command": round(nano["wall_s"] / command.median, 2) if nano else None,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
