@@ -2,6 +2,8 @@
 
 import json
 import math
+import platform
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import torch
 from glassformer import GPT, GPTConfig
 from glassformer.lm import LMTask, evaluate_lm
 from glassformer.task import Task
-from glassformer.train import TrainConfig, Trainer, TrainingError, learning_rate, make_optimizer
+from glassformer.train import TrainConfig, Trainer, TrainingError, keep_freed_memory, learning_rate, make_optimizer
 
 
 def test_cosine_schedule_follows_nanogpt():
@@ -210,3 +212,8 @@ def test_overrides_go_to_the_config_that_has_the_key():
         configs_for_run("gpt-tiny", ["nonsense=1"], GPTConfig)
     with pytest.raises(ValueError, match="another kind of model"):
         configs_for_run("multi30k", [], GPTConfig)
+
+
+def test_keep_freed_memory_sets_glibcs_trim_threshold():
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is glibc
