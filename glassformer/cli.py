@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 
+from .choices import DEFAULT_PRESET, WEIGHTS
 from .display import plain
 
 
@@ -319,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "bundled with glassformer)")
     lm.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char")
     lm.add_argument("--vocab-size", type=int, help="vocabulary size for word/bpe tokenizers")
-    lm.add_argument("--preset", default="shakespeare-char-speedrun", help="named model + training settings")
+    lm.add_argument("--preset", default=DEFAULT_PRESET, help="named model + training settings")
     lm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a setting, e.g. --set max_iters=500 (repeatable)")
     lm.add_argument("--val-fraction", type=float, help="last fraction of the text kept for validation (0.1)")
@@ -367,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the prompt is a user's turn, rendered with the model's chat template; prints the answer")
     sample.add_argument("--system", help="--chat: a system turn before the user's")
     sample.add_argument("--dtype", choices=DTYPE_CHOICES, help="the weights' dtype (auto: as stored where native)")
-    sample.add_argument("--weights", choices=["float", "int8"], default="float",
+    sample.add_argument("--weights", choices=WEIGHTS, default="float",
                         help="int8: store the matrices as int8 with a scale per output channel, a quarter of the "
                              "float32 bytes to read per token (logits move slightly; see bench/generate.py)")
     sample.set_defaults(func=cmd_sample)

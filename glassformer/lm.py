@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CONFIG_FILE, FORMAT, load, read_json
+from .choices import DEFAULT_PRESET
 from .config import GPTConfig
 from .data import (
     DataError,
@@ -41,7 +42,6 @@ from .tokenizers import load_tokenizer, train_tokenizer
 from .train import TrainConfig, run_training
 
 BUNDLED = "bundled"  # what the run records as its data when no --data was given
-DEFAULT_PRESET = "shakespeare-char-speedrun"  # the fastest recipe measured (README: Speed and scale)
 
 
 class LMTask:

@@ -25,7 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-WEIGHTS = ("float", "int8")  # the generation's weight storage: as the model holds them, or int8 per channel
+from .choices import WEIGHTS
+
 COMPUTE = torch.bfloat16  # the dtype the int8 product runs in
 UNIT_ROUNDOFF = 2.0 ** -8  # bfloat16 rounds to 8 significant bits: relative error at most 2^-8
 KERNEL_ROWS = 32  # from this many rows on, widening the weights for bfloat16's matmul is faster
