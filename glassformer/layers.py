@@ -238,12 +238,11 @@ class ScaledDotProductAttention(nn.Module):
     def forward(self, q, k, v, mask=None, is_causal: bool = False):
         mask, is_causal = effective_mask(q, k, mask, is_causal)
         dropout_p = self.dropout if self.training else 0.0
-        if self.path == "explicit":
-            return attention(q, k, v, causal_mask(q.size(-2), k.size(-2), q.device) if is_causal else mask,
-                             dropout_p, self.tap)
-        if self.path == "auto" and explicit_is_faster(q):
-            return biased_attention(q, k, v, causal_mask(q.size(-2), k.size(-2), q.device) if is_causal else mask,
-                                    dropout_p)
+        if self.path == "explicit" or (self.path == "auto" and explicit_is_faster(q)):
+            mask = causal_mask(q.size(-2), k.size(-2), q.device) if is_causal else mask  # written out for both forms
+            if self.path == "explicit":
+                return attention(q, k, v, mask, dropout_p, self.tap)
+            return biased_attention(q, k, v, mask, dropout_p)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
         return out, None
 
