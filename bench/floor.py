@@ -47,18 +47,10 @@ def best_ms(fn, runs: int, chunks: int = 5) -> float:
     return best * 1e3
 
 
-def step_linears(step) -> list:
-    """The DecodeLinear maps a decode step multiplies by, in the order it calls them."""
-    maps = []
-    for layer in step.layers:
-        maps += [layer.qkv, layer.o_proj] + ([layer.gate] if layer.gate is not None else []) + [layer.up, layer.down]
-    return maps + [step.lm_head]
-
-
 def weight_floor(step, runs: int = 20, chunks: int = 5) -> dict:
     """The step's weight bytes and the two floors: all bytes summed once (stream), one row through
     every matmul (matvec); milliseconds, the fastest of several repeats."""
-    maps = step_linears(step)
+    maps = step.linears()
     tensors = [m.q if m.int8 else m.weight for m in maps]
     rows = {t.size(0 if not m.int8 and m.transposed else 1) for m, t in zip(maps, tensors)}
     dtype = step.model.tok_emb.weight.dtype

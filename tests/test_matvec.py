@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import build_tiny_gpt, random_ids
 
-from glassformer import matvec
+from glassformer import decode_step, matvec
 from glassformer.generate import generate
 
 EPS = 2.0 ** -24  # float32's unit roundoff
@@ -107,3 +107,25 @@ def test_greedy_tokens_with_and_without_the_kernel(monkeypatch):
     monkeypatch.setenv(matvec.DISABLE, "1")
     assert model.decode_step(1).lm_head.matvec is None
     assert generate(model, ids, 30, temperature=0.0) == with_kernel
+
+
+def test_a_step_packs_its_kernel_weights_in_call_order_on_huge_pages(monkeypatch):
+    kernel_or_skip()
+    model = build_tiny_gpt(n_embd=48, n_head=3, block_size=40)
+    maps = model.decode_step(1).linears()
+    originals = [model.lm_head.weight] + [getattr(model.blocks[0].ffn, name).weight for name in ("up", "down")]
+    assert torch.equal(maps[-1].weight, originals[0]) and torch.equal(maps[2].weight, originals[1])
+    assert all(m.weight.data_ptr() != w.data_ptr() for m in maps for w in originals)  # copies, not the model's
+    starts = [m.weight.data_ptr() for m in maps]
+    ends = [m.weight.data_ptr() + m.weight.numel() * 4 for m in maps]
+    assert all(end <= start < end + 64 for end, start in zip(ends, starts[1:]))  # one after another, 64-B aligned
+    if matvec.huge_page_size():  # where the OS has transparent huge pages, the buffer starts on one
+        assert starts[0] % matvec.huge_page_size() == 0
+    monkeypatch.setattr(decode_step, "free_memory", lambda: 4 * 48 * 48)  # too little memory free: no copy
+    assert model.decode_step(1).lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
+
+
+def test_huge_page_buffer_holds_what_is_written():
+    buffer = matvec.huge_page_buffer(3 * 1024 * 1024 + 5)  # more than one huge page, not a whole number
+    buffer.copy_(torch.arange(buffer.numel(), dtype=torch.float32))
+    assert buffer.dtype == torch.float32 and buffer[-1] == buffer.numel() - 1 and buffer.is_contiguous()
