@@ -47,7 +47,8 @@ class DecodeStep:
         """The maps this step multiplies by, in the order it calls them."""
         maps = []
         for layer in self.layers:
-            maps += [layer.qkv, layer.o_proj] + ([layer.gate] if layer.gate is not None else []) + [layer.up, layer.down]
+            gate = [layer.gate] if layer.gate is not None else []
+            maps += [layer.qkv, layer.o_proj, *gate, layer.up, layer.down]
         return maps + [self.lm_head]
 
     def __call__(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
