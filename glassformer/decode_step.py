@@ -152,8 +152,9 @@ def pack(maps: list[DecodeLinear]) -> None:
     """Copies the weights of these kernel-bound maps into one buffer, one after another in the
     order given (the step's), on transparent huge pages where the OS has them
     (matvec.huge_page_buffer: 20% less time per token at 6/6/384 on a Zen 4), and binds the kernel
-    to the copies. The copy lives as long as the step, one generation; where it would take more
-    than half the memory free now, the maps keep the model's weights."""
+    to the copies. The copy lives as long as the step, one generation (its pages then serve the
+    next step's copy, see matvec.HugePages); where it would take more than half the memory free
+    now, the maps keep the model's weights."""
     align = 16  # floats: each matrix starts on a 64-byte cache line
     sizes = [-(-m.weight.numel() // align) * align for m in maps]
     if not maps or 4 * sum(sizes) > free_memory() // 2:

@@ -125,7 +125,17 @@ def test_a_step_packs_its_kernel_weights_in_call_order_on_huge_pages(monkeypatch
     assert model.decode_step(1).lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
 
 
-def test_huge_page_buffer_holds_what_is_written():
+def test_huge_page_buffer_holds_what_is_written_and_is_reused_once_free():
     buffer = matvec.huge_page_buffer(3 * 1024 * 1024 + 5)  # more than one huge page, not a whole number
     buffer.copy_(torch.arange(buffer.numel(), dtype=torch.float32))
     assert buffer.dtype == torch.float32 and buffer[-1] == buffer.numel() - 1 and buffer.is_contiguous()
+    if not matvec.huge_page_size():
+        return
+    view, address = buffer[10:20], buffer.data_ptr()
+    del buffer
+    other = matvec.huge_page_buffer(1000)
+    assert other.data_ptr() != address and view[0] == 10  # a view still holds the first: not reused
+    del view
+    with torch.inference_mode():
+        again = matvec.huge_page_buffer(1000)
+    assert again.data_ptr() == address and not again.is_inference()  # free again: reused, and writable anywhere
