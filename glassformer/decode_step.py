@@ -66,7 +66,7 @@ class DecodeLayer:
     def __init__(self, block: Block, rows: int):
         attn, ffn = block.self_attn, block.ffn
         projections = [attn.q_proj, attn.k_proj, attn.v_proj]
-        self.attn, self.core, self.act = attn, attn.core.forward, ffn.act.forward
+        self.attn, self.core, self.act = attn, DecodeCore(attn.core), ffn.act.forward
         self.widths = [p.out_features for p in projections]  # h*d, h_kv*d, h_kv*d
         self.heads = (attn.n_head, attn.n_kv_head, attn.n_kv_head)
         self.qk_norm = (attn.q_norm.forward, attn.k_norm.forward) if attn.q_norm is not None else None
@@ -89,6 +89,23 @@ class DecodeLayer:
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return feed_forward(x, self.up, self.down, self.act, self.gate)
+
+
+class DecodeCore:
+    """A block's attention core for one new query per row: matvec's attention kernel, which reads
+    the cache's keys and values in place, where it applies (float32 on CPU, no mask, the core on
+    its default path "auto"); the core itself otherwise, and on the "fused" or "explicit" path a
+    user chose. tests/test_matvec.py holds the kernel to `attention`."""
+
+    def __init__(self, core):
+        self.core = core
+
+    def __call__(self, q, k, v, mask=None, is_causal=False):
+        if mask is None and self.core.path == "auto" and not self.core.training:  # one query: causal masks nothing
+            out = matvec.attend(q, k, v)
+            if out is not None:
+                return out, None
+        return self.core.forward(q, k, v, mask, is_causal)
 
 
 class DecodeResidual:

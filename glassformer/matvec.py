@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import mmap
 import os
 import platform
@@ -38,7 +39,7 @@ SOURCE = Path(__file__).with_name("matvec.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 DISABLE = "GLASSFORMER_NO_KERNEL"  # set to 1: never compile or call the kernel
 
-_loaded: dict[str, object] = {}  # "kernel": the ctypes function or None, "reason": why None
+_loaded: dict[str, object] = {}  # "kernel", "attend": the ctypes functions or None, "reason": why None
 
 
 def cache_dir() -> Path:
@@ -77,7 +78,8 @@ def build(cc: str) -> Path:
     handle, partial = tempfile.mkstemp(dir=directory, prefix=".matvec-", suffix=".so")
     os.close(handle)
     try:  # into a temporary name, then renamed: another process never loads half a file
-        done = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", partial], capture_output=True, text=True, timeout=300)
+        done = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", partial, "-lm"], capture_output=True, text=True,
+                              timeout=300)
         if done.returncode != 0:
             lines = (done.stderr or done.stdout).strip().splitlines()
             raise OSError(f"{cc} failed: {lines[0] if lines else f'exit status {done.returncode}'}")
@@ -113,6 +115,10 @@ def load() -> tuple[object | None, str | None]:
     function = library.glassformer_matvec_f32
     function.restype = None
     function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 2 + [ctypes.c_int]
+    attend = library.glassformer_attend_f32
+    attend.restype = ctypes.c_int
+    attend.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 10 + [ctypes.c_float, ctypes.c_int]
+    _loaded["attend"] = attend
     return function, None
 
 
@@ -167,6 +173,27 @@ def bind(weight: torch.Tensor, bias: torch.Tensor | None = None) -> MatVec | Non
     """A MatVec for this weight and bias, or None where the kernel is unavailable or does not apply."""
     function = kernel()
     return MatVec(function, weight, bias) if function is not None and fits(weight, bias) else None
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+    """softmax(q kᵀ / sqrt(d)) v for one new query per row and head, no mask, through the kernel:
+    q (B, h, 1, d), k and v (B, h, L, d) -> (B, h, 1, d). The keys and values are read where they
+    are (the KV cache's buffers), with any strides but the last. None where the kernel is
+    unavailable or does not apply (not float32 on CPU, more than one query, a last dimension that
+    is not contiguous, autograd to follow): the caller then uses its own attention."""
+    function = _loaded.get("attend") if kernel() is not None else None
+    B, h, T, d = q.shape
+    L = k.size(2) if k.dim() == 4 else 0
+    if (function is None or T != 1 or L == 0 or k.shape != (B, h, L, d) or v.shape != (B, h, L, d)
+            or any(t.dtype != torch.float32 or t.device.type != "cpu" or t.stride(-1) != 1 for t in (q, k, v))
+            or torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
+        return None
+    q = q.contiguous()
+    out = torch.empty(B, h, 1, d)
+    failed = function(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, h, L, d,
+                      k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+                      1.0 / math.sqrt(d), torch.get_num_threads())
+    return None if failed else out
 
 
 def huge_page_size() -> int:

@@ -1,7 +1,9 @@
-"""glassformer.matvec, the C kernel for one row times a float32 matrix: against a float64 product
-within the rounding a float32 sum may make, for widths that are and are not multiples of the
-vector length, one and several threads, with and without bias; F.linear wherever it does not
-apply (disabled, no compiler, a failed compile, autograd); and greedy generation with and without it."""
+"""glassformer.matvec, the C kernels of the decode step. One row times a float32 matrix: against a
+float64 product within the rounding a float32 sum may make, for widths that are and are not
+multiples of the vector length, one and several threads, with and without bias; F.linear wherever
+it does not apply (disabled, no compiler, a failed compile, autograd); greedy generation with and
+without it; the step's weights packed on huge pages. One query's attention: against `attention` in
+float64 within float32 rounding, reading a cache's strided buffers; declined where it does not apply."""
 
 import ctypes
 import os
@@ -13,6 +15,7 @@ from conftest import build_tiny_gpt, random_ids
 
 from glassformer import decode_step, matvec
 from glassformer.generate import generate
+from glassformer.layers import attention
 
 EPS = 2.0 ** -24  # float32's unit roundoff
 
@@ -139,3 +142,35 @@ def test_huge_page_buffer_holds_what_is_written_and_is_reused_once_free():
     with torch.inference_mode():
         again = matvec.huge_page_buffer(1000)
     assert again.data_ptr() == address and not again.is_inference()  # free again: reused, and writable anywhere
+
+
+@pytest.mark.parametrize("B, h, L, d, loud", [(1, 6, 200, 64, 1.0), (3, 2, 1, 5, 1.0), (2, 4, 37, 12, 30.0),
+                                               (1, 3, 700, 20, 3.0)])
+def test_attention_kernel_within_float32_rounding_of_attention(B, h, L, d, loud):
+    kernel_or_skip()
+    g = torch.Generator().manual_seed(L * d)
+    q = torch.randn(B, h, 1, d, generator=g) * loud  # loud: scores far above 1, where exp needs the max taken out
+    cache = torch.randn(2, B, h, L + 9, d, generator=g)  # the cache's buffers: more positions than filled
+    k, v = cache[0, :, :, :L], cache[1, :, :, :L]
+    out = matvec.attend(q, k, v)
+    exact, probs = attention(q.double(), k.double(), v.double())
+    # Each score q·k/√d carries float32 rounding up to γ(d+1) Σ|q_i k_i|/√d (Higham §3.1), which exp
+    # turns into that relative error in a weight, on top of a few u from exp itself; the weighted
+    # sums over L positions add γ(L+1) of Σ p|v|. The output, a weighted mean of v, moves by at most
+    # twice the largest relative weight error times max|v|, plus those sums' rounding.
+    gamma = lambda n: n * EPS / (1 - n * EPS)  # noqa: E731
+    score_error = gamma(d + 1) * (q.double().abs() @ k.double().abs().transpose(-1, -2)).amax() / d ** 0.5
+    bound = (2 * (score_error + 4 * EPS) + 2 * gamma(L + 1)) * v.abs().amax()
+    assert out.shape == (B, h, 1, d) and (out.double() - exact).abs().max() <= bound
+    assert loud < 30 or probs.amax() > 0.5  # the loudest case does concentrate the weights
+
+
+def test_attention_kernel_declines_what_it_does_not_do():
+    kernel_or_skip()
+    q, k = torch.randn(1, 2, 1, 8), torch.randn(1, 2, 5, 8)
+    assert matvec.attend(q, k, k) is not None
+    assert matvec.attend(torch.randn(1, 2, 3, 8), k, k) is None  # more than one query
+    assert matvec.attend(q.bfloat16(), k.bfloat16(), k.bfloat16()) is None
+    assert matvec.attend(q, k.transpose(-1, -2).contiguous().transpose(-1, -2), k) is None  # d not contiguous
+    assert matvec.attend(q, k, torch.randn(1, 2, 5, 4)) is None  # values of another width
+    assert matvec.attend(q.requires_grad_(), k, k) is None  # autograd would record the op
