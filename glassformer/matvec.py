@@ -184,10 +184,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | 
     function = _loaded.get("attend") if kernel() is not None else None
     B, h, T, d = q.shape
     L = k.size(2) if k.dim() == 4 else 0
-    if (function is None or T != 1 or L == 0 or k.shape != (B, h, L, d) or v.shape != (B, h, L, d)
-            or any(t.dtype != torch.float32 or t.device.type != "cpu" or t.stride(-1) != 1 for t in (q, k, v))
-            or torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
-        return None
+    if (function is None or T != 1 or L == 0 or not k.shape == v.shape == (B, h, L, d)
+            or not q.dtype is k.dtype is v.dtype is torch.float32 or not (q.is_cpu and k.is_cpu and v.is_cpu)
+            or not q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
+            or torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
+        return None  # checked in as few Python operations as it takes: this runs once per layer and token
     q = q.contiguous()
     out = torch.empty(B, h, 1, d)
     failed = function(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, h, L, d,
