@@ -40,6 +40,11 @@ class DecodeStep:
         self.model = model
         self.rows = rows
         self.layers = [DecodeLayer(block, rows) for block in model.blocks]
+        # each block's sublayers wired as the block wires its own; held here, not by the layer,
+        # so that nothing refers back to itself and the step (its packed weights) is freed as
+        # soon as the generation drops it, not at the next garbage collection
+        self.wiring = [block.sublayers(layer.self_attention, layer.feed_forward, residual=DecodeResidual)
+                       for block, layer in zip(model.blocks, self.layers)]
         self.lm_head = DecodeLinear([model.lm_head], rows)
         pack([m for m in self.linears() if m.matvec is not None])
 
@@ -54,14 +59,14 @@ class DecodeStep:
     def __call__(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
         x, rotary = self.model.embed(ids, cache.length)
         x = x[:, 0]  # (B, 1, C) -> (B, C): rows without a time axis, as the matmuls want them
-        for layer, layer_cache in zip(self.layers, cache.self_attn):
+        for layer, wiring, layer_cache in zip(self.layers, self.wiring, cache.self_attn):
             layer.cache, layer.rotary = layer_cache, rotary
-            x = wire(x, layer.wiring)
+            x = wire(x, wiring)
         return self.lm_head(self.model.final(x))  # (B, V)
 
 
 class DecodeLayer:
-    """One block's sublayers with DecodeLinear maps, wired as the block wires its own, for DecodeStep."""
+    """One block's sublayers with DecodeLinear maps, for DecodeStep (which wires them as the block wires its own)."""
 
     def __init__(self, block: Block, rows: int):
         attn, ffn = block.self_attn, block.ffn
@@ -75,7 +80,6 @@ class DecodeLayer:
         self.up = DecodeLinear([ffn.up], rows)
         self.gate = DecodeLinear([ffn.gate], rows) if ffn.gate is not None else None
         self.down = DecodeLinear([ffn.down], rows)
-        self.wiring = block.sublayers(self.self_attention, self.feed_forward, residual=DecodeResidual)
         self.cache, self.rotary = None, None  # this step's: set by DecodeStep before each call
 
     def self_attention(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,11 +102,11 @@ class DecodeCore:
     user chose. tests/test_matvec.py holds the kernel to `attention`."""
 
     def __init__(self, core):
-        self.core = core
+        self.core, self.kernel = core, matvec.attention()
 
     def __call__(self, q, k, v, mask=None, is_causal=False):
-        if mask is None and self.core.path == "auto" and not self.core.training:  # one query: causal masks nothing
-            out = matvec.attend(q, k, v)
+        if self.kernel is not None and mask is None and self.core.path == "auto" and not self.core.training:
+            out = self.kernel(q, k, v)  # one query: a causal mask would mask nothing
             if out is not None:
                 return out, None
         return self.core.forward(q, k, v, mask, is_causal)

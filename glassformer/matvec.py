@@ -175,26 +175,35 @@ def bind(weight: torch.Tensor, bias: torch.Tensor | None = None) -> MatVec | Non
     return MatVec(function, weight, bias) if function is not None and fits(weight, bias) else None
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+class Attend:
     """softmax(q kᵀ / sqrt(d)) v for one new query per row and head, no mask, through the kernel:
-    q (B, h, 1, d), k and v (B, h, L, d) -> (B, h, 1, d). The keys and values are read where they
-    are (the KV cache's buffers), with any strides but the last. None where the kernel is
-    unavailable or does not apply (not float32 on CPU, more than one query, a last dimension that
-    is not contiguous, autograd to follow): the caller then uses its own attention."""
-    function = _loaded.get("attend") if kernel() is not None else None
-    B, h, T, d = q.shape
-    L = k.size(2) if k.dim() == 4 else 0
-    if (function is None or T != 1 or L == 0 or not k.shape == v.shape == (B, h, L, d)
-            or not q.dtype is k.dtype is v.dtype is torch.float32 or not (q.is_cpu and k.is_cpu and v.is_cpu)
-            or not q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
-            or torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
-        return None  # checked in as few Python operations as it takes: this runs once per layer and token
-    q = q.contiguous()
-    out = torch.empty(B, h, 1, d)
-    failed = function(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, h, L, d,
-                      k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-                      1.0 / math.sqrt(d), torch.get_num_threads())
-    return None if failed else out
+    q (B, h, 1, d), k and v (B, h, L, d) -> (B, h, 1, d), or None where the kernel does not apply
+    (not float32 on CPU, more than one query, a last dimension that is not contiguous, autograd to
+    follow): the caller then uses its own attention. The keys and values are read where they are
+    (the KV cache's buffers), with any strides but the last. Build it with `attention`."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+        B, h, T, d = q.shape
+        L = k.size(2) if k.dim() == 4 else 0
+        if (T != 1 or L == 0 or not k.shape == v.shape == (B, h, L, d)
+                or not q.dtype is k.dtype is v.dtype is torch.float32 or not (q.is_cpu and k.is_cpu and v.is_cpu)
+                or not q.stride(-1) == k.stride(-1) == v.stride(-1) == 1
+                or torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
+            return None  # checked in as few Python operations as it takes: this runs once per layer and token
+        q = q.contiguous()
+        out = torch.empty(B, h, 1, d)
+        failed = self.function(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), B, h, L, d,
+                               k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+                               1.0 / math.sqrt(d), torch.get_num_threads())
+        return None if failed else out
+
+
+def attention() -> Attend | None:
+    """The attention kernel as an Attend, or None where the kernel is unavailable (see unavailable_reason)."""
+    return Attend(_loaded["attend"]) if kernel() is not None else None
 
 
 def huge_page_size() -> int:

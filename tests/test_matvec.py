@@ -6,7 +6,9 @@ without it; the step's weights packed on huge pages. One query's attention: agai
 float64 within float32 rounding, reading a cache's strided buffers; declined where it does not apply."""
 
 import ctypes
+import gc
 import os
+import weakref
 
 import pytest
 import torch
@@ -108,7 +110,8 @@ def test_greedy_tokens_with_and_without_the_kernel(monkeypatch):
     ids = random_ids(1, 6)
     with_kernel = generate(model, ids, 30, temperature=0.0)
     monkeypatch.setenv(matvec.DISABLE, "1")
-    assert model.decode_step(1).lm_head.matvec is None
+    step = model.decode_step(1)
+    assert step.lm_head.matvec is None and step.layers[0].core.kernel is None and matvec.attention() is None
     assert generate(model, ids, 30, temperature=0.0) == with_kernel
 
 
@@ -126,6 +129,18 @@ def test_a_step_packs_its_kernel_weights_in_call_order_on_huge_pages(monkeypatch
         assert starts[0] % matvec.huge_page_size() == 0
     monkeypatch.setattr(decode_step, "free_memory", lambda: 4 * 48 * 48)  # too little memory free: no copy
     assert model.decode_step(1).lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
+
+
+def test_a_step_is_freed_when_dropped_not_at_the_next_garbage_collection():
+    model = build_tiny_gpt(n_embd=48, n_head=3, block_size=40)
+    gc.disable()  # nothing but reference counts: a step in a reference cycle would hold its packed weights
+    try:
+        step = model.decode_step(1)
+        parts = [weakref.ref(step), weakref.ref(step.layers[0]), weakref.ref(step.layers[0].up)]
+        del step
+        assert all(part() is None for part in parts)
+    finally:
+        gc.enable()
 
 
 def test_huge_page_buffer_holds_what_is_written_and_is_reused_once_free():
@@ -152,7 +167,7 @@ def test_attention_kernel_within_float32_rounding_of_attention(B, h, L, d, loud)
     q = torch.randn(B, h, 1, d, generator=g) * loud  # loud: scores far above 1, where exp needs the max taken out
     cache = torch.randn(2, B, h, L + 9, d, generator=g)  # the cache's buffers: more positions than filled
     k, v = cache[0, :, :, :L], cache[1, :, :, :L]
-    out = matvec.attend(q, k, v)
+    out = matvec.attention()(q, k, v)
     exact, probs = attention(q.double(), k.double(), v.double())
     # Each score q·k/√d carries float32 rounding up to γ(d+1) Σ|q_i k_i|/√d (Higham §3.1), which exp
     # turns into that relative error in a weight, on top of a few u from exp itself; the weighted
@@ -168,9 +183,10 @@ def test_attention_kernel_within_float32_rounding_of_attention(B, h, L, d, loud)
 def test_attention_kernel_declines_what_it_does_not_do():
     kernel_or_skip()
     q, k = torch.randn(1, 2, 1, 8), torch.randn(1, 2, 5, 8)
-    assert matvec.attend(q, k, k) is not None
-    assert matvec.attend(torch.randn(1, 2, 3, 8), k, k) is None  # more than one query
-    assert matvec.attend(q.bfloat16(), k.bfloat16(), k.bfloat16()) is None
-    assert matvec.attend(q, k.transpose(-1, -2).contiguous().transpose(-1, -2), k) is None  # d not contiguous
-    assert matvec.attend(q, k, torch.randn(1, 2, 5, 4)) is None  # values of another width
-    assert matvec.attend(q.requires_grad_(), k, k) is None  # autograd would record the op
+    attend = matvec.attention()
+    assert attend(q, k, k) is not None
+    assert attend(torch.randn(1, 2, 3, 8), k, k) is None  # more than one query
+    assert attend(q.bfloat16(), k.bfloat16(), k.bfloat16()) is None
+    assert attend(q, k.transpose(-1, -2).contiguous().transpose(-1, -2), k) is None  # d not contiguous
+    assert attend(q, k, torch.randn(1, 2, 5, 4)) is None  # values of another width
+    assert attend(q.requires_grad_(), k, k) is None  # autograd would record the op
