@@ -72,8 +72,8 @@ class DecodeLayer:
         attn, ffn = block.self_attn, block.ffn
         projections = [attn.q_proj, attn.k_proj, attn.v_proj]
         self.attn, self.core, self.act = attn, DecodeCore(attn.core), ffn.act.forward
-        self.widths = [p.out_features for p in projections]  # h*d, h_kv*d, h_kv*d
-        self.heads = (attn.n_head, attn.n_kv_head, attn.n_kv_head)
+        self.heads = (attn.n_head, attn.n_kv_head, attn.n_kv_head)  # of Q, K, V, each d_head wide
+        self.all_heads, self.d_head = sum(self.heads), attn.q_proj.out_features // attn.n_head
         self.qk_norm = (attn.q_norm.forward, attn.k_norm.forward) if attn.q_norm is not None else None
         self.qkv = DecodeLinear(projections, rows)  # W_Q, W_K, W_V stacked: ((h + 2*h_kv)*d, C)
         self.o_proj = DecodeLinear([attn.o_proj], rows)
@@ -85,8 +85,8 @@ class DecodeLayer:
     def self_attention(self, x: torch.Tensor) -> torch.Tensor:
         """MultiHeadAttention.forward for one position per row, (B, C) -> (B, C), with one matmul for Q, K and V."""
         B = x.size(0)
-        q, k, v = (part.view(B, heads, 1, -1) for part, heads in  # (B, (h + 2*h_kv)*d) -> (B, h or h_kv, 1, d)
-                   zip(self.qkv(x).split(self.widths, dim=-1), self.heads))
+        # (B, (h + 2*h_kv)*d) -> (B, h + 2*h_kv, 1, d) -> q (B, h, 1, d), k and v (B, h_kv, 1, d)
+        q, k, v = self.qkv(x).view(B, self.all_heads, 1, self.d_head).split(self.heads, dim=1)
         out = self.attn.attend(q, k, v, cache=self.cache, rotary=self.rotary, core=self.core,
                                qk_norm=self.qk_norm)  # (B, h, 1, d)
         return self.o_proj(out.reshape(B, -1))  # heads concatenated: (B, h*d) -> (B, C)
