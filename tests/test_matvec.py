@@ -127,6 +127,9 @@ def test_a_step_packs_its_kernel_weights_in_call_order_on_huge_pages(monkeypatch
     assert all(end <= start < end + 64 for end, start in zip(ends, starts[1:]))  # one after another, 64-B aligned
     if matvec.huge_page_size():  # where the OS has transparent huge pages, the buffer starts on one
         assert starts[0] % matvec.huge_page_size() == 0
+    monkeypatch.setattr(decode_step, "PACK_BYTES", 4 * 48 * 48)  # weights above the size that pays: no copy
+    assert model.decode_step(1).lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
+    monkeypatch.undo()
     monkeypatch.setattr(decode_step, "free_memory", lambda: 4 * 48 * 48)  # too little memory free: no copy
     assert model.decode_step(1).lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
 
