@@ -10,14 +10,12 @@ import torch.nn as nn
 from .config import GPTConfig, check_fits_in_memory
 from .layers import (
     KVCache,
-    TokenEmbedding,
-    add_positions,
     check_ids,
     init_weights,
     make_block,
     make_norm,
-    make_positions,
 )
+from .positions import TokenEmbedding, add_positions, make_positions
 from .trace import observed
 
 if TYPE_CHECKING:

@@ -12,15 +12,13 @@ import torch.nn as nn
 from .config import Seq2SeqConfig, check_fits_in_memory
 from .layers import (
     KVCache,
-    TokenEmbedding,
-    add_positions,
     check_ids,
     init_weights,
     make_block,
     make_norm,
-    make_positions,
     padding_mask,
 )
+from .positions import TokenEmbedding, add_positions, make_positions
 
 
 class Seq2Seq(nn.Module):

@@ -10,20 +10,22 @@ import torch.nn.functional as F
 
 from glassformer.layers import (
     LayerNorm,
-    Llama3Scaling,
     MultiHeadAttention,
     Residual,
     RMSNorm,
-    RotaryEmbedding,
     ScaledDotProductAttention,
-    SinusoidalPositionalEncoding,
-    apply_rotary,
     attention,
     biased_attention,
     causal_mask,
-    llama3_inv_freq,
     padding_mask,
     repeat_kv,
+)
+from glassformer.positions import (
+    Llama3Scaling,
+    RotaryEmbedding,
+    SinusoidalPositionalEncoding,
+    apply_rotary,
+    llama3_inv_freq,
 )
 
 
