@@ -46,7 +46,7 @@ class DecodeStep:
         self.wiring = [block.sublayers(layer.self_attention, layer.feed_forward, residual=DecodeResidual)
                        for block, layer in zip(model.blocks, self.layers)]
         self.lm_head = DecodeLinear([model.lm_head], rows)
-        pack([m for m in self.linears() if m.matvec is not None])
+        pack([m for m in self.linears() if m.matvec is not None and not m.int8])
 
     def linears(self) -> list[DecodeLinear]:
         """The maps this step multiplies by, in the order it calls them."""
@@ -137,7 +137,8 @@ class DecodeLinear:
     one row in float32 on CPU the product goes through matvec's kernel, which reads the weights
     about three times as fast as F.linear (see matvec).
     Int8 weights (quant.Int8Linear, each output row with its scale) stack the same way and
-    multiply through quant.int8_linear.
+    multiply through quant.int8_linear, at one float32 row through matvec's int8 kernel (the
+    kernel int8_linear itself takes for one row).
     """
 
     def __init__(self, linears: list[nn.Module], rows: int):
@@ -150,8 +151,11 @@ class DecodeLinear:
         self.matvec = None  # matvec's kernel bound to the weight, for one float32 row on CPU
         if self.int8:
             self.q = stacked([m.q for m in linears])
-            self.scale = stacked([m.scale for m in linears]).to(INT8_COMPUTE)  # converted once, not per call
+            scale = stacked([m.scale for m in linears])  # (out,) float32
+            self.scale = scale.to(INT8_COMPUTE)  # converted once, not per call
             self.transposed = False
+            if rows == 1:  # one float32 row on CPU: matvec's int8 kernel, with the float32 scales
+                self.matvec = matvec.bind_int8(self.q, scale, self.bias)
             return
         weight = stacked([m.weight for m in linears])  # (out, in)
         self.transposed = rows >= 4
@@ -160,10 +164,10 @@ class DecodeLinear:
             self.matvec = matvec.bind(self.weight, self.bias)  # None unless float32 on CPU with the kernel built
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.matvec is not None and x.dtype == torch.float32:
+            return self.matvec(x)
         if self.int8:
             return int8_linear(x, self.q, self.scale, self.bias)
-        if self.matvec is not None:
-            return self.matvec(x)
         if not self.transposed:
             return F.linear(x, self.weight, self.bias)
         return x @ self.weight if self.bias is None else torch.addmm(self.bias, x, self.weight)

@@ -83,6 +83,63 @@ void glassformer_matvec_f32(const float *W, const float *x, const float *b, floa
     }
 }
 
+/* The same for int8 weights with one float32 scale per row (glassformer.quant's storage):
+ * y = scale * (Q x) + b, each int8 widened to float32 in registers, so that a matrix streams a
+ * quarter of float32's bytes. */
+static inline float dot_i8(const signed char *restrict w, const float *restrict x, long in) {
+    long i = 0;
+    float s = 0.f;
+#if defined(__AVX512F__)
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (; i + 64 <= in; i += 64) {
+#define WIDEN(k) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + i + (k)))))
+        a0 = _mm512_fmadd_ps(WIDEN(0), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(WIDEN(16), _mm512_loadu_ps(x + i + 16), a1);
+        a2 = _mm512_fmadd_ps(WIDEN(32), _mm512_loadu_ps(x + i + 32), a2);
+        a3 = _mm512_fmadd_ps(WIDEN(48), _mm512_loadu_ps(x + i + 48), a3);
+    }
+    for (; i + 16 <= in; i += 16) a0 = _mm512_fmadd_ps(WIDEN(0), _mm512_loadu_ps(x + i), a0);
+#undef WIDEN
+    s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+#elif defined(__AVX2__)
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (; i + 32 <= in; i += 32) {
+#define WIDEN(k) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(w + i + (k)))))
+        a0 = _mm256_fmadd_ps(WIDEN(0), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(WIDEN(8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(WIDEN(16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(WIDEN(24), _mm256_loadu_ps(x + i + 24), a3);
+#undef WIDEN
+    }
+    __m256 v = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    s = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+#endif
+    float t = 0.f; /* what the vectors left (every column without AVX) */
+    for (long j = i; j < in; j++) t += (float)w[j] * x[j];
+    return s + t;
+}
+
+static void rows_i8(const signed char *Q, const float *scale, const float *x, const float *b, float *y, long r0,
+                    long r1, long in) {
+    for (long r = r0; r < r1; r++) y[r] = scale[r] * dot_i8(Q + r * in, x, in) + (b ? b[r] : 0.f);
+}
+
+/* y (out) = scale (out) * (Q (out, in) x (in)) + b (out, or NULL), on up to `threads` OpenMP threads. */
+void glassformer_matvec_i8(const signed char *Q, const float *scale, const float *x, const float *b, float *y,
+                           long out, long in, int threads) {
+    if (threads <= 1 || out * in < 262144 || out < 2) { /* under 256 KB of weights: one thread */
+        rows_i8(Q, scale, x, b, y, 0, out, in);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        const long n = omp_get_num_threads(), t = omp_get_thread_num();
+        rows_i8(Q, scale, x, b, y, out * t / n, out * (t + 1) / n, in);
+    }
+}
+
 /* One query's attention for one head: out (d) = softmax(scale * K q) V over L keys and values
  * (K, V: L rows `stride` floats apart, d contiguous each), with `s` room for L scores. The
  * largest score is subtracted before exp, as torch's softmax does. */

@@ -39,7 +39,7 @@ SOURCE = Path(__file__).with_name("matvec.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 DISABLE = "GLASSFORMER_NO_KERNEL"  # set to 1: never compile or call the kernel
 
-_loaded: dict[str, object] = {}  # "kernel", "attend": the ctypes functions or None, "reason": why None
+_loaded: dict[str, object] = {}  # "kernel", "int8", "attend": the ctypes functions or None, "reason": why None
 
 
 def cache_dir() -> Path:
@@ -115,6 +115,10 @@ def load() -> tuple[object | None, str | None]:
     function = library.glassformer_matvec_f32
     function.restype = None
     function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 2 + [ctypes.c_int]
+    int8 = library.glassformer_matvec_i8
+    int8.restype = None
+    int8.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long] * 2 + [ctypes.c_int]
+    _loaded["int8"] = int8
     attend = library.glassformer_attend_f32
     attend.restype = ctypes.c_int
     attend.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 10 + [ctypes.c_float, ctypes.c_int]
@@ -139,12 +143,15 @@ def unavailable_reason() -> str | None:
     return _loaded["reason"]
 
 
+def plain(t: torch.Tensor, dtype: torch.dtype, dim: int) -> bool:
+    """Whether t is a contiguous CPU tensor of this dtype and number of dimensions, as the kernels read them."""
+    return t.dtype == dtype and t.device.type == "cpu" and t.dim() == dim and t.is_contiguous()
+
+
 def fits(weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     """Whether the kernel can multiply by this weight and bias: float32, CPU, contiguous, (out, in) and (out,)."""
-    def plain(t: torch.Tensor, dim: int) -> bool:
-        return t.dtype == torch.float32 and t.device.type == "cpu" and t.dim() == dim and t.is_contiguous()
-
-    return plain(weight, 2) and (bias is None or (plain(bias, 1) and bias.numel() == weight.size(0)))
+    return plain(weight, torch.float32, 2) and (bias is None or (plain(bias, torch.float32, 1)
+                                                                 and bias.numel() == weight.size(0)))
 
 
 class MatVec:
@@ -173,6 +180,42 @@ def bind(weight: torch.Tensor, bias: torch.Tensor | None = None) -> MatVec | Non
     """A MatVec for this weight and bias, or None where the kernel is unavailable or does not apply."""
     function = kernel()
     return MatVec(function, weight, bias) if function is not None and fits(weight, bias) else None
+
+
+class MatVecInt8:
+    """x -> scale * (x qᵀ) + bias, quant.Int8Linear's map (int8 weights q (out, in), one float32
+    scale per output), for one float32 row x through the int8 kernel: each weight widened to
+    float32 in registers, the product in float32, so the matrix streams a quarter of float32's
+    bytes. x must be float32 on CPU with `in` elements and nothing to differentiate (the caller
+    checks; int8 weights never train). Build it with `bind_int8`.
+
+    Measured on a 2-core Zen 4, a 6/6/384 GPT's generation with int8 weights: 2.47 ms per token
+    with torch's int8 kernel (aten's _weight_int8pack_mm, in bfloat16), 1.62 with this one
+    (medians of 8 alternating; the same 320 tokens)."""
+
+    def __init__(self, function, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+        self.function, self.q, self.scale, self.bias = function, q, scale, bias
+        self.out, self.inputs = q.shape
+        self.pointers = q.data_ptr(), scale.data_ptr(), None if bias is None else bias.data_ptr()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()  # held by a name: its memory must outlive the call
+        y = torch.empty(*x.shape[:-1], self.out)
+        self.function(self.pointers[0], self.pointers[1], x.data_ptr(), self.pointers[2], y.data_ptr(), self.out,
+                      self.inputs, torch.get_num_threads())
+        return y
+
+
+def bind_int8(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None) -> MatVecInt8 | None:
+    """A MatVecInt8 for these int8 weights, float32 scales and bias, or None where the kernel is
+    unavailable or does not apply (q not a contiguous int8 (out, in) on CPU, scale or bias not
+    float32 (out,))."""
+    function = _loaded.get("int8") if kernel() is not None else None
+    if (function is None or not plain(q, torch.int8, 2) or not plain(scale, torch.float32, 1)
+            or scale.numel() != q.size(0) or bias is not None and not (plain(bias, torch.float32, 1)
+                                                                       and bias.numel() == q.size(0))):
+        return None
+    return MatVecInt8(function, q, scale, bias)
 
 
 class Attend:

@@ -2,8 +2,9 @@
 float64 product within the rounding a float32 sum may make, for widths that are and are not
 multiples of the vector length, one and several threads, with and without bias; F.linear wherever
 it does not apply (disabled, no compiler, a failed compile, autograd); greedy generation with and
-without it; the step's weights packed on huge pages. One query's attention: against `attention` in
-float64 within float32 rounding, reading a cache's strided buffers; declined where it does not apply."""
+without it; the step's weights packed on huge pages. The same for int8 weights with per-row
+scales. One query's attention: against `attention` in float64 within float32 rounding, reading a
+cache's strided buffers; declined where it does not apply."""
 
 import ctypes
 import gc
@@ -15,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from conftest import build_tiny_gpt, random_ids
 
-from glassformer import decode_step, matvec
+from glassformer import decode_step, matvec, quant
 from glassformer.generate import generate
 from glassformer.layers import attention
+from glassformer.quant import quantize_rows
 
 EPS = 2.0 ** -24  # float32's unit roundoff
 
@@ -56,6 +58,33 @@ def test_kernel_within_float32_rounding(out, width, with_bias):
             assert ((got.double() - exact).abs() <= rounding_bound(x, weight, bias)).all()
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("out, width", [(1, 384), (65, 100), (3, 7), (65, 16), (257, 300), (1152, 384)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_int8_kernel_within_float32_rounding(out, width, with_bias):
+    kernel_or_skip()
+    g = torch.Generator().manual_seed(out + width)
+    q, scale = quantize_rows(torch.randn(out, width, generator=g))
+    x, bias = torch.randn(1, width, generator=g), torch.randn(out, generator=g) if with_bias else None
+    y = matvec.bind_int8(q, scale, bias)(x)
+    wide = scale.double()[:, None] * q.double()  # the weights int8 stands for, exactly
+    exact = F.linear(x.double(), wide, None if bias is None else bias.double())
+    # width products (each rounded once: an int8 times a float32 needs up to 31 bits), their sum,
+    # the scale and the bias: at most width + 3 roundings on any term (Higham §3.1)
+    n = width + 3
+    bound = n * EPS / (1 - n * EPS) * (F.linear(x.double().abs(), wide.abs()) + (0 if bias is None else bias.abs()))
+    assert y.shape == (1, out) and ((y.double() - exact).abs() <= bound).all()
+    assert torch.equal(quant.int8_linear(x, q, scale, bias), y)  # one float32 row: int8_linear takes the kernel
+
+
+def test_int8_kernel_declines_what_it_does_not_read():
+    kernel_or_skip()
+    q, scale = quantize_rows(torch.randn(8, 16))
+    assert matvec.bind_int8(q, scale) is not None
+    assert matvec.bind_int8(q.t(), scale) is None  # not contiguous
+    assert matvec.bind_int8(q, scale.bfloat16()) is None and matvec.bind_int8(q, scale[:4]) is None
+    assert matvec.bind_int8(q, scale, torch.zeros(8, dtype=torch.float64)) is None
 
 
 def test_one_openmp_runtime_and_f_linear_where_it_does_not_apply():
