@@ -267,19 +267,23 @@ class HugePages:
     into pages already there takes 5), and a generation builds its decode step anew."""
 
     def __init__(self):
-        self.mappings: list[mmap.mmap] = []  # the ones that may be reused, in use or not
+        # the mappings that may be reused, in use or not, after a one-page probe that never serves a
+        # buffer: its reference count, read the same way, is what a mapping no tensor uses reads
+        self.mappings: list[mmap.mmap] = [mmap.mmap(-1, mmap.PAGESIZE)]
         self.lock = threading.Lock()
 
     def buffer(self, numel: int, page: int, advice: int) -> torch.Tensor | None:
         """numel float32s starting on a huge page, or None where the advice is refused."""
         size = -(-numel * 4 // page) * page  # whole huge pages
         with self.lock, torch.inference_mode(False):  # a normal tensor: the step copies into it in either mode
-            memory = next((m for m in self.mappings if len(m) >= size + page and not self.in_use(m)), None)
-            if memory is None:
-                self.mappings = [m for m in self.mappings if self.in_use(m)]  # the free ones go back to the OS
+            free = self.free()
+            memory = next((m for m in free if len(m) >= size + page), None)
+            if memory is None:  # the free ones go back to the OS, and a new one is made
+                self.mappings = [m for m in self.mappings if not any(m is f for f in free)]
                 memory = mmap.mmap(-1, size + page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # a page spare
                 if size + page <= REUSE_BYTES:
                     self.mappings.append(memory)
+            del free
             raw = torch.frombuffer(memory, dtype=torch.uint8)  # holds `memory` as long as any view of it lives
             start = -raw.data_ptr() % page  # mmap's pages are 4 KB aligned: a multiple of them
             try:
@@ -288,12 +292,12 @@ class HugePages:
                 return None
             return raw[start:start + numel * 4].view(torch.float32)
 
-    @staticmethod
-    def in_use(memory: mmap.mmap) -> bool:
-        """Whether a tensor still uses the mapping: torch.frombuffer's storage holds a reference to
-        it for as long as it lives. Otherwise three: the list's, the caller's name for it, this
-        function's argument (sys.getrefcount's own is the fourth)."""
-        return sys.getrefcount(memory) > 4
+    def free(self) -> list[mmap.mmap]:
+        """The mappings no tensor uses: torch.frombuffer's storage holds a reference to its mapping
+        for as long as it lives, so a mapping in use counts one reference more than the probe,
+        whatever the interpreter counts besides (each is read through the same expression)."""
+        counts = [sys.getrefcount(m) for m in self.mappings]
+        return [m for m, count in zip(self.mappings[1:], counts[1:]) if count <= counts[0]]
 
 
 _huge_pages = HugePages()
