@@ -26,6 +26,15 @@
 #include <immintrin.h>
 #endif
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+/* the sum of a vector's 8 floats */
+static inline float sum8(__m256 v) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+}
+#endif
+
 /* W[r,:] . x for one row of `in` floats */
 static inline float dot(const float *restrict w, const float *restrict x, long in) {
     long i = 0;
@@ -54,10 +63,7 @@ static inline float dot(const float *restrict w, const float *restrict x, long i
         a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
         a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
     }
-    __m256 v = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    s = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+    s = sum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 #endif
     float t = 0.f; /* what the vectors left (every column without AVX) */
 #pragma omp simd reduction(+ : t)
@@ -111,10 +117,7 @@ static inline float dot_i8(const signed char *restrict w, const float *restrict 
         a3 = _mm256_fmadd_ps(WIDEN(24), _mm256_loadu_ps(x + i + 24), a3);
 #undef WIDEN
     }
-    __m256 v = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    s = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+    s = sum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 #endif
     float t = 0.f; /* what the vectors left (every column without AVX) */
     for (long j = i; j < in; j++) t += (float)w[j] * x[j];
