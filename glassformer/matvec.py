@@ -281,7 +281,7 @@ class HugePages:
             if memory is None:  # the free ones go back to the OS, and a new one is made
                 self.mappings = [m for m in self.mappings if not any(m is f for f in free)]
                 memory = mmap.mmap(-1, size + page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # a page spare
-                if size + page <= REUSE_BYTES:
+                if size <= REUSE_BYTES:  # as decode_step.PACK_BYTES: every packed buffer can be reused
                     self.mappings.append(memory)
             del free
             raw = torch.frombuffer(memory, dtype=torch.uint8)  # holds `memory` as long as any view of it lives
