@@ -9,7 +9,7 @@ and bench/families.py.
   profile        torch.profiler over whole decode steps: each op's own time summed into
                  weight matmuls, attention, norms and activations, and other ops; what the
                  wall clock shows beyond all ops is Python and dispatch
-  matvec_kernel  whether the step's float32 one-row matmuls use glassformer.matvec's C kernel,
+  matvec_kernel  whether the step's one-row matmuls (float32, int8) use glassformer.matvec's C kernels,
                  or why not
   options        a weight option's logits and greedy tokens against float32's
 """
@@ -24,9 +24,11 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from glassformer import matvec
 
-KERNEL = "glassformer::matvec"  # our C kernel (glassformer.matvec), which the profiler sees only when named
+# our C kernels (glassformer.matvec), which the profiler sees only when named (see kernel_named)
+KERNEL, ATTEND = "glassformer::matvec", "glassformer::attend"
+KERNELS = {matvec.MatVec: KERNEL, matvec.MatVecInt8: KERNEL, matvec.Attend: ATTEND}
 MATMULS = (KERNEL, "aten::addmm", "aten::mm", "aten::_weight_int8pack_mm", "aten::matmul", "aten::linear")
-ATTENTION = ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::bmm", "aten::_softmax",
+ATTENTION = (ATTEND, "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::bmm", "aten::_softmax",
              "aten::_safe_softmax", "aten::masked_fill", "aten::scaled_dot_product_attention")
 ELEMENTWISE = ("aten::native_layer_norm", "aten::_fused_rms_norm", "aten::rms_norm", "aten::gelu", "aten::silu",
                "aten::relu", "aten::mul", "aten::add", "aten::sub", "aten::neg", "aten::layer_norm",
@@ -69,7 +71,7 @@ def weight_floor(step, runs: int = 20, chunks: int = 5) -> dict:
 
     with torch.inference_mode():
         kernel = ("used" if any(m.matvec is not None for m in maps)
-                  else matvec.unavailable_reason() or "for float32 weights at one row only")
+                  else matvec.unavailable_reason() or "for float32 and int8 weights at one row only")
         return {"weight_mb": round(sum(t.numel() * t.element_size() for t in tensors) / 1e6, 2),
                 "matmuls": len(maps), "matvec_kernel": kernel,
                 "stream_floor_ms": round(best_ms(stream, runs, chunks), 3),
@@ -78,19 +80,24 @@ def weight_floor(step, runs: int = 20, chunks: int = 5) -> dict:
 
 @contextlib.contextmanager
 def kernel_named():
-    """Each call of the matvec kernel as a profiler event named KERNEL (a ctypes call has no aten op
-    to show it, so without this its time would count as Python), for the profiled run only."""
-    call = matvec.MatVec.__call__
+    """Each call of our kernels as a profiler event (KERNEL for the matmuls, float32 and int8;
+    ATTEND for the attention: a ctypes call has no aten op to show it, so without this its time
+    would count as Python), for the profiled run only."""
+    calls = {kind: kind.__call__ for kind in KERNELS}
 
-    def named(self, x):
-        with record_function(KERNEL):
-            return call(self, x)
+    def naming(kind):
+        def named(self, *args):
+            with record_function(KERNELS[kind]):
+                return calls[kind](self, *args)
+        return named
 
-    matvec.MatVec.__call__ = named
+    for kind in KERNELS:
+        kind.__call__ = naming(kind)
     try:
         yield
     finally:
-        matvec.MatVec.__call__ = call
+        for kind, call in calls.items():
+            kind.__call__ = call
 
 
 def profile_decode(generate_once, new_tokens: int) -> dict:
