@@ -25,12 +25,13 @@ class DecodeStep:
     The model's own functions (`GPT.embed`, `Block.sublayers` and `wire`, the residuals'
     `residual_input`/`residual_output`, `MultiHeadAttention.attend`, `feed_forward`, `GPT.final`)
     with faster pieces: at one token per step a small model spends much of its time around its
-    matmuls. Q, K and V come from one matmul against the stacked W_Q, W_K, W_V; at one row in
-    float32 on CPU the matmuls go through matvec's C kernel, from 4 rows on they use a
-    transposed copy of the weights (DecodeLinear; int8 weights from
-    quant.quantize stay as they are, see quant.int8_linear), and the kernel's weights are copied
-    into one buffer on huge pages in the order the step reads them (`pack`); norms, the attention core
-    and the activation are called without module dispatch (no hooks: the step is used only
+    matmuls. Q, K and V come from one matmul against the stacked W_Q, W_K, W_V; at one row on
+    CPU the matmuls go through matvec's C kernels (float32 and int8 weights), from 4 rows on they
+    use a transposed copy of the weights (DecodeLinear; int8 weights from quant.quantize stay as
+    they are, see quant.int8_linear); the float32 kernel's weights are copied into one buffer on
+    huge pages in the order the step reads them (`pack`); the attention of one new query reads
+    the cache through matvec's attention kernel (DecodeCore); norms, the attention core and the
+    activation are called without module dispatch (no hooks: the step is used only
     while nobody observes the model); rows have no time axis; the ids are not checked
     (generation feeds back ids the model chose). Reads the weights when built: build one per
     generation, for `rows` sequences. tests/test_generate_fast.py holds it to the modules.
@@ -148,7 +149,7 @@ class DecodeLinear:
         first = linears[0]
         self.bias = stacked([m.bias for m in linears]) if first.bias is not None else None
         self.int8 = isinstance(first, Int8Linear)
-        self.matvec = None  # matvec's kernel bound to the weight, for one float32 row on CPU
+        self.matvec = None  # matvec's kernel bound to the weight (float32 or int8), for one float32 row on CPU
         if self.int8:
             self.q = stacked([m.q for m in linears])
             scale = stacked([m.scale for m in linears])  # (out,) float32
