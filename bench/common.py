@@ -71,15 +71,28 @@ def alternate(contenders: dict[str, Callable[[], object]], repeat: int, warmup: 
     return {name: Timing.of(s) for name, s in seconds.items()}
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, budget_s: float = 2.0, repeat: int = 10) -> float:
+def matmul_peak(dtype: torch.dtype, n: int = 2048, budget_s: float = 2.0, repeat: int = 10,
+                device: torch.device | str = "cpu") -> float:
     """FLOP/s of a large square matmul: what this machine's matrix units reach at best.
 
     The fastest run, not the median: a peak, and steadier on a shared machine. One warm-up run,
-    then up to `repeat` runs, stopping early once `budget_s` seconds have been spent.
+    then up to `repeat` runs, stopping early once `budget_s` seconds have been spent. On a GPU
+    each run waits for the device (`synchronize`), so that it times the product, not its launch.
     """
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b  # warm-up
-    return 2 * n ** 3 / min(timed_runs(lambda: a @ b, repeat, budget_s))
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+
+    def product():
+        a @ b
+        synchronize(a.device)
+
+    product()  # warm-up
+    return 2 * n ** 3 / min(timed_runs(product, repeat, budget_s))
+
+
+def synchronize(device: torch.device) -> None:
+    """Waits for the device's queued work (CUDA); nothing on a CPU, whose ops return when done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def timed_runs(fn: Callable[[], object], repeat: int, budget_s: float, at_least: int = 1) -> list[float]:
@@ -94,14 +107,17 @@ def timed_runs(fn: Callable[[], object], repeat: int, budget_s: float, at_least:
     return seconds
 
 
-def matmul_peaks() -> dict[str, float | None]:
-    """The CPU's fp32 peak FLOP/s, and its bf16 peak where it has bf16 units (None where it has not).
+def matmul_peaks(device: torch.device | str = "cpu") -> dict[str, float | None]:
+    """The device's fp32 peak FLOP/s, and its bf16 peak where it has bf16 units (None where it has not).
 
     Emulated bf16 runs far below fp32 (0.3 GFLOP/s on one CPU, minutes per matmul), so it is
-    not measured: an MFU against it would only say the emulation is slow.
+    not measured: an MFU against it would only say the emulation is slow. A GPU is measured on
+    a square 8192 matmul (2048 leaves its units idle), in fp32 as torch's default precision runs it.
     """
-    bf16 = matmul_peak(torch.bfloat16) if native_bf16(torch.device("cpu")) else None
-    return {"fp32": matmul_peak(torch.float32), "bf16": bf16}
+    device = torch.device(device)
+    n = 8192 if device.type == "cuda" else 2048
+    bf16 = matmul_peak(torch.bfloat16, n, device=device) if native_bf16(device) else None
+    return {"fp32": matmul_peak(torch.float32, n, device=device), "bf16": bf16}
 
 
 def offline() -> None:
