@@ -150,16 +150,24 @@ def effective_mask(q, k, mask, is_causal: bool) -> tuple[torch.Tensor | None, bo
     return mask, is_causal
 
 
+EXPLICIT_MAX_LEN = 512  # the longest sequence the written-out attention is chosen for (see explicit_is_faster)
+
+
 def explicit_is_faster(q: torch.Tensor) -> bool:
     """Whether the written-out attention beats the fused kernel for this input (measured, not assumed).
 
     On a CPU in bfloat16 the fused kernel's backward is several times slower than the
     explicit matmuls (fwd+bwd at 12x4 heads x 64 positions: 7.2 ms fused vs 2.6 ms explicit;
     whole training steps on a Zen 4, `biased_attention` against the fused kernel: 28 vs 40 ms at
-    nanoGPT's CPU shape, 507 vs 617 ms at 6/6/384 block 256). In float32 and on GPUs the fused
-    kernel wins (steps on the Zen 4: 38.8 ms fused, 40.7 biased, 44.1 `attention`; 934 vs 952 ms).
+    nanoGPT's CPU shape, 507 vs 617 ms at 6/6/384 block 256). Up to EXPLICIT_MAX_LEN positions:
+    the (T, T) scores the written-out form keeps outgrow the caches, and fwd+bwd at 12 heads of
+    64 on the Zen 4 took 60.6 against 77.0 ms (fused) at 512 positions, 92.9 against 100.6 at
+    640, but 147.9 against 86.1 at 768 and 980 against 604 at 1024 (batch 12). In float32 and
+    on GPUs the fused kernel wins (steps on the Zen 4: 38.8 ms fused, 40.7 biased, 44.1
+    `attention`; 934 vs 952 ms).
     """
-    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled()
+    return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled()
+            and q.size(-2) <= EXPLICIT_MAX_LEN)
 
 
 def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ from test_train import tiny_run
 
 from glassformer import GPT, GPTConfig, Seq2Seq, Seq2SeqConfig
 from glassformer.device import native_bf16, pick_dtype
-from glassformer.layers import MultiHeadAttention, ScaledDotProductAttention, explicit_is_faster
+from glassformer.layers import EXPLICIT_MAX_LEN, MultiHeadAttention, ScaledDotProductAttention, explicit_is_faster
 from glassformer.train import TrainConfig
 
 
@@ -30,6 +30,8 @@ def test_auto_path_picks_explicit_for_cpu_bf16_training_only():
     assert explicit_is_faster(q.bfloat16())
     with torch.no_grad():
         assert not explicit_is_faster(q.bfloat16())  # inference: the fused forward is the fast one
+    assert explicit_is_faster(torch.zeros(1, 1, EXPLICIT_MAX_LEN, 2).bfloat16())
+    assert not explicit_is_faster(torch.zeros(1, 1, EXPLICIT_MAX_LEN + 1, 2).bfloat16())  # long: (T, T) scores
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
