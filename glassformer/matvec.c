@@ -1,5 +1,5 @@
-/* The one-token decode step's two kernels: one row times a float32 weight matrix, and one
- * query's attention over the KV cache (at the end of the file).
+/* The one-token decode step's kernels: one row times a float32 weight matrix, the same for int8
+ * weights, and one query's attention over the KV cache (the last two after the first).
  *
  * One row times a float32 weight matrix: y = W x + b, W (out, in) row-major, as nn.Linear
  * stores it. glassformer/matvec.py compiles this on first use and calls it through ctypes for
@@ -91,7 +91,8 @@ void glassformer_matvec_f32(const float *W, const float *x, const float *b, floa
 
 /* The same for int8 weights with one float32 scale per row (glassformer.quant's storage):
  * y = scale * (Q x) + b, each int8 widened to float32 in registers, so that a matrix streams a
- * quarter of float32's bytes. */
+ * quarter of float32's bytes. Why by hand: torch's int8-weight kernel (_weight_int8pack_mm, in
+ * bfloat16) left a 6/6/384 generation at 2.47 ms per token on a 2-core Zen 4; this one, 1.62. */
 static inline float dot_i8(const signed char *restrict w, const float *restrict x, long in) {
     long i = 0;
     float s = 0.f;
