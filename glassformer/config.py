@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import types
 import typing
 from dataclasses import dataclass, field
 
 from . import layers
+from .device import memory_bytes
 
 # Option values shared by both models (checked in __post_init__); norms and activations are
 # the ones glassformer.layers builds.
@@ -115,9 +115,8 @@ def _check_layer_options(cfg) -> None:
 def check_fits_in_memory(config, bytes_per_parameter: int = 4) -> None:
     """Raises ValueError when the model `config` describes would not fit in this machine's memory,
     before anything is allocated (each size has its own limit, but their product can still be huge)."""
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not a POSIX system: nothing to compare with
+    memory = memory_bytes()
+    if memory is None:  # not a POSIX system: nothing to compare with
         return
     needed = config.parameter_estimate() * bytes_per_parameter
     if needed > memory:

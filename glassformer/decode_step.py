@@ -3,7 +3,6 @@ built from the model's own functions with faster pieces (see DecodeStep)."""
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import torch
@@ -11,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import matvec
+from .device import memory_bytes
 from .layers import Block, KVCache, feed_forward, residual_input, residual_output, wire
 from .quant import COMPUTE as INT8_COMPUTE
 from .quant import Int8Linear, int8_linear
@@ -191,7 +191,9 @@ def pack(maps: list[DecodeLinear]) -> None:
     model's weights."""
     align = 16  # floats: each matrix starts on a 64-byte cache line
     sizes = [-(-m.weight.numel() // align) * align for m in maps]
-    if not maps or 4 * sum(sizes) > min(PACK_BYTES, free_memory() // 2):
+    free = memory_bytes(free=True)  # None where the system does not say
+    limit = PACK_BYTES if free is None else min(PACK_BYTES, free // 2)
+    if not maps or 4 * sum(sizes) > limit:
         return
     buffer, offset = matvec.huge_page_buffer(sum(sizes)), 0
     for m, size in zip(maps, sizes):
@@ -199,10 +201,3 @@ def pack(maps: list[DecodeLinear]) -> None:
         m.matvec = matvec.bind(m.weight, m.bias)
         offset += size
 
-
-def free_memory() -> int:
-    """Bytes of physical memory free now (POSIX sysconf), or a figure that lets any buffer through where unknown."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return 1 << 62

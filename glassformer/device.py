@@ -1,10 +1,22 @@
-"""Where a model runs and in which precision: the device, and bfloat16 only where the hardware multiplies it."""
+"""Where a model runs and in which precision: the device, and bfloat16 only where the hardware multiplies it;
+and how much memory the machine has."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def memory_bytes(free: bool = False) -> int | None:
+    """The machine's physical memory in bytes (POSIX sysconf), or with free=True the part free now;
+    None where the system does not say (not POSIX)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES" if free else "SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def check_device_name(name: str) -> None:

@@ -153,10 +153,14 @@ def plain(t: torch.Tensor, dtype: torch.dtype, dim: int) -> bool:
     return t.dtype == dtype and t.device.type == "cpu" and t.dim() == dim and t.is_contiguous()
 
 
+def per_row(t: torch.Tensor, rows: int) -> bool:
+    """Whether t (a bias or the int8 scales) is one contiguous float32 value per output row on CPU."""
+    return plain(t, torch.float32, 1) and t.numel() == rows
+
+
 def fits(weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     """Whether the kernel can multiply by this weight and bias: float32, CPU, contiguous, (out, in) and (out,)."""
-    return plain(weight, torch.float32, 2) and (bias is None or (plain(bias, torch.float32, 1)
-                                                                 and bias.numel() == weight.size(0)))
+    return plain(weight, torch.float32, 2) and (bias is None or per_row(bias, weight.size(0)))
 
 
 class MatVec:
@@ -216,9 +220,8 @@ def bind_int8(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = 
     unavailable or does not apply (q not a contiguous int8 (out, in) on CPU, scale or bias not
     float32 (out,))."""
     function = _loaded.get("int8") if kernel() is not None else None
-    if (function is None or not plain(q, torch.int8, 2) or not plain(scale, torch.float32, 1)
-            or scale.numel() != q.size(0) or bias is not None and not (plain(bias, torch.float32, 1)
-                                                                       and bias.numel() == q.size(0))):
+    if (function is None or not plain(q, torch.int8, 2) or not per_row(scale, q.size(0))
+            or bias is not None and not per_row(bias, q.size(0))):
         return None
     return MatVecInt8(function, q, scale, bias)
 

@@ -160,7 +160,7 @@ def test_a_step_packs_its_kernel_weights_in_call_order_on_huge_pages(monkeypatch
     monkeypatch.setattr(decode_step, "PACK_BYTES", 4 * 48 * 48)  # weights above the size that pays: no copy
     assert model.decode_step(1).lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
     monkeypatch.undo()
-    monkeypatch.setattr(decode_step, "free_memory", lambda: 4 * 48 * 48)  # too little memory free: no copy
+    monkeypatch.setattr(decode_step, "memory_bytes", lambda free=False: 4 * 48 * 48)  # too little free: no copy
     assert model.decode_step(1).lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
 
 
