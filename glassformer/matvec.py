@@ -44,7 +44,7 @@ SOURCE = Path(__file__).with_name("matvec.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 DISABLE = "GLASSFORMER_NO_KERNEL"  # set to 1: never compile or call the kernel
 
-_loaded: dict[str, object] = {}  # "kernel", "int8", "attend": the ctypes functions or None, "reason": why None
+_loaded: dict[str, object] = {}  # "kernel", "int8", "attend", "step": the ctypes functions or None, "reason": why None
 
 
 def cache_dir() -> Path:
@@ -128,6 +128,10 @@ def load() -> tuple[object | None, str | None]:
     attend.restype = ctypes.c_int
     attend.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 10 + [ctypes.c_float, ctypes.c_int]
     _loaded["attend"] = attend
+    step = library.glassformer_decode_step
+    step.restype = ctypes.c_int
+    step.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] + [ctypes.c_void_p] * 3 + [ctypes.c_int]
+    _loaded["step"] = step
     return function, None
 
 
@@ -255,6 +259,11 @@ class Attend:
 def attention() -> Attend | None:
     """The attention kernel as an Attend, or None where the kernel is unavailable (see unavailable_reason)."""
     return Attend(_loaded["attend"]) if kernel() is not None else None
+
+
+def whole_step():
+    """The whole one-token step's C function (decode_step.StepKernel), or None where the kernel is unavailable."""
+    return _loaded["step"] if kernel() is not None else None
 
 
 def huge_page_size() -> int:

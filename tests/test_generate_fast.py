@@ -5,12 +5,15 @@ architecture variant, 1 row and rows enough for the transposed-weight matmuls, a
 block_size, with sampling, stop strings and streaming, with float and int8 weights
 (glassformer.quant); and the readable path whenever the model is observed."""
 
+import dataclasses
+
 import pytest
 import torch
 from conftest import BLOCK
 from conftest import build_tiny_gpt as tiny_gpt
 from conftest import random_ids as prompt
 
+from glassformer import GPTConfig, decode_step, matvec
 from glassformer.generate import generate, stream
 from glassformer.quant import quantize
 from glassformer.tokenizers import CharTokenizer
@@ -76,6 +79,7 @@ def test_decode_step_logits_match_static_cache_concat_cache_and_recompute(varian
         step = model.decode_step(B)
         assert step is not None and all(layer.qkv.transposed == (B >= 4 and weights == "float")
                                         and layer.qkv.int8 == (weights == "int8") for layer in step.layers)
+        assert (step.kernel is not None) == (B == 1 and matvec.kernel() is not None)  # one row: the whole step in C
         for t in range(5, BLOCK):
             fast = step(x[:, t : t + 1], fast_cache)  # (B, V)
             static = model(x[:, t : t + 1], cache=static_cache)[:, -1]
@@ -87,6 +91,35 @@ def test_decode_step_logits_match_static_cache_concat_cache_and_recompute(varian
     for fast_layer, static_layer in zip(fast_cache.self_attn, static_cache.self_attn):
         torch.testing.assert_close(fast_layer.k, static_layer.k, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(fast_layer.v, static_layer.v, atol=1e-5, rtol=1e-5)
+
+
+def test_the_c_step_knows_every_config_field():
+    # A new GPTConfig field is a new layer option: decide whether matvec.c's whole step computes
+    # it (then list it in decode_step.KNOWN_FIELDS) or declines it (StepKernel.build returns None).
+    assert {field.name for field in dataclasses.fields(GPTConfig)} == decode_step.KNOWN_FIELDS
+
+
+def test_the_c_step_grows_the_cache_and_declines_what_it_does_not_compute():
+    model = tiny_gpt(block_size=300, position="rope", norm="rmsnorm", activation="swiglu", n_kv_head=1)
+    x = prompt(1, 300)
+    if matvec.kernel() is None:
+        pytest.skip(f"no kernel here: {matvec.unavailable_reason()}")
+    with torch.inference_mode():
+        full = model(x)[0]  # (300, V)
+        cache = model.new_cache()
+        model.next_logits(x[:, :250], cache)  # capacity 256: the C step grows the cache at position 256
+        step = model.decode_step(1)
+        for t in range(250, 270):
+            torch.testing.assert_close(step(x[:, t : t + 1], cache)[0], full[t], atol=1e-5, rtol=1e-5)
+        assert cache.length == 270 and cache.self_attn[0].k.size(2) == 300
+        logits = step.kernel(*model.embed(x[:, 270:271], 270), cache)
+        assert logits is not None and cache.length == 271
+        model.blocks[1].self_attn.core.path = "explicit"  # a path the user chose: the modules' own core
+        assert step.kernel(*model.embed(x[:, 271:272], 271), cache) is None and cache.length == 271
+    with torch.no_grad():  # not inference mode: still no gradient, the kernel applies
+        model.blocks[1].self_attn.core.path = "auto"
+        assert step.kernel(*model.embed(x[:, 271:272], 271), cache) is not None
+    assert step.kernel(*model.embed(x[:, 272:273], 272), cache) is None  # autograd on: the modules' ops
 
 
 def test_next_logits_is_the_last_row_of_forward():
