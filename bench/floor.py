@@ -7,8 +7,11 @@ and bench/families.py.
                  maps do, in the step's order, so that each comes from memory rather than
                  from a cache that held it for the previous call
   profile        torch.profiler over whole decode steps: each op's own time summed into
+                 the whole step in C (decode_step.StepKernel, one call where it applies),
                  weight matmuls, attention, norms and activations, and other ops; what the
                  wall clock shows beyond all ops is Python and dispatch
+  whole_step_in_c  whether the step runs as one C call (decode_step.StepKernel: one row, float32
+                 norms, every matmul on the kernels below)
   matvec_kernel  whether the step's one-row matmuls (float32, int8) use glassformer.matvec's C kernels,
                  or why not
   options        a weight option's logits and greedy tokens against float32's
@@ -23,10 +26,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from glassformer import matvec
+from glassformer.decode_step import StepKernel
 
 # our C kernels (glassformer.matvec), which the profiler sees only when named (see kernel_named)
-KERNEL, ATTEND = "glassformer::matvec", "glassformer::attend"
-KERNELS = {matvec.MatVec: KERNEL, matvec.MatVecInt8: KERNEL, matvec.Attend: ATTEND}
+KERNEL, ATTEND, STEP = "glassformer::matvec", "glassformer::attend", "glassformer::decode_step"
+KERNELS = {matvec.MatVec: KERNEL, matvec.MatVecInt8: KERNEL, matvec.Attend: ATTEND, StepKernel: STEP}
 MATMULS = (KERNEL, "aten::addmm", "aten::mm", "aten::_weight_int8pack_mm", "aten::matmul", "aten::linear")
 ATTENTION = (ATTEND, "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::bmm", "aten::_softmax",
              "aten::_safe_softmax", "aten::masked_fill", "aten::scaled_dot_product_attention")
@@ -73,7 +77,7 @@ def weight_floor(step, runs: int = 20, chunks: int = 5) -> dict:
         kernel = ("used" if any(m.matvec is not None for m in maps)
                   else matvec.unavailable_reason() or "for float32 and int8 weights at one row only")
         return {"weight_mb": round(sum(t.numel() * t.element_size() for t in tensors) / 1e6, 2),
-                "matmuls": len(maps), "matvec_kernel": kernel,
+                "matmuls": len(maps), "matvec_kernel": kernel, "whole_step_in_c": step.kernel is not None,
                 "stream_floor_ms": round(best_ms(stream, runs, chunks), 3),
                 "matvec_floor_ms": round(best_ms(one_row, runs, chunks), 3)}
 
@@ -81,8 +85,8 @@ def weight_floor(step, runs: int = 20, chunks: int = 5) -> dict:
 @contextlib.contextmanager
 def kernel_named():
     """Each call of our kernels as a profiler event (KERNEL for the matmuls, float32 and int8;
-    ATTEND for the attention: a ctypes call has no aten op to show it, so without this its time
-    would count as Python), for the profiled run only."""
+    ATTEND for the attention; STEP for the whole step in C: a ctypes call has no aten op to show
+    it, so without this its time would count as Python), for the profiled run only."""
     calls = {kind: kind.__call__ for kind in KERNELS}
 
     def naming(kind):
@@ -111,10 +115,12 @@ def profile_decode(generate_once, new_tokens: int) -> dict:
     wall = (time.perf_counter() - start) * 1e3 / new_tokens
     with kernel_named(), profile(activities=[ProfilerActivity.CPU]) as prof:
         generate_once()
-    split = {"weight_matmuls": 0.0, "attention": 0.0, "norms_activations_residuals": 0.0, "other_ops": 0.0}
+    split = {"whole_step_in_c": 0.0, "weight_matmuls": 0.0, "attention": 0.0, "norms_activations_residuals": 0.0,
+             "other_ops": 0.0}
     for event in prof.key_averages():
         ms = event.self_cpu_time_total / 1e3 / new_tokens
-        kind = ("weight_matmuls" if event.key in MATMULS else "attention" if event.key in ATTENTION
+        kind = ("whole_step_in_c" if event.key == STEP else "weight_matmuls" if event.key in MATMULS
+                else "attention" if event.key in ATTENTION
                 else "norms_activations_residuals" if event.key in ELEMENTWISE else "other_ops")
         split[kind] += ms
     ops = sum(split.values())

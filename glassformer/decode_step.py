@@ -1,5 +1,6 @@
 """The one-token decode step of generation: GPT.next_logits for one new token per row after a KV cache,
-built from the model's own functions with faster pieces (see DecodeStep)."""
+built from the model's own functions with faster pieces (see DecodeStep), and for one row the whole
+step as one C call (StepKernel)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,10 @@ class DecodeStep:
     the cache through matvec's attention kernel (DecodeCore); norms, the attention core and the
     activation are called without module dispatch (no hooks: the step is used only
     while nobody observes the model); rows have no time axis; the ids are not checked
-    (generation feeds back ids the model chose). Reads the weights when built: build one per
-    generation, for `rows` sequences. tests/test_generate_fast.py holds it to the modules.
+    (generation feeds back ids the model chose). For one row all of that after GPT.embed runs as
+    one C call where it applies (StepKernel, below), with these maps' weights. Reads the weights
+    when built: build one per generation, for `rows` sequences. tests/test_generate_fast.py holds
+    both to the modules.
     """
 
     def __init__(self, model: GPT, rows: int):

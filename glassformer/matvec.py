@@ -8,10 +8,11 @@ where torch's own amax scans the same bytes at 24-36 GB/s); matvec.c reads them 
 1.2-1.7 ms (the rest of the figures in its comment). So `linear` takes the kernel for one row
 in float32 on CPU and torch's F.linear for everything else.
 
-The same file has the decode step's two other kernels: one row times int8 weights with a scale
-per row (`bind_int8`, for quant.Int8Linear), and one new query's attention over the KV cache
-(`attention`). `huge_page_buffer` gives the step memory on transparent huge pages for the
-weights it streams.
+The same file has the decode step's other kernels: one row times int8 weights with a scale
+per row (`bind_int8`, for quant.Int8Linear), one new query's attention over the KV cache
+(`attention`), and the whole one-row step built from those (`whole_step`, which
+decode_step.StepKernel calls). `huge_page_buffer` gives the step memory on transparent huge
+pages for the weights it streams.
 
 The kernel is compiled on first use with the system's C compiler ($CC, else cc or gcc; OpenMP,
 tuned for this CPU with -march=native) into a cache directory ($XDG_CACHE_HOME/glassformer, else
