@@ -328,9 +328,9 @@ class StepKernel:
             return None
         pos = cache.length
         for i, layer in enumerate(cache.self_attn):
-            if layer.k is None or pos >= layer.k.size(2):
-                if layer.k is None:
-                    return None
+            if layer.k is None or pos >= layer.max_len:
+                return None  # nothing cached yet, or full: the torch-op step fills it, or says it is full
+            if pos >= layer.k.size(2):
                 layer.grow(layer.k, layer.v, pos + 1)
             k, v = layer.k, layer.v
             if (k.data_ptr(), v.data_ptr()) != self.buffers[i]:  # new buffers: checked and handed over once

@@ -120,6 +120,10 @@ def test_the_c_step_grows_the_cache_and_declines_what_it_does_not_compute():
         model.blocks[1].self_attn.core.path = "auto"
         assert step.kernel(*model.embed(x[:, 271:272], 271), cache) is not None
     assert step.kernel(*model.embed(x[:, 272:273], 272), cache) is None  # autograd on: the modules' ops
+    with torch.inference_mode():
+        for layer in cache.self_attn:
+            layer.length = 300  # full: the kernel writes nothing past the buffers, it declines
+        assert step.kernel(*model.embed(x[:, 299:300], 299), cache) is None
 
 
 def test_next_logits_is_the_last_row_of_forward():
