@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from . import matvec
 from .device import memory_bytes
 from .layers import Block, KVCache, RMSNorm, feed_forward, residual_input, residual_output, wire
-from .quant import COMPUTE as INT8_COMPUTE
 from .quant import Int8Linear, int8_linear
 
 if TYPE_CHECKING:
@@ -162,11 +161,10 @@ class DecodeLinear:
         self.matvec = None  # matvec's kernel bound to the weight (float32 or int8), for one float32 row on CPU
         if self.int8:
             self.q = stacked([m.q for m in linears])
-            scale = stacked([m.scale for m in linears])  # (out,) float32
-            self.scale = scale.to(INT8_COMPUTE)  # converted once, not per call
+            self.scale = stacked([m.scale for m in linears])  # (out,) float32, as the modules pass it
             self.transposed = False
-            if rows == 1:  # one float32 row on CPU: matvec's int8 kernel, with the float32 scales
-                self.matvec = matvec.bind_int8(self.q, scale, self.bias)
+            if rows == 1:  # one float32 row on CPU: matvec's int8 kernel
+                self.matvec = matvec.bind_int8(self.q, self.scale, self.bias)
             return
         weight = stacked([m.weight for m in linears])  # (out, in)
         self.transposed = rows >= 4

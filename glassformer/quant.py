@@ -11,7 +11,8 @@ so each weight is off by at most scale_i / 2. The product runs in bfloat16 (torc
 for int8 weights reads bfloat16 inputs fast where the CPU has AVX512-BF16, and float32 inputs
 several times slower), so the input row and the output are also rounded to bfloat16 (relative
 error 2^-8 each); one float32 row on CPU, a decode step's, goes through glassformer.matvec's
-int8 kernel instead, in float32 without those two roundings. `int8_error_bound` states what
+int8 kernel instead, in float32 without those two roundings, and so do a prompt's rows where
+the CPU has no bfloat16 units (see int8_linear). `int8_error_bound` states what
 the bfloat16 path adds up to for one matmul (the float32 kernel stays within it), and
 bench/generate.py and bench/families.py report the logit difference to float32 and the greedy
 tokens' agreement for whole models.
@@ -29,8 +30,9 @@ import torch.nn.functional as F
 
 from . import matvec
 from .choices import WEIGHTS
+from .device import native_bf16
 
-COMPUTE = torch.bfloat16  # the dtype the int8 product runs in
+COMPUTE = torch.bfloat16  # the dtype the int8 product runs in (but see int8_linear: float32 where bf16 is emulated)
 UNIT_ROUNDOFF = 2.0 ** -8  # bfloat16 rounds to 8 significant bits: relative error at most 2^-8
 KERNEL_ROWS = 32  # from this many rows on, widening the weights for bfloat16's matmul is faster
 
@@ -62,20 +64,24 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: tor
     For a few rows on CPU, with `in` a multiple of 16, this is torch's int8-weight kernel (aten's
     _weight_int8pack_mm, which reads the int8 weights without widening them in memory; other
     widths it computes wrongly). Its time grows with the rows, so from KERNEL_ROWS rows on (a
-    prompt), and on other devices, the weights are widened to bfloat16 for the call and
-    multiplied by bfloat16's matmul (measured on a 2-core Zen 4, a 4864 x 896 matrix: at 1 row
-    0.24 ms against 1.8 ms widened; at 32 rows 4.0 against 3.2; at 128 rows 16 against 7.2).
+    prompt), and on other devices, the weights are widened for the call and multiplied by a
+    matmul: in bfloat16 where the hardware multiplies it (measured on a 2-core Zen 4, a 4864 x
+    896 matrix: at 1 row 0.24 ms against 1.8 ms widened; at 32 rows 4.0 against 3.2; at 128 rows
+    16 against 7.2), in float32 where bfloat16 is emulated, which is also exact up to float32's
+    sum (on a 2-core Zen 3, AVX2 only: at 32 rows 8.0 ms against 18.5 in bfloat16 and 3.9 in
+    torch's kernel; at 128 rows 16.3 against 66.3 and 21.1).
     """
     shape = x.shape
     if x.dtype == torch.float32 and x.numel() == shape[-1] and not (torch.is_grad_enabled() and x.requires_grad):
         kernel = matvec.bind_int8(q, scale, bias)  # one float32 row on CPU: matvec's int8 kernel, in float32
         if kernel is not None:
             return kernel(x)
-    rows = x.reshape(-1, shape[-1]).to(COMPUTE)  # (N, in)
+    rows = x.reshape(-1, shape[-1])  # (N, in)
     if x.device.type == "cpu" and q.size(1) % 16 == 0 and rows.size(0) < KERNEL_ROWS:
-        y = torch.ops.aten._weight_int8pack_mm(rows.contiguous(), q, scale.to(COMPUTE))  # (N, out)
+        y = torch.ops.aten._weight_int8pack_mm(rows.to(COMPUTE).contiguous(), q, scale.to(COMPUTE))  # (N, out)
     else:
-        y = F.linear(rows, q.to(COMPUTE)) * scale.to(COMPUTE)
+        wide = COMPUTE if native_bf16(x.device) else torch.float32
+        y = F.linear(rows.to(wide), q.to(wide)) * scale.to(wide)
     y = y.to(x.dtype).reshape(*shape[:-1], q.size(0))
     return y + bias if bias is not None else y
 

@@ -68,9 +68,10 @@ def test_decode_step_logits_match_static_cache_concat_cache_and_recompute(varian
     model = quantize(tiny_gpt(**VARIANTS[variant]), weights)
     x = prompt(B, BLOCK)
     fast_cache, static_cache, concat_cache = model.new_cache(), model.new_cache(), ConcatCache(2)
-    # Against recomputation, int8 weights multiply many rows widened to bfloat16 and a few
-    # through the int8 kernel: both round their outputs to bfloat16 (2^-8 relative) in their own
-    # order, a few such steps apart after two layers. Float weights: float32 summation order.
+    # Against recomputation, int8 weights multiply many rows widened (to bfloat16 where the CPU
+    # multiplies it) and a few through torch's int8 kernel: both round their outputs to bfloat16
+    # (2^-8 relative) in their own order, a few such steps apart after two layers. Float
+    # weights: float32 summation order.
     recomputed = dict(atol=1e-2, rtol=1e-2) if weights == "int8" else dict(atol=1e-5, rtol=1e-5)
     with torch.inference_mode():
         full = model(x)  # (B, BLOCK, V): every position recomputed from scratch
