@@ -127,7 +127,7 @@ def run_cli(*args, **kw):
 
 
 def test_kill_9_then_resume_ends_like_uninterrupted(corpus, tmp_path):
-    settings = ["--preset", "gpt-tiny", "--set", "max_iters=400", "--set", "eval_interval=40", "--set",
+    settings = ["--preset", "gpt-tiny", "--set", "max_iters=200", "--set", "eval_interval=40", "--set",
                 "eval_iters=2", "--set", "block_size=16", "--set", "dropout=0.1"]
     whole = run_cli("train", "lm", "--data", str(corpus), "--out", str(tmp_path / "whole"), *settings)
     victim = run_cli("train", "lm", "--data", str(corpus), "--out", str(tmp_path / "cut"), *settings)
