@@ -210,7 +210,6 @@ def pack(maps: list[DecodeLinear]) -> None:
         offset += size
 
 
-
 # ---------------------------------------------------------------------------------------------
 # The whole step in C (matvec.c's glassformer_decode_step), for one row
 
@@ -298,12 +297,12 @@ class StepKernel:
             layers.append(Layer(norm(block.attn_res.norm), norm(block.ffn_res.norm), norm(attn.q_norm),
                                 norm(attn.k_norm), matrix(layer.qkv), matrix(layer.o_proj), matrix(layer.gate),
                                 matrix(layer.up), matrix(layer.down)))
-        self.layers = (Layer * len(layers))(*layers)
+        self.layers = (Layer * len(layers))(*layers)  # held here: the C structure points into it
         self.buffers: list[tuple[int, int]] = [(0, 0)] * len(layers)  # each layer's cache pointers the C side holds
-        self.model = Model(c.n_layer, c.n_embd, c.n_head, first.heads[1], first.d_head, first.up.matvec.out,
+        self.struct = Model(c.n_layer, c.n_embd, c.n_head, first.heads[1], first.d_head, first.up.matvec.out,
                            model.blocks[0].attn_res.pre_norm, ACTIVATION_CODES[c.activation], self.layers,
                            norm(model.final_norm), matrix(step.lm_head))
-        self.pointer = ctypes.addressof(self.model)
+        self.pointer = ctypes.addressof(self.struct)  # what the C function reads: the structures above
 
     @classmethod
     def build(cls, step: DecodeStep) -> StepKernel | None:
