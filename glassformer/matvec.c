@@ -265,7 +265,7 @@ static float activation(int kind, float x) {
     switch (kind) {
     case GF_RELU: return x > 0.f ? x : 0.f;
     case GF_RELU2: return x > 0.f ? x * x : 0.f;
-    case GF_GELU: return 0.5f * x * (1.f + erff(x * (float)M_SQRT1_2));
+    case GF_GELU: return 0.5f * x * (1.f + erff(x * 0.70710678f)); /* x / sqrt(2) */
     case GF_GELU_TANH: return 0.5f * x * (1.f + tanhf(0.7978845608f * (x + 0.044715f * x * x * x)));
     default: return x / (1.f + expf(-x)); /* GF_SILU */
     }
