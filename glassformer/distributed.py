@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -136,11 +135,10 @@ def wrap(model: nn.Module, world: World, parallel: str, device: torch.device) ->
 
 
 def is_sharded(model: nn.Module) -> bool:
-    """Whether `model` was split over the processes by `fully_shard` (FSDP2). A model can be only
-    once torch's fsdp package is loaded; asking does not load it (1.7 s of imports per training
-    command on a 2-core Zen 3, for a check that is false in one process)."""
-    fsdp = sys.modules.get("torch.distributed.fsdp")
-    return fsdp is not None and isinstance(model, fsdp.FSDPModule)
+    """Whether `model` was split over the processes by `fully_shard` (FSDP2)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
 
 
 @contextlib.contextmanager
