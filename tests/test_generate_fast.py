@@ -1,5 +1,6 @@
 """The fast generation path against the readable one: GPT.DecodeStep (one token per step,
-the blocks' own functions with fused and transposed matmuls) against the modules with the
+the blocks' own functions with fused and transposed matmuls; for one row the whole step in C,
+decode_step.StepKernel) against the modules with the
 static KV cache, a concatenating cache written here, and full recomputation; for every
 architecture variant, 1 row and rows enough for the transposed-weight matmuls, across
 block_size, with sampling, stop strings and streaming, with float and int8 weights
