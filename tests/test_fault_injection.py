@@ -15,11 +15,11 @@ ARGS = ["--preset", "gpt-tiny", "--set", "block_size=16", "--set", "eval_interva
         "--set", "log_interval=1"]
 
 # A process that has imported torch and the command once, then forks a fresh process for each
-# start: a start then costs a fork, not the 5-6 s of imports a training command makes on a
-# slow CPU (Python, torch, torch's dynamo, matplotlib), and the killed
-# processes are still whole training runs of their own. It runs no tensor op before it forks, so
-# no OpenMP thread exists to be lost in a child. One JSON line in, one line out: {"argv": [...],
-# "stderr": path} -> the child's pid; {"wait": pid} -> its exit status (-9 for a kill).
+# start: a start then costs a fork, not the 5-6 s of imports a training command makes on a slow
+# CPU (Python, torch, torch's dynamo, matplotlib), and the killed processes are still whole
+# training runs of their own. It runs no tensor op before it forks, so no OpenMP thread exists to
+# be lost in a child. One JSON line in, one line out: {"argv": [...], "stderr": path} -> the
+# child's pid; {"wait": pid} -> its exit status (-9 for a kill).
 FORK_SERVER = r"""
 import json, os, sys
 import torch, torch._dynamo  # torch's optimizers load dynamo when first built: 3 s here
@@ -59,7 +59,11 @@ class ForkServer:
         self.process.stdin.flush()
         return int(self.process.stdout.readline())
 
-    def close(self):
+    def close(self, children: list[int]):
+        """Ends the server; its children not yet reaped (a failed round's) are killed first."""
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)  # not reaped yet, so the pid is still the child's
+            self.ask({"wait": pid})
         self.process.stdin.close()
         self.process.wait(timeout=30)
 
@@ -89,9 +93,27 @@ def test_twenty_kill_9_at_random_moments_lose_nothing(tmp_path):
     data.write_text("the quick brown fox jumps over the lazy dog.\n" * 200, encoding="utf-8")
     runs = [tmp_path / "run-a", tmp_path / "run-b"]
     rng = random.Random(0)
-    server = ForkServer()
+    server, started = ForkServer(), []
+    try:
+        kill_and_restart(server, started, runs, data, tmp_path, rng)
+    finally:
+        server.close([pid for pid, _ in started])
+    # One last start finishes each run: it resumes, and no temporary file is left anywhere in it.
+    assert all((out / "resume.pt").exists() for out in runs)
+    finishing = [start(out, data, "--resume", "--set", "max_iters=1") for out in runs]  # evaluate and stop
+    for out, process in zip(runs, finishing):
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        assert not [path for path in out.rglob("*") if path.name.endswith(".tmp")]
+        model, tokenizer = glassformer.load(out)
+        assert tokenizer is not None and model.config.vocab_size == tokenizer.vocab_size
+
+
+def kill_and_restart(server, started, runs, data, tmp_path, rng):
+    """Ten rounds: each run started (resumed once it has a checkpoint), killed at a random moment
+    after its first evaluation, and loaded; `started` holds the (pid, stderr file) of each process
+    started and not yet reaped, for the caller to kill should a round fail."""
     for kill in range(10):
-        started = []
         for out in runs:
             if kill == 0:
                 flags = ["--set", "max_iters=1000000"]
@@ -108,17 +130,8 @@ def test_twenty_kill_9_at_random_moments_lose_nothing(tmp_path):
         for pid, _ in started:
             time.sleep(rng.uniform(0.0, 0.3))
             os.kill(pid, signal.SIGKILL)
-        for out, (pid, _) in zip(runs, started):
+        for out in runs:
+            pid, _ = started.pop(0)  # reaped below: not one to kill should the test fail after this
             assert server.ask({"wait": pid}) == -signal.SIGKILL
             if (out / "config.json").exists():
                 glassformer.load(out)  # whatever moment it died at, the run loads
-    server.close()
-    # One last start finishes each run: it resumes, and no temporary file is left anywhere in it.
-    assert all((out / "resume.pt").exists() for out in runs)
-    finishing = [start(out, data, "--resume", "--set", "max_iters=1") for out in runs]  # evaluate and stop
-    for out, process in zip(runs, finishing):
-        _, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err
-        assert not [path for path in out.rglob("*") if path.name.endswith(".tmp")]
-        model, tokenizer = glassformer.load(out)
-        assert tokenizer is not None and model.config.vocab_size == tokenizer.vocab_size
