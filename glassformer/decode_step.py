@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from . import matvec
 from .device import memory_bytes
-from .layers import Block, KVCache, RMSNorm, feed_forward, residual_input, residual_output, wire
+from .layers import Block, KVCache, LayerNorm, RMSNorm, feed_forward, residual_input, residual_output, wire
 from .quant import Int8Linear, int8_linear
 
 if TYPE_CHECKING:
@@ -309,12 +309,10 @@ class StepKernel:
         """The C step for this DecodeStep (one row), or None where it does not apply (see the class)."""
         function, model = matvec.whole_step(), step.model
         names = {field.name for field in dataclasses.fields(model.config)}
-        tensors = [p for n in [*(b.attn_res.norm for b in model.blocks), *(b.ffn_res.norm for b in model.blocks),
-                               *(b.self_attn.q_norm for b in model.blocks), *(b.self_attn.k_norm for b in model.blocks),
-                               model.final_norm] if n is not None for p in n.parameters()]
+        norms = [m for m in model.modules() if isinstance(m, (LayerNorm, RMSNorm))]
         if (function is None or not names <= KNOWN_FIELDS or model.config.activation not in ACTIVATION_CODES
                 or any(m.matvec is None for m in step.linears())
-                or not all(matvec.plain(p, torch.float32, 1) for p in tensors)):
+                or not all(matvec.plain(p, torch.float32, 1) for n in norms for p in n.parameters())):
             return None
         return cls(step, function)
 
