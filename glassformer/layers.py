@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import fused
 from .positions import apply_rotary
 
 # ---------------------------------------------------------------------------------------------
@@ -378,7 +379,8 @@ class LayerNorm(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """x / sqrt(mean(x²) + eps) * weight: scale only, no centring (Llama); torch's fused kernel."""
+    """x / sqrt(mean(x²) + eps) * weight: scale only, no centring (Llama); torch's fused kernel, or
+    in float32 on CPU fused.c's, forward and backward in one pass each (`fused.rms_norm`)."""
 
     def __init__(self, d_model: int, eps: float = 1e-5):
         super().__init__()
@@ -389,7 +391,8 @@ class RMSNorm(nn.Module):
         # Under bf16 autocast the per-head q/k norms (qk_norm) get bf16 input: torch's fused
         # rms_norm wants the scale in the input's dtype (else a slower path, and a warning each call).
         weight = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
-        return F.rms_norm(x, self.shape, weight, self.eps)
+        y = fused.rms_norm(x, weight, self.eps)
+        return y if y is not None else F.rms_norm(x, self.shape, weight, self.eps)
 
     def statistics(self, x) -> dict[str, torch.Tensor]:
         """What the norm divides by, per row of x (..., C): for display (explain)."""
@@ -444,9 +447,16 @@ def feed_forward(x, up, down, act, gate=None):
     """(B, T, C) -> (B, T, d_ff) -> (B, T, C): down(act(up(x))), or with a gate down(act(gate(x)) * up(x)).
 
     up, down and gate are linear maps: the modules' own, or the one-token step's (decode_step.DecodeStep).
+    While autograd records (training), SwiGLU's silu(g) * u goes through `fused.swiglu` where it
+    applies: one pass each way instead of three forward and four backward.
     """
-    hidden = act(gate(x)) * up(x) if gate is not None else act(up(x))
-    return down(hidden)
+    if gate is None:
+        return down(act(up(x)))
+    g, u = gate(x), up(x)
+    hidden = None
+    if type(act) is nn.SiLU and torch.is_grad_enabled() and (g.requires_grad or u.requires_grad):
+        hidden = fused.swiglu(g, u)  # None where the kernel does not apply
+    return down(hidden if hidden is not None else act(g) * u)
 
 
 def residual_input(x, norm, pre_norm: bool):

@@ -69,22 +69,23 @@ def cpu_flags() -> str:
     return match.group(2).strip() if match else f"{platform.machine()} {platform.processor()}"
 
 
-def build(cc: str) -> Path:
-    """Compiles matvec.c with `cc` unless this source, compiler and CPU already have a build;
-    returns the library's path. Raises OSError or subprocess.SubprocessError on failure."""
+def build(cc: str, path: Path = SOURCE) -> Path:
+    """Compiles a C file of this package (matvec.c, fused.c) with `cc` unless this source, compiler
+    and CPU already have a build; returns the library's path. Raises OSError or
+    subprocess.SubprocessError on failure."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
-    source = SOURCE.read_bytes()
+    source = path.read_bytes()
     key = hashlib.sha256(b"\0".join([source, cc.encode(), version.encode(), " ".join(FLAGS).encode(),
                                      cpu_flags().encode()])).hexdigest()[:16]
     directory = cache_dir()
-    library = directory / f"matvec-{key}.so"
+    library = directory / f"{path.stem}-{key}.so"
     if library.exists():
         return library
     directory.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=directory, prefix=".matvec-", suffix=".so")
+    handle, partial = tempfile.mkstemp(dir=directory, prefix=f".{path.stem}-", suffix=".so")
     os.close(handle)
     try:  # into a temporary name, then renamed: another process never loads half a file
-        done = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", partial, "-lm"], capture_output=True, text=True,
+        done = subprocess.run([cc, *FLAGS, str(path), "-o", partial, "-lm"], capture_output=True, text=True,
                               timeout=300)
         if done.returncode != 0:
             lines = (done.stderr or done.stdout).strip().splitlines()
