@@ -129,8 +129,10 @@ def run_cli(*args, **kw):
 def test_kill_9_then_resume_ends_like_uninterrupted(corpus, tmp_path):
     settings = ["--preset", "gpt-tiny", "--set", "max_iters=200", "--set", "eval_interval=40", "--set",
                 "eval_iters=2", "--set", "block_size=16", "--set", "dropout=0.1"]
-    whole = run_cli("train", "lm", "--data", str(corpus), "--out", str(tmp_path / "whole"), *settings)
-    victim = run_cli("train", "lm", "--data", str(corpus), "--out", str(tmp_path / "cut"), *settings)
+    # one thread each: the two runs share the cores (with two threads each, 30 s for this test on a 2-core Ice Lake; 15 s)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = run_cli("train", "lm", "--data", str(corpus), "--out", str(tmp_path / "whole"), *settings, env=env)
+    victim = run_cli("train", "lm", "--data", str(corpus), "--out", str(tmp_path / "cut"), *settings, env=env)
     log = tmp_path / "cut" / "log.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline:  # kill it once it has passed its second checkpoint
@@ -143,7 +145,7 @@ def test_kill_9_then_resume_ends_like_uninterrupted(corpus, tmp_path):
     assert victim.returncode == -signal.SIGKILL
     out, err = whole.communicate(timeout=300)
     assert whole.returncode == 0, err
-    resumed = run_cli("train", "lm", "--out", str(tmp_path / "cut"), "--resume")
+    resumed = run_cli("train", "lm", "--out", str(tmp_path / "cut"), "--resume", env=env)
     out2, err2 = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err2
     final = json.loads(out.strip().splitlines()[-1])["val_loss"]
