@@ -129,7 +129,7 @@ def run_cli(*args, **kw):
 def test_kill_9_then_resume_ends_like_uninterrupted(corpus, tmp_path):
     settings = ["--preset", "gpt-tiny", "--set", "max_iters=200", "--set", "eval_interval=40", "--set",
                 "eval_iters=2", "--set", "block_size=16", "--set", "dropout=0.1"]
-    # one thread each: the two runs share the cores (with two threads each, 30 s for this test on a 2-core Ice Lake; 15 s)
+    # one thread each: the two runs share the cores (two threads each: 30 s for this test on a 2-core Ice Lake; 15 s)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     whole = run_cli("train", "lm", "--data", str(corpus), "--out", str(tmp_path / "whole"), *settings, env=env)
     victim = run_cli("train", "lm", "--data", str(corpus), "--out", str(tmp_path / "cut"), *settings, env=env)
