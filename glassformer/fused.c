@@ -56,8 +56,13 @@ static inline void my_rows(long rows, long *r0, long *r1) {
     *r1 = *r0 + base + (t < extra);
 }
 
-static inline int threads_for(long numbers, int threads) { return numbers < SMALL ? 1 : threads; }
+/* this thread's share of the rows of v, [*r0, *r1), and a cursor at its first */
+static inline gf_cursor my_share(const gf_rows *v, long *r0, long *r1) {
+    my_rows(v->n0 * v->n1 * v->n2, r0, r1);
+    return cursor_at(v, *r0);
+}
 
+static inline int threads_for(long numbers, int threads) { return numbers < SMALL ? 1 : threads; }
 /* exp(x) for a vector of numbers in about [-87, 88], within 4 ulp: x = n ln2 + r, exp(r) by its
  * Taylor polynomial to r^6 (|r| <= ln2 / 2), times 2^n put into the exponent bits. In GCC's vector
  * extension, 16 lanes with AVX-512 and 8 otherwise (AVX2, or SSE in pairs): libm's expf is a call
@@ -93,23 +98,21 @@ static inline vf exp_lanes(vf x) {
 /* RMSNorm forward: y = x / sqrt(mean(x^2) + eps) * w, and rstd = 1 / sqrt(mean(x^2) + eps) per row */
 void glassformer_rms_norm_forward(const float *x, gf_rows xv, long d, const float *w, float eps, float *y,
                                   float *rstd, int threads) {
-    const long rows = xv.n0 * xv.n1 * xv.n2;
-#pragma omp parallel num_threads(threads_for(rows * d, threads))
+#pragma omp parallel num_threads(threads_for(xv.n0 * xv.n1 * xv.n2 * d, threads))
     {
-    long r0, r1;
-    my_rows(rows, &r0, &r1);
-    gf_cursor c = cursor_at(&xv, r0);
-    for (long r = r0; r < r1; r++, next_row(&xv, &c)) {
-        const float *xr = x + c.offset;
-        float *yr = y + r * d;
-        float ss = 0.f;
+        long r0, r1;
+        gf_cursor at = my_share(&xv, &r0, &r1);
+        for (long r = r0; r < r1; r++, next_row(&xv, &at)) {
+            const float *xr = x + at.offset;
+            float *yr = y + r * d;
+            float ss = 0.f;
 #pragma omp simd reduction(+ : ss)
-        for (long j = 0; j < d; j++) ss += xr[j] * xr[j];
-        const float s = 1.0f / sqrtf(ss / (float)d + eps);
-        rstd[r] = s;
+            for (long j = 0; j < d; j++) ss += xr[j] * xr[j];
+            const float s = 1.0f / sqrtf(ss / (float)d + eps);
+            rstd[r] = s;
 #pragma omp simd
-        for (long j = 0; j < d; j++) yr[j] = xr[j] * s * w[j];
-    }
+            for (long j = 0; j < d; j++) yr[j] = xr[j] * s * w[j];
+        }
     }
 }
 
@@ -119,25 +122,23 @@ void glassformer_rms_norm_forward(const float *x, gf_rows xv, long d, const floa
  * are summed across threads; gw may be NULL (no weight gradient wanted). */
 void glassformer_rms_norm_backward(const float *gy, const float *x, gf_rows xv, long d, const float *w,
                                    const float *rstd, float *gx, float *gw, float *partial, int threads) {
-    const long rows = xv.n0 * xv.n1 * xv.n2;
-    const int team = threads_for(rows * d, threads);
+    const int team = threads_for(xv.n0 * xv.n1 * xv.n2 * d, threads);
     if (gw != NULL) memset(partial, 0, sizeof(float) * (size_t)team * (size_t)d);
 #pragma omp parallel num_threads(team)
     {
         float *mine = gw != NULL ? partial + (long)omp_get_thread_num() * d : NULL;
         long r0, r1;
-        my_rows(rows, &r0, &r1);
-        gf_cursor c = cursor_at(&xv, r0);
-        for (long r = r0; r < r1; r++, next_row(&xv, &c)) {
-            const float *xr = x + c.offset, *gr = gy + r * d;
+        gf_cursor at = my_share(&xv, &r0, &r1);
+        for (long r = r0; r < r1; r++, next_row(&xv, &at)) {
+            const float *xr = x + at.offset, *gr = gy + r * d;
             const float s = rstd[r];
             float dot = 0.f;
 #pragma omp simd reduction(+ : dot)
             for (long j = 0; j < d; j++) dot += gr[j] * w[j] * xr[j];
-            const float c = dot * s * s / (float)d; /* mean(dy w x^) / s, so that c x = mean(...) x^ */
+            const float k = dot * s * s / (float)d; /* mean(dy w x^) / s, so that k x = mean(...) x^ */
             float *out = gx + r * d;
 #pragma omp simd
-            for (long j = 0; j < d; j++) out[j] = s * (gr[j] * w[j] - c * xr[j]);
+            for (long j = 0; j < d; j++) out[j] = s * (gr[j] * w[j] - k * xr[j]);
             if (mine != NULL) {
 #pragma omp simd
                 for (long j = 0; j < d; j++) mine[j] += gr[j] * xr[j] * s;
@@ -196,27 +197,25 @@ void glassformer_swiglu_backward(const float *dh, const float *g, long gs, const
 }
 
 /* RoPE, "rotate half" layout: each row's pairs (x_i, x_{i+d/2}) turned by the angle whose cosine
- * and sine are row (r % n2) of cos, sin (n2 x d/2; n2 is the positions):
+ * and sine are row i2 (the row's position) of cos, sin (n2 x d/2; n2 is the positions):
  *   y_i = x_i cos - x_{i+d/2} sin,   y_{i+d/2} = x_i sin + x_{i+d/2} cos.
  * sign -1 turns the other way: the backward of a rotation is the rotation back. y contiguous. */
 void glassformer_rotary(const float *x, gf_rows xv, long d, const float *cos, const float *sin, float sign,
                         float *y, int threads) {
-    const long rows = xv.n0 * xv.n1 * xv.n2, half = d / 2;
-#pragma omp parallel num_threads(threads_for(rows * d, threads))
+    const long half = d / 2;
+#pragma omp parallel num_threads(threads_for(xv.n0 * xv.n1 * xv.n2 * d, threads))
     {
-    long r0, r1;
-    my_rows(rows, &r0, &r1);
-    gf_cursor at = cursor_at(&xv, r0);
-    for (long r = r0; r < r1; r++, next_row(&xv, &at)) {
-        const float *xr = x + at.offset;
-        const float *c = cos + at.i2 * half, *s = sin + at.i2 * half;
-        float *yr = y + r * d;
+        long r0, r1;
+        gf_cursor at = my_share(&xv, &r0, &r1);
+        for (long r = r0; r < r1; r++, next_row(&xv, &at)) {
+            const float *xr = x + at.offset, *c = cos + at.i2 * half, *s = sin + at.i2 * half;
+            float *yr = y + r * d;
 #pragma omp simd
-        for (long i = 0; i < half; i++) {
-            const float a = xr[i], b = xr[i + half], si = sign * s[i];
-            yr[i] = a * c[i] - b * si;
-            yr[i + half] = a * si + b * c[i];
+            for (long i = 0; i < half; i++) {
+                const float a = xr[i], b = xr[i + half], si = sign * s[i];
+                yr[i] = a * c[i] - b * si;
+                yr[i + half] = a * si + b * c[i];
+            }
         }
-    }
     }
 }
