@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import distributed
+from . import distributed, fused
 from .budget import PROBE_STEPS, SKIPPED_STEPS, Budget
 from .checkpoint import CheckpointError, check_tensors, check_values, load_tensors_only, save, unique_state_dict
 from .config import check_fields
@@ -293,6 +293,7 @@ class Trainer:
         self.dtype = pick_dtype(cfg.dtype, self.device)
         if self.device.type == "cpu":
             keep_freed_memory()
+            fused.library()  # training's C kernels built (once per machine) or loaded before the clock starts
         if self.device.type == "cuda":  # float32 matmuls on tensor cores (TF32), as nanoGPT does
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True

@@ -12,6 +12,7 @@ from conftest import build_tiny_gpt, random_ids
 
 from glassformer import fused
 from glassformer.data import lm_loss
+from glassformer.layers import RMSNorm
 from glassformer.positions import RotaryEmbedding, apply_rotary
 
 U = 2.0 ** -24  # float32's unit roundoff
@@ -152,6 +153,17 @@ def test_the_readable_forms_where_a_kernel_does_not_apply(monkeypatch):
     monkeypatch.setenv("GLASSFORMER_NO_KERNEL", "1")
     assert fused.rms_norm(x, w, 1e-5) is None and fused.swiglu(x, x) is None
     assert "GLASSFORMER_NO_KERNEL" in fused.unavailable_reason()
+
+
+def test_a_failed_compile_falls_back_to_torch_quietly(monkeypatch, tmp_path, capfd):
+    monkeypatch.setattr(fused, "_loaded", {})  # a fresh process's state, restored afterwards
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing built before
+    monkeypatch.setenv("CC", "false")  # runs, and fails
+    norm, x = RMSNorm(8, 1e-5), torch.randn(3, 8, requires_grad=True)
+    assert fused.rms_norm(x, norm.weight, 1e-5) is None and "could not build" in fused.unavailable_reason()
+    assert torch.equal(norm(x), F.rms_norm(x, (8,), norm.weight, 1e-5))
+    assert capfd.readouterr() == ("", "")  # not a word
+    assert not list(tmp_path.rglob("*.so"))  # no half-written library left behind
 
 
 def test_a_model_s_gradients_with_and_without_the_kernels(monkeypatch):
