@@ -6,7 +6,9 @@ Each is an autograd function whose forward computes what the readable layer comp
 the derivative worked out by hand (in fused.c's comments); tests/test_fused.py holds both to
 torch's autograd through the readable form. Where a kernel does not apply (another dtype or
 device, under torch.compile, no C compiler, GLASSFORMER_NO_KERNEL=1) the callers compute the
-readable form with torch's ops.
+readable form with torch's ops. RMSNorm's and RoPE's forward also serve evaluation and the
+prompts of generation; the gate's kernel runs only while autograd records (training), so that
+an observer of the activation module sees it called.
 
 Why: on CPU, torch 2.13's ops for these are a pass over memory each, with autograd's bookkeeping
 between them, and F.rms_norm is differentiated through its decomposition. Measured on a 2-core
@@ -103,6 +105,7 @@ def applies(*tensors: torch.Tensor) -> bool:
 
 
 def threads() -> int:
+    """The kernels' OpenMP team: torch's thread count, so the cores are never oversubscribed."""
     return torch.get_num_threads()
 
 
