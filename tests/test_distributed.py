@@ -67,29 +67,31 @@ def single(corpus, tmp_path_factory):
     return out, stdout
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_processes_train_like_one(corpus, single, tmp_path, parallel):
-    out = tmp_path / parallel
-    stdout = train(corpus, out, 2, "--set", "max_iters=8", "--set", f"parallel={parallel}")
-    assert stdout.count('"iter": "final"') == 1  # one process speaks for the run
-    assert_same_training(single[0], out)
-    one = json.loads(single[1].strip().splitlines()[-1])
-    two = json.loads(stdout.strip().splitlines()[-1])
-    assert two["val_loss"] == pytest.approx(one["val_loss"], abs=1e-5)
-    # The saved model is whole (not one process's shard) and loads without torch.distributed.
+def assert_one_voice_and_a_whole_model(stdout: str, out, single_out) -> None:
+    """A run of two processes: one process speaks for it, and the model it saved is whole (not one
+    process's shard) and loads without torch.distributed."""
+    assert stdout.count('"iter": "final"') == 1
     from glassformer import load
 
     model, _ = load(out)
-    assert sum(p.numel() for p in model.parameters()) == sum(
-        p.numel() for p in load(single[0])[0].parameters())
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in load(single_out)[0].parameters())
 
 
 @pytest.mark.parametrize("first, then", [(2, 1), (1, 2)], ids=["ddp-then-single", "single-then-fsdp"])
-def test_resume_with_another_number_of_processes(corpus, single, tmp_path, first, then):
+def test_two_processes_train_like_one_and_resume_with_another_number(corpus, single, tmp_path, first, then):
+    """Iterations 1-4 in one setting and 5-8 resumed in the other end where one process ends, weights,
+    Adam moments and every logged loss: DDP trains like one process (the first half of ddp-then-single),
+    FSDP2 too (the second half of single-then-fsdp), and resume.pt carries a run across the change."""
     resumed = tmp_path / "resumed"
-    train(corpus, resumed, first, "--set", "max_iters=4")
-    train(corpus, resumed, then, "--resume", "--set", "max_iters=8", "--set", "parallel=fsdp")
+    stdout = train(corpus, resumed, first, "--set", "max_iters=4")  # parallel=ddp, the default
+    if first == 2:
+        assert_one_voice_and_a_whole_model(stdout, resumed, single[0])
+    stdout = train(corpus, resumed, then, "--resume", "--set", "max_iters=8", "--set", "parallel=fsdp")
+    if then == 2:
+        assert_one_voice_and_a_whole_model(stdout, resumed, single[0])
     assert_same_training(single[0], resumed)
+    one = json.loads(single[1].strip().splitlines()[-1])
+    assert json.loads(stdout.strip().splitlines()[-1])["val_loss"] == pytest.approx(one["val_loss"], abs=1e-5)
 
 
 def test_translation_on_two_sharded_processes_trains_like_one(tmp_path):
