@@ -130,6 +130,7 @@ class RMSNormFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # a second derivative through it raises, never comes out wrong
     def backward(ctx, gy):
         x, weight, rstd = ctx.saved_tensors
         gy = gy.contiguous()
@@ -182,6 +183,7 @@ class SwiGLUFunction(torch.autograd.Function):
         return h
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, gh):
         gf, uf = ctx.saved_tensors
         gs, us = ctx.strides
@@ -225,6 +227,7 @@ class RotaryFunction(torch.autograd.Function):
         return rotate(x, cos, sin, 1.0)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, gy):
         cos, sin = ctx.saved_tensors
         return rotate(gy, cos, sin, -1.0), None, None  # a rotation's transpose turns back

@@ -155,6 +155,13 @@ def test_the_readable_forms_where_a_kernel_does_not_apply(monkeypatch):
     assert "GLASSFORMER_NO_KERNEL" in fused.unavailable_reason()
 
 
+def test_a_second_derivative_through_a_kernel_raises_rather_than_comes_out_wrong():
+    x, w = torch.randn(4, 8, requires_grad=True), torch.ones(8, requires_grad=True)
+    (gx,) = torch.autograd.grad(fused.rms_norm(x, w, 1e-5).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        gx.sum().backward()
+
+
 def test_a_failed_compile_falls_back_to_torch_quietly(monkeypatch, tmp_path, capfd):
     monkeypatch.setattr(fused, "_loaded", {})  # a fresh process's state, restored afterwards
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing built before
