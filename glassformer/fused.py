@@ -24,7 +24,6 @@ process: 85.5 against 72.7 ms, 85.4 against 68.7, 76.2 against 66.9 (1.14-1.24x)
 from __future__ import annotations
 
 import ctypes
-import os
 
 import torch
 
@@ -55,17 +54,9 @@ def rows_of(x: torch.Tensor) -> Rows | None:
 
 def load() -> tuple[object | None, str | None]:
     """(the library, None) or (None, why not): built and checked as matvec's kernel is."""
-    cc = matvec.compiler()
-    if cc is None:
-        return None, "no C compiler ($CC, cc or gcc)"
-    before = matvec.openmp_runtimes()
-    try:
-        library = ctypes.CDLL(str(matvec.build(cc, SOURCE)))
-    except (OSError, matvec.subprocess.SubprocessError) as error:
-        return None, f"could not build or load the kernels: {error}"
-    after = matvec.openmp_runtimes()
-    if len(after) > 1 and after != before:
-        return None, f"the kernels would run a second OpenMP runtime beside torch's: {', '.join(sorted(after))}"
+    library, reason = matvec.open_library(SOURCE)
+    if library is None:
+        return None, reason
     p, n, f, i, rows = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int, Rows
     signatures = {
         "glassformer_rms_norm_forward": [p, rows, n, p, f, p, p, i],
@@ -82,7 +73,7 @@ def load() -> tuple[object | None, str | None]:
 
 def library():
     """The kernels' library, or None where they are unavailable (see unavailable_reason)."""
-    if os.environ.get(matvec.DISABLE, "") not in ("", "0"):
+    if matvec.disabled():
         return None
     if "library" not in _loaded:
         _loaded["library"], _loaded["reason"] = load()
@@ -91,7 +82,7 @@ def library():
 
 def unavailable_reason() -> str | None:
     """Why the readable forms are used for every call (None when the kernels are there to use)."""
-    if os.environ.get(matvec.DISABLE, "") not in ("", "0"):
+    if matvec.disabled():
         return f"{matvec.DISABLE} is set"
     library()
     return _loaded["reason"]

@@ -106,19 +106,34 @@ def openmp_runtimes() -> set[str]:
     return set(re.findall(r"(/\S*lib(?:gomp|iomp5|omp)[-.\w]*\.so[.\d]*)$", maps, re.M))
 
 
-def load() -> tuple[object | None, str | None]:
-    """(the kernel as a ctypes function, None), or (None, why not). Builds it the first time."""
+def open_library(path: Path) -> tuple[object | None, str | None]:
+    """(a C file of this package built and loaded with ctypes, None), or (None, why not): no
+    compiler, a failed build, or a second OpenMP runtime beside torch's. matvec.c and fused.c
+    load through here."""
     cc = compiler()
     if cc is None:
         return None, "no C compiler ($CC, cc or gcc)"
     before = openmp_runtimes()
     try:
-        library = ctypes.CDLL(str(build(cc)))
+        library = ctypes.CDLL(str(build(cc, path)))
     except (OSError, subprocess.SubprocessError) as error:
         return None, f"could not build or load the kernel: {error}"
     after = openmp_runtimes()
     if len(after) > 1 and after != before:  # its libgomp is not the pool torch's ops run on
         return None, f"the kernel would run a second OpenMP runtime beside torch's: {', '.join(sorted(after))}"
+    return library, None
+
+
+def disabled() -> bool:
+    """Whether GLASSFORMER_NO_KERNEL asks for torch everywhere (any value but empty or 0)."""
+    return os.environ.get(DISABLE, "") not in ("", "0")
+
+
+def load() -> tuple[object | None, str | None]:
+    """(the kernel as a ctypes function, None), or (None, why not). Builds it the first time."""
+    library, reason = open_library(SOURCE)
+    if library is None:
+        return None, reason
     function = library.glassformer_matvec_f32
     function.restype = None
     function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 2 + [ctypes.c_int]
@@ -139,7 +154,7 @@ def load() -> tuple[object | None, str | None]:
 
 def kernel():
     """The kernel, or None where it is unavailable (see unavailable_reason); loaded once per process."""
-    if os.environ.get(DISABLE, "") not in ("", "0"):
+    if disabled():
         return None
     if "kernel" not in _loaded:
         _loaded["kernel"], _loaded["reason"] = load()
@@ -148,7 +163,7 @@ def kernel():
 
 def unavailable_reason() -> str | None:
     """Why `linear` uses F.linear for every call (None when the kernel is there to use)."""
-    if os.environ.get(DISABLE, "") not in ("", "0"):
+    if disabled():
         return f"{DISABLE} is set"
     kernel()
     return _loaded["reason"]
