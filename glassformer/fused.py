@@ -52,6 +52,20 @@ def rows_of(x: torch.Tensor) -> Rows | None:
     return Rows(lead[0][0], lead[1][0], lead[2][0], lead[0][1], lead[1][1], lead[2][1])
 
 
+def readable(x: torch.Tensor) -> tuple[torch.Tensor, Rows]:
+    """x and its rows as fused.c reads them: x itself where its strides allow, else a contiguous
+    copy, flattened to (rows, d) where it has more than three leading dimensions. Row r is row r
+    of x in C order either way."""
+    rows = rows_of(x)
+    if rows is None:
+        x = x.contiguous()
+        rows = rows_of(x)
+        if rows is None:
+            x = x.view(-1, x.size(-1))
+            rows = rows_of(x)
+    return x, rows
+
+
 def load() -> tuple[object | None, str | None]:
     """(the library, None) or (None, why not): built and checked as matvec's kernel is."""
     library, reason = matvec.open_library(SOURCE)
@@ -109,12 +123,10 @@ class RMSNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, eps):
-        rows = rows_of(x)
-        if rows is None:
-            x = x.contiguous()
-            rows = rows_of(x)
-        y = torch.empty(x.shape, dtype=x.dtype)
-        rstd = torch.empty(x.shape[:-1], dtype=x.dtype)  # 1 / sqrt(mean(x²) + eps) per row
+        ctx.shape = x.shape
+        x, rows = readable(x)
+        y = torch.empty(ctx.shape, dtype=x.dtype)
+        rstd = torch.empty(ctx.shape[:-1], dtype=x.dtype)  # 1 / sqrt(mean(x²) + eps) per row
         library().glassformer_rms_norm_forward(x.data_ptr(), rows, x.size(-1), weight.data_ptr(), eps, y.data_ptr(),
                                                rstd.data_ptr(), threads())
         ctx.save_for_backward(x, weight, rstd)
@@ -126,7 +138,7 @@ class RMSNormFunction(torch.autograd.Function):
         x, weight, rstd = ctx.saved_tensors
         gy = gy.contiguous()
         d, team = x.size(-1), threads()
-        gx = torch.empty(x.shape, dtype=x.dtype)
+        gx = torch.empty(ctx.shape, dtype=x.dtype)
         want_gw = ctx.needs_input_grad[1]
         gw = torch.empty(d, dtype=x.dtype) if want_gw else None
         partial = torch.empty(team, d, dtype=x.dtype) if want_gw else None  # each thread's sum over its rows
@@ -199,10 +211,7 @@ def swiglu(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor | None:
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float) -> torch.Tensor:
     """x (B, h, T, d) turned by the angles (T, d/2) (sign -1: turned back), contiguous."""
-    rows = rows_of(x)
-    if rows is None:
-        x = x.contiguous()
-        rows = rows_of(x)
+    x, rows = readable(x)  # four dimensions: x itself, or a contiguous copy of it
     y = torch.empty(x.shape, dtype=x.dtype)
     library().glassformer_rotary(x.data_ptr(), rows, x.size(-1), cos.data_ptr(), sin.data_ptr(), sign, y.data_ptr(),
                                  threads())

@@ -51,7 +51,7 @@ def rms_reference(x, w, eps):
 
 
 @pytest.mark.parametrize("shape, strided", [((24, 64, 128), False), ((3, 5, 7), False), ((2, 4, 9, 33), True),
-                                            ((24, 4, 64, 32), True), ((6, 128), False)])
+                                            ((24, 4, 64, 32), True), ((6, 128), False), ((2, 3, 4, 5, 8), False)])
 def test_rms_norm_within_float32_rounding(shape, strided, threads):
     g = torch.Generator().manual_seed(sum(shape))
     d = shape[-1]
