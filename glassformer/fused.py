@@ -159,16 +159,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor 
 # SwiGLU's gate
 
 
-def gate_rows(t: torch.Tensor) -> tuple[torch.Tensor, int] | None:
-    """t (..., m) as rows of m numbers a fixed distance apart -> (t, that distance), or None."""
-    if t.stride(-1) != 1 or t.dim() < 2:
-        return None
-    flat = t.view(-1, t.size(-1)) if t.is_contiguous() else None
-    if flat is None:
-        try:
-            flat = t.flatten(0, -2)  # a view where the leading dimensions merge, else a copy
-        except RuntimeError:
-            return None
+def gate_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """t (..., m), its last dimension contiguous -> (t as (rows, m), the distance between rows): a
+    view where the leading dimensions merge (the halves of one projection too), else a copy."""
+    flat = t.reshape(-1, t.size(-1))
     return flat, flat.stride(0) if flat.size(0) > 1 else t.size(-1)
 
 
@@ -200,7 +194,8 @@ class SwiGLUFunction(torch.autograd.Function):
 
 def swiglu(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor | None:
     """silu(g) * u through the kernels, or None where they do not apply."""
-    if not applies(g, u) or g.shape != u.shape or g.numel() == 0 or gate_rows(g) is None or gate_rows(u) is None:
+    if (not applies(g, u) or g.shape != u.shape or g.dim() < 2 or g.numel() == 0
+            or not g.stride(-1) == u.stride(-1) == 1):
         return None
     return SwiGLUFunction.apply(g, u)
 
@@ -235,12 +230,12 @@ class RotaryFunction(torch.autograd.Function):
 
 def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor | None:
     """positions.apply_rotary through the kernels, or None where they do not apply (the angles
-    differentiable, not (T, d/2) contiguous, an odd d, or a batch of one position's rows that
-    fused.c's rows would not line up with the angles' rows)."""
+    differentiable, not (T, d/2) contiguous, an odd d, or one position: fused.c's rows leave out
+    dimensions of one, and the positions would not be the fastest index)."""
     if (not applies(x, cos, sin) or x.dim() != 4 or x.size(-1) % 2 or x.numel() == 0
             or cos.shape != (x.size(-2), x.size(-1) // 2) or sin.shape != cos.shape
             or not (cos.is_contiguous() and sin.is_contiguous()) or cos.requires_grad or sin.requires_grad):
         return None
-    if x.size(-2) == 1 or rows_of(x) is None:
-        return None  # rows_of drops dimensions of one: the positions would not be the fastest index
+    if x.size(-2) == 1:
+        return None
     return RotaryFunction.apply(x, cos, sin)
