@@ -242,7 +242,8 @@ def attribute(model: nn.Module, ids, target: int) -> Attribution:
     if not 0 <= int(target) < model.config.vocab_size:
         raise ValueError(f"target {target} is outside the vocabulary of size {model.config.vocab_size}")
     n_layer = model.config.n_layer
-    embeddings = {"token_embedding": "tok_emb", "position_embedding": "pos_emb", "segment_embedding": "seg_emb"}
+    embeddings = {"token_embedding": "tok_emb", "pair_embedding": "bigram_emb", "position_embedding": "pos_emb",
+                  "segment_embedding": "seg_emb"}
     embeddings = {key: name for key, name in embeddings.items() if getattr(model, name) is not None}
     if model.embed_norm is not None:  # the stream starts from the normed sum: one term, not its parts
         embeddings = {"normed_embedding": "embed_norm"}

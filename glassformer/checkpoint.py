@@ -347,6 +347,7 @@ def hf_incompatibilities(config: ModelConfig) -> list[str]:
         (not config.qk_norm, "qk_norm=true (GPT-2 has no q/k norms)"),
         (config.activation != "relu2", "activation=relu2 (GPT-2 export writes gelu, gelu_new or relu)"),
         (not config.embed_norm, "embed_norm=true (GPT-2 has no norm after the embeddings)"),
+        (not config.bigram, "bigram=true (GPT-2 has no embedding of token pairs)"),
     ]
     return [reason for ok, reason in checks if not ok]
 

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
 from .choices import DEFAULT_PRESET, WEIGHTS
 from .display import plain
@@ -534,6 +535,11 @@ def interrupts_held():
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a held Ctrl-C is delivered now
 
 
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning for the command: "glassformer: warning: ..." on stderr, without the source line."""
+    print(f"glassformer: warning: {plain(str(message))}", file=file or sys.stderr)
+
+
 def run(argv: list[str] | None, interrupted: list[int]) -> int:
     args = build_parser().parse_args(argv)
     with interrupts_held():
@@ -541,7 +547,9 @@ def run(argv: list[str] | None, interrupted: list[int]) -> int:
     if interrupted:
         raise KeyboardInterrupt  # pressed while torch was being imported
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # the command's warnings in one line each, as its errors
+            warnings.showwarning = one_line_warning
+            return args.func(args)
     except UsageError as e:
         print(f"glassformer: error: {plain(str(e))}", file=sys.stderr)
         return 2

@@ -41,6 +41,9 @@ LIMITS = {
     "pad_id": (0, 1_000_000), "bos_id": (0, 1_000_000), "eos_id": (0, 1_000_000),
     "n_kv_head": (1, 4096), "rope_original_max_len": (1, 1_048_576),
 }
+# bigram's table has V (V + 1) rows: at most about a million (a character or byte vocabulary's few
+# thousand); a word or BPE vocabulary's pairs would be billions of rows
+BIGRAM_MAX_VOCAB = 1024
 POSITIVE = ("norm_eps", "rope_theta", "init_std", "rope_factor", "rope_low_freq_factor",
             "rope_high_freq_factor")  # float fields that must be finite and > 0
 
@@ -190,6 +193,9 @@ class GPTConfig(Widths):
     # modded-nanogpt's options; the defaults leave the model above unchanged.
     embed_norm: bool = False  # a norm (of kind `norm`) over the embeddings before the first block
     zero_init: bool = False  # W_O, the feed-forward's down and the (untied) head start at 0
+    # for small vocabularies (characters): an embedding of each (previous token, token) pair, added to
+    # the token's own; a table of vocab_size x (vocab_size + 1) rows (the first token has no previous one)
+    bigram: bool = False
     # Llama, Mistral and Qwen options; the defaults leave the model above unchanged.
     n_kv_head: int | None = None  # key/value heads, each shared by n_head / n_kv_head query heads; None -> n_head
     qkv_bias: bool | None = None  # biases on W_Q, W_K, W_V (Qwen2: true with bias false); None -> bias
@@ -204,15 +210,23 @@ class GPTConfig(Widths):
         _check_layer_options(self)
         if self.zero_init and self.tie_weights:
             raise ValueError("zero_init needs tie_weights false: a zero head tied to the embedding would zero it too")
+        if self.bigram and self.vocab_size > BIGRAM_MAX_VOCAB:
+            raise ValueError(f"bigram needs a vocabulary of at most {BIGRAM_MAX_VOCAB} tokens (its table has a row per "
+                             f"pair of tokens); vocab_size is {self.vocab_size}: set bigram=false")
 
     @property
     def d_model(self) -> int:
         return self.n_embd
 
+    @property
+    def bigram_rows(self) -> int:
+        """Rows of the pair table: vocab_size (the token) times vocab_size + 1 (the previous one, or none)."""
+        return self.vocab_size * (self.vocab_size + 1) if self.bigram else 0
+
     def parameter_estimate(self) -> int:
         """Roughly how many parameters the model has (its matrices), from the config alone."""
         layer = self.attention_parameters() + self.feed_forward_parameters()
-        return (self.vocab_size + self.block_size) * self.d_model + self.n_layer * layer
+        return (self.vocab_size + self.block_size + self.bigram_rows) * self.d_model + self.n_layer * layer
 
 
 @dataclass
@@ -408,15 +422,15 @@ PRESETS: dict[str, Preset] = {
     "shakespeare-char-speedrun": Preset(
         GPTConfig(vocab_size=0, block_size=64, n_layer=2, n_head=4, n_embd=128, d_ff=344, dropout=0.0, bias=False,
                   norm="rmsnorm", activation="swiglu", position="rope", qk_norm=True, embed_norm=True,
-                  zero_init=True, tie_weights=False),
-        train=dict(batch_size=24, max_iters=180, lr_decay_iters=180, lr_schedule="wsd", decay_fraction=0.5,
+                  zero_init=True, tie_weights=False, bigram=True),
+        train=dict(batch_size=24, max_iters=140, lr_decay_iters=140, lr_schedule="wsd", decay_fraction=0.5,
                    learning_rate=8e-3, min_lr=3e-4, warmup_iters=20, beta2=0.99, weight_decay=0.1, grad_clip=1.0,
-                   eval_interval=180, eval_iters=20, eval_first=False, optimizer="muon", muon_lr=0.05,
+                   eval_interval=140, eval_iters=20, eval_first=False, optimizer="muon", muon_lr=0.05,
                    muon_momentum=0.9),
         about="shakespeare-char-fast with the pieces of modded-nanogpt's speedrun that paid on a 2-core CPU: "
               "Muon for the blocks' matrices, warmup-stable-decay, QK-norm, a norm after the embeddings, "
-              "zero-initialised output projections and untied head; batch 24 x 180 iterations instead of 12 x 800, "
-              "evaluated only at the end",
+              "zero-initialised output projections and untied head, an embedding of each character pair; "
+              "batch 24 x 140 iterations instead of 12 x 800, evaluated only at the end",
     ),
     "shakespeare-char": Preset(
         GPTConfig(vocab_size=0, block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, bias=False,

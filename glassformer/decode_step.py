@@ -63,7 +63,7 @@ class DecodeStep:
         return maps + [self.lm_head]
 
     def __call__(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        x, rotary = self.model.embed(ids, cache.length)
+        x, rotary = self.model.embed(ids, cache.length, cache=cache)
         if self.kernel is not None:
             logits = self.kernel(x, rotary, cache)
             if logits is not None:
@@ -248,8 +248,8 @@ ACTIVATION_CODES = {"relu": 0, "relu2": 1, "gelu": 2, "gelu_tanh": 3, "swiglu": 
 KNOWN_FIELDS = frozenset({
     "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "d_head", "d_ff", "dropout", "bias", "norm",
     "norm_eps", "norm_position", "activation", "position", "rope_theta", "tie_weights", "n_segments", "n_classes",
-    "init", "init_std", "embed_norm", "zero_init", "n_kv_head", "qkv_bias", "qk_norm", "rope_scaling", "rope_factor",
-    "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"})
+    "init", "init_std", "embed_norm", "zero_init", "bigram", "n_kv_head", "qkv_bias", "qk_norm", "rope_scaling",
+    "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"})
 
 
 def matrix(m: DecodeLinear | None) -> Matrix:

@@ -22,6 +22,15 @@ if TYPE_CHECKING:
     from .decode_step import DecodeStep
 
 
+def bigram_ids(ids: torch.Tensor, vocab_size: int, previous: torch.Tensor | None = None) -> torch.Tensor:
+    """ids (B, T) -> the bigram table's row for each position (B, T): previous token x V + token.
+
+    The token before ids[:, 0] is `previous` (B,), or, at the start of a text, the number V, which
+    no token has: the table's last V rows are for a first token."""
+    before = ids.new_full((ids.size(0), 1), vocab_size) if previous is None else previous.view(-1, 1)
+    return torch.cat([before, ids[:, :-1]], dim=1) * vocab_size + ids
+
+
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -31,6 +40,7 @@ class GPT(nn.Module):
         self.tok_emb = TokenEmbedding(c.vocab_size, c.n_embd)
         self.pos_emb, self.rotary = make_positions(c, c.n_embd)
         self.seg_emb = nn.Embedding(c.n_segments, c.n_embd) if c.n_segments else None
+        self.bigram_emb = nn.Embedding(c.bigram_rows, c.n_embd) if c.bigram else None  # a row per token pair
         self.drop = nn.Dropout(c.dropout)
         self.embed_norm = make_norm(c.norm, c.n_embd, c.norm_eps, c.bias) if c.embed_norm else None
         self.blocks = nn.ModuleList(make_block(c) for _ in range(c.n_layer))
@@ -80,15 +90,24 @@ class GPT(nn.Module):
             if segment_ids is None:
                 raise ValueError("this model has a segment embedding; pass segment_ids of the same shape as ids")
             check_ids(segment_ids, c.n_segments, c.block_size, past, name="segment_ids")
-        x, rotary = self.embed(ids, past, segment_ids)
+        x, rotary = self.embed(ids, past, segment_ids, cache)
         for i, block in enumerate(self.blocks):
             layer_cache = cache.self_attn[i] if cache is not None else None
             x = block(x, is_causal=True, cache=layer_cache, rotary=rotary)
         return self.final(x)
 
-    def embed(self, ids: torch.Tensor, past: int = 0, segment_ids=None):
-        """ids (B, T) at positions past.. -> (the residual stream's start (B, T, C), RoPE's (cos, sin) or None)."""
-        x, rotary = add_positions(self.tok_emb(ids), past, self.pos_emb, self.rotary)  # (B, T, C)
+    def embed(self, ids: torch.Tensor, past: int = 0, segment_ids=None, cache: KVCache | None = None):
+        """ids (B, T) at positions past.. -> (the residual stream's start (B, T, C), RoPE's (cos, sin) or None).
+
+        cache: the KV cache the ids continue, if any. The bigram embedding reads the token before
+        ids[:, 0] from it (none at the start of a text) and leaves ids[:, -1] there for the next call."""
+        x = self.tok_emb(ids)  # (B, T, C)
+        if self.bigram_emb is not None:
+            previous = cache.last_ids if cache is not None and past > 0 else None
+            x = x + self.bigram_emb(bigram_ids(ids, self.config.vocab_size, previous))  # (B, T, C)
+            if cache is not None:
+                cache.last_ids = ids[:, -1].clone()
+        x, rotary = add_positions(x, past, self.pos_emb, self.rotary)  # (B, T, C)
         if self.seg_emb is not None:
             x = x + self.seg_emb(segment_ids)
         if self.embed_norm is not None:

@@ -165,6 +165,7 @@ def family_incompatibilities(config) -> list[str]:
         (config.n_segments == 0, f"n_segments={config.n_segments} (no segment embedding)"),
         (config.n_classes == 0, f"n_classes={config.n_classes} (no classification head)"),
         (not config.embed_norm, "embed_norm=true (no norm after the embeddings)"),
+        (not config.bigram, "bigram=true (no embedding of token pairs)"),
     ]
     return [reason for ok, reason in checks if not ok]
 

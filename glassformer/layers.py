@@ -261,6 +261,7 @@ class KVCache:
     def __init__(self, n_layers: int, max_len: int, cross_attention: bool = False):
         self.self_attn = [KVCacheLayer(max_len) for _ in range(n_layers)]
         self.cross_attn = [KVCacheLayer(max_len) for _ in range(n_layers)] if cross_attention else None
+        self.last_ids: torch.Tensor | None = None  # (B,) each row's last token so far, kept by a GPT with bigram
 
     @property
     def length(self) -> int:
@@ -272,6 +273,8 @@ class KVCache:
         caches hold the memory, whose rows their owner gathers (decode.Seq2SeqDecoder)."""
         for layer in self.self_attn:
             layer.keep(rows)
+        if self.last_ids is not None:
+            self.last_ids = self.last_ids.index_select(0, rows)
 
 
 class MultiHeadAttention(nn.Module):

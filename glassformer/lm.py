@@ -19,7 +19,7 @@ from torch import nn
 
 from .checkpoint import CONFIG_FILE, FORMAT, load, read_json
 from .choices import DEFAULT_PRESET
-from .config import GPTConfig
+from .config import BIGRAM_MAX_VOCAB, GPTConfig
 from .data import (
     DataError,
     cached_ids,
@@ -137,6 +137,18 @@ def train_lm(out, data: str | None = None, tokenizer: str = "char", vocab_size: 
                          init_from)
 
 
+def with_vocabulary(model_cfg: GPTConfig, vocab_size: int, overrides) -> GPTConfig:
+    """The preset's model for the tokenizer's vocabulary. A preset's bigram table (a row per pair of
+    tokens) is left out where the vocabulary is too large for it, saying so; one asked for with
+    --set bigram=true is kept, and the config refuses it in one line."""
+    asked = any(o.split("=", 1)[0].strip() == "bigram" for o in overrides or [])
+    if model_cfg.bigram and vocab_size > BIGRAM_MAX_VOCAB and not asked:
+        warnings.warn(f"bigram=false: the preset's pair embedding needs a vocabulary of at most {BIGRAM_MAX_VOCAB} "
+                      f"tokens; this one has {vocab_size}", stacklevel=2)
+        model_cfg = dataclasses.replace(model_cfg, bigram=False)
+    return dataclasses.replace(model_cfg, vocab_size=vocab_size)
+
+
 def _train_lm(out: Path, data, tokenizer, vocab_size, preset, overrides, val_fraction, resume, progress,
               init_from=None) -> dict:
     model = None
@@ -160,7 +172,7 @@ def _train_lm(out: Path, data, tokenizer, vocab_size, preset, overrides, val_fra
             raise ValueError("--init-from reads the text with the model's own tokenizer; give --data a text file")
         if not resume:
             tok = load_tokenizer(Path(data) / TOKENIZER)  # the vocabulary the shards were made with
-            model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
+            model_cfg = with_vocabulary(model_cfg, tok.vocab_size, overrides)
         train_ids, val_ids = Shards(data, "train"), Shards(data, "val")
     else:
         text = load_corpus(data)
@@ -169,7 +181,7 @@ def _train_lm(out: Path, data, tokenizer, vocab_size, preset, overrides, val_fra
             # A character vocabulary comes from the whole text (nanoGPT's ids); learned vocabularies
             # (word counts, BPE merges) only from the training split.
             tok = train_tokenizer(tokenizer, text if tokenizer == "char" else train_text, vocab_size)
-            model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
+            model_cfg = with_vocabulary(model_cfg, tok.vocab_size, overrides)
         train_ids = cached_ids(train_text, tok, out / "data" / "train.bin")
         val_ids = cached_ids(val_text, tok, out / "data" / "val.bin")
     task = LMTask(train_ids, val_ids, window, train_cfg)

@@ -110,3 +110,58 @@ def test_attribution_sums_to_the_logit_with_the_embedding_norm():
         assert result.logit == pytest.approx(float(model(ids)[0, -1, 5]), abs=1e-6)
     assert set(result.remaining) == {"normed_embedding"}  # the normed sum is where the stream starts
     assert result.total() == pytest.approx(result.logit, abs=1e-4)
+
+
+BIGRAM = dict(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=8, d_ff=12, bias=False, norm="rmsnorm",
+              position="rope", activation="swiglu", bigram=True)
+
+
+def test_bigram_adds_the_row_of_each_pair_and_continues_through_the_cache():
+    from glassformer.gpt import bigram_ids
+
+    torch.manual_seed(5)
+    model = GPT(GPTConfig(**BIGRAM)).eval()
+    V = 11
+    assert model.bigram_emb.weight.shape == (V * (V + 1), 8)
+    ids = torch.randint(0, V, (3, 9))
+    by_hand = torch.empty(3, 9, 8)
+    for b in range(3):
+        for t in range(9):
+            before = V if t == 0 else int(ids[b, t - 1])  # V: no previous token, a row of its own
+            by_hand[b, t] = model.tok_emb.weight[ids[b, t]] + model.bigram_emb.weight[before * V + ids[b, t]]
+    torch.testing.assert_close(model.embed(ids)[0], by_hand, rtol=0, atol=0)
+    assert torch.equal(bigram_ids(ids[:, 4:], V, ids[:, 3]), bigram_ids(ids, V)[:, 4:])
+    with torch.no_grad():  # the cache hands the previous token across calls; beam search's reordering too
+        whole = model(ids)
+        cache = model.new_cache()
+        parts = [model(ids[:, :4], cache), model(ids[:, 4:5], cache)]
+        cache.keep(torch.tensor([2, 0, 1]))
+        parts.append(model(ids[[2, 0, 1], 5:], cache))
+    torch.testing.assert_close(torch.cat(parts[:2], 1), whole[:, :5], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(parts[2], whole[[2, 0, 1], 5:], rtol=1e-5, atol=1e-6)
+
+
+def test_bigram_needs_a_small_vocabulary_and_is_refused_by_export(tmp_path):
+    with pytest.raises(ValueError, match="bigram needs a vocabulary of at most 1024 tokens.*vocab_size is 2000"):
+        GPTConfig(**{**BIGRAM, "vocab_size": 2000})
+    torch.manual_seed(6)
+    for options in (dict(activation="gelu", norm="layernorm", position="learned"), {}):  # GPT-2's layout, Llama's
+        model = GPT(GPTConfig(**{**BIGRAM, **options}))
+        with pytest.raises(CheckpointError, match=r"not GPT-2-compatible: (.*; )?bigram=true .*Llama/Qwen-compatible"
+                                                  r": .*bigram=true \(no embedding of token pairs\)"):
+            export_hf(model, tmp_path / "hf")
+        assert not (tmp_path / "hf").exists()
+
+
+def test_attribution_counts_the_pair_embedding():
+    from glassformer.analysis import attribute
+
+    torch.manual_seed(7)
+    model = GPT(GPTConfig(**BIGRAM)).eval()
+    ids = torch.randint(0, 11, (1, 7))
+    result = attribute(model, ids, 3)
+    assert set(result.remaining) == {"token_embedding", "pair_embedding"}
+    with torch.no_grad():
+        pair = model.bigram_emb.weight[int(ids[0, -2]) * 11 + int(ids[0, -1])]
+    assert result.remaining["pair_embedding"] != 0 and pair.abs().sum() > 0
+    assert result.total() == pytest.approx(result.logit, abs=1e-4)

@@ -183,7 +183,7 @@ SYMBOLIC = [n for n, p in PRESETS.items() if n != "gpt2" and parameter_total(sha
 def test_a_vocabulary_left_to_the_tokenizer_counts_symbolically(name):
     config = PRESETS[name].model
     count, symbolic = parameter_total(shapes(name))
-    sizes = {"V": 97, "V_src": 97, "V_tgt": 101}
+    sizes = {"V": 97, "V_src": 97, "V_tgt": 101, "V·(V+1)": 97 * 98}  # the last: bigram's table of pairs
     if isinstance(config, GPTConfig):
         built = dataclasses.replace(config, vocab_size=97)
     else:

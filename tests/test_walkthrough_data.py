@@ -243,13 +243,14 @@ def test_grouped_query_attention_q_k_norms_and_llama3_rope_recompute(chars, n_kv
 @pytest.mark.parametrize("position", ["learned", "rope"])
 @pytest.mark.parametrize("norm_position", ["pre", "post"])
 def test_speedrun_options_recompute(position, norm_position, chars):
-    """relu2, the norm after the embeddings and zero_init (here perturbed, so that nothing is 0) are
-    walked through like the other options, with segments and a learned table as extra embedding terms."""
+    """relu2, the norm after the embeddings, the pair embedding and zero_init (here perturbed, so that
+    nothing is 0) are walked through like the other options, with segments and a learned table as extra
+    embedding terms."""
     torch.manual_seed(7)
     model = GPT(GPTConfig(vocab_size=chars.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=12, d_ff=20,
                           norm="rmsnorm" if position == "rope" else "layernorm", position=position,
                           norm_position=norm_position, activation="relu2", embed_norm=True, zero_init=True,
-                          tie_weights=False, n_segments=2 if position == "learned" else 0)).eval()
+                          tie_weights=False, n_segments=2 if position == "learned" else 0, bigram=True)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -258,6 +259,7 @@ def test_speedrun_options_recompute(position, norm_position, chars):
     assert check(data) == []
     ops = {s["id"]: s["op"] for s in data["steps"]}
     assert ops["embed.norm"] in ("rms_norm", "layer_norm") and ops["dec.0.ffn.act"] == "relu2"
+    assert ops["embed.pairs.ids"] == "bigram_ids" and ops["embed.pairs"] == "embedding"
     from glassformer.explain.narration import narrate
     for step in w.steps:  # every step titled and explained in both languages
         en, zh = narrate(step, "en", True), narrate(step, "zh", True)

@@ -49,6 +49,7 @@ TEXT = {
     "top": {"en": "largest contributions", "zh": "贡献最大的部分"},
     "remaining": {"en": "remaining terms", "zh": "其余各项"},
     "token_embedding": {"en": "token embedding", "zh": "词嵌入"},
+    "pair_embedding": {"en": "pair embedding", "zh": "词对嵌入"},
     "position_embedding": {"en": "position embedding", "zh": "位置嵌入"},
     "segment_embedding": {"en": "segment embedding", "zh": "片段嵌入"},
     "o_proj_bias": {"en": "W_O biases (all layers)", "zh": "W_O 的偏置（所有层）"},

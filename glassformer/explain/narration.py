@@ -37,6 +37,18 @@ NARRATION: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "en": ("Scaled embeddings", "As in the 2017 paper, the embeddings are multiplied by √d_model before positions are added."),
         "zh": ("缩放后的嵌入", "和 2017 年的论文一样，嵌入先乘以 √d_model，再加上位置。"),
     }),
+    "pair_ids": ("pair = previous · V + id (the first token's previous: V, none)", {
+        "en": ("Token pairs", "Each token with the one before it, as one number: a row of the pair table for every (previous, current) pair; the first token has no previous one and gets a row of its own."),
+        "zh": ("词元对", "把每个词元和它前一个词元合成一个编号：每个 (前一个, 当前) 对在词对表中有一行；第一个词元没有前一个，用单独的一行。"),
+    }),
+    "pair_table": ("B", {
+        "en": ("Pair embedding matrix B", "One learned row for every pair of tokens: what the previous character says about this one, before any attention."),
+        "zh": ("词对嵌入矩阵 B", "每对词元一行可学习的向量：在任何注意力之前，前一个字符对当前字符的提示。"),
+    }),
+    "pairs": ("B[pair]", {
+        "en": ("Pair embeddings", "Each position's pair row is added to its token's row: the first layer already knows the last two tokens."),
+        "zh": ("词对嵌入", "把每个位置的词对那一行加到词元那一行上：第一层就已经知道最后两个词元。"),
+    }),
     "position_ids": ("0, 1, …, T − 1", {
         "en": ("Positions", "Each token's position in the sequence, counted from 0."),
         "zh": ("位置编号", "每个词元在序列中的位置，从 0 开始。"),

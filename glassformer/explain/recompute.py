@@ -96,6 +96,12 @@ def _sinusoidal(params):
     return table
 
 
+def _bigram_ids(ids, params):
+    """Token ids (T,) -> rows of the pair table: previous x V + id, the first token's previous being V (none)."""
+    v, ids = params["vocab_size"], ids.astype(np.int64)
+    return np.concatenate([[v], ids[:-1]]) * v + ids
+
+
 def _slice(x, params):
     index = [slice(None)] * x.ndim
     index[params["axis"]] = slice(params["start"], params["stop"])
@@ -105,6 +111,7 @@ def _slice(x, params):
 # op -> f(*inputs, params) -> values. Leaves (ids, weight, input, constant, table) are not here.
 OPS = {
     "embedding": lambda table, ids, params: table[ids.astype(np.int64)],
+    "bigram_ids": _bigram_ids,
     "add": lambda *xs, params: sum(xs[1:], xs[0]),
     "mul": lambda a, b, params: a * b,
     "matmul": lambda a, b, params: a @ b,

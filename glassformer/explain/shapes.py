@@ -28,6 +28,8 @@ WHAT = {
     "tok_emb": ("token embedding: one row of the table per id", "词元嵌入:每个编号取表中的一行"),
     "tok_emb_scaled": ("token embedding, times √C", "词元嵌入,再乘以 √C"),
     "seg_emb": ("segment embedding, added", "段嵌入,相加"),
+    "bigram_emb": ("pair embedding: the row of (previous token, token), added",
+                   "词对嵌入:取 (前一个词元, 词元) 那一行,相加"),
     "pos_learned": ("learned position embedding, added (broadcast over B)", "学习的位置嵌入,相加(在 B 上广播)"),
     "pos_sinusoidal": ("sinusoidal position encoding, added (broadcast over B)", "正弦位置编码,相加(在 B 上广播)"),
     "pos_rope": ("RoPE angles (cos and sin) that rotate Q and K", "RoPE 的角度(cos 和 sin),用来旋转 Q 和 K"),
@@ -68,6 +70,8 @@ WHAT = {
     "w_tgt_emb": ("target token embedding table", "目标语言词元嵌入表"),
     "w_pos_emb": ("position embedding table", "位置嵌入表"),
     "w_seg_emb": ("segment embedding table", "段嵌入表"),
+    "w_bigram_emb": ("pair embedding table: a row per (previous token or none, token)",
+                     "词对嵌入表:每个 (前一个词元或无, 词元) 一行"),
     "w_norm": ("norm scale", "归一化的缩放"),
     "w_norm_bias": ("norm shift", "归一化的平移"),
     "w_qk_norm": ("per-head norm scale of q or k (one per channel, shared by the heads)",
@@ -183,6 +187,9 @@ def _gpt_weights(c: GPTConfig) -> list[Row]:
         rows.append(Row("weight", "pos_emb.weight", (c.block_size, c.n_embd), "w_pos_emb"))
     if c.n_segments:
         rows.append(Row("weight", "seg_emb.weight", (c.n_segments, c.n_embd), "w_seg_emb"))
+    if c.bigram:
+        pairs = c.bigram_rows if c.vocab_size else "V·(V+1)"
+        rows.append(Row("weight", "bigram_emb.weight", (pairs, c.n_embd), "w_bigram_emb"))
     if c.embed_norm:
         rows += _norm_weights("embed_norm", c)
     rows += _block_weights("blocks", c, c.n_layer)
@@ -288,6 +295,8 @@ def _gpt_flow(c: GPTConfig) -> list[Row]:
     rows = _embedding_flow(c, "tok_emb", "ids", "t", "", scaled=False)
     if c.n_segments:
         rows.append(Row("activation", "segments", ("B", "t", c.n_embd), "seg_emb", modules=("seg_emb",)))
+    if c.bigram:
+        rows.append(Row("activation", "pairs", ("B", "t", c.n_embd), "bigram_emb", modules=("bigram_emb",)))
     if c.embed_norm:
         rows.append(Row("activation", "embed_norm", ("B", "t", c.n_embd), "embed_norm", modules=("embed_norm",)))
     rows.append(Row("activation", "x", ("B", "t", c.n_embd), "x", modules=("blocks.0:in0",)))

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..gpt import bigram_ids
 from ..layers import LayerNorm, ReLUSquared, RMSNorm
 from ..trace import Trace
 from .recompute import LEAVES
@@ -325,6 +326,15 @@ def embedding_steps(s: Steps, prefix: str, ids: list[int], table: str, call: int
         x = s.add(f"{prefix}embed.scaled", "scale", "embedding_scaled", rec(trace, table, call), [x],
                   params={"factor": emb.scale}, fill={"factor": emb.scale})
     parts = [x]
+    pair_table = getattr(model, "bigram_emb", None) if prefix == "" else None  # GPT's option
+    if pair_table is not None:  # each (previous token, token) pair's row, added
+        vocab_size = model.config.vocab_size
+        pair_ids = s.add(f"{prefix}embed.pairs.ids", "bigram_ids", "pair_ids",
+                         bigram_ids(torch.tensor([ids]), vocab_size)[0], [ids_id], params={"vocab_size": vocab_size},
+                         rows=None)
+        table_id = s.weight(f"{prefix}embed.pairs.table", "pair_table", "bigram_emb.weight")
+        parts.append(s.add(f"{prefix}embed.pairs", "embedding", "pairs", rec(trace, "bigram_emb"),
+                           [table_id, pair_ids]))
     positions = list(range(len(ids)))
     kind = model.config.position
     if kind == "learned":
@@ -352,9 +362,10 @@ def embedding_steps(s: Steps, prefix: str, ids: list[int], table: str, call: int
 
 def embedding_sum_step(s: Steps, prefix: str, parts: list[str], values=None) -> str:
     """The embedding terms' sum; its values are the first block's input unless given (a norm follows)."""
-    terms = {"embedding": "X", "embedding_scaled": "X·√d_model", "positions_learned": "P[pos]",
+    terms = {"embedding": "X", "embedding_scaled": "X·√d_model", "pairs": "B[pair]", "positions_learned": "P[pos]",
              "positions_sinusoidal": "PE", "segments": "S[segment]"}
-    steps = {step.id: step for step in s.list[-8:]}
+    wanted = set(parts)
+    steps = {step.id: step for step in reversed(s.list) if step.id in wanted}  # the embedding steps just added
     fill = {"terms": " + ".join(terms[steps[part].kind] for part in parts)}
     first_block = "blocks.0" if prefix == "" else ("encoder.0" if prefix == "enc." else "decoder.0")
     if values is None:
