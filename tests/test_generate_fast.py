@@ -31,8 +31,8 @@ VARIANTS = {
                                                  n_head=4, n_kv_head=2, d_head=12, rope_scaling="llama3",
                                                  rope_original_max_len=4, tie_weights=False),
     "speedrun-relu2-embed-norm-qk-norm-untied-bigram": dict(position="rope", norm="rmsnorm", activation="relu2",
-                                                            bias=False, embed_norm=True, qk_norm=True, tie_weights=False,
-                                                            d_ff=48, bigram=True),
+                                                            bias=False, embed_norm=True, qk_norm=True,
+                                                            tie_weights=False, d_ff=48, bigram=True),
 }
 
 
