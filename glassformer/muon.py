@@ -71,7 +71,7 @@ def newton_schulz_dtype(device: torch.device) -> torch.dtype:
     and hundreds of times slower (torch.optim.Muon always uses bfloat16).
 
     Measured on a 2-core AMD EPYC with AVX512-BF16, Newton–Schulz for the 14 matrices of
-    shakespeare-char-speedrun, 5 steps, as two stacks (8 of 128x128; 6 of 128x344, the tall
+    shakespeare-char-speedrun's two-layer form, 5 steps, as two stacks (8 of 128x128; 6 of 128x344, the tall
     ones transposed): 6.1 ms in bfloat16, 10.3 ms in float32. In one earlier run, 4.9 ms against
     6.8 ms for three stacks with the scalars multiplied outside the matmuls (and, before that,
     10.8 ms for torch.optim.Muon, one matrix at a time in bfloat16).
