@@ -37,7 +37,7 @@ NARRATION: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "en": ("Scaled embeddings", "As in the 2017 paper, the embeddings are multiplied by √d_model before positions are added."),
         "zh": ("缩放后的嵌入", "和 2017 年的论文一样，嵌入先乘以 √d_model，再加上位置。"),
     }),
-    "pair_ids": ("pair = previous · V + id (the first token's previous: V, none)", {
+    "pair_ids": ("pair = previous · V + id (none before the first: previous = V, shown ∅)", {
         "en": ("Token pairs", "Each token with the one before it, as one number: a row of the pair table for every (previous, current) pair; the first token has no previous one and gets a row of its own."),
         "zh": ("词元对", "把每个词元和它前一个词元合成一个编号：每个 (前一个, 当前) 对在词对表中有一行；第一个词元没有前一个，用单独的一行。"),
     }),

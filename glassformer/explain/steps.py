@@ -329,9 +329,11 @@ def embedding_steps(s: Steps, prefix: str, ids: list[int], table: str, call: int
     pair_table = getattr(model, "bigram_emb", None) if prefix == "" else None  # GPT's option
     if pair_table is not None:  # each (previous token, token) pair's row, added
         vocab_size = model.config.vocab_size
+        tokens = s.where["rows"]
+        pairs = [("∅" if i == 0 else tokens[i - 1]) + token for i, token in enumerate(tokens)]  # ∅: none before
         pair_ids = s.add(f"{prefix}embed.pairs.ids", "bigram_ids", "pair_ids",
                          bigram_ids(torch.tensor([ids]), vocab_size)[0], [ids_id], params={"vocab_size": vocab_size},
-                         rows=None)
+                         rows=None, cols=pairs)
         table_id = s.weight(f"{prefix}embed.pairs.table", "pair_table", "bigram_emb.weight")
         parts.append(s.add(f"{prefix}embed.pairs", "embedding", "pairs", rec(trace, "bigram_emb"),
                            [table_id, pair_ids]))
