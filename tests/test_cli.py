@@ -177,3 +177,24 @@ def test_streamed_text_never_shows_the_start_of_a_stop_string(run_dir):
         assert "e " not in text and " t" not in text
         stopped += len(text) < 59
     assert stopped  # a stop string did end some of the samples
+
+
+def test_a_large_vocabulary_leaves_the_presets_pair_table_out(tmp_path, capsys):
+    """The default preset's bigram table has a row per pair of tokens: with 1200 words it is left out,
+    in one warning line, and the model trains; asked for by hand, it is refused in one line."""
+    path = tmp_path / "words.txt"
+    words = [f"w{i}" for i in range(1200)]
+    path.write_text(" ".join(words * 2) + "\n", encoding="utf-8")
+    short = ["--set", "max_iters=2", "--set", "lr_decay_iters=2", "--set", "eval_interval=2", "--set", "eval_iters=1",
+             "--set", "batch_size=2"]
+    out = tmp_path / "o"
+    assert main(["train", "lm", "--data", str(path), "--tokenizer", "word", "--out", str(out), *short]) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if "bigram" in line]
+    assert warning == [warning[0]] and warning[0].startswith("glassformer: warning: bigram=false: the preset's pair "
+                                                             "embedding needs a vocabulary of at most 1024 tokens")
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["bigram"] is False and config["vocab_size"] > 1024
+    code = main(["train", "lm", "--data", str(path), "--tokenizer", "word", "--out", str(tmp_path / "o2"), *short,
+                 "--set", "bigram=true"])
+    one_line_error(capsys, code, "bigram needs a vocabulary of at most 1024 tokens")
