@@ -71,7 +71,7 @@ def test_zero_init_starts_every_block_as_the_identity_and_the_logits_at_zero():
 
 def test_options_save_load_and_export_refusal(tmp_path):
     torch.manual_seed(3)
-    model = GPT(GPTConfig(**{**OPTIONS, "zero_init": False})).eval()
+    model = GPT(GPTConfig(**{**OPTIONS, "zero_init": False, "bigram": True})).eval()
     tok = CharTokenizer.train("abcdefghijklmnopqrstuvwxyz .,")
     save(model, tmp_path / "m", tokenizer=tok)
     saved = json.loads((tmp_path / "m" / "config.json").read_text())["config"]
@@ -82,7 +82,8 @@ def test_options_save_load_and_export_refusal(tmp_path):
         torch.testing.assert_close(loaded(ids), model(ids), rtol=0, atol=0)
     with pytest.raises(CheckpointError, match="embed_norm=true"):
         export_hf(model, tmp_path / "hf")
-    plain = GPT(dataclasses.replace(model.config, norm="layernorm", position="learned", embed_norm=False))
+    plain = GPT(dataclasses.replace(model.config, norm="layernorm", position="learned", embed_norm=False,
+                                    bigram=False))
     with pytest.raises(CheckpointError, match="activation=relu2"):
         export_hf(plain, tmp_path / "hf2")
 
