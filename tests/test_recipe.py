@@ -166,3 +166,26 @@ def test_attribution_counts_the_pair_embedding():
         pair = model.bigram_emb.weight[int(ids[0, -2]) * 11 + int(ids[0, -1])]
     assert result.remaining["pair_embedding"] != 0 and pair.abs().sum() > 0
     assert result.total() == pytest.approx(result.logit, abs=1e-4)
+
+
+@pytest.mark.parametrize("options", [{"embed_norm": True}, {"embed_norm": False}], ids=["normed", "pairs"])
+def test_attribution_prints_every_remaining_term_in_both_languages(options):
+    """Each term attribute can leave (here the normed sum, or the token and pair embeddings) has a
+    label in English and Chinese: an unlabelled one was an internal error in `explain --attribute`."""
+    import io
+
+    from rich.console import Console
+
+    from glassformer.analysis import attribute
+    from glassformer.explain.analysis_view import print_attribution
+
+    torch.manual_seed(8)
+    model = GPT(GPTConfig(**{**BIGRAM, **options})).eval()
+    tok = CharTokenizer.train("abcdefghijk")
+    result = attribute(model, torch.tensor([[1, 2, 3, 4]]), 5)
+    for lang, label in (("en", "pair embedding"), ("zh", "词对嵌入")):
+        console = Console(record=True, width=120, file=io.StringIO())
+        print_attribution(result, tok, lang, console=console)
+        text = console.export_text()
+        assert (label in text) == (not options["embed_norm"]), text
+        assert not any(key in text for key in result.remaining), text  # labels, not the keys

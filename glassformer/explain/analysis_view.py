@@ -49,6 +49,7 @@ TEXT = {
     "top": {"en": "largest contributions", "zh": "贡献最大的部分"},
     "remaining": {"en": "remaining terms", "zh": "其余各项"},
     "token_embedding": {"en": "token embedding", "zh": "词嵌入"},
+    "normed_embedding": {"en": "the embeddings' sum, normed", "zh": "嵌入之和（归一化后）"},
     "pair_embedding": {"en": "pair embedding", "zh": "词对嵌入"},
     "position_embedding": {"en": "position embedding", "zh": "位置嵌入"},
     "segment_embedding": {"en": "segment embedding", "zh": "片段嵌入"},
