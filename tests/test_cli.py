@@ -181,7 +181,8 @@ def test_streamed_text_never_shows_the_start_of_a_stop_string(run_dir):
 
 def test_a_large_vocabulary_leaves_the_presets_pair_table_out(tmp_path, capsys):
     """The default preset's bigram table has a row per pair of tokens: with 1200 words it is left out,
-    in one warning line, and the model trains; asked for by hand, it is refused in one line."""
+    in one warning line, and the model trains; asked for by hand, the config refuses it in one line
+    (over 1024 tokens; between 129 and 1024 --set bigram=true keeps it)."""
     path = tmp_path / "words.txt"
     words = [f"w{i}" for i in range(1200)]
     path.write_text(" ".join(words * 2) + "\n", encoding="utf-8")
@@ -192,9 +193,16 @@ def test_a_large_vocabulary_leaves_the_presets_pair_table_out(tmp_path, capsys):
     err = capsys.readouterr().err
     warning = [line for line in err.splitlines() if "bigram" in line]
     assert warning == [warning[0]] and warning[0].startswith("glassformer: warning: bigram=false: the preset's pair "
-                                                             "embedding needs a vocabulary of at most 1024 tokens")
+                                                             "embedding is for vocabularies of at most 128 tokens")
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["bigram"] is False and config["vocab_size"] > 1024
     code = main(["train", "lm", "--data", str(path), "--tokenizer", "word", "--out", str(tmp_path / "o2"), *short,
                  "--set", "bigram=true"])
     one_line_error(capsys, code, "bigram needs a vocabulary of at most 1024 tokens")
+    mid = tmp_path / "mid.txt"  # 300 words: over the preset's 128, under the config's 1024
+    mid.write_text(" ".join([f"w{i}" for i in range(300)] * 4) + "\n", encoding="utf-8")
+    for extra, kept in (([], False), (["--set", "bigram=true"], True)):
+        out = tmp_path / f"mid-{kept}"
+        assert main(["train", "lm", "--data", str(mid), "--tokenizer", "word", "--out", str(out), *short, *extra]) == 0
+        assert ("warning: bigram=false" in capsys.readouterr().err) != kept
+        assert json.loads((out / "config.json").read_text())["config"]["bigram"] is kept
