@@ -25,6 +25,11 @@ three), so the fp32 MFU reads up to ~1.4x higher than against the hardware. The 
 On a GPU (--device cuda) every step ends by waiting for the device, the peak is a square 8192
 matmul there, and --compile runs each model through torch.compile alike (nanoGPT's GPU recipe
 compiles; the compile happens in the untimed warm-up steps).
+
+On CPU the process first sets glibc's allocator as our trainer does (glassformer.train.
+keep_freed_memory), which all three models then share, as time_to_target gives nanoGPT the same
+settings: with glibc's defaults every step at 6/6/384 faulted 22,000-27,000 pages in again, and
+ran 10-15% slower for all of them alike (a Zen 4, bf16). --allocator-defaults leaves glibc as it is.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from common import NOT_NATIVE, alternate, emit, matmul_peaks, offline, synchroni
 
 from glassformer import GPT, GPTConfig  # noqa: E402
 from glassformer.checkpoint import tensors_to_hf  # noqa: E402
+from glassformer.train import keep_freed_memory  # noqa: E402
 
 SHAPES = {
     "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch=12, vocab_size=65),
@@ -112,8 +118,11 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="every model through torch.compile")
     parser.add_argument("--separate-qkv", action="store_true",
                         help="also time glassformer with W_Q, W_K, W_V as three matmuls (before issue 16)")
+    parser.add_argument("--allocator-defaults", action="store_true",
+                        help="leave glibc's allocator thresholds as they are (see the docstring)")
     args = parser.parse_args()
     offline()
+    allocator = "glibc defaults" if args.allocator_defaults or not keep_freed_memory() else "kept freed memory"
     shape = SHAPES[args.shape]
     vocab = shape["vocab_size"]
     cfg = GPTConfig(vocab_size=vocab, block_size=shape["block_size"], n_layer=shape["n_layer"],
@@ -163,7 +172,7 @@ def main() -> None:
               "peak_gflops_fp32": round(peaks["fp32"] / 1e9, 1),
               "peak_gflops_bf16": NOT_NATIVE if bf16 is None else round(bf16 / 1e9, 1),
               "peak_measured_by": PEAK_MEASURED_BY[device.type], "device": device_name(device),
-              "compiled": args.compile,
+              "compiled": args.compile, "allocator": allocator,
               "glassformer_speedup": round(timing.median / ours_s, 3)})  # this model's step / ours, same run
 
 
