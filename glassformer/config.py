@@ -360,12 +360,17 @@ def apply_overrides(config, assignments: list[str]):
         raise OverrideError(message if message.startswith("--set") else f"--set {message}") from None
 
 
+def override_key(assignment: str) -> str:
+    """The key of a --set "key=value" assignment, as the overrides read it."""
+    return assignment.partition("=")[0].strip()
+
+
 def _apply_overrides(config, assignments: list[str]):
     hints = typing.get_type_hints(type(config))
     changes = {}
     for assignment in assignments:
-        key, sep, text = assignment.partition("=")
-        key = key.strip()
+        _, sep, text = assignment.partition("=")
+        key = override_key(assignment)
         if not sep or not key:
             raise ValueError(f"--set expects key=value; got {assignment!r}")
         if key not in hints or key.startswith("_"):

@@ -19,7 +19,7 @@ from torch import nn
 
 from .checkpoint import CONFIG_FILE, FORMAT, load, read_json
 from .choices import DEFAULT_PRESET
-from .config import BIGRAM_MAX_VOCAB, GPTConfig
+from .config import BIGRAM_MAX_VOCAB, GPTConfig, override_key
 from .data import (
     DataError,
     cached_ids,
@@ -148,7 +148,7 @@ def with_vocabulary(model_cfg: GPTConfig, vocab_size: int, overrides) -> GPTConf
     tokens) is left out, saying so in one warning, where the vocabulary is over
     PRESET_BIGRAM_MAX_VOCAB; one asked for with --set bigram=true is kept (and refused by the config,
     in one line, over BIGRAM_MAX_VOCAB)."""
-    asked = any(o.split("=", 1)[0].strip() == "bigram" for o in overrides or [])
+    asked = any(override_key(o) == "bigram" for o in overrides or [])
     if model_cfg.bigram and vocab_size > PRESET_BIGRAM_MAX_VOCAB and not asked:
         warnings.warn(f"bigram=false: the preset's pair embedding is for vocabularies of at most "
                       f"{PRESET_BIGRAM_MAX_VOCAB} tokens (its table has a row per pair of tokens); this one has "

@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from .checkpoint import CONFIG_FILE, CheckpointError, read_json
-from .config import MODEL_TYPES, PRESETS, ModelConfig, apply_overrides, config_from_dict
+from .config import MODEL_TYPES, PRESETS, ModelConfig, apply_overrides, config_from_dict, override_key
 from .train import TrainConfig
 
 
@@ -50,7 +50,7 @@ def split_overrides(assignments: list[str], *configs) -> list[list[str]]:
     """
     routed: list[list[str]] = [[] for _ in configs]
     for a in assignments:
-        key = a.partition("=")[0].strip()
+        key = override_key(a)
         index = next((i for i, c in enumerate(configs) if key in {f.name for f in dataclasses.fields(c)}),
                      len(configs) - 1)
         routed[index].append(a)
