@@ -11,8 +11,9 @@ by transformers and saved with save_pretrained in float32 (about 2 GB, in a temp
 directory); glassformer.load reads the same files.
 
 Speed: batch 1, a 128-token prompt, 128 new tokens, greedy; glassformer.generate in float32
-(the default), with weight-only int8 storage (glassformer.quant) and with bfloat16 weights
-(`--options`), against transformers' generate in float32, taking turns after one warm-up each.
+(the default), with weight-only int8 storage (glassformer.quant), with weight-only bfloat16
+storage and float32 arithmetic (bf16-weights), and with the model in bfloat16 (bf16) (`--options`),
+against transformers' generate in float32, taking turns after one warm-up each.
 Prints one JSON line per contender: median/min/max seconds of a generation, ms per token and new
 tokens/s at the median, the ratio to transformers', whether float32's tokens are identical to
 transformers', the decode step's weight floor (bench/floor.py: weight bytes, the time to read
@@ -90,6 +91,8 @@ def bench_speed(directory: Path, hf, args) -> None:
     ours = {"glassformer": glassformer.load(directory, dtype="float32")[0]}
     if "int8" in args.options:
         ours["glassformer-int8"] = quantize(glassformer.load(directory, dtype="float32")[0], "int8")
+    if "bf16-weights" in args.options:  # the checkpoint's matrices in bfloat16, the arithmetic in float32
+        ours["glassformer-bf16-weights"] = quantize(glassformer.load(directory, dtype="float32")[0], "bf16")
     if "bf16" in args.options:
         ours["glassformer-bf16"] = glassformer.load(directory, dtype="bfloat16")[0]
     prompt = torch.randint(0, QWEN25_05B["vocab_size"], (1, args.prompt), generator=torch.Generator().manual_seed(1))
@@ -131,12 +134,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    parser.add_argument("--options", default="int8,bf16",
-                        help="our weight options timed besides float32, comma-separated: int8, bf16 (empty: none)")
+    parser.add_argument("--options", default="int8,bf16-weights,bf16",
+                        help="our weight options timed besides float32, comma-separated: int8, bf16-weights, bf16 "
+                             "(empty: none)")
     args = parser.parse_args()
     args.options = [o for o in args.options.split(",") if o]
-    if set(args.options) - {"int8", "bf16"}:
-        parser.error(f"--options takes int8 and bf16; got {','.join(args.options)}")
+    if set(args.options) - {"int8", "bf16-weights", "bf16"}:
+        parser.error(f"--options takes int8, bf16-weights and bf16; got {','.join(args.options)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     offline()

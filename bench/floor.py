@@ -30,7 +30,8 @@ from glassformer.decode_step import StepKernel
 
 # our C kernels (glassformer.matvec), which the profiler sees only when named (see kernel_named)
 KERNEL, ATTEND, STEP = "glassformer::matvec", "glassformer::attend", "glassformer::decode_step"
-KERNELS = {matvec.MatVec: KERNEL, matvec.MatVecInt8: KERNEL, matvec.Attend: ATTEND, StepKernel: STEP}
+KERNELS = {matvec.MatVec: KERNEL, matvec.MatVecInt8: KERNEL, matvec.MatVecBf16: KERNEL, matvec.Attend: ATTEND,
+           StepKernel: STEP}
 MATMULS = (KERNEL, "aten::addmm", "aten::mm", "aten::_weight_int8pack_mm", "aten::matmul", "aten::linear")
 ATTENTION = (ATTEND, "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::bmm", "aten::_softmax",
              "aten::_safe_softmax", "aten::masked_fill", "aten::scaled_dot_product_attention")
@@ -75,7 +76,7 @@ def weight_floor(step, runs: int = 20, chunks: int = 5) -> dict:
 
     with torch.inference_mode():
         kernel = ("used" if any(m.matvec is not None for m in maps)
-                  else matvec.unavailable_reason() or "for float32 and int8 weights at one row only")
+                  else matvec.unavailable_reason() or "for float32, int8 and bf16 weights at one row only")
         return {"weight_mb": round(sum(t.numel() * t.element_size() for t in tensors) / 1e6, 2),
                 "matmuls": len(maps), "matvec_kernel": kernel, "whole_step_in_c": step.kernel is not None,
                 "stream_floor_ms": round(best_ms(stream, runs, chunks), 3),
@@ -84,7 +85,7 @@ def weight_floor(step, runs: int = 20, chunks: int = 5) -> dict:
 
 @contextlib.contextmanager
 def kernel_named():
-    """Each call of our kernels as a profiler event (KERNEL for the matmuls, float32 and int8;
+    """Each call of our kernels as a profiler event (KERNEL for the matmuls, float32, int8 and bf16;
     ATTEND for the attention; STEP for the whole step in C: a ctypes call has no aten op to show
     it, so without this its time would count as Python), for the profiled run only."""
     calls = {kind: kind.__call__ for kind in KERNELS}

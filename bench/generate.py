@@ -5,19 +5,20 @@
     python bench/generate.py --batch 1 --profile      # also: where a decode step's time goes
     python bench/generate.py --device cuda --options float --new 512   # on a GPU (bench/gpu.sh runs it)
 
-A 64-token prompt and 256 new tokens on a 6-layer / 6-head / d 384 GPT. Contenders:
-glassformer as it is (float32, the default), the same with weight-only int8 storage
-(`quant.quantize`, an explicit option) and with its weights in bfloat16 (`--dtype bfloat16`),
-and Hugging Face's generate in float32. Greedy float32 outputs must be identical (checked). The
-models take turns, one generation each per repeat, after one warm-up each; prints one JSON line
-per contender with the median, min and max seconds of a generation, ms and new tokens/s at the
-median, and the ratio to Hugging Face's. Our lines carry the weight floor of their decode step
+A 64-token prompt and 256 new tokens on a 6-layer / 6-head / d 384 GPT. Contenders: glassformer as
+it is (float32, the default), the same with weight-only int8 storage (`quant.quantize`, an explicit
+option: `sample --weights int8`), with weight-only bfloat16 storage and float32 arithmetic
+(bf16-weights: `sample --weights bf16`), and with the whole model in bfloat16 (bf16: `--dtype
+bfloat16`), and Hugging Face's generate in float32. Greedy float32 outputs must be identical
+(checked). The models take turns, one generation each per repeat, after one warm-up each; prints one
+JSON line per contender with the median, min and max seconds of a generation, ms and new tokens/s at
+the median, and the ratio to Hugging Face's. Our lines carry the weight floor of their decode step
 (bench/floor.py: the weight bytes, the time to read them all once, and one row through every
-matmul); the int8 and bfloat16 lines also carry their largest logit difference to float32 (every
-position of the float32 greedy text, teacher-forced, against the largest float32 logit), the
-share of those positions where their argmax is float32's, and how many tokens their own greedy
-text shares with float32's before the first difference. Under 1.5 minutes on a quiet 2-core CPU.
-On a GPU (--device cuda) the weight floors and the profile, which time CPU work, are left out.
+matmul); the int8 and both bfloat16 lines also carry their largest logit difference to float32
+(every position of the float32 greedy text, teacher-forced, against the largest float32 logit), the
+share of those positions where their argmax is float32's, and how many tokens their own greedy text
+shares with float32's before the first difference. Under 1.5 minutes on a quiet 2-core CPU. On a GPU
+(--device cuda) the weight floors and the profile, which time CPU work, are left out.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from glassformer.quant import quantize  # noqa: E402
 def options(model: torch.nn.Module, chosen: list[str]) -> dict[str, torch.nn.Module]:
     """Our contenders: the model as it is (float32) and with each chosen explicit weight option."""
     made = {"int8": lambda: quantize(copy.deepcopy(model), "int8"),
+            "bf16-weights": lambda: quantize(copy.deepcopy(model), "bf16"),
             "bf16": lambda: copy.deepcopy(model).to(torch.bfloat16)}
     return {"glassformer": model} | {f"glassformer-{name}": made[name]() for name in chosen if name != "float"}
 
@@ -57,7 +59,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--profile", action="store_true", help="also profile our decode steps (one JSON line each)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--options", default="float,int8,bf16",
+    parser.add_argument("--options", default="float,int8,bf16-weights,bf16",
                         help="our weight storages to time, comma-separated (float is always timed)")
     args = parser.parse_args()
     if args.threads:
@@ -68,8 +70,8 @@ def main() -> None:
     cfg = GPTConfig(vocab_size=512, block_size=args.prompt + args.new, n_layer=6, n_head=6, n_embd=384)
     device = torch.device(args.device)
     chosen = [name for name in args.options.split(",") if name]
-    if not set(chosen) <= {"float", "int8", "bf16"}:
-        parser.error(f"--options: float, int8 or bf16, comma-separated; got {args.options!r}")
+    if not set(chosen) <= {"float", "int8", "bf16-weights", "bf16"}:
+        parser.error(f"--options: float, int8, bf16-weights or bf16, comma-separated; got {args.options!r}")
     torch.manual_seed(0)
     ours = {name: model.to(device) for name, model in options(GPT(cfg).eval(), chosen).items()}
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(

@@ -371,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--dtype", choices=DTYPE_CHOICES, help="the weights' dtype (auto: as stored where native)")
     sample.add_argument("--weights", choices=WEIGHTS, default="float",
                         help="int8: store the matrices as int8 with a scale per output channel, a quarter of the "
-                             "float32 bytes to read per token (logits move slightly; see bench/generate.py)")
+                             "float32 bytes to read per token (logits move slightly; see bench/generate.py); bf16: "
+                             "store them in bfloat16 and compute in float32, half the bytes (a bf16 checkpoint's "
+                             "own values, exactly)")
     sample.set_defaults(func=cmd_sample)
 
     evaluate = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="task", required=True,

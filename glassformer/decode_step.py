@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from . import matvec
 from .device import memory_bytes
 from .layers import Block, KVCache, LayerNorm, RMSNorm, feed_forward, residual_input, residual_output, wire
-from .quant import Int8Linear, int8_linear
+from .quant import Bf16Linear, Int8Linear, bf16_linear, int8_linear
 
 if TYPE_CHECKING:
     from .gpt import GPT
@@ -27,18 +27,18 @@ class DecodeStep:
     The model's own functions (`GPT.embed`, `Block.sublayers` and `wire`, the residuals'
     `residual_input`/`residual_output`, `MultiHeadAttention.attend`, `feed_forward`, `GPT.final`)
     with faster pieces: at one token per step a small model spends much of its time around its
-    matmuls. Q, K and V come from one matmul against the stacked W_Q, W_K, W_V; at one row on
-    CPU the matmuls go through matvec's C kernels (float32 and int8 weights), from 4 rows on they
-    use a transposed copy of the weights (DecodeLinear; int8 weights from quant.quantize stay as
-    they are, see quant.int8_linear); the float32 kernel's weights are copied into one buffer on
-    huge pages in the order the step reads them (`pack`); the attention of one new query reads
-    the cache through matvec's attention kernel (DecodeCore); norms, the attention core and the
-    activation are called without module dispatch (no hooks: the step is used only
-    while nobody observes the model); rows have no time axis; the ids are not checked
-    (generation feeds back ids the model chose). For one row all of that after GPT.embed runs as
-    one C call where it applies (StepKernel, below), with these maps' weights. Reads the weights
-    when built: build one per generation, for `rows` sequences. tests/test_generate_fast.py holds
-    both to the modules.
+    matmuls. Q, K and V come from one matmul against the stacked W_Q, W_K, W_V; at one row on CPU
+    the matmuls go through matvec's C kernels (float32, int8 and bf16 weights), from 4 rows on they
+    use a transposed copy of the weights (DecodeLinear; int8 and bf16 weights from quant.quantize
+    stay as they are, see quant.int8_linear and bf16_linear); the float32 kernel's weights are
+    copied into one buffer on huge pages in the order the step reads them (`pack`); the attention of
+    one new query reads the cache through matvec's attention kernel (DecodeCore); norms, the
+    attention core and the activation are called without module dispatch (no hooks: the step is used
+    only while nobody observes the model); rows have no time axis; the ids are not checked
+    (generation feeds back ids the model chose). For one row all of that after GPT.embed runs as one
+    C call where it applies (StepKernel, below), with these maps' weights. Reads the weights when
+    built: build one per generation, for `rows` sequences. tests/test_generate_fast.py holds both to
+    the modules.
     """
 
     def __init__(self, model: GPT, rows: int):
@@ -51,7 +51,7 @@ class DecodeStep:
         self.wiring = [block.sublayers(layer.self_attention, layer.feed_forward, residual=DecodeResidual)
                        for block, layer in zip(model.blocks, self.layers)]
         self.lm_head = DecodeLinear([model.lm_head], rows)
-        pack([m for m in self.linears() if m.matvec is not None and not m.int8])
+        pack([m for m in self.linears() if m.matvec is not None and not m.int8 and not m.bf16])
         self.kernel = StepKernel.build(self) if rows == 1 else None  # the whole step in C, where it applies
 
     def linears(self) -> list[DecodeLinear]:
@@ -148,7 +148,8 @@ class DecodeLinear:
     about three times as fast as F.linear (see matvec).
     Int8 weights (quant.Int8Linear, each output row with its scale) stack the same way and
     multiply through quant.int8_linear, at one float32 row through matvec's int8 kernel (the
-    kernel int8_linear itself takes for one row).
+    kernel int8_linear itself takes for one row); bfloat16 weights (quant.Bf16Linear) through
+    quant.bf16_linear, at one float32 row through matvec's bf16 kernel.
     """
 
     def __init__(self, linears: list[nn.Module], rows: int):
@@ -157,8 +158,13 @@ class DecodeLinear:
 
         first = linears[0]
         self.bias = stacked([m.bias for m in linears]) if first.bias is not None else None
-        self.int8 = isinstance(first, Int8Linear)
-        self.matvec = None  # matvec's kernel bound to the weight (float32 or int8), for one float32 row on CPU
+        self.int8, self.bf16 = isinstance(first, Int8Linear), isinstance(first, Bf16Linear)
+        self.matvec = None  # matvec's kernel bound to the weight (float32, int8 or bf16), for one float32 row on CPU
+        if self.bf16:
+            self.weight, self.transposed = stacked([m.weight_bf16 for m in linears]), False  # (out, in) bfloat16
+            if rows == 1:
+                self.matvec = matvec.bind_bf16(self.weight, self.bias)
+            return
         if self.int8:
             self.q = stacked([m.q for m in linears])
             self.scale = stacked([m.scale for m in linears])  # (out,) float32, as the modules pass it
@@ -177,6 +183,8 @@ class DecodeLinear:
             return self.matvec(x)
         if self.int8:
             return int8_linear(x, self.q, self.scale, self.bias)
+        if self.bf16:
+            return bf16_linear(x, self.weight, self.bias)
         if not self.transposed:
             return F.linear(x, self.weight, self.bias)
         return x @ self.weight if self.bias is None else torch.addmm(self.bias, x, self.weight)
@@ -216,7 +224,10 @@ def pack(maps: list[DecodeLinear]) -> None:
 
 class Matrix(ctypes.Structure):  # matvec.c's gf_matrix
     _fields_ = [("w", ctypes.c_void_p), ("scale", ctypes.c_void_p), ("bias", ctypes.c_void_p),
-                ("out", ctypes.c_long), ("inputs", ctypes.c_long)]
+                ("out", ctypes.c_long), ("inputs", ctypes.c_long), ("kind", ctypes.c_int)]
+
+
+MATRIX_KINDS = {matvec.MatVec: 0, matvec.MatVecInt8: 1, matvec.MatVecBf16: 2}  # matvec.c's GF_F32, GF_INT8, GF_BF16
 
 
 class Norm(ctypes.Structure):  # gf_norm
@@ -258,7 +269,7 @@ def matrix(m: DecodeLinear | None) -> Matrix:
         return Matrix()
     f = m.matvec
     w, scale, bias = f.pointers if isinstance(f, matvec.MatVecInt8) else (f.pointers[0], None, f.pointers[1])
-    return Matrix(w, scale, bias, f.out, f.inputs)
+    return Matrix(w, scale, bias, f.out, f.inputs, MATRIX_KINDS[type(f)])
 
 
 def norm(module: nn.Module | None) -> Norm:

@@ -9,7 +9,8 @@ where torch's own amax scans the same bytes at 24-36 GB/s); matvec.c reads them 
 in float32 on CPU and torch's F.linear for everything else.
 
 The same file has the decode step's other kernels: one row times int8 weights with a scale
-per row (`bind_int8`, for quant.Int8Linear), one new query's attention over the KV cache
+per row (`bind_int8`, for quant.Int8Linear) or times bfloat16 weights (`bind_bf16`, for
+quant.Bf16Linear), one new query's attention over the KV cache
 (`attention`), and the whole one-row step built from those (`whole_step`, which
 decode_step.StepKernel calls). `huge_page_buffer` gives the step memory on transparent huge
 pages for the weights it streams.
@@ -45,7 +46,8 @@ SOURCE = Path(__file__).with_name("matvec.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 DISABLE = "GLASSFORMER_NO_KERNEL"  # set to 1: never compile or call the kernel
 
-_loaded: dict[str, object] = {}  # "kernel", "int8", "attend", "step": the ctypes functions or None, "reason": why None
+# "kernel", "int8", "bf16", "attend", "step": the ctypes functions or None, "reason": why None
+_loaded: dict[str, object] = {}
 
 
 def cache_dir() -> Path:
@@ -141,6 +143,10 @@ def load() -> tuple[object | None, str | None]:
     int8.restype = None
     int8.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long] * 2 + [ctypes.c_int]
     _loaded["int8"] = int8
+    bf16 = library.glassformer_matvec_bf16
+    bf16.restype = None
+    bf16.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 2 + [ctypes.c_int]
+    _loaded["bf16"] = bf16
     attend = library.glassformer_attend_f32
     attend.restype = ctypes.c_int
     attend.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 10 + [ctypes.c_float, ctypes.c_int]
@@ -245,6 +251,32 @@ def bind_int8(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = 
             or bias is not None and not per_row(bias, q.size(0))):
         return None
     return MatVecInt8(function, q, scale, bias)
+
+
+class MatVecBf16(MatVec):
+    """x -> x Wᵀ + bias for bfloat16 weights W (out, in) (quant.Bf16Linear's storage) and one float32
+    row x through the bf16 kernel: each weight widened to float32 in registers (exactly), the
+    product in float32, so the matrix streams half of float32's bytes. The result is float32's
+    product with the bf16 weights' values, up to the order of the sum. x must be float32 on CPU
+    with `in` elements and nothing to differentiate (the caller checks; the weights never train).
+    Build it with `bind_bf16`."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()  # held by a name: its memory must outlive the call
+        y = torch.empty(*x.shape[:-1], self.out)
+        self.function(self.pointers[0], x.data_ptr(), self.pointers[1], y.data_ptr(), self.out, self.inputs,
+                      torch.get_num_threads())
+        return y
+
+
+def bind_bf16(weight: torch.Tensor, bias: torch.Tensor | None = None) -> MatVecBf16 | None:
+    """A MatVecBf16 for these bfloat16 weights (contiguous (out, in) on CPU) and float32 bias, or
+    None where the kernel is unavailable or does not apply."""
+    function = _loaded.get("bf16") if kernel() is not None else None
+    if (function is None or not plain(weight, torch.bfloat16, 2)
+            or bias is not None and not per_row(bias, weight.size(0))):
+        return None
+    return MatVecBf16(function, weight, bias)
 
 
 class Attend:

@@ -1,4 +1,4 @@
-"""Weight-only int8 storage for generation, an explicit option (never the default).
+"""Weight-only int8 and bfloat16 storage for generation, explicit options (never the default).
 
 At batch 1 a decode step multiplies one vector by every weight matrix, so its time is the time
 to read the weights: 43 MB in float32 for a 6-layer d384 GPT (more than a 32 MB L3 cache holds),
@@ -20,6 +20,12 @@ tokens' agreement for whole models.
 `quantize(model)` swaps the model's linear maps (attention, feed-forward, output head) for
 Int8Linear in place; embeddings and norms stay as they are. The modules and the one-token
 decode step (decode_step.DecodeStep) then compute with the same int8 weights.
+
+The other explicit storage, `quantize(model, "bf16")`, keeps each matrix in bfloat16 (Bf16Linear)
+and computes in the model's dtype: half of float32's bytes, each weight off by at most 2^-8 of
+itself (none at all for a checkpoint stored in bfloat16, as most pretrained ones are, whose
+values come back exactly), and the products and sums in float32, where bf16_linear widens
+the weights; one float32 row goes through matvec's bf16 kernel, which widens them in registers.
 """
 
 from __future__ import annotations
@@ -127,19 +133,51 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per output channel"
 
 
-def quantize(model: nn.Module, weights: str = "int8") -> nn.Module:
-    """Swaps every nn.Linear of `model` for an Int8Linear holding its weight in int8, in place;
-    returns the model. weights "float" leaves it as it is.
+def bf16_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (..., in) -> x Wᵀ + b, (..., out), in x's dtype, for bfloat16 weights W (out, in): the
+    product of W's values (exact in float32) in x's dtype. One float32 row on CPU (a decode step of
+    one sequence) goes through matvec's bf16 kernel, which widens the weights in registers; more
+    rows (a prompt) widen W for the call and multiply by a matmul."""
+    recorded = torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad))
+    if x.dtype == torch.float32 and x.numel() == x.size(-1) and not recorded:  # autograd has nothing to follow
+        kernel = matvec.bind_bf16(weight, bias)
+        if kernel is not None:
+            return kernel(x)
+    return F.linear(x, weight.to(x.dtype), bias)
 
-    For generation: the int8 weights cannot be trained, saved as a checkpoint or exported. An
-    output head tied to the token embedding gets its own int8 copy, and the embedding (one row
-    read per token) stays in its dtype.
+
+class Bf16Linear(nn.Module):
+    """nn.Linear's map, x (..., in) -> (..., out), with its weight stored in bfloat16 and the
+    arithmetic in x's dtype (see the module's docstring); the bias stays in its dtype."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight_bf16", linear.weight.detach().to(torch.bfloat16).contiguous())  # (out, in)
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return bf16_linear(x, self.weight_bf16, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bfloat16 weights"
+
+
+def quantize(model: nn.Module, weights: str = "int8") -> nn.Module:
+    """Swaps every nn.Linear of `model` for an Int8Linear holding its weight in int8 (weights
+    "int8") or a Bf16Linear holding it in bfloat16 (weights "bf16"), in place; returns the model.
+    weights "float" leaves it as it is.
+
+    For generation: the stored weights cannot be trained, saved as a checkpoint or exported. An
+    output head tied to the token embedding gets its own copy, and the embedding (one row read
+    per token) stays in its dtype.
     """
     check_weights(weights)
     if weights == "float":
         return model
+    storage = Int8Linear if weights == "int8" else Bf16Linear
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(parent, name, Int8Linear(child))
+                setattr(parent, name, storage(child))
     return model

@@ -3,7 +3,7 @@ the blocks' own functions with fused and transposed matmuls; for one row the who
 decode_step.StepKernel) against the modules with the
 static KV cache, a concatenating cache written here, and full recomputation; for every
 architecture variant, 1 row and rows enough for the transposed-weight matmuls, across
-block_size, with sampling, stop strings and streaming, with float and int8 weights
+block_size, with sampling, stop strings and streaming, with float, int8 and bf16 weights
 (glassformer.quant); and the readable path whenever the model is observed."""
 
 import dataclasses
@@ -65,15 +65,15 @@ class ConcatCache:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("B", [1, 5])  # 5 rows: the transposed weight copies (DecodeLinear)
-@pytest.mark.parametrize("weights", ["float", "int8"])  # int8: the step stacks int8 rows and their scales
+@pytest.mark.parametrize("weights", ["float", "int8", "bf16"])  # int8, bf16: the step stacks their rows (and scales)
 def test_decode_step_logits_match_static_cache_concat_cache_and_recompute(variant, B, weights):
     model = quantize(tiny_gpt(**VARIANTS[variant]), weights)
     x = prompt(B, BLOCK)
     fast_cache, static_cache, concat_cache = model.new_cache(), model.new_cache(), ConcatCache(2)
     # Against recomputation, int8 weights multiply many rows widened (to bfloat16 where the CPU
     # multiplies it) and a few through torch's int8 kernel: both round their outputs to bfloat16
-    # (2^-8 relative) in their own order, a few such steps apart after two layers. Float
-    # weights: float32 summation order.
+    # (2^-8 relative) in their own order, a few such steps apart after two layers. Float and
+    # bf16 weights (multiplied in float32 on their exact values): float32 summation order.
     recomputed = dict(atol=1e-2, rtol=1e-2) if weights == "int8" else dict(atol=1e-5, rtol=1e-5)
     with torch.inference_mode():
         full = model(x)  # (B, BLOCK, V): every position recomputed from scratch
@@ -81,7 +81,8 @@ def test_decode_step_logits_match_static_cache_concat_cache_and_recompute(varian
             torch.testing.assert_close(model.next_logits(x[:, :5], cache), full[:, 4], **recomputed)
         step = model.decode_step(B)
         assert step is not None and all(layer.qkv.transposed == (B >= 4 and weights == "float")
-                                        and layer.qkv.int8 == (weights == "int8") for layer in step.layers)
+                                        and layer.qkv.int8 == (weights == "int8")
+                                        and layer.qkv.bf16 == (weights == "bf16") for layer in step.layers)
         assert (step.kernel is not None) == (B == 1 and matvec.kernel() is not None)  # one row: the whole step in C
         for t in range(5, BLOCK):
             fast = step(x[:, t : t + 1], fast_cache)  # (B, V)
@@ -162,8 +163,9 @@ def test_fast_generation_equals_readable_and_recomputed_past_block_size(variant,
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("B", [1, 5])
-def test_int8_fast_generation_equals_readable_and_recomputed(variant, B):
-    model = quantize(tiny_gpt(**VARIANTS[variant]))
+@pytest.mark.parametrize("weights", ["int8", "bf16"])
+def test_stored_weights_fast_generation_equals_readable_and_recomputed(variant, B, weights):
+    model = quantize(tiny_gpt(**VARIANTS[variant]), weights)
     x = prompt(B, 6)
     fast = generate(model, x, 30, temperature=0)
     assert fast == readable_generate(model, x, 30, temperature=0)

@@ -1,10 +1,11 @@
 """glassformer.matvec, the C kernels of the decode step. One row times a float32 matrix: against a
 float64 product within the rounding a float32 sum may make, for widths that are and are not
-multiples of the vector length, one and several threads, with and without bias; F.linear wherever
-it does not apply (disabled, no compiler, a failed compile, autograd); greedy generation with and
-without it; the step's weights packed on huge pages. The same for int8 weights with per-row
-scales. One query's attention: against `attention` in float64 within float32 rounding, reading a
-cache's strided buffers; declined where it does not apply."""
+multiples of the vector length, one and several threads, with and without bias; F.linear wherever it
+does not apply (disabled, no compiler, a failed compile, autograd); greedy generation with and
+without it; the step's weights packed on huge pages. The same for int8 weights with per-row scales,
+and for bfloat16 weights (float32 arithmetic on their exact values). One query's attention: against
+`attention` in float64 within float32 rounding, reading a cache's strided buffers; declined where it
+does not apply."""
 
 import ctypes
 import gc
@@ -86,6 +87,46 @@ def test_int8_kernel_declines_what_it_does_not_read():
     assert matvec.bind_int8(q.t(), scale) is None  # not contiguous
     assert matvec.bind_int8(q, scale.bfloat16()) is None and matvec.bind_int8(q, scale[:4]) is None
     assert matvec.bind_int8(q, scale, torch.zeros(8, dtype=torch.float64)) is None
+
+
+@pytest.mark.parametrize("out, width", [(1, 384), (65, 100), (3, 7), (65, 16), (257, 300), (1152, 384), (512, 2000)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_bf16_kernel_is_float32_arithmetic_on_the_bf16_values(out, width, with_bias):
+    kernel_or_skip()
+    g = torch.Generator().manual_seed(out * 7 + width)
+    weight = torch.randn(out, width, generator=g).bfloat16()
+    x, bias = torch.randn(1, width, generator=g), torch.randn(out, generator=g) if with_bias else None
+    wide = weight.double()  # the values bfloat16 holds, exactly
+    exact = F.linear(x.double(), wide, None if bias is None else bias.double())
+    threads = torch.get_num_threads()
+    try:
+        for n in {1, threads}:  # 257 x 300 and up are split across the threads
+            torch.set_num_threads(n)
+            y = matvec.bind_bf16(weight, bias)(x)
+            # a bf16 value times a float32 needs at most 32 bits: each product and the sum round as
+            # float32's matvec does, so the same bound (widening adds no rounding at all)
+            assert y.shape == (1, out) and y.dtype == torch.float32
+            assert ((y.double() - exact).abs() <= rounding_bound(x, wide, bias)).all()
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(quant.bf16_linear(x, weight, bias), y)  # one float32 row: bf16_linear takes the kernel
+    with torch.inference_mode():  # more rows: widened, the same values in float32 (summed by torch)
+        rows = torch.randn(3, width, generator=g)
+        got = quant.bf16_linear(rows, weight, bias)
+        want = F.linear(rows.double(), wide, None if bias is None else bias.double())
+        assert got.dtype == torch.float32 and ((got.double() - want).abs() <= rounding_bound(rows, wide, bias)).all()
+
+
+def test_bf16_kernel_declines_what_it_does_not_read():
+    kernel_or_skip()
+    weight = torch.randn(8, 16).bfloat16()
+    assert matvec.bind_bf16(weight) is not None
+    assert matvec.bind_bf16(weight.t()) is None  # not contiguous
+    assert matvec.bind_bf16(weight.float()) is None and matvec.bind_bf16(weight.half()) is None
+    assert matvec.bind_bf16(weight, torch.zeros(8, dtype=torch.float64)) is None
+    assert matvec.bind_bf16(weight, torch.zeros(4)) is None
+    bias = torch.zeros(8, requires_grad=True)  # autograd would follow the bias: not the kernel
+    assert quant.bf16_linear(torch.randn(1, 16), weight, bias).grad_fn is not None
 
 
 def test_one_openmp_runtime_and_f_linear_where_it_does_not_apply():

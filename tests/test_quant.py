@@ -1,8 +1,11 @@
 """Weight-only int8 storage (glassformer.quant) against float32 nn.Linear: every output within the
 bound that the three roundings allow (a weight to its int8 step, the input and output to
 bfloat16), on torch's int8 kernel (widths a multiple of 16) and on the widening fallback;
-a quantized model's output head within the same bound of the float32 one; and the option
-refused by name when it is not one of the choices."""
+a quantized model's output head within the same bound of the float32 one. Weight-only bfloat16
+storage: the float32 model on the bf16 values, a bf16 checkpoint's values exactly. Both through
+`sample --weights`, and the option refused by name when it is not one of the choices."""
+
+import copy
 
 import pytest
 import torch
@@ -11,7 +14,7 @@ from conftest import build_tiny_gpt as tiny_gpt
 from conftest import random_ids as prompt
 
 from glassformer.generate import generate
-from glassformer.quant import Int8Linear, int8_error_bound, quantize, quantize_rows
+from glassformer.quant import Bf16Linear, Int8Linear, int8_error_bound, quantize, quantize_rows
 
 
 def wide_linear(n_in, n_out, bias, seed=0):
@@ -78,12 +81,50 @@ def test_quantized_model_generates_with_and_without_cache_alike():
     assert generate(model, x, 20, temperature=0) == generate(model, x, 20, temperature=0, use_cache=False)
 
 
+def test_bf16_weights_compute_in_float32_on_the_rounded_values():
+    # The modules' forward (many rows, widened) and the decode step (one row, the bf16 kernel):
+    # against the float32 model whose matrices hold the bf16 values (the head untied, since only
+    # its copy is stored in bfloat16), within float32's summation order.
+    model = tiny_gpt(position="rope", norm="rmsnorm", activation="swiglu", d_ff=48)
+    rounded = tiny_gpt(position="rope", norm="rmsnorm", activation="swiglu", d_ff=48)
+    rounded.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())  # untied
+    with torch.no_grad():
+        for name, m in rounded.named_modules():
+            if isinstance(m, nn.Linear):
+                m.weight.copy_(model.get_submodule(name).weight.bfloat16().float())
+    quantize(model, "bf16")
+    assert not any(type(m) is nn.Linear for m in model.modules())
+    assert sum(isinstance(m, Bf16Linear) for m in model.modules()) == 2 * 7 + 1  # q k v o gate up down per block; head
+    assert all(m.weight_bf16.dtype == torch.bfloat16 for m in model.modules() if isinstance(m, Bf16Linear))
+    assert model.tok_emb.weight.dtype == torch.float32  # embeddings and norms stay as they are
+    x = prompt(2, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), rounded(x), atol=1e-5, rtol=1e-5)
+        # a full model's logits move from float32's by about the weights' rounding, 2^-8 relative
+        assert 0 < (model(x) - tiny_gpt(position="rope", norm="rmsnorm", activation="swiglu", d_ff=48)(x)
+                    ).abs().max() < 0.05
+    assert generate(model, x, 20, temperature=0) == generate(rounded, x, 20, temperature=0)
+    assert generate(model, x, 20, temperature=0) == generate(model, x, 20, temperature=0, use_cache=False)
+
+
+def test_a_bf16_checkpoints_values_come_back_exactly():
+    model = tiny_gpt()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):  # as a checkpoint stored in bfloat16 would hold them
+                m.weight.copy_(m.weight.bfloat16().float())
+        weights = {name: m.weight.detach().clone() for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    quantize(model, "bf16")
+    for name, weight in weights.items():
+        assert torch.equal(model.get_submodule(name).weight_bf16.float(), weight)
+
+
 def test_unknown_weight_option_is_refused_by_name():
-    with pytest.raises(ValueError, match="weights must be one of float, int8"):
+    with pytest.raises(ValueError, match="weights must be one of float, int8, bf16; got 'int4'"):
         quantize(tiny_gpt(), "int4")
 
 
-def test_sample_with_int8_weights_writes_what_the_quantized_model_generates(tmp_path, capsys):
+def test_sample_with_stored_weights_writes_what_the_stored_model_generates(tmp_path, capsys):
     from glassformer.checkpoint import save
     from glassformer.cli import main
     from glassformer.tokenizers import CharTokenizer
@@ -93,9 +134,11 @@ def test_sample_with_int8_weights_writes_what_the_quantized_model_generates(tmp_
     save(model, tmp_path / "m", tokenizer=tok)
     args = ["sample", "--model", str(tmp_path / "m"), "--prompt", "the ", "--max-new-tokens", "12",
             "--temperature", "0"]
-    assert main(args + ["--weights", "int8"]) == 0
-    expected = tok.decode(generate(quantize(model), tok.encode("the "), 12, temperature=0)[0])
-    assert capsys.readouterr().out == expected + "\n"
+    for weights in ("int8", "bf16"):
+        assert main(args + ["--weights", weights]) == 0
+        stored = quantize(copy.deepcopy(model), weights)
+        expected = tok.decode(generate(stored, tok.encode("the "), 12, temperature=0)[0])
+        assert capsys.readouterr().out == expected + "\n"
     with pytest.raises(SystemExit):  # argparse: one line naming the option and its choices
         main(args + ["--weights", "int4"])
     err = capsys.readouterr().err
