@@ -152,9 +152,10 @@ class GPT(nn.Module):
         return self.cls_head(last)
 
     def num_params(self, embeddings: bool = True) -> int:
-        """Parameter count (tied weights once); without position/token embeddings if `embeddings` is False."""
+        """Parameter count (tied weights once); without the token, position, segment and pair
+        embeddings if `embeddings` is False."""
         n = sum(p.numel() for p in self.parameters())
         if not embeddings:
-            n -= sum(p.numel() for m in (self.tok_emb, self.pos_emb, self.seg_emb)
+            n -= sum(p.numel() for m in (self.tok_emb, self.pos_emb, self.seg_emb, self.bigram_emb)
                      if isinstance(m, nn.Embedding) for p in m.parameters())
         return n

@@ -87,10 +87,11 @@ def build(cc: str, path: Path = SOURCE) -> Path:
     handle, partial = tempfile.mkstemp(dir=directory, prefix=f".{path.stem}-", suffix=".so")
     os.close(handle)
     try:  # into a temporary name, then renamed: another process never loads half a file
-        done = subprocess.run([cc, *FLAGS, str(path), "-o", partial, "-lm"], capture_output=True, text=True,
+        # the bytes hashed above, from stdin: a source edited meanwhile never builds under this key
+        done = subprocess.run([cc, *FLAGS, "-x", "c", "-", "-o", partial, "-lm"], input=source, capture_output=True,
                               timeout=300)
         if done.returncode != 0:
-            lines = (done.stderr or done.stdout).strip().splitlines()
+            lines = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
             raise OSError(f"{cc} failed: {lines[0] if lines else f'exit status {done.returncode}'}")
         os.replace(partial, library)
     finally:

@@ -124,6 +124,9 @@ def test_bigram_adds_the_row_of_each_pair_and_continues_through_the_cache():
     model = GPT(GPTConfig(**BIGRAM)).eval()
     V = 11
     assert model.bigram_emb.weight.shape == (V * (V + 1), 8)
+    tables = sum(m.weight.numel() for m in (model.tok_emb, model.bigram_emb) + (
+        (model.pos_emb,) if isinstance(model.pos_emb, torch.nn.Embedding) else ()))
+    assert model.num_params(embeddings=False) == model.num_params() - tables  # the pair table is an embedding too
     ids = torch.randint(0, V, (3, 9))
     by_hand = torch.empty(3, 9, 8)
     for b in range(3):

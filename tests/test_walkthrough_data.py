@@ -260,6 +260,7 @@ def test_speedrun_options_recompute(position, norm_position, chars):
     ops = {s["id"]: s["op"] for s in data["steps"]}
     assert ops["embed.norm"] in ("rms_norm", "layer_norm") and ops["dec.0.ffn.act"] == "relu2"
     assert ops["embed.pairs.ids"] == "bigram_ids" and ops["embed.pairs"] == "embedding"
+    assert w.step("embed.pairs.ids").cols[:3] == ["∅t", "th", "he"]  # characters' pairs read as they are written
     from glassformer.explain.narration import narrate
     for step in w.steps:  # every step titled and explained in both languages
         en, zh = narrate(step, "en", True), narrate(step, "zh", True)
@@ -270,3 +271,11 @@ def test_speedrun_options_recompute(position, norm_position, chars):
     with torch.no_grad():
         logits = model(torch.tensor([ids]), segment_ids=segments)[0].numpy()
     assert np.array_equal(w.step("logits").values, logits)
+
+
+def test_word_pairs_are_labelled_apart(words):
+    model = GPT(GPTConfig(vocab_size=words.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=8, d_ff=8,
+                          bigram=True)).eval()
+    w = gpt_walkthrough(model, words, "ich bin hier")
+    assert check(as_json(w)) == []
+    assert w.step("embed.pairs.ids").cols == ["∅|ich", "ich|bin", "bin|hier"]  # not "ichbin"

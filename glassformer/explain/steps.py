@@ -330,7 +330,8 @@ def embedding_steps(s: Steps, prefix: str, ids: list[int], table: str, call: int
     if pair_table is not None:  # each (previous token, token) pair's row, added
         vocab_size = model.config.vocab_size
         tokens = s.where["rows"]
-        pairs = [("∅" if i == 0 else tokens[i - 1]) + token for i, token in enumerate(tokens)]  # ∅: none before
+        joint = "" if all(len(t) <= 1 for t in tokens) else "|"  # "Ya" for characters; "the|cat" for words
+        pairs = [("∅" if i == 0 else tokens[i - 1]) + joint + token for i, token in enumerate(tokens)]  # ∅: none before
         pair_ids = s.add(f"{prefix}embed.pairs.ids", "bigram_ids", "pair_ids",
                          bigram_ids(torch.tensor([ids]), vocab_size)[0], [ids_id], params={"vocab_size": vocab_size},
                          rows=None, cols=pairs)

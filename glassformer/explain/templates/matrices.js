@@ -209,7 +209,7 @@ function textTable(step) {
 // {config, steps, seq2seq}; `word(key, values, l)` gives the page's words (box_*, final).
 
 const FUNCTION_NAMES = { layer_norm: "LayerNorm", rms_norm: "RMSNorm", rope: "RoPE", relu: "ReLU", gelu: "GELU",
-  gelu_tanh: "GELU", silu: "SiLU" };
+  gelu_tanh: "GELU", silu: "SiLU", bigram_ids: "pair" };
 const ACTIVATION_NAMES = { relu: "ReLU", gelu: "GELU", gelu_tanh: "GELU", swiglu: "SwiGLU", silu: "SiLU" };
 const NORM_NAMES = { layernorm: "LayerNorm", rmsnorm: "RMSNorm" };
 
