@@ -93,42 +93,72 @@ void glassformer_matvec_f32(const float *W, const float *x, const float *b, floa
 /* The same for int8 weights with one float32 scale per row (glassformer.quant's storage):
  * y = scale * (Q x) + b, each int8 widened to float32 in registers, so that a matrix streams a
  * quarter of float32's bytes. Why by hand: torch's int8-weight kernel (_weight_int8pack_mm, in
- * bfloat16) left a 6/6/384 generation at 2.47 ms per token on a 2-core Zen 4; this one, 1.62. */
-static inline float dot_i8(const signed char *restrict w, const float *restrict x, long in) {
+ * bfloat16) left a 6/6/384 generation at 2.47 ms per token on a 2-core Zen 4; this one, 1.62.
+ *
+ * And for bfloat16 weights (quant.Bf16Linear's storage, a checkpoint's own bf16 values):
+ * y = W x + b with each weight widened to float32 in registers (its 16 bits become the top half
+ * of a float32, exactly), the products and sums in float32, so that a matrix streams half of
+ * float32's bytes and the result is float32's matvec of the bf16 weights.
+ *
+ * Both run one loop, dot_widened, which the compiler specialises for each storage (`kind` is a
+ * constant at every call): widen16 / widen8 / widen1 turn 16, 8 or 1 stored weights into float32. */
+enum { GF_F32, GF_INT8, GF_BF16 }; /* weight storages (gf_matrix.kind, decode_step.MATRIX_KINDS) */
+
+static inline float widen1(const void *w, long j, int kind) {
+    if (kind == GF_INT8) return (float)((const signed char *)w)[j];
+    union { unsigned int u; float f; } v = {(unsigned int)((const unsigned short *)w)[j] << 16};
+    return v.f;
+}
+
+#if defined(__AVX512F__)
+static inline __m512 widen16(const void *w, long i, int kind) {
+    if (kind == GF_INT8)
+        return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const signed char *)w + i))));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const unsigned short *)w + i))), 16));
+}
+#elif defined(__AVX2__)
+static inline __m256 widen8(const void *w, long i, int kind) {
+    if (kind == GF_INT8)
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const signed char *)w + i))));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const unsigned short *)w + i))), 16));
+}
+#endif
+
+/* W[r,:] . x for one row of `in` stored weights, widened to float32 */
+static inline __attribute__((always_inline)) float dot_widened(const void *restrict w, int kind,
+                                                               const float *restrict x, long in) {
     long i = 0;
     float s = 0.f;
 #if defined(__AVX512F__)
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (; i + 64 <= in; i += 64) {
-#define WIDEN(k) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + i + (k)))))
-        a0 = _mm512_fmadd_ps(WIDEN(0), _mm512_loadu_ps(x + i), a0);
-        a1 = _mm512_fmadd_ps(WIDEN(16), _mm512_loadu_ps(x + i + 16), a1);
-        a2 = _mm512_fmadd_ps(WIDEN(32), _mm512_loadu_ps(x + i + 32), a2);
-        a3 = _mm512_fmadd_ps(WIDEN(48), _mm512_loadu_ps(x + i + 48), a3);
+        a0 = _mm512_fmadd_ps(widen16(w, i, kind), _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(widen16(w, i + 16, kind), _mm512_loadu_ps(x + i + 16), a1);
+        a2 = _mm512_fmadd_ps(widen16(w, i + 32, kind), _mm512_loadu_ps(x + i + 32), a2);
+        a3 = _mm512_fmadd_ps(widen16(w, i + 48, kind), _mm512_loadu_ps(x + i + 48), a3);
     }
-    for (; i + 16 <= in; i += 16) a0 = _mm512_fmadd_ps(WIDEN(0), _mm512_loadu_ps(x + i), a0);
-#undef WIDEN
+    for (; i + 16 <= in; i += 16) a0 = _mm512_fmadd_ps(widen16(w, i, kind), _mm512_loadu_ps(x + i), a0);
     s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 #elif defined(__AVX2__)
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (; i + 32 <= in; i += 32) {
-#define WIDEN(k) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(w + i + (k)))))
-        a0 = _mm256_fmadd_ps(WIDEN(0), _mm256_loadu_ps(x + i), a0);
-        a1 = _mm256_fmadd_ps(WIDEN(8), _mm256_loadu_ps(x + i + 8), a1);
-        a2 = _mm256_fmadd_ps(WIDEN(16), _mm256_loadu_ps(x + i + 16), a2);
-        a3 = _mm256_fmadd_ps(WIDEN(24), _mm256_loadu_ps(x + i + 24), a3);
-#undef WIDEN
+        a0 = _mm256_fmadd_ps(widen8(w, i, kind), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(widen8(w, i + 8, kind), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(widen8(w, i + 16, kind), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(widen8(w, i + 24, kind), _mm256_loadu_ps(x + i + 24), a3);
     }
     s = sum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 #endif
     float t = 0.f; /* what the vectors left (every column without AVX) */
-    for (long j = i; j < in; j++) t += (float)w[j] * x[j];
+    for (long j = i; j < in; j++) t += widen1(w, j, kind) * x[j];
     return s + t;
 }
 
 static void rows_i8(const signed char *Q, const float *scale, const float *x, const float *b, float *y, long r0,
                     long r1, long in) {
-    for (long r = r0; r < r1; r++) y[r] = scale[r] * dot_i8(Q + r * in, x, in) + (b ? b[r] : 0.f);
+    for (long r = r0; r < r1; r++) y[r] = scale[r] * dot_widened(Q + r * in, GF_INT8, x, in) + (b ? b[r] : 0.f);
 }
 
 /* y (out) = scale (out) * (Q (out, in) x (in)) + b (out, or NULL), on up to `threads` OpenMP threads. */
@@ -145,51 +175,8 @@ void glassformer_matvec_i8(const signed char *Q, const float *scale, const float
     }
 }
 
-/* The same for bfloat16 weights (quant.Bf16Linear's storage, a checkpoint's own bf16 values):
- * y = W x + b with each weight widened to float32 in registers (its 16 bits become the top half
- * of a float32, exactly), the products and sums in float32, so that a matrix streams half of
- * float32's bytes and the result is float32's matvec of the bf16 weights. */
-static inline float bf16_to_f32(unsigned short h) {
-    union { unsigned int u; float f; } v = {(unsigned int)h << 16};
-    return v.f;
-}
-
-static inline float dot_bf16(const unsigned short *restrict w, const float *restrict x, long in) {
-    long i = 0;
-    float s = 0.f;
-#if defined(__AVX512F__)
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-#define WIDEN(k) _mm512_castsi512_ps(_mm512_slli_epi32( \
-        _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + i + (k)))), 16))
-    for (; i + 64 <= in; i += 64) {
-        a0 = _mm512_fmadd_ps(WIDEN(0), _mm512_loadu_ps(x + i), a0);
-        a1 = _mm512_fmadd_ps(WIDEN(16), _mm512_loadu_ps(x + i + 16), a1);
-        a2 = _mm512_fmadd_ps(WIDEN(32), _mm512_loadu_ps(x + i + 32), a2);
-        a3 = _mm512_fmadd_ps(WIDEN(48), _mm512_loadu_ps(x + i + 48), a3);
-    }
-    for (; i + 16 <= in; i += 16) a0 = _mm512_fmadd_ps(WIDEN(0), _mm512_loadu_ps(x + i), a0);
-#undef WIDEN
-    s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-#elif defined(__AVX2__)
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-#define WIDEN(k) _mm256_castsi256_ps(_mm256_slli_epi32( \
-        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + i + (k)))), 16))
-    for (; i + 32 <= in; i += 32) {
-        a0 = _mm256_fmadd_ps(WIDEN(0), _mm256_loadu_ps(x + i), a0);
-        a1 = _mm256_fmadd_ps(WIDEN(8), _mm256_loadu_ps(x + i + 8), a1);
-        a2 = _mm256_fmadd_ps(WIDEN(16), _mm256_loadu_ps(x + i + 16), a2);
-        a3 = _mm256_fmadd_ps(WIDEN(24), _mm256_loadu_ps(x + i + 24), a3);
-    }
-#undef WIDEN
-    s = sum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-#endif
-    float t = 0.f; /* what the vectors left (every column without AVX) */
-    for (long j = i; j < in; j++) t += bf16_to_f32(w[j]) * x[j];
-    return s + t;
-}
-
 static void rows_bf16(const unsigned short *W, const float *x, const float *b, float *y, long r0, long r1, long in) {
-    for (long r = r0; r < r1; r++) y[r] = dot_bf16(W + r * in, x, in) + (b ? b[r] : 0.f);
+    for (long r = r0; r < r1; r++) y[r] = dot_widened(W + r * in, GF_BF16, x, in) + (b ? b[r] : 0.f);
 }
 
 /* y (out) = W (out, in, bfloat16) x (in) + b (out, or NULL), on up to `threads` OpenMP threads. */
@@ -272,8 +259,6 @@ int glassformer_attend_f32(const float *q, const float *k, const float *v, float
  * 256 tokens: 3.34 ms per token against 4.32, and 3.75 against 5.06 an hour later (medians of 8
  * and 10, alternating, the same tokens); with int8 weights 1.84 against 2.93, 2.73 against 4.28.
  */
-
-enum { GF_F32, GF_INT8, GF_BF16 }; /* a gf_matrix's weights (decode_step.MATRIX_KINDS) */
 
 typedef struct { /* y = W x + b: float32 W, int8 W with a float32 scale per row (quant.Int8Linear), or bf16 W */
     const void *w;
