@@ -222,7 +222,8 @@ def attribute(model: nn.Module, ids, target: int) -> Attribution:
     (LayerNorm: each component carries its own share of the mean-centring) or u · (γ ⊙ c / rms).
     A head's term is its output through its columns of W_O; a feed-forward's includes its down
     bias. The remaining terms: the token, position, segment and pair (bigram) embeddings, the
-    W_O biases of all layers, and u · β. Contributions plus remaining terms sum to the logit (float rounding).
+    W_O biases of all layers, and u · β. Contributions plus remaining terms sum to the logit
+    (float rounding).
     A contribution is direct only: what the component adds to the logit through later layers
     is not in it.
 

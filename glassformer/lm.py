@@ -272,8 +272,7 @@ def sample(model_dir, prompt: str | None = None, max_new_tokens: int = 500, temp
     `system`'s turn), and only the answer is written. dtype: the weights' ("auto", "float32",
     "bfloat16", "float16"; see glassformer.load). weights: "int8" stores the model's matrices as
     int8 with one scale per output channel, "bf16" in bfloat16 with the arithmetic in the model's
-    dtype (glassformer.quant), "float" as loaded. Generation stops
-    at any of the model's end ids.
+    dtype (glassformer.quant), "float" as loaded. Generation stops at any of the model's end ids.
     """
     from .generate import TextStream, partial_stop, stream, trim_at_stop
     from .quant import check_weights, quantize
