@@ -76,20 +76,6 @@ static void rows_f32(const float *W, const float *x, const float *b, float *y, l
     for (long r = r0; r < r1; r++) y[r] = dot(W + r * in, x, in) + (b ? b[r] : 0.f);
 }
 
-/* y (out) = W (out, in) x (in) + b (out, or NULL), on up to `threads` OpenMP threads. */
-void glassformer_matvec_f32(const float *W, const float *x, const float *b, float *y, long out, long in,
-                            int threads) {
-    if (threads <= 1 || out * in < 65536 || out < 2) {
-        rows_f32(W, x, b, y, 0, out, in);
-        return;
-    }
-#pragma omp parallel num_threads(threads)
-    {
-        const long n = omp_get_num_threads(), t = omp_get_thread_num();
-        rows_f32(W, x, b, y, out * t / n, out * (t + 1) / n, in); /* a contiguous share of the rows each */
-    }
-}
-
 /* The same for int8 weights with one float32 scale per row (glassformer.quant's storage):
  * y = scale * (Q x) + b, each int8 widened to float32 in registers, so that a matrix streams a
  * quarter of float32's bytes. Why by hand: torch's int8-weight kernel (_weight_int8pack_mm, in
@@ -161,36 +147,61 @@ static void rows_i8(const signed char *Q, const float *scale, const float *x, co
     for (long r = r0; r < r1; r++) y[r] = scale[r] * dot_widened(Q + r * in, GF_INT8, x, in) + (b ? b[r] : 0.f);
 }
 
-/* y (out) = scale (out) * (Q (out, in) x (in)) + b (out, or NULL), on up to `threads` OpenMP threads. */
-void glassformer_matvec_i8(const signed char *Q, const float *scale, const float *x, const float *b, float *y,
-                           long out, long in, int threads) {
-    if (threads <= 1 || out * in < 262144 || out < 2) { /* under 256 KB of weights: one thread */
-        rows_i8(Q, scale, x, b, y, 0, out, in);
+static void rows_bf16(const unsigned short *W, const float *x, const float *b, float *y, long r0, long r1, long in) {
+    for (long r = r0; r < r1; r++) y[r] = dot_widened(W + r * in, GF_BF16, x, in) + (b ? b[r] : 0.f);
+}
+
+typedef struct { /* y = W x + b: float32 W, int8 W with a float32 scale per row (quant.Int8Linear), or bf16 W */
+    const void *w;
+    const float *scale, *bias; /* scale: int8's only; bias NULL: none */
+    long out, in;
+    int kind; /* GF_F32, GF_INT8 or GF_BF16 */
+} gf_matrix;
+
+/* rows r0..r1-1 of y = W x + b */
+static void matrix_rows(const gf_matrix *m, const float *x, float *y, long r0, long r1) {
+    if (m->kind == GF_INT8)
+        rows_i8(m->w, m->scale, x, m->bias, y, r0, r1, m->in);
+    else if (m->kind == GF_BF16)
+        rows_bf16(m->w, x, m->bias, y, r0, r1, m->in);
+    else
+        rows_f32(m->w, x, m->bias, y, r0, r1, m->in);
+}
+
+/* y = W x + b for one row, any storage: under 256 KB of weights one thread does it all, else each
+ * of up to `threads` OpenMP threads a contiguous share of the rows. */
+static void matvec_threaded(const gf_matrix *m, const float *x, float *y, int threads) {
+    static const long bytes[] = {[GF_F32] = 4, [GF_INT8] = 1, [GF_BF16] = 2}; /* per weight */
+    if (threads <= 1 || m->out * m->in * bytes[m->kind] < 262144 || m->out < 2) {
+        matrix_rows(m, x, y, 0, m->out);
         return;
     }
 #pragma omp parallel num_threads(threads)
     {
         const long n = omp_get_num_threads(), t = omp_get_thread_num();
-        rows_i8(Q, scale, x, b, y, out * t / n, out * (t + 1) / n, in);
+        matrix_rows(m, x, y, m->out * t / n, m->out * (t + 1) / n);
     }
 }
 
-static void rows_bf16(const unsigned short *W, const float *x, const float *b, float *y, long r0, long r1, long in) {
-    for (long r = r0; r < r1; r++) y[r] = dot_widened(W + r * in, GF_BF16, x, in) + (b ? b[r] : 0.f);
+/* y (out) = W (out, in) x (in) + b (out, or NULL), on up to `threads` OpenMP threads. */
+void glassformer_matvec_f32(const float *W, const float *x, const float *b, float *y, long out, long in,
+                            int threads) {
+    const gf_matrix m = {W, NULL, b, out, in, GF_F32};
+    matvec_threaded(&m, x, y, threads);
+}
+
+/* y (out) = scale (out) * (Q (out, in) x (in)) + b (out, or NULL), on up to `threads` OpenMP threads. */
+void glassformer_matvec_i8(const signed char *Q, const float *scale, const float *x, const float *b, float *y,
+                           long out, long in, int threads) {
+    const gf_matrix m = {Q, scale, b, out, in, GF_INT8};
+    matvec_threaded(&m, x, y, threads);
 }
 
 /* y (out) = W (out, in, bfloat16) x (in) + b (out, or NULL), on up to `threads` OpenMP threads. */
 void glassformer_matvec_bf16(const unsigned short *W, const float *x, const float *b, float *y, long out, long in,
                              int threads) {
-    if (threads <= 1 || out * in < 131072 || out < 2) { /* under 256 KB of weights: one thread */
-        rows_bf16(W, x, b, y, 0, out, in);
-        return;
-    }
-#pragma omp parallel num_threads(threads)
-    {
-        const long n = omp_get_num_threads(), t = omp_get_thread_num();
-        rows_bf16(W, x, b, y, out * t / n, out * (t + 1) / n, in);
-    }
+    const gf_matrix m = {W, NULL, b, out, in, GF_BF16};
+    matvec_threaded(&m, x, y, threads);
 }
 
 /* One query's attention for one head: out (d) = softmax(scale * K q) V over L keys and values
@@ -260,13 +271,6 @@ int glassformer_attend_f32(const float *q, const float *k, const float *v, float
  * and 10, alternating, the same tokens); with int8 weights 1.84 against 2.93, 2.73 against 4.28.
  */
 
-typedef struct { /* y = W x + b: float32 W, int8 W with a float32 scale per row (quant.Int8Linear), or bf16 W */
-    const void *w;
-    const float *scale, *bias; /* scale: int8's only; bias NULL: none */
-    long out, in;
-    int kind; /* GF_F32, GF_INT8 or GF_BF16 */
-} gf_matrix;
-
 typedef struct { /* LayerNorm (bias may be NULL) or RMSNorm over n numbers; weight NULL: no norm */
     const float *weight, *bias;
     float eps;
@@ -289,16 +293,6 @@ typedef struct {
     gf_norm final_norm; /* weight NULL: none (post-LN) */
     gf_matrix head;
 } gf_model;
-
-/* rows r0..r1-1 of y = W x + b */
-static void matrix_rows(const gf_matrix *m, const float *x, float *y, long r0, long r1) {
-    if (m->kind == GF_INT8)
-        rows_i8(m->w, m->scale, x, m->bias, y, r0, r1, m->in);
-    else if (m->kind == GF_BF16)
-        rows_bf16(m->w, x, m->bias, y, r0, r1, m->in);
-    else
-        rows_f32(m->w, x, m->bias, y, r0, r1, m->in);
-}
 
 /* out (n) = the norm of x (n); out may be x */
 static void norm(const gf_norm *g, const float *x, float *out, long n) {
