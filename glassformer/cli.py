@@ -37,9 +37,11 @@ def format_metrics(metrics: dict) -> str:
 
 def cmd_export(args) -> int:
     from .checkpoint import export_hf, load
+    from .files import check_output_dir
 
     if args.format != "hf":
         raise UsageError(f"unknown export format {args.format!r}; supported: hf")
+    check_output_dir(args.out, "--out", own="checkpoint")  # an earlier export may be replaced, a run never
     model, tok = load(args.model)
     out = export_hf(model, args.out, overwrite=args.overwrite, source=args.model, tokenizer=tok)
     kind = json.loads((out / "config.json").read_text()).get("model_type", "hf")
@@ -184,6 +186,11 @@ def cmd_explain(args) -> int:
         raise UsageError("--target applies to --ablate and --patch")
     if args.png is not None and args.patch is None:
         raise UsageError("--png applies to --patch (its heatmap)")
+    from .files import check_output
+
+    # Before the model is loaded: no output may replace a run's file (symlinks resolved, written through).
+    outputs = {option: check_output(path, option) for option, path in
+               (("--json", args.json), ("--html", args.html), ("--png", args.png)) if path is not None}
     if generating:
         from .generate import check_sampling
 
@@ -216,7 +223,8 @@ def cmd_explain(args) -> int:
         try:
             why = explain_why(subject.model, subject.src_tok, text, lens=args.lens, attribute=args.attribute,
                               ablate=args.ablate, ablate_mode=args.ablate_mode, target=args.target,
-                              patch=args.patch, png=args.png, lang=args.lang, quiet=bool(args.json or args.html))
+                              patch=args.patch, png=outputs.get("--png"), lang=args.lang,
+                              quiet=bool(args.json or args.html))
         except ValueError as e:
             raise UsageError(str(e)) from None
     if generating:
@@ -232,12 +240,12 @@ def cmd_explain(args) -> int:
         if args.json:
             from .explain.walkthrough import write_json
 
-            write_json(walkthrough, args.json, max_values=args.max_values)
+            write_json(walkthrough, outputs["--json"], max_values=args.max_values)
             print(plain(f"wrote {args.json}"), file=sys.stderr)
         if args.html:
             from .explain.html import write_html
 
-            write_html(walkthrough, args.html, lang=args.lang)
+            write_html(walkthrough, outputs["--html"], lang=args.lang)
             print(plain(f"wrote {args.html}; open it in a browser (it needs no network)"), file=sys.stderr)
         return 0
     from .explain.terminal import print_generation, print_walkthrough
@@ -265,24 +273,30 @@ def cmd_explore(args) -> int:
 
 def cmd_plot_attention(args) -> int:
     from .checkpoint import load
+    from .files import check_output
     from .plots import plot_attention
 
+    out = check_output(args.out, "--out")  # before the model is loaded
     model, tok = load(args.model)
     if tok is None:
         raise UsageError(f"{args.model} has no tokenizer; it cannot read text")
-    print(plain(str(plot_attention(model, tok, args.text, args.out))))
+    plot_attention(model, tok, args.text, out)
+    print(plain(args.out))
     return 0
 
 
 def cmd_plot_loss(args) -> int:
     from pathlib import Path
 
+    from .files import check_output
     from .plots import plot_loss
 
     log = Path(args.run) / "log.jsonl"
+    out = check_output(args.out, "--out", may_replace=Path(args.run) / "loss.png")  # redrawing its own run's figure
     if not log.exists():
         raise UsageError(f"{log} not found: --run must be a training run directory")
-    print(plain(str(plot_loss(log, args.out))))
+    plot_loss(log, out)
+    print(plain(args.out))
     return 0
 
 

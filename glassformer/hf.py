@@ -26,7 +26,7 @@ from safetensors import SafetensorError, safe_open
 from .checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, CheckpointError, read_json, save_tensors
 from .config import GPTConfig, check_fits_in_memory
 from .device import native_bf16
-from .files import atomic_write_json
+from .files import atomic_write_json, atomic_write_text
 from .gpt import GPT
 from .tokenizers import PretrainedTokenizer
 
@@ -429,7 +429,7 @@ def export_family(model: GPT, out: Path, tokenizer=None) -> Path:
     dtype = model.tok_emb.weight.dtype
     save_tensors(family_tensors(model), out / WEIGHTS_FILE, metadata={"format": "pt"})
     if isinstance(tokenizer, PretrainedTokenizer):
-        (out / TOKENIZER_FILE).write_text(tokenizer.hf.to_str(), encoding="utf-8")
+        atomic_write_text(out / TOKENIZER_FILE, tokenizer.hf.to_str())
         settings = {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": tokenizer.chat_template}
         for role, id in (("bos_token", tokenizer.bos_id), ("eos_token", tokenizer.eos_id),
                          ("pad_token", tokenizer.pad_id)):

@@ -17,6 +17,7 @@ dtype choice in glassformer.device, and preset and resume settings in glassforme
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -35,7 +36,7 @@ from .checkpoint import CheckpointError, check_tensors, check_values, load_tenso
 from .config import check_fields
 from .device import check_device_name, pick_device, pick_dtype
 from .distributed import World
-from .files import atomic_write
+from .files import append_text, atomic_write
 from .muon import Muon, muon_groups
 from .task import Batch, Task
 
@@ -405,8 +406,7 @@ class Trainer:
     def log(self, record: dict) -> None:
         """Appends one JSON line to log.jsonl (process 0)."""
         if self.world.main:
-            with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            append_text(self.out / "log.jsonl", json.dumps(record) + "\n")
 
     def autocast(self):
         """bfloat16 autocast when the run's dtype is bfloat16; a no-op context otherwise."""
@@ -537,10 +537,15 @@ class Trainer:
                               self.d_model), "tokens_per_s": rate})
                     progress.update(self.iter, loss, rate)
                     window_tokens, window_start = 0, self.clock()
-        finally:
+        except BaseException:
             progress.close()
             if self.world.main:
-                self.plot()
+                with contextlib.suppress(Exception):  # (a full disk, say): the error that stopped the run is told
+                    self.plot()
+            raise
+        progress.close()
+        if self.world.main:
+            self.plot()
         if out_of_time and self.iter < self.end:
             progress.message(f"the time budget (max_time {cfg.max_time:g} s) ran out at iteration {self.iter}, "
                              f"before the planned {self.end}: this machine slowed down during the run")
