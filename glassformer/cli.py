@@ -188,9 +188,10 @@ def cmd_explain(args) -> int:
         raise UsageError("--png applies to --patch (its heatmap)")
     from .files import check_output
 
-    # Before the model is loaded: no output may replace a run's file (symlinks resolved, written through).
-    outputs = {option: check_output(path, option) for option, path in
-               (("--json", args.json), ("--html", args.html), ("--png", args.png)) if path is not None}
+    outputs = {}  # checked before the model is loaded: no output may replace a run's file (symlinks resolved)
+    for option, path in (("--json", args.json), ("--html", args.html), ("--png", args.png)):
+        if path is not None:
+            outputs[option] = check_output(path, option)
     if generating:
         from .generate import check_sampling
 

@@ -36,10 +36,14 @@ NEARLY_FULL_BYTES = 1 << 20
 
 
 class NoSpaceError(OSError):
-    """A write that the filesystem had no room for: "no space left on DEVICE while writing FILE"."""
+    """A write that the filesystem had no room for; its errno is ENOSPC and its text one line:
+    "no space left on DEVICE while writing FILE"."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.ENOSPC, message)
 
     def __str__(self) -> str:
-        return self.args[0] if self.args else "no space left on device"
+        return self.strerror
 
 
 def filesystem_of(path: str | os.PathLike) -> str:
