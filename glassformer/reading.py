@@ -131,16 +131,17 @@ _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
-def json_depth(text: str) -> int:
-    """How deeply the arrays and objects of JSON text nest, brackets inside strings not counted."""
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:  # cannot nest deeper: no need to look
-        return text.count("[") + text.count("{")
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
-    depth = deepest = 0
-    for ch in brackets:
+def too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the arrays and objects of JSON text nest more than `limit` levels, brackets inside strings
+    not counted."""
+    if text.count("[") + text.count("{") <= limit:  # cannot nest deeper: no need to look
+        return False
+    depth = 0
+    for ch in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
         depth += 1 if ch in "[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
+        if depth > limit:
+            return True
+    return False
 
 
 def parse_json(text: str | bytes, name):
@@ -148,7 +149,7 @@ def parse_json(text: str | bytes, name):
     not UTF-8 or nested more than MAX_JSON_DEPTH levels."""
     if isinstance(text, (bytes, bytearray)):
         text = decode_text(text, name)
-    if json_depth(text) > MAX_JSON_DEPTH:
+    if too_deep(text):
         raise DataError(f"{name} is not valid JSON for glassformer: nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         return json.loads(text)
