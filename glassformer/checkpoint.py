@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -178,13 +179,14 @@ def read_checkpoint_set(path: Path) -> dict[str, bytes] | None:
 
     A writer replaces the files one by one and the manifest last: while a writer holds the
     directory (glassformer.rundir), files that do not match the manifest are read again (for up
-    to MANIFEST_WAIT_S seconds) until they do. With no writer, a file that does not match was
-    changed after the checkpoint was saved (by hand, or by a writer killed midway) and is refused
-    in one line naming it: loaded anyway, a tokenizer or config would be paired with weights it
-    was not made with. Removing manifest.json is how a user says the change was on purpose.
-    Each name the manifest lists must be a file inside `path`.
+    to MANIFEST_WAIT_S seconds) until they do. A writer killed midway leaves its lock file behind
+    (a live one removes it as it ends): its files are read as they are, with a warning (a killed
+    run always loads). Otherwise a file that does not match was changed after the checkpoint was
+    saved and is refused in one line naming it: loaded anyway, a tokenizer or config would be
+    paired with weights it was not made with. Removing manifest.json is how a user says the
+    change was on purpose. Each name the manifest lists must be a file inside `path`.
     """
-    from .rundir import live_writer
+    from .rundir import LOCK_FILE, live_writer
 
     manifest = path / MANIFEST_FILE
     deadline = time.monotonic() + MANIFEST_WAIT_S
@@ -205,15 +207,19 @@ def read_checkpoint_set(path: Path) -> dict[str, bytes] | None:
                 problem = f"{file}, listed in {manifest}, is missing"
                 break
             if _sha256(data) != digest:
-                problem = (f"{file} differs from the SHA-256 in {manifest}: it was changed after the checkpoint "
-                           f"was saved (by hand, or by a writer stopped midway)")
+                problem = f"{file} differs from the SHA-256 in {manifest}"
                 break
             contents[name] = data
         else:
             return contents
         writer = live_writer(path)
+        if writer is None and (path / LOCK_FILE).exists():  # its writer was killed before it could finish
+            warnings.warn(f"{problem}: {path} was being written by a process that was stopped; loading its files "
+                          f"as they are (resume the run to write a whole checkpoint)", stacklevel=2)
+            return None
         if writer is None:
-            raise CheckpointError(f"{problem}; if you changed it on purpose, remove {manifest}")
+            raise CheckpointError(f"{problem}: it was changed after the checkpoint was saved; "
+                                  f"if you changed it on purpose, remove {manifest}")
         if time.monotonic() > deadline:
             raise CheckpointError(f"{path} is being written by process {writer} and did not hold a whole "
                                   f"checkpoint for {MANIFEST_WAIT_S:g} s; try again")

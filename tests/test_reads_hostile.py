@@ -240,6 +240,26 @@ def test_the_unspoiled_directories_load(tmp_path, capsys):
             assert main([command[0], "--model", str(model), *command[1:]]) == 0, capsys.readouterr().err
 
 
+def test_a_checkpoint_whose_writer_was_killed_loads_with_a_warning(tmp_path):
+    """A writer killed midway leaves its lock file (a live one removes it): its files load as they are,
+    as a killed run always has; the same files without that trace are refused."""
+    glassformer.save(build_tiny_gpt(seed=0), tmp_path)
+    new = build_tiny_gpt(seed=1)
+    glassformer.save(new, tmp_path / "new")
+    shutil.copy(tmp_path / "new" / "model.safetensors", tmp_path / "model.safetensors")  # as far as it got
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".lock").write_text(dead.stdout)
+    with pytest.warns(UserWarning, match="model.safetensors differs .* was being written by a process that was "
+                                         "stopped; loading its files as they are"):
+        loaded, _ = glassformer.load(tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), new.state_dict().values()))
+    (tmp_path / ".lock").unlink()
+    with pytest.raises(glassformer.checkpoint.CheckpointError,
+                       match="model.safetensors differs .*changed after the checkpoint was saved; if you changed it "
+                             "on purpose, remove"):
+        glassformer.load(tmp_path)
+
+
 # ---------------------------------------------------------------------------------------------
 # The helpers themselves, against independent references
 
