@@ -7,7 +7,8 @@ A glassformer checkpoint directory holds:
   manifest.json      the SHA-256 of each file above, written last: the files of one checkpoint
                      are published as a set. `load` reads the files, checks them against the
                      manifest and reads again while a writer is between two sets, so a reader
-                     never gets parts of two checkpoints. A directory without one loads as it is.
+                     never gets parts of two checkpoints; with no writer, a file that differs is
+                     refused. A directory without one loads as it is.
 
 `load` also reads a Hugging Face GPT-2 directory (config.json with model_type "gpt2" and
 model.safetensors, or pytorch_model.bin read with weights_only=True), and Llama, Mistral, Qwen2
@@ -18,9 +19,9 @@ beyond plain tensors. Every file is written atomically: a temporary file, then a
 from __future__ import annotations
 
 import hashlib
-import json
 import pickle
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file, save_file
 
+from . import reading
 from .config import GPTConfig, ModelConfig, config_from_dict, model_type
 from .files import atomic_write, atomic_write_json
 from .gpt import GPT
@@ -57,19 +59,27 @@ def save_tensors(tensors: dict[str, torch.Tensor], path, metadata: dict[str, str
 
 
 def read_json(path: Path) -> dict:
+    """The JSON object in file `path` (a regular file of at most 64 MiB, nested at most 100 levels;
+    glassformer.reading); one-line CheckpointError naming the file otherwise."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+        data = reading.read_json(path)
+    except reading.DataError as e:
+        raise CheckpointError(_not_found(e, path)) from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} does not hold a JSON object")
     return data
 
 
+def _not_found(error: reading.DataError, path: Path) -> str:
+    """A read error's message, in the words this module always used for a missing file."""
+    return f"{path} not found" if str(error) == f"{path}: no such file" else str(error)
+
+
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        reading.check_regular_file(path)  # safetensors would open a FIFO and wait for a writer
+    except reading.DataError as e:
+        raise CheckpointError(_not_found(e, path)) from None
     try:
         return load_file(str(path))
     except FileNotFoundError:
@@ -169,36 +179,66 @@ def read_checkpoint_set(path: Path) -> dict[str, bytes] | None:
 
     A writer replaces the files one by one and the manifest last: while a writer holds the
     directory (glassformer.rundir), files that do not match the manifest are read again (for up
-    to MANIFEST_WAIT_S seconds) until they do. With no writer, files that do not match were
-    changed since (by hand, or by a writer killed midway): they are read as they are (None).
+    to MANIFEST_WAIT_S seconds) until they do. A writer killed midway leaves its lock file behind
+    (a live one removes it as it ends): its files are read as they are, with a warning (a killed
+    run always loads). Otherwise a file that does not match was changed after the checkpoint was
+    saved and is refused in one line naming it: loaded anyway, a tokenizer or config would be
+    paired with weights it was not made with. Removing manifest.json is how a user says the
+    change was on purpose. Each name the manifest lists must be a file inside `path`.
     """
-    from .rundir import live_writer
+    from .rundir import LOCK_FILE, live_writer
 
+    manifest = path / MANIFEST_FILE
     deadline = time.monotonic() + MANIFEST_WAIT_S
     while True:
-        if not (path / MANIFEST_FILE).exists():
+        if not manifest.exists():
             return None
-        files = read_json(path / MANIFEST_FILE).get("files")
+        files = read_json(manifest).get("files")
         if not isinstance(files, dict):
-            raise CheckpointError(f"{path / MANIFEST_FILE} does not list the checkpoint's files")
-        contents = {}
+            raise CheckpointError(f"{manifest} does not list the checkpoint's files")
+        contents, problem = {}, None
         for name, digest in files.items():
+            file = _listed_file(path, name)
             try:
-                data = (path / name).read_bytes()
-            except FileNotFoundError:
+                data = reading.read_file(file, _bound_of(name))
+            except reading.DataError as e:
+                if not str(e).endswith("no such file"):
+                    raise CheckpointError(str(e)) from None
+                problem = f"{file}, listed in {manifest}, is missing"
                 break
             if _sha256(data) != digest:
+                problem = f"{file} differs from the SHA-256 in {manifest}"
                 break
             contents[name] = data
         else:
             return contents
         writer = live_writer(path)
-        if writer is None:
+        if writer is None and (path / LOCK_FILE).exists():  # its writer was killed before it could finish
+            warnings.warn(f"{problem}: {path} was being written by a process that was stopped; loading its files "
+                          f"as they are (resume the run to write a whole checkpoint)", stacklevel=2)
             return None
+        if writer is None:
+            raise CheckpointError(f"{problem}: it was changed after the checkpoint was saved; "
+                                  f"if you changed it on purpose, remove {manifest}")
         if time.monotonic() > deadline:
             raise CheckpointError(f"{path} is being written by process {writer} and did not hold a whole "
                                   f"checkpoint for {MANIFEST_WAIT_S:g} s; try again")
         time.sleep(0.05)
+
+
+def _listed_file(path: Path, name) -> Path:
+    """path / name for a name read from manifest.json, which must stay inside the checkpoint directory."""
+    try:
+        return reading.confined(path, name, path / MANIFEST_FILE, "a file name under 'files'")
+    except reading.DataError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def _bound_of(name: str) -> reading.Bound | None:
+    """A checkpoint file's size bound: none for the weights (read whole by design), else a tokenizer's or JSON's."""
+    if name == WEIGHTS_FILE:
+        return None
+    return reading.TOKENIZER if name.endswith(TOKENIZER_FILE) else reading.JSON
 
 
 def load(path, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None):
@@ -275,14 +315,20 @@ def _load_tokenizer(path: Path, data: bytes | None = None):
         return None
     from .tokenizers import load_tokenizer
 
-    return load_tokenizer(path, None if data is None else data.decode("utf-8", "replace"))
+    if data is None:
+        return load_tokenizer(path)
+    try:
+        text = reading.decode_text(data, path)
+    except reading.DataError as e:
+        raise CheckpointError(str(e)) from None
+    return load_tokenizer(path, text)
 
 
 def _json_from_bytes(data: bytes, path: Path) -> dict:
     try:
-        meta = json.loads(data.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+        meta = reading.parse_json(data, path)
+    except reading.DataError as e:
+        raise CheckpointError(str(e)) from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} does not hold a JSON object")
     return meta
@@ -428,6 +474,10 @@ def load_tensors_only(path: Path):
     own message is several lines long and suggests weights_only=False, which must not be done
     with a file one did not write, so it is replaced here.
     """
+    try:
+        reading.check_regular_file(path)  # torch.load would open a FIFO and wait for a writer
+    except reading.DataError as e:
+        raise CheckpointError(_not_found(e, path)) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
-import os
-import stat
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,74 +20,23 @@ import torch
 import torch.nn.functional as F
 
 from .files import atomic_write, atomic_write_json
+from .reading import (  # DataError and the read helpers began here; modules still import them from here
+    TEXT,
+    TEXT_LIMIT_ENV,
+    DataError,
+    check_regular_file,
+    decode_text,
+    env_limit,
+    read_bounded,
+    read_json,
+)
 from .tokenizers import Tokenizer, load_tokenizer
 
 SOURCE_TOKENIZER_FILE = "source_tokenizer.json"  # a translation checkpoint's, when the two vocabularies differ
-
-
-class DataError(ValueError):
-    """Input data that cannot be used: missing, empty, binary, not UTF-8, too short."""
-
-
-MAX_TEXT_BYTES = 1 << 30  # 1 GiB of text (after decompression); GLASSFORMER_MAX_TEXT_BYTES raises it
+MAX_TEXT_BYTES = TEXT.default  # 1 GiB of text (after decompression); GLASSFORMER_MAX_TEXT_BYTES raises it
 MAX_LINE_CHARS = 1 << 20  # one sentence of a line-oriented input; GLASSFORMER_MAX_LINE_CHARS raises it
-TEXT_LIMIT_ENV = "GLASSFORMER_MAX_TEXT_BYTES"
 LINE_LIMIT_ENV = "GLASSFORMER_MAX_LINE_CHARS"
-READ_CHUNK = 1 << 20
 STDIN = "standard input"
-
-
-def env_limit(name: str, default: int) -> int:
-    """A positive integer limit from environment variable `name`, or `default` when it is unset."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        limit = int(value)
-    except ValueError:
-        limit = 0
-    if limit <= 0:
-        raise DataError(f"{name} must be a positive whole number; got {value!r}")
-    return limit
-
-
-def check_regular_file(path: Path) -> None:
-    """Refuses, without opening it, anything but a regular file: a FIFO or a device could block or never end."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    if stat.S_ISDIR(mode):
-        raise DataError(f"{path} is a directory, not a text file")
-    if not stat.S_ISREG(mode):
-        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
-                else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "special")
-        raise DataError(f"{path} is {kind}, not a regular file; give a text file")
-
-
-def too_large(name, limit: int, what: str = "holds") -> DataError:
-    return DataError(f"{name} {what} more than {limit} bytes, the limit for a text input; "
-                     f"raise it with {TEXT_LIMIT_ENV}=<bytes>")
-
-
-def read_bounded(f, name, limit: int, what: str = "holds") -> bytearray:
-    """At most `limit` bytes of binary stream `f`, read in chunks; one-line DataError when there are more."""
-    raw = bytearray()
-    while chunk := f.read(min(READ_CHUNK, limit + 1 - len(raw))):
-        raw += chunk
-        if len(raw) > limit:
-            raise too_large(name, limit, what)
-    return raw
-
-
-def decode_text(raw, name) -> str:
-    """UTF-8 text from bytes; one-line DataError naming `name` for binary (NUL bytes) or other encodings."""
-    if (nul := raw.find(b"\x00")) >= 0:
-        raise DataError(f"{name} looks like a binary file (it contains NUL bytes, the first at offset {nul}), not text")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{name} is not UTF-8 text (invalid byte 0x{raw[e.start]:02x} at offset {e.start})") from None
 
 
 def read_text(path, limit: int | None = None) -> str:
@@ -169,8 +115,10 @@ def cached_ids(text: str, tokenizer, path) -> np.ndarray:
     key = fingerprint(text, tokenizer)
     if path.exists() and meta_path.exists():
         try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, OSError):
+            meta = read_json(meta_path)
+        except (ValueError, OSError):  # a damaged cache record: the ids are made again
+            meta = {}
+        if not isinstance(meta, dict):
             meta = {}
         if meta.get("fingerprint") == key and meta.get("dtype") == np.dtype(ids_dtype(tokenizer.vocab_size)).name:
             return np.memmap(path, dtype=ids_dtype(tokenizer.vocab_size), mode="r")

@@ -16,13 +16,13 @@ loading never holds two copies; bf16/fp16 stay so where the device multiplies th
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 
+from . import reading
+from .chat import render_chat  # noqa: F401  (chat templates are part of a model directory's interface)
 from .checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, CheckpointError, read_json, save_tensors
 from .config import GPTConfig, check_fits_in_memory
 from .device import native_bf16
@@ -210,13 +210,17 @@ def weight_files(path: Path) -> dict[str, Path]:
         weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict):
             raise CheckpointError(f"{index} has no weight_map object")
-        files = {name: path / str(file) for name, file in weight_map.items()}
+        try:  # a shard's name, read from the file, must not lead out of the directory
+            files = {name: reading.confined(path, file, index, f"weight_map[{name!r}]")
+                     for name, file in weight_map.items()}
+        except reading.DataError as e:
+            raise CheckpointError(str(e)) from None
         for file in sorted(set(files.values())):
-            if not file.is_file():
+            if not file.exists():
                 raise CheckpointError(f"{path}: shard {file.name}, listed in {INDEX_FILE}, is missing")
         return files
     single = path / WEIGHTS_FILE
-    if single.is_file():
+    if single.exists():
         return {name: single for name in _open(single).keys()}
     if (path / "pytorch_model.bin").exists():
         raise CheckpointError(f"{path} holds pytorch_model.bin (pickled); convert it to safetensors to load it")
@@ -224,6 +228,10 @@ def weight_files(path: Path) -> dict[str, Path]:
 
 
 def _open(file: Path, backend: str = "mmap"):
+    try:
+        reading.check_regular_file(file)  # safetensors would open a FIFO and wait for a writer
+    except reading.DataError as e:
+        raise CheckpointError(str(e)) from None
     try:
         return safe_open(str(file), framework="pt", backend=backend)
     except (SafetensorError, OSError, ValueError) as e:
@@ -320,8 +328,11 @@ def eos_ids(path: Path, hf_config: dict) -> list[int]:
 def chat_template(path: Path, tokenizer_config: dict) -> str | None:
     """The chat template: chat_template.jinja, or tokenizer_config.json's chat_template (a string, or
     a list of named templates, of which "default")."""
-    if (path / "chat_template.jinja").is_file():
-        return (path / "chat_template.jinja").read_text(encoding="utf-8")
+    if (path / "chat_template.jinja").exists():
+        try:
+            return reading.read_utf8(path / "chat_template.jinja")
+        except reading.DataError as e:
+            raise CheckpointError(str(e)) from None
     template = tokenizer_config.get("chat_template")
     if isinstance(template, list):
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
@@ -332,62 +343,19 @@ def chat_template(path: Path, tokenizer_config: dict) -> str | None:
 def load_tokenizer(path: Path, hf_config: dict) -> PretrainedTokenizer | None:
     """tokenizer.json with tokenizer_config.json's special tokens, the eos ids and the chat template;
     None without a tokenizer.json."""
-    if not (path / TOKENIZER_FILE).is_file():
+    if not (path / TOKENIZER_FILE).exists():
         return None
     settings = read_json(path / "tokenizer_config.json") if (path / "tokenizer_config.json").exists() else {}
+    eos, template = eos_ids(path, hf_config), chat_template(path, settings)
     try:
         return PretrainedTokenizer.from_file(
             path / TOKENIZER_FILE, bos=_token_text(settings.get("bos_token")),
             eos=_token_text(settings.get("eos_token")), pad=_token_text(settings.get("pad_token")),
-            eos_ids=eos_ids(path, hf_config), chat_template=chat_template(path, settings))
+            eos_ids=eos, chat_template=template)
+    except reading.DataError as e:  # names the file already
+        raise CheckpointError(str(e)) from None
     except ValueError as e:
         raise CheckpointError(f"{path / TOKENIZER_FILE}: {e}") from None
-
-
-def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:
-    """Jinja's tojson as chat templates expect it: plain JSON, non-ASCII characters kept."""
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-
-def _raise_exception(message: str):
-    from jinja2.exceptions import TemplateError
-
-    raise TemplateError(message)
-
-
-def _strftime_now(format: str) -> str:
-    return datetime.now().strftime(format)
-
-
-def render_chat(template: str, messages: list[dict], add_generation_prompt: bool = True, bos_token: str = "",
-                eos_token: str = "", **variables) -> str:
-    """A conversation as the model was trained to read it, by the model's own Jinja2 chat template.
-
-    Args:
-        template: the template (tokenizer.chat_template).
-        messages: [{"role": "system" | "user" | "assistant", "content": text}, ...].
-        add_generation_prompt: end with the start of an assistant turn, for the model to write.
-        bos_token, eos_token: the special tokens' text, which templates write themselves.
-        **variables: more names the template reads (tools, enable_thinking, ...).
-
-    Returns:
-        The text to encode. Rendered in Jinja2's sandbox (a template cannot reach Python's
-        internals), with the helpers templates use: raise_exception, strftime_now, tojson.
-        A template error becomes one ValueError line.
-    """
-    from jinja2 import TemplateError
-    from jinja2.ext import loopcontrols
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    try:
-        return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                                bos_token=bos_token, eos_token=eos_token, **variables)
-    except TemplateError as e:
-        raise ValueError(f"chat template: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------

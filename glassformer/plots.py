@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from .data import DataError, read_text
 from .files import atomic_write
+from .reading import parse_json
 
 
 def read_log(path) -> list[dict]:
@@ -22,8 +22,8 @@ def read_log(path) -> list[dict]:
     records = []
     for number, line in enumerate(lines, 1):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = parse_json(line, f"{path} line {number}")  # bounded nesting: no RecursionError
+        except DataError:
             if number == len(lines):
                 continue
             raise DataError(f"{path} line {number} is not a JSON record; is this a training run's log.jsonl?") from None

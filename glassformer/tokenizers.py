@@ -12,7 +12,6 @@ Every tokenizer saves to one JSON file; `load_tokenizer` rebuilds any kind from 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import Counter
@@ -23,6 +22,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from .files import atomic_write_json
+from .reading import TOKENIZER, DataError, check_regular_file, parse_json, read_utf8
 
 FILE_FORMAT = "glassformer-tokenizer"
 FILE_VERSION = 1
@@ -37,6 +37,24 @@ DEFAULT_BPE_VOCAB = 1024  # used when train_tokenizer("bpe", ...) gets no vocab_
 def _check_text(text: str) -> None:
     if not text:
         raise ValueError("cannot build a tokenizer from empty text")
+
+
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_unicode(texts: Iterable[str]) -> None:
+    """Raises a one-line ValueError for text holding a lone surrogate, which UTF-8 cannot encode.
+
+    Python gives bytes that are not UTF-8 on the command line (or in a file name) as lone
+    surrogates (U+DC80..U+DCFF); a Hugging Face tokenizer refuses them with a TypeError.
+    """
+    for text in texts:
+        if isinstance(text, str) and (found := SURROGATE.search(text)):
+            char = found.group()
+            escaped = 0xDC80 <= ord(char) <= 0xDCFF  # surrogateescape's stand-in for one byte
+            origin = f" (the byte 0x{ord(char) - 0xDC00:02x}, which is not UTF-8)" if escaped else ""
+            raise ValueError(f"the text is not valid Unicode: character {found.start()} is a lone surrogate "
+                             f"U+{ord(char):04X}{origin}; give UTF-8 text")
 
 
 class Tokenizer:
@@ -218,11 +236,19 @@ class HFBackedTokenizer(Tokenizer):
     vocabulary_name = "the tokenizer's vocabulary"  # how a missing special token's error names it
 
     def encode(self, text: str) -> list[int]:
-        return self.hf.encode(text, add_special_tokens=False).ids
+        try:
+            return self.hf.encode(text, add_special_tokens=False).ids
+        except TypeError:  # the library's words for a string it cannot take; say which
+            _check_unicode([text])
+            raise
 
     def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
-        # HF encodes a batch on several threads.
-        return [encoding.ids for encoding in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+        texts = list(texts)
+        try:  # HF encodes a batch on several threads
+            return [encoding.ids for encoding in self.hf.encode_batch(texts, add_special_tokens=False)]
+        except TypeError:
+            _check_unicode(texts)
+            raise
 
     def _decode(self, ids: list[int]) -> str:
         return self.hf.decode(ids, skip_special_tokens=True)
@@ -279,8 +305,12 @@ class BPETokenizer(HFBackedTokenizer):
         """GPT-2's tokenizer from a folder holding its vocab.json and merges.txt."""
         vocab, merges = Path(directory) / "vocab.json", Path(directory) / "merges.txt"
         for path in (vocab, merges):
-            if not path.is_file():
+            if not path.exists():
                 raise ValueError(f"cannot load GPT-2 tokenizer: {path} not found")
+            check_regular_file(path)  # the tokenizers library would open a FIFO and wait
+            if (size := path.stat().st_size) > (limit := TOKENIZER.limit()):
+                raise DataError(f"{path} is {size} bytes, more than {limit}, the limit for {TOKENIZER.kind}; "
+                                f"raise it with {TOKENIZER.env}=<bytes>")
         hf = _byte_level(HFTokenizer(models.BPE.from_file(str(vocab), str(merges))))
         # <|endoftext|> is already in vocab.json; marking it special keeps its id (50256)
         # and lets decode skip it. GPT-2 uses it both to start and to end a document.
@@ -331,8 +361,9 @@ class PretrainedTokenizer(HFBackedTokenizer):
     @classmethod
     def from_file(cls, path: str | os.PathLike, **specials) -> PretrainedTokenizer:
         """Reads a Hugging Face tokenizer.json; `specials`: bos, eos, pad (token strings), eos_ids, chat_template."""
+        text = read_utf8(path, TOKENIZER)  # from_file would open a FIFO and wait, or read any size
         try:
-            hf = HFTokenizer.from_file(str(path))
+            hf = HFTokenizer.from_str(text)
         except Exception as err:  # tokenizers raises a plain Exception
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ValueError(f"cannot read tokenizer file {path}: {first}") from None
@@ -401,14 +432,23 @@ def train_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Toke
 
 
 def load_tokenizer(path: str | os.PathLike, text: str | None = None) -> Tokenizer:
-    """Rebuilds the tokenizer that `Tokenizer.save` wrote to `path` (`text`: the file's contents, already read)."""
+    """Rebuilds the tokenizer that `Tokenizer.save` wrote to `path`.
+
+    Args:
+        path: the tokenizer file (read through glassformer.reading: a regular file of at most
+            256 MiB, UTF-8, JSON nested at most 100 levels).
+        text: the file's contents, already read (then `path` only names it in errors).
+
+    Returns:
+        The tokenizer; a one-line ValueError naming the file for anything unusable.
+    """
     path = Path(path)
+    if text is None and not path.exists():
+        raise ValueError(f"tokenizer file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8") if text is None else text)
-    except FileNotFoundError:
-        raise ValueError(f"tokenizer file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read tokenizer file {path}: {err}") from None
+        data = parse_json(read_utf8(path, TOKENIZER) if text is None else text, path)
+    except DataError as err:
+        raise ValueError(f"cannot read tokenizer file: {err}") from None
     if not isinstance(data, dict) or data.get("format") != FILE_FORMAT:
         raise ValueError(f"{path} is not a glassformer tokenizer file")
     if data.get("version") != FILE_VERSION:
@@ -418,7 +458,8 @@ def load_tokenizer(path: str | os.PathLike, text: str | None = None) -> Tokenize
     except KeyError as err:
         raise ValueError(f"corrupt tokenizer file {path}: missing field {err}") from None
     except Exception as err:  # HF's from_str raises a plain Exception on bad JSON
-        raise ValueError(f"corrupt tokenizer file {path}: {err}") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"corrupt tokenizer file {path}: {first}") from None
 
 
 def _from_state(data: dict[str, Any]) -> Tokenizer:

@@ -138,8 +138,11 @@ def test_save_load_round_trip(tmp_path, make):
 
 
 def small_checkpoint(tmp_path):
+    """A saved one-layer GPT without its manifest.json: the tests edit its files by hand."""
     model = GPT(GPTConfig(vocab_size=30, block_size=12, n_layer=1, n_head=2, n_embd=8))
-    return glassformer.save(model, tmp_path / "ckpt"), model
+    path = glassformer.save(model, tmp_path / "ckpt")
+    (path / "manifest.json").unlink()  # with it, a file edited by hand is refused (test_reads_hostile)
+    return path, model
 
 
 def test_missing_tensor_is_named(tmp_path):

@@ -216,7 +216,12 @@ def test_a_checkpoint_that_never_completes_is_refused(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match=f"being written by process {os.getpid()}"):
         glassformer.load(tmp_path)
     lock.release()
-    # With nobody writing, files changed since the manifest (by hand) are read as they are.
+    # With nobody writing, a file changed since the manifest is refused, naming it and the way to accept it;
+    # removing the manifest (the user's explicit choice) loads the files as they are.
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'model.safetensors'} differs from the SHA-256 in "
+                                              f".*if you changed it on purpose, remove {tmp_path / 'manifest.json'}"):
+        glassformer.load(tmp_path)
+    (tmp_path / "manifest.json").unlink()
     loaded, _ = glassformer.load(tmp_path)
     assert torch.equal(weights(loaded), weights(model(1)))
 
