@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 
 import numpy as np
 
@@ -17,11 +18,19 @@ _tokenizer: Tokenizer | None = None
 _dtype = None
 
 
-def start(tokenizer_path: str, dtype: str) -> None:
-    """Once per process: the tokenizer and the ids' dtype."""
+def start(tokenizer_path: str | None = None, dtype: str | None = None) -> None:
+    """Once per process: the tokenizer and the ids' dtype (none for a pass that only lists characters)."""
     global _tokenizer, _dtype
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker: the processes are the parallelism
-    _tokenizer, _dtype = load_tokenizer(tokenizer_path), np.dtype(dtype)
+    if tokenizer_path is not None:
+        _tokenizer, _dtype = load_tokenizer(tokenizer_path), np.dtype(dtype)
+
+
+def start_worker(*setup) -> None:
+    """A worker process's start: Ctrl-C is the parent's to answer (it stops the pool), so a worker
+    ignores SIGINT instead of printing a KeyboardInterrupt traceback of its own; then `start(*setup)`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    start(*setup)
 
 
 def encode(item: tuple[str, tuple[int, int]]) -> tuple[np.ndarray, tuple[int, int], int]:

@@ -9,7 +9,8 @@ import pytest
 
 import glassformer.prepare as prepare_module
 from glassformer.data import DataError
-from glassformer.prepare import Bounded, Shards, prepare
+from glassformer.prepare import Bounded, prepare
+from glassformer.shards import Shards
 from glassformer.tokenizers import load_tokenizer
 
 LINES = [f"line {i}: the quick brown fox {'jumps ' * (i % 5)}over the lazy dog\n" for i in range(120)]
@@ -120,7 +121,7 @@ def test_bad_inputs_are_one_line(corpus, tmp_path, monkeypatch):
         prepare([str(corpus)], tmp_path / "full", progress=False)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"txt": "no text field"}\n')
-    with pytest.raises(DataError, match="bad.jsonl: a line near byte .* \"text\" field"):
+    with pytest.raises(DataError, match="bad.jsonl: the line at byte .* \"text\" field"):
         prepare([str(bad)], tmp_path / "o2", workers=1, progress=False)
     prepare([str(corpus)], tmp_path / "o3", "char", workers=1, progress=False)
     with pytest.raises(DataError, match="other inputs or settings"):
