@@ -33,6 +33,7 @@ import os
 import signal
 import threading
 from contextlib import closing, contextmanager
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Iterator
 
@@ -283,40 +284,16 @@ def input_size(inputs: list[tuple[str, str]]) -> int:
 # Workers
 
 
-class Bounded:
-    """An iterator that lets at most `limit` items out before `release` is called for one:
-    Pool.imap reads its input as fast as it can, and would otherwise hold the whole corpus."""
-
-    def __init__(self, items: Iterator, limit: int):
-        self.items, self.limit, self.slots = items, limit, threading.Semaphore(limit)
-        self.closed = False
-
-    def __iter__(self):
-        for item in self.items:
-            self.slots.acquire()
-            if self.closed:
-                return
-            yield item
-
-    def release(self) -> None:
-        self.slots.release()
-
-    def close(self) -> None:
-        """Ends the iteration, waking a reader that waits for a slot (the pool's feeder thread, which
-        Pool.terminate joins: left waiting, it would hold the command forever)."""
-        self.closed = True
-        for _ in range(self.limit):
-            self.slots.release()
-
-
 @contextmanager
-def interrupts_blocked():
-    """Holds Ctrl-C back while worker processes start, then lets it through. A started process
-    inherits the signal mask, so the workers never see the SIGINT that a terminal sends the whole
-    process group: this process alone answers it, and stops them."""
+def deaf_to_interrupts():
+    """Processes started inside never see Ctrl-C: SIGINT is blocked meanwhile, and a started process
+    inherits the mask (a Ctrl-C pressed in the meantime is delivered here afterwards). A terminal
+    sends Ctrl-C to the whole process group; this process alone answers it, and stops the workers.
+    multiprocessing's resource tracker is started first: starting it unblocks SIGINT."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    resource_tracker.ensure_running()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
@@ -326,25 +303,75 @@ def interrupts_blocked():
 
 def parallel(function, items: Iterator, workers: int, setup: tuple = ()):
     """function(item) over items in order, in `workers` processes (in this one for workers <= 1);
-    `setup` are the arguments of prepare_worker.start, run once in each process first. However the
-    iteration ends (finished, an error, Ctrl-C, the generator closed), the workers are stopped."""
+    `setup` are the arguments of prepare_worker.start, run once in each process first.
+
+    Item i goes to worker i % workers over that worker's own pipe, and a worker is sent its next
+    item when a result comes back from it, so at most two items per worker are in flight and
+    memory stays bounded whatever the corpus (a worker reads its second while it works on the
+    first: prepare_worker.serve). Nothing is shared between the processes but the pipes (no locks
+    or semaphores, on which multiprocessing.Pool's terminate can deadlock), and however the
+    iteration ends (finished, an error, Ctrl-C, the generator closed) the workers are stopped.
+    """
     if workers <= 1:
         if setup:
             prepare_worker.start(*setup)
         yield from map(function, items)
         return
-    bounded = Bounded(items, 2 * workers)
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
-    with interrupts_blocked():
-        pool = context.Pool(workers, prepare_worker.start_worker, setup)
+    processes, pipes = [], []
     try:
-        for result in pool.imap(function, iter(bounded)):
+        with deaf_to_interrupts():
+            for _ in range(workers):
+                mine, theirs = context.Pipe()
+                process = context.Process(target=prepare_worker.serve, args=(theirs, function, setup), daemon=True)
+                process.start()
+                theirs.close()
+                processes.append(process)
+                pipes.append(mine)
+        items = iter(items)
+        sent = received = 0
+        while sent < 2 * workers and (item := next(items, None)) is not None:
+            send(pipes[sent % workers], processes[sent % workers], item)
+            sent += 1
+        while received < sent:
+            worker = received % workers
+            result = receive(pipes[worker], processes[worker])
+            received += 1
+            if (item := next(items, None)) is not None:  # the next item for the worker that is free again
+                send(pipes[worker], processes[worker], item)
+                sent += 1
             yield result
-            bounded.release()
     finally:
-        bounded.close()
-        pool.terminate()
-        pool.join()
+        for pipe in pipes:
+            pipe.close()
+        for process in processes:
+            process.terminate()  # SIGTERM: a worker ignores only SIGINT
+        for process in processes:
+            process.join()
+
+
+def worker_ended(process) -> DataError:
+    process.join(1)
+    return DataError(f"a data prepare worker process ended unexpectedly (exit status {process.exitcode})")
+
+
+def send(pipe, process, item) -> None:
+    """Sends a worker an item; one line if the worker is gone."""
+    try:
+        pipe.send(item)
+    except OSError:
+        raise worker_ended(process) from None
+
+
+def receive(pipe, process):
+    """A worker's next result; the exception it raised is raised here."""
+    try:
+        done, value = pipe.recv()
+    except (EOFError, OSError):
+        raise worker_ended(process) from None
+    if not done:
+        raise value
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
