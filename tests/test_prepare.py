@@ -109,6 +109,14 @@ def test_train_lm_from_prepared_shards(corpus, tmp_path, monkeypatch):
     assert np.isfinite(metrics["val_loss"])
     model, tok = load(tmp_path / "run")
     assert tok.vocab_size == load_tokenizer(tmp_path / "data" / "tokenizer.json").vocab_size == model.config.vocab_size
+    # The run kept the shards' tokenizer: resuming on them, and evaluating on their validation split, are accepted.
+    resumed = train_lm(tmp_path / "run", data=str(tmp_path / "data"), resume=True,
+                       overrides=["max_iters=4", "eval_interval=2"], progress=False)
+    assert np.isfinite(resumed["val_loss"])
+    from glassformer.lm import eval_lm
+
+    metrics = eval_lm(tmp_path / "run", str(tmp_path / "data"), device="cpu")
+    assert metrics["tokens"] == len(Shards(tmp_path / "data", "val")) - 1
 
 
 def test_bad_inputs_are_one_line(corpus, tmp_path, monkeypatch):
