@@ -186,6 +186,12 @@ def check_shards(out: Path, path: Path, record: dict) -> None:
             if size < expected or (record["done"] and size != expected):
                 raise DataError(f"{path}: key '{key}.tokens' is {entry['tokens']:,} ({expected:,} bytes of "
                                 f"{record['dtype']}), but {out / name} holds {size:,} bytes")
+        if record["done"]:  # a finished preparation has both splits, and no shard it does not list
+            if not entries:
+                raise DataError(f"{path}: key 'shards.{split}' is empty, but a finished preparation has both splits")
+            if os.path.lexists(out / shard_name(split, len(entries))):
+                raise DataError(f"{path}: key 'shards.{split}' lists {len(entries)} shards, but "
+                                f"{out / shard_name(split, len(entries))} is there too")
 
 
 def check_tokenizer(out: Path, path: Path, record: dict) -> None:

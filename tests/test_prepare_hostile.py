@@ -38,7 +38,7 @@ def made(tmp_path_factory):
     corpus = root / "corpus"
     corpus.mkdir()
     (corpus / "a.txt").write_text("".join(LINES), encoding="utf-8")
-    prepare([str(corpus)], root / "prepared", "char", workers=1, progress=False)
+    prepare([str(corpus)], root / "prepared", "char", workers=1, shard_tokens=2000, progress=False)  # 4 train shards
     other = root / "other.txt"
     other.write_text("".join(f"ZYXW {i} qv!\n" for i in range(300)), encoding="utf-8")
     prepare([str(other)], root / "other_prepared", "char", workers=1, progress=False)
@@ -176,6 +176,10 @@ CASES = [
      train_args, 1, ["shards.val[0].tokens", "bytes"]),
     ("tokens-negative", lambda t: edit_record(t / "prepared", lambda r: r["shards"]["val"][0].update(tokens=-1)),
      train_args, 1, ["shards.val[0].tokens", "at least 0"]),
+    ("last-shard-dropped", lambda t: edit_record(t / "prepared", lambda r: r["shards"]["train"].pop()), train_args,
+     1, ["'shards.train' lists 3 shards", "train_0003.bin is there too"]),
+    ("split-emptied", lambda t: edit_record(t / "prepared", lambda r: r["shards"].update(val=[])), train_args, 1,
+     ["'shards.val' is empty"]),
     ("key-missing", lambda t: edit_record(t / "prepared", lambda r: r.pop("vocab_size")), train_args, 1,
      ["prepare.json", "'vocab_size' is missing"]),
     ("vocab-size-lies", lambda t: edit_record(t / "prepared", lambda r: r.update(vocab_size=20)), train_args, 1,
