@@ -310,12 +310,16 @@ def cmd_data_fetch(args) -> int:
 
 
 def cmd_data_prepare(args) -> int:
-    from .prepare import prepare
+    from .data import DataError
+    from .prepare import check_options, prepare
 
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers must be at least 1; got {args.workers}")
+    try:  # every option's range, before any input is read
+        check_options(args.tokenizer, args.vocab_size, args.val_fraction, args.workers, args.shard_tokens, 1,
+                      args.tokenizer_file)
+    except DataError as e:
+        raise UsageError(str(e)) from None
     record = prepare(args.data, args.out, args.tokenizer, args.vocab_size, args.val_fraction, args.workers,
-                     tokenizer_file=args.tokenizer_file)
+                     shard_tokens=args.shard_tokens, tokenizer_file=args.tokenizer_file)
     tokens = {split: sum(s["tokens"] for s in shards) for split, shards in record["shards"].items()}
     print(plain(f"{args.out}: {tokens['train']:,} training and {tokens['val']:,} validation tokens in "
                 f"{sum(map(len, record['shards'].values()))} shards, vocabulary {record['vocab_size']:,}; "
@@ -477,8 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "with save_to_disk, or hf:NAME[:SPLIT]")
     prep.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char")
     prep.add_argument("--vocab-size", type=int, help="word/bpe vocabulary size (trained on the first 64 MB)")
-    prep.add_argument("--val-fraction", type=float, default=0.1, help="share of chunks kept for validation")
+    prep.add_argument("--val-fraction", type=float, default=0.1,
+                      help="share of chunks kept for validation, at most 0.5 (0.1)")
     prep.add_argument("--workers", type=int, help="encoding processes (default: every CPU)")
+    prep.add_argument("--shard-tokens", type=int, default=1 << 28, help="most tokens in one shard file (2^28)")
     prep.add_argument("--tokenizer-file", help="encode with this tokenizer (a run's tokenizer.json) instead of "
                                                "training one")
     prep.add_argument("--out", required=True, help="directory for the shards (new or empty; the same to resume)")

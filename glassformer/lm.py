@@ -34,9 +34,9 @@ from .data import (
 )
 from .device import pick_device
 from .gpt import GPT
-from .prepare import TOKENIZER, Shards, is_prepared
 from .rundir import run_directory
 from .runs import configs_for_run, resumed_configs, saved_train_config
+from .shards import META, TOKENIZER, Shards, check_same_tokenizer, is_prepared, read_record
 from .task import Batch
 from .tokenizers import load_tokenizer, train_tokenizer
 from .train import TrainConfig, run_training
@@ -176,13 +176,23 @@ def _train_lm(out: Path, data, tokenizer, vocab_size, preset, overrides, val_fra
                 raise ValueError(f"--init-from {init_from}: a GPT with its tokenizer is needed")
             model_cfg, window = model.config, min(window, model.config.block_size)
     if data not in (None, BUNDLED) and is_prepared(data):  # `glassformer data prepare`'s shards, any size
-        if init_from is not None:
-            raise ValueError("--init-from reads the text with the model's own tokenizer; give --data a text file")
-        if not resume:
-            tok = load_tokenizer(Path(data) / TOKENIZER)  # the vocabulary the shards were made with
+        prepared = read_record(data)  # checked as a whole; an unfinished one is refused, saying how to finish it
+        if resume:  # the run's ids must mean what the shards' ids mean
+            check_same_tokenizer(tok, str(out / "tokenizer.json"), data, prepared)
+        elif model is not None:
+            check_same_tokenizer(tok, f"--init-from {init_from}", data, prepared)
+        else:
+            for option, value in (("--vocab-size", vocab_size), ("--val-fraction", val_fraction)):
+                if value is not None:
+                    raise DataError(f"{option}: {data} was prepared with its own tokenizer and splits; leave "
+                                    f"{option} out (or give it to data prepare)")
+            tok = load_tokenizer(Path(data) / TOKENIZER)  # the vocabulary the shards were made with; the run keeps it
             model_cfg = with_vocabulary(model_cfg, tok.vocab_size, overrides)
-        train_ids, val_ids = Shards(data, "train"), Shards(data, "val")
+        train_ids, val_ids = Shards(data, "train", prepared), Shards(data, "val", prepared)
     else:
+        if data not in (None, BUNDLED) and Path(data).is_dir():
+            raise DataError(f"--data {data} is a directory without {META}: give a text file, or a "
+                            f"directory that glassformer data prepare wrote")
         text = load_corpus(data)
         train_text, val_text = split_text(text, train_cfg.val_fraction)
         if not resume and model is None:
@@ -204,12 +214,24 @@ def _train_lm(out: Path, data, tokenizer, vocab_size, preset, overrides, val_fra
 def eval_lm(model_dir, data: str, val_fraction: float | None = None, batch_size: int = 32,
             device: str = "auto", dtype: str | None = None) -> dict:
     """Loss and perplexity over every token of the validation split the run used; for a model
-    trained elsewhere (a Hugging Face directory), over the whole file unless val_fraction is given."""
+    trained elsewhere (a Hugging Face directory), over the whole file unless val_fraction is given.
+    A directory `data prepare` wrote is evaluated on its validation split, with the model's
+    tokenizer, which must be the one its shards were made with."""
     model, tok = load(model_dir, dtype=dtype)
     if tok is None:
         raise ValueError(f"{model_dir} has no tokenizer; it cannot read text")
     if not isinstance(model, GPT):
         raise ValueError(f"{model_dir} holds a translation model; use `glassformer eval translation`")
+    dev = pick_device(device)
+    if is_prepared(data):  # the validation split `data prepare` made, read as train lm reads it
+        if val_fraction is not None:
+            raise DataError(f"--val-fraction: {data} was prepared with its own validation split; leave it out")
+        prepared = read_record(data)
+        check_same_tokenizer(tok, f"{model_dir}'s tokenizer", data, prepared)
+        ids = Shards(data, "val", prepared)
+        if len(ids) < 2:
+            raise DataError(f"the validation split of {data} has {len(ids)} tokens; nothing to evaluate")
+        return evaluate_lm(model.to(dev), ids, batch_size, dev)
     meta = read_json(Path(model_dir) / CONFIG_FILE)
     if meta.get("format") == FORMAT:  # a glassformer run: its own validation split
         train_cfg = saved_train_config(meta, Path(model_dir) / CONFIG_FILE)  # one line for a malformed "train"
@@ -221,7 +243,6 @@ def eval_lm(model_dir, data: str, val_fraction: float | None = None, batch_size:
     ids = tok.encode(val_text)
     if len(ids) < 2:
         raise DataError(f"the validation split of {data} has {len(ids)} tokens; nothing to evaluate")
-    dev = pick_device(device)
     return evaluate_lm(model.to(dev), np.asarray(ids, dtype=np.int64), batch_size, dev)
 
 

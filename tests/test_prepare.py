@@ -2,14 +2,15 @@
 after a kill; read back across shard boundaries; trained on by `train lm`."""
 
 import json
-import threading
 
 import numpy as np
 import pytest
 
 import glassformer.prepare as prepare_module
+from glassformer import prepare_worker
 from glassformer.data import DataError
-from glassformer.prepare import Bounded, Shards, prepare
+from glassformer.prepare import parallel, prepare
+from glassformer.shards import Shards
 from glassformer.tokenizers import load_tokenizer
 
 LINES = [f"line {i}: the quick brown fox {'jumps ' * (i % 5)}over the lazy dog\n" for i in range(120)]
@@ -108,6 +109,14 @@ def test_train_lm_from_prepared_shards(corpus, tmp_path, monkeypatch):
     assert np.isfinite(metrics["val_loss"])
     model, tok = load(tmp_path / "run")
     assert tok.vocab_size == load_tokenizer(tmp_path / "data" / "tokenizer.json").vocab_size == model.config.vocab_size
+    # The run kept the shards' tokenizer: resuming on them, and evaluating on their validation split, are accepted.
+    resumed = train_lm(tmp_path / "run", data=str(tmp_path / "data"), resume=True,
+                       overrides=["max_iters=4", "eval_interval=2"], progress=False)
+    assert np.isfinite(resumed["val_loss"])
+    from glassformer.lm import eval_lm
+
+    metrics = eval_lm(tmp_path / "run", str(tmp_path / "data"), device="cpu")
+    assert metrics["tokens"] == len(Shards(tmp_path / "data", "val")) - 1
 
 
 def test_bad_inputs_are_one_line(corpus, tmp_path, monkeypatch):
@@ -120,7 +129,7 @@ def test_bad_inputs_are_one_line(corpus, tmp_path, monkeypatch):
         prepare([str(corpus)], tmp_path / "full", progress=False)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"txt": "no text field"}\n')
-    with pytest.raises(DataError, match="bad.jsonl: a line near byte .* \"text\" field"):
+    with pytest.raises(DataError, match="bad.jsonl: the line at byte .* \"text\" field"):
         prepare([str(bad)], tmp_path / "o2", workers=1, progress=False)
     prepare([str(corpus)], tmp_path / "o3", "char", workers=1, progress=False)
     with pytest.raises(DataError, match="other inputs or settings"):
@@ -129,22 +138,24 @@ def test_bad_inputs_are_one_line(corpus, tmp_path, monkeypatch):
         prepare([str(corpus)], tmp_path / "o4", "char", vocab_size=10, workers=1, progress=False)
 
 
-def test_bounded_lets_out_at_most_its_limit():
-    outstanding, most = [0], [0]
-    lock = threading.Lock()
+def test_parallel_keeps_order_bounds_what_is_in_flight_and_raises_a_workers_error(tmp_path):
+    from glassformer.tokenizers import train_tokenizer
+
+    tok = train_tokenizer("char", "0123456789\n")
+    tok.save(tmp_path / "tok.json")
+    setup = (str(tmp_path / "tok.json"), "uint16")
+    taken, given = [0], [0]
 
     def items():
-        for i in range(50):
-            with lock:
-                outstanding[0] += 1
-                most[0] = max(most[0], outstanding[0])
-            yield i
+        for i in range(30):
+            taken[0] += 1
+            assert taken[0] - given[0] <= 2 * 2 + 1  # two per worker in flight, and the one being read
+            yield f"{i}\n", (0, i)
 
-    bounded = Bounded(items(), 4)
-    seen = []
-    for item in bounded:
-        seen.append(item)
-        with lock:
-            outstanding[0] -= 1
-        bounded.release()
-    assert seen == list(range(50)) and most[0] <= 4
+    decoded = []
+    for ids, position, size in parallel(prepare_worker.encode, items(), 2, setup):
+        given[0] += 1
+        decoded.append((position, tok.decode(ids)))
+    assert decoded == [((0, i), f"{i}\n") for i in range(30)]  # in order, each chunk's own ids
+    with pytest.raises(AttributeError):  # raised in a worker (None has no splitlines), raised again here
+        list(parallel(prepare_worker.encode, iter([("1\n", (0, 0)), (None, (0, 1))]), 2, setup))
