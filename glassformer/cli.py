@@ -311,6 +311,7 @@ def cmd_data_fetch(args) -> int:
 
 def cmd_data_prepare(args) -> int:
     from .data import DataError
+    from .files import check_output_dir
     from .prepare import check_options, prepare
 
     try:  # every option's range, before any input is read
@@ -318,6 +319,7 @@ def cmd_data_prepare(args) -> int:
                       args.tokenizer_file)
     except DataError as e:
         raise UsageError(str(e)) from None
+    check_output_dir(args.out, "--out", own="prepared-data directory")  # never into a run or a checkpoint
     record = prepare(args.data, args.out, args.tokenizer, args.vocab_size, args.val_fraction, args.workers,
                      shard_tokens=args.shard_tokens, tokenizer_file=args.tokenizer_file)
     tokens = {split: sum(s["tokens"] for s in shards) for split, shards in record["shards"].items()}

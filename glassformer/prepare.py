@@ -44,7 +44,7 @@ import numpy as np
 from . import prepare_worker
 from .config import LIMITS
 from .data import LINE_LIMIT_ENV, MAX_LINE_CHARS, DataError, check_regular_file, env_limit, ids_dtype
-from .files import atomic_write_text
+from .files import atomic_write_text, writing
 from .rundir import LOCK_FILE, RunLock, remove_leftovers
 from .shards import META, TOKENIZER, file_sha256, read_record, shard_name
 from .tokenizers import SPECIALS, Tokenizer, load_tokenizer, train_tokenizer
@@ -437,7 +437,7 @@ class ShardWriter:
             take = ids[: self.limit - shard["tokens"]]
             # A new shard starts empty: a killed run may have left a file of that name that it never recorded.
             fd = self.open(shard["file"], os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if new else os.O_APPEND))
-            with open(fd, "wb", closefd=True) as f:
+            with writing(self.out / shard["file"]), open(fd, "wb", closefd=True) as f:  # a full disk: one line
                 f.write(take.astype(self.dtype, copy=False).tobytes())
             shard["tokens"] += len(take)
             ids = ids[len(take):]

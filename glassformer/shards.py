@@ -24,12 +24,12 @@ import numpy as np
 
 from .config import LIMITS
 from .data import DataError, check_regular_file, ids_dtype
+from .reading import read_json
 from .tokenizers import Tokenizer, load_tokenizer
 
 META = "prepare.json"
 TOKENIZER = "tokenizer.json"
 SPLITS = ("train", "val")
-MAX_META_BYTES = 64 << 20  # about 40 bytes a shard: room for a million shards
 MAX_TOKENIZER_BYTES = 1 << 30
 HASH_CHUNK = 1 << 20
 # Every key of a record, and the JSON type its value must have (bool is not an int here).
@@ -81,27 +81,6 @@ def check_same_tokenizer(tok: Tokenizer, name: str, out, record: dict) -> None:
                         f"with that tokenizer (data prepare --tokenizer-file)")
 
 
-def read_meta_json(path: Path):
-    """The JSON value in `path`, a regular file of at most MAX_META_BYTES; one line naming it otherwise."""
-    check_regular_file(path)
-    if (size := path.stat().st_size) > MAX_META_BYTES:
-        raise DataError(f"{path} is {size:,} bytes, more than {MAX_META_BYTES:,}: not a record data prepare wrote")
-    with open(path, "rb") as f:
-        raw = f.read(MAX_META_BYTES + 1)  # bounded again: the file may grow while it is read
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text (invalid byte 0x{raw[e.start]:02x} at offset {e.start})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    except RecursionError:
-        raise DataError(f"{path} is not a record data prepare wrote: its JSON is nested too deeply") from None
-    except ValueError as e:  # an integer of more digits than Python converts
-        raise DataError(f"{path} is not valid JSON ({e})") from None
-
-
 def has_type(value, kind: type) -> bool:
     return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
 
@@ -128,7 +107,7 @@ def read_record(out, finished: bool = True) -> dict:
     """
     out = Path(out)
     path = out / META
-    record = read_meta_json(path)
+    record = read_json(path)  # a regular file, bounded, UTF-8, nesting bounded: one line naming it otherwise
     if not isinstance(record, dict):
         raise DataError(f"{path} does not hold a JSON object: not a record data prepare wrote")
     for key, kind in KEYS.items():
