@@ -33,7 +33,9 @@ The scaled-down form (also described in docs/testing.md):
   port), in the background; the address it prints must answer 200, then Ctrl-C (SIGINT) must
   end it with status 130.
 
-Everything else runs as written (pipes included). Each command must exit 0.
+Everything else runs as written (pipes included), with OMP_NUM_THREADS=1: on a shared 2-core
+CPU, OpenMP teams spinning at their barriers against each other made single commands several
+times slower. Each command must exit 0.
 """
 
 from __future__ import annotations
@@ -262,7 +264,7 @@ def make_sandbox(root: Path, shared: Path, commands: list[str]) -> dict[str, str
     env.update(HOME=str(home), GLASSFORMER_CACHE=str(cache), XDG_CACHE_HOME=str(shared / "xdg-cache"),
                PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
                PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", BROWSER="true",
-               MPLBACKEND="Agg")
+               MPLBACKEND="Agg", OMP_NUM_THREADS="1")
     return env
 
 
