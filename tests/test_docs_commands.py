@@ -27,8 +27,9 @@ The scaled-down form (also described in docs/testing.md):
   `--set max_iters=2 --set eval_interval=2 --set eval_iters=1` appended; translation also a
   tiny model (`d_model=32 d_ff=64 n_head=2`, one encoder and one decoder layer, `block_size=32`,
   `batch_tokens=512`), so that its evaluations take seconds.
-- `python bench/NAME.py ...` runs as `python bench/NAME.py --help`; every option the page
-  gives it must be one the help lists.
+- `python bench/NAME.py ...` runs as `python bench/NAME.py --help` (a page's benchmarks in one
+  process, so torch is imported once); every option the page gives it must be one the help
+  lists.
 - `glassformer explore ...` runs with `--no-browser` and `--port 0` (in place of any other
   port), in the background; the address it prints must answer 200, then Ctrl-C (SIGINT) must
   end it with status 130.
@@ -307,14 +308,40 @@ def run_explore(command: str, cwd: Path, env: dict[str, str]) -> str | None:
             print(err.read_text(errors="replace")[-2000:])
 
 
-def run_bench_help(command: str, cwd: Path, env: dict[str, str]) -> str | None:
-    script, args = BENCH.match(command).groups()
-    result = subprocess.run(["python", script, "--help"], cwd=cwd, env=env, capture_output=True, text=True,
+# Runs `SCRIPT --help` for each script named on its command line, in one process (torch is
+# imported once, not once a script), and prints {script: [exit status, help text]} as JSON.
+HELP_ALL = """
+import contextlib, io, json, runpy, sys
+out = {}
+for script in sys.argv[1:]:
+    buf, code = io.StringIO(), 0
+    sys.argv = [script, "--help"]
+    with contextlib.redirect_stdout(buf):
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except SystemExit as e:
+            code = e.code or 0
+    out[script] = [code, buf.getvalue()]
+print(json.dumps(out))
+"""
+
+
+def bench_helps(commands: list[str], cwd: Path, env: dict[str, str]) -> dict[str, str | None]:
+    """For each `python bench/NAME.py ...` command: None if `--help` exits 0 and lists every option
+    the command gives, else what is wrong."""
+    scripts = sorted({BENCH.match(c).group(1) for c in commands})
+    result = subprocess.run(["python", "-c", HELP_ALL, *scripts], cwd=cwd, env=env, capture_output=True, text=True,
                             timeout=TIMEOUT_S)
     if result.returncode != 0:
-        return f"--help exited {result.returncode}\n{result.stderr[-3000:]}"
-    unknown = [o for o in re.findall(r"(?<!\S)(--[\w-]+)", args) if o not in result.stdout]
-    return f"options not in its --help: {unknown}" if unknown else None
+        return dict.fromkeys(commands, f"--help failed: exit {result.returncode}\n{result.stderr[-3000:]}")
+    helps, problems = json.loads(result.stdout.splitlines()[-1]), {}
+    for command in commands:
+        script, args = BENCH.match(command).groups()
+        code, text = helps[script]
+        unknown = [o for o in re.findall(r"(?<!\S)(--[\w-]+)", args) if o not in text]
+        problems[command] = (f"--help exited {code}" if code else
+                             f"options not in its --help: {unknown}" if unknown else None)
+    return problems
 
 
 def page_id(path: Path) -> str:
@@ -332,6 +359,8 @@ def test_documented_commands_run(page, shared, tmp_path):
     sandbox.mkdir()
     env = make_sandbox(sandbox, shared, commands)
     failures, assignments, started = [], [], time.monotonic()
+    benches = bench_helps([c for c in commands if BENCH.match(c)], sandbox, env) if any(
+        BENCH.match(c) for c in commands) else {}
     for block in blocks:
         if block.skip:
             print(f"{block.page}:{block.line}: skipped ({block.skip}): {block.commands}")
@@ -339,7 +368,7 @@ def test_documented_commands_run(page, shared, tmp_path):
         for command in block.commands:
             t0 = time.monotonic()
             if BENCH.match(command):
-                problem = run_bench_help(command, sandbox, env)
+                problem = benches[command]  # run above, all of the page's at once
             elif EXPLORE.match(command):
                 problem = run_explore(scaled(command), sandbox, env)
             else:
