@@ -25,7 +25,7 @@ from ..explain.generation import gpt_generation, seq2seq_generation, stages
 from ..explain.html import render_html
 from ..explain.narration import check_lang
 from ..explain.walkthrough import CORPUS, Subject, step_data, token_label, token_labels, walkthrough_data
-from ..generate import check_sampling
+from ..generate import check_sampling, within_vocabulary
 from ..layers import MultiHeadAttention
 from ..seq2seq import Seq2Seq
 
@@ -173,6 +173,10 @@ class Explorer:
         self.params = dict(self.model.named_parameters(remove_duplicate=False))  # tied weights under each name
         self.attention = {name: m for name, m in self.model.named_modules() if isinstance(m, MultiHeadAttention)}
         self.labels = token_labels(subject.tgt_tok, range(subject.tgt_tok.vocab_size))
+        # The ids a next token may be: a model's vocabulary may be padded beyond its tokenizer's
+        # (Qwen2.5, GPT-2 exports), and the padded ids are no token, so no view lists or picks them.
+        c = self.model.config
+        self.vocab_limit = min(len(self.labels), c.tgt_vocab_size if self.seq2seq else c.vocab_size)
         self.run_values = RUN_VALUES  # /api/run's budget of values
         self.lock = threading.Lock()  # one model: requests take turns
         self.endpoints = {"run": self.run, "step": self.step, "sample": self.sample, "next": self.next,
@@ -329,6 +333,7 @@ class Explorer:
             out["walkthrough"] = walkthrough_data(walkthrough, within_budget(walkthrough, max_values, self.run_values))
             if not self.seq2seq:
                 lens = analysis.logit_lens(self.model, inputs.ids)  # (n_layer + 1, T, V); the last is the logits
+                lens = within_vocabulary(lens, self.vocab_limit)  # (n_layer + 1, T, V'): the tokenizer's ids
                 out["lens"] = lens_data(lens, self.tok)
                 logits = lens[-1, -1]
                 order = logits.argsort(descending=True, stable=True)[:NEXT_SHOWN]
@@ -360,7 +365,7 @@ class Explorer:
         with self.edited(inputs), analysis.inference(self.model):
             logits = analysis.forward(self.model, torch.tensor([inputs.ids]))[0, -1]
         return stages(logits, settings["temperature"], settings["top_k"], settings["top_p"], self.labels,
-                      show=NEXT_SHOWN)[0]
+                      show=NEXT_SHOWN, vocab_limit=self.vocab_limit)[0]
 
     def next(self, body: dict) -> dict:
         """A GPT: one generation step, the text with the new token; a Seq2Seq model: the greedy translation."""
