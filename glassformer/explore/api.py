@@ -84,6 +84,15 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def as_finite(value) -> float | None:
+    """A number as a finite float; None for NaN, infinities and ints too large for a float."""
+    try:
+        value = float(value)
+    except OverflowError:  # an int past 1.8e308
+        return None
+    return value if math.isfinite(value) else None
+
+
 def integer(body: dict, name: str, default: int | None, low: int, high: int, nullable: bool = False) -> int | None:
     """body[name] as an int in [low, high] (default when absent; None allowed where nullable)."""
     value = body.get(name, default)
@@ -103,10 +112,12 @@ def number(body: dict, name: str, default: float | None, low: float, high: float
         return None
     if not is_number(value):
         raise ApiError(422, f"{name} must be a number; got {type(value).__name__}")
-    value = float(value)
-    if not low <= value <= high:
-        raise ApiError(422, f"{name} must be between {low:g} and {high:g}; got {value:g}")
-    return value
+    finite = as_finite(value)
+    if finite is None:  # an int past a float's range (the server refuses those earlier, a caller may not)
+        raise ApiError(422, f"{name} must be between {low:g} and {high:g}; got a number too large for a float")
+    if not low <= finite <= high:
+        raise ApiError(422, f"{name} must be between {low:g} and {high:g}; got {finite:g}")
+    return finite
 
 
 def boolean(body: dict, name: str, default: bool) -> bool:
@@ -236,31 +247,37 @@ class Explorer:
             raise ApiError(422, "text must be a string" if "text" in body else "text is missing")
         if len(text) > TEXT_CHARS:
             raise ApiError(413, f"the text has {len(text)} characters; the explorer reads at most {TEXT_CHARS}")
+        surrogate = next((i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff"), None)
+        if surrogate is not None:  # half of a UTF-16 pair, which JSON may escape: no character, no UTF-8
+            raise ApiError(422, f"the text is not Unicode: a lone surrogate {text[surrogate]!r} "
+                                f"at character {surrogate}")
         ids = self.tok.encode(text)  # ValueError (a character it has no id for) -> 422
         most = self.limits()["text_tokens"]
         if not ids:
             raise ApiError(422, "the text encodes to no tokens")
         if len(ids) > most:
             raise ApiError(413, f"the text is {len(ids)} tokens; this model reads at most {most}")
-        edits, ablations = self.edits(objects(body, "edits")), self.ablations(objects(body, "ablate"))
-        if len(edits) + len(ablations) > MAX_EDITS:
-            raise ApiError(413, f"{len(edits) + len(ablations)} edits and ablations; at most {MAX_EDITS} a request")
-        return Inputs(text, ids, edits, ablations)
+        edit_items, ablate_items = objects(body, "edits"), objects(body, "ablate")
+        if len(edit_items) + len(ablate_items) > MAX_EDITS:  # counted before each is read
+            raise ApiError(413, f"{len(edit_items) + len(ablate_items)} edits and ablations; "
+                                f"at most {MAX_EDITS} a request")
+        return Inputs(text, ids, self.edits(edit_items), self.ablations(ablate_items))
 
     def edits(self, items: list[dict]) -> list[Edit]:
         out = []
         for item in items:
             check_fields(item, ("name", "index", "value"))
             name, index, value = item.get("name"), item.get("index"), item.get("value")
+            if not isinstance(name, str):  # checked first: a list or object cannot even be looked up
+                raise ApiError(422, "edits: name must be a parameter's name (a string)")
             if name not in self.params:
-                raise ApiError(422, f"edits: no parameter named {echo(name)}" if isinstance(name, str)
-                               else "edits: name must be a parameter's name (a string)")
+                raise ApiError(422, f"edits: no parameter named {echo(name)}")
             shape = tuple(self.params[name].shape)
             if not isinstance(index, list) or not all(is_int(i) for i in index) or len(index) != len(shape):
                 raise ApiError(422, f"edits: the index of {name} must be {len(shape)} integers (shape {list(shape)})")
             if not all(0 <= i < n for i, n in zip(index, shape)):
                 raise ApiError(422, f"edits: index {index} is outside {name} (shape {list(shape)})")
-            if not is_number(value) or not math.isfinite(value) or abs(value) > MAX_EDIT_VALUE:
+            if not is_number(value) or as_finite(value) is None or abs(value) > MAX_EDIT_VALUE:
                 raise ApiError(422, f"edits: value must be a finite number with |value| <= {MAX_EDIT_VALUE:g}")
             out.append(Edit(name, tuple(index), float(value)))
         return out
@@ -270,7 +287,7 @@ class Explorer:
         for item in items:
             check_fields(item, ("module", "head"))
             module, head = item.get("module"), item.get("head")
-            if module not in self.attention:
+            if not isinstance(module, str) or module not in self.attention:
                 raise ApiError(422, f"ablate: module must be an attention module, one of {', '.join(self.attention)}")
             n_head = self.attention[module].n_head
             if not is_int(head) or not 0 <= head < n_head:
