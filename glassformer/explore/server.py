@@ -155,7 +155,7 @@ def bounded_float(text: str) -> float:
 
 
 def lone_surrogate(data) -> str | None:
-    """The first lone surrogate in a string, key or value of the parsed body (JSON may escape
+    """A lone surrogate in a string, key or value of the parsed body (JSON may escape
     one, "\\ud800", but it is no character and has no UTF-8), or None. A stack, not recursion:
     the body may be nested as deeply as the JSON parser allows."""
     todo = [data]
