@@ -84,13 +84,14 @@ def test_the_rig_makes_a_padded_id_win_without_the_limit(model, tok):
 def test_stream_never_produces_an_id_beyond_the_tokenizer(model, tok, settings, use_cache):
     if use_cache:
         assert model.decode_step(2) is not None  # the cached path really goes through the fast step
-    ids = torch.tensor([prompt(tok), prompt(tok, "a mat. ")])  # two rows of 7
+    two_rows = torch.tensor([prompt(tok), prompt(tok, "a mat. ")])  # two rows of 7
     for seed in range(4):
-        steps = list(stream(model, ids, 24, seed=seed, use_cache=use_cache, vocab_limit=tok.vocab_size,
-                            **settings))  # past block_size 16: the window slides too
-        produced = torch.stack(steps)
-        assert produced.shape == (24, 2)
-        assert int(produced.max()) < tok.vocab_size and int(produced.min()) >= 0
+        for ids in (two_rows, two_rows[:1]):  # one row: the C step kernel where it is built
+            steps = list(stream(model, ids, 24, seed=seed, use_cache=use_cache, vocab_limit=tok.vocab_size,
+                                **settings))  # past block_size 16: the window slides too
+            produced = torch.stack(steps)
+            assert produced.shape == (24, len(ids))
+            assert int(produced.max()) < tok.vocab_size and int(produced.min()) >= 0
 
 
 def test_generate_and_greedy_pick_the_best_real_id(model, tok):
