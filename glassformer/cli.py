@@ -269,7 +269,10 @@ def cmd_explore(args) -> int:
         raise UsageError(f"--port must be between 0 (any free port) and 65535; got {args.port}")
     from .explore.server import serve
 
-    return serve(args.model, args.host, args.port, browser=not args.no_browser, lang=args.lang)
+    host = args.host
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # an IPv6 address as a URL writes it, [::1]: the socket takes ::1
+    return serve(args.model, host, args.port, browser=not args.no_browser, lang=args.lang)
 
 
 def cmd_plot_attention(args) -> int:

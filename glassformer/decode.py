@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from .data import right_pad, source_ids
-from .generate import SequenceDecoder, decode_steps, running, top_k
+from .generate import SequenceDecoder, check_vocab_limit, decode_steps, running, top_k, within_vocabulary
 
 # ---------------------------------------------------------------------------------------------
 # Small pure pieces
@@ -45,10 +45,16 @@ def source_lengths(src: torch.Tensor, src_mask: torch.Tensor | None) -> list[int
     return src_mask.sum(dim=1).tolist()
 
 
-def next_log_probs(logits: torch.Tensor, banned: list[int]) -> torch.Tensor:
-    """logits (N, V) -> log-probabilities (N, V) in float32, with `banned` ids at -inf."""
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    logprobs[:, banned] = float("-inf")  # after the softmax: the other tokens keep their model scores
+def next_log_probs(logits: torch.Tensor, banned: list[int], vocab_limit: int | None = None) -> torch.Tensor:
+    """logits (N, V) -> log-probabilities (N, V') in float32, with `banned` ids at -inf.
+
+    vocab_limit: the target tokenizer's size where the model's vocabulary is padded beyond it;
+    the ids from it up are no token, so they are dropped before the softmax (V' = vocab_limit)
+    and the real ids' probabilities sum to one. None: every id (V' = V).
+    """
+    logprobs = torch.log_softmax(within_vocabulary(logits, vocab_limit).float(), dim=-1)
+    inside = [i for i in banned if i < logprobs.size(-1)]  # a banned id beyond the limit is gone already
+    logprobs[:, inside] = float("-inf")  # after the softmax: the other tokens keep their model scores
     return logprobs
 
 
@@ -132,14 +138,17 @@ def sentences_to_decode(model, src, src_mask, max_len_a: float, max_len_b: float
 
 
 def greedy(model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor | None = None, *,
-           max_len_a: float = 1.5, max_len_b: float = 10, use_cache: bool = True) -> list[list[int]]:
+           max_len_a: float = 1.5, max_len_b: float = 10, use_cache: bool = True,
+           vocab_limit: int | None = None) -> list[list[int]]:
     """The most likely next token at every step, for every row at once; the target ids per row.
 
     A row that ends leaves the batch, so the decoder works only on the rows still going.
     use_cache=False runs the whole target prefix through the decoder at every step (the
     reference the cached path is tested against); the result is the same.
+    vocab_limit: no id at or above it is produced (the target tokenizer's size; None: any id).
     """
     c = model.config
+    check_vocab_limit(vocab_limit, c.tgt_vocab_size)
     limits, todo, decoder = sentences_to_decode(model, src, src_mask, max_len_a, max_len_b, use_cache)
     answers: list[list[int]] = [[] for _ in limits]
     if decoder is None:
@@ -147,7 +156,7 @@ def greedy(model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor | None = 
     banned = banned_ids(c)
 
     def most_likely(logits: torch.Tensor) -> torch.Tensor:
-        return next_log_probs(logits, banned).argmax(dim=-1)  # ties: the lower id
+        return next_log_probs(logits, banned, vocab_limit).argmax(dim=-1)  # ties: the lower id
 
     limit = torch.tensor(limits, device=src.device)[todo]
     steps = list(decode_steps(decoder, int(limit.max()), most_likely, c.eos_id, limit))
@@ -162,7 +171,8 @@ def greedy(model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor | None = 
 
 def beam_search(model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor | None = None, *, beam: int = 5,
                 length_penalty: float = 0.6, max_len_a: float = 1.5, max_len_b: float = 10,
-                record: Callable[[int, list[list[dict]]], None] | None = None) -> list[list[int]]:
+                record: Callable[[int, list[list[dict]]], None] | None = None,
+                vocab_limit: int | None = None) -> list[list[int]]:
     """Beam search over every row at once; the best target ids per row.
 
     Each sentence holds `beam` places for hypotheses, live or finished. A hypothesis's score is
@@ -178,10 +188,12 @@ def beam_search(model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor | No
 
     record: called at every step with the step and, per sentence still decoding, its best 2K
     candidates (`beam_tree`): the tree that `glassformer explain --beam` shows.
+    vocab_limit: no id at or above it is produced (the target tokenizer's size; None: any id).
     """
     if beam < 1:
         raise ValueError(f"beam must be >= 1; got {beam}")
     c, K = model.config, beam
+    check_vocab_limit(vocab_limit, c.tgt_vocab_size)
     limits, todo, decoder = sentences_to_decode(model, src, src_mask, max_len_a, max_len_b)
     answers: list[list[int]] = [[] for _ in limits]
     if decoder is None:
@@ -195,10 +207,11 @@ def beam_search(model: nn.Module, src: torch.Tensor, src_mask: torch.Tensor | No
     places = torch.arange(K, device=device)
     logits = decoder.start()  # (A*W, V)
     for step in range(1, int(limit.max()) + 1):
-        A, W, V = *scores.shape, logits.size(-1)
+        logprobs = next_log_probs(logits, banned, vocab_limit)  # (A*W, V), V the ids that may be chosen
+        A, W, V = *scores.shape, logprobs.size(-1)
         # Every one-token extension of every hypothesis; float32 log-probs summed in float64, so
         # distinct candidates stay distinct and ties break as in greedy.
-        candidates = scores[:, :, None] + next_log_probs(logits, banned).view(A, W, V)  # (A, W, V)
+        candidates = scores[:, :, None] + logprobs.view(A, W, V)  # (A, W, V)
         top, index = top_k(candidates.view(A, W * V), K)  # (A, K) best first
         parent, token = index // V, index % V  # which hypothesis each pick extends, by which token
         before = hypotheses  # (A, W, step - 1)
@@ -256,11 +269,12 @@ def beam_tree(candidates, hypotheses, picked, ended, step: int, length_penalty: 
 
 def translate_texts(model: nn.Module, tokenizer, sentences: list[str], *, beam: int = 1,
                     length_penalty: float = 0.6, batch_size: int = 64, max_len_a: float = 1.5,
-                    max_len_b: float = 10, **kw) -> list[str]:
+                    max_len_b: float = 10, vocab_limit: int | None = None, **kw) -> list[str]:
     """Translations of `sentences`, in the same order.
 
     Sentences are batched by length (sorted, so little padding) and decoded with `greedy`
     (beam=1) or `beam_search`; `kw` goes to that function (e.g. use_cache for greedy).
+    vocab_limit: the target tokenizer's size where the model's vocabulary is padded beyond it.
     Sentences without tokens translate to "" without running the model. Sources longer than
     the block are truncated, with one warning that counts them.
     """
@@ -273,7 +287,7 @@ def translate_texts(model: nn.Module, tokenizer, sentences: list[str], *, beam: 
                       f"{model.config.block_size} tokens and were truncated", stacklevel=2)
     device = next(model.parameters()).device
     todo = sorted((i for i, ids in enumerate(sources) if ids), key=lambda i: len(sources[i]))
-    lengths = dict(max_len_a=max_len_a, max_len_b=max_len_b)
+    lengths = dict(max_len_a=max_len_a, max_len_b=max_len_b, vocab_limit=vocab_limit)
     translations = [""] * len(sentences)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start: start + batch_size]

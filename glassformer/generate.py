@@ -2,7 +2,8 @@
 feeds it back, and decides when to stop. It is the one decoding core: language-model sampling
 here, translation's greedy and beam search in glassformer.decode, all on the same pieces:
 
-  selection   `top_k` (ties to the lower index), `filter_top_k`, `filter_top_p`, `next_token`
+  selection   `top_k` (ties to the lower index), `filter_top_k`, `filter_top_p`, `next_token`;
+              `within_vocabulary` drops the ids a padded vocabulary has beyond its tokenizer's
   a Decoder   next-token logits for rows of sequences with a KV cache: `start`, `step`, `keep`
               (`LanguageModelDecoder` for a GPT; decode.Seq2SeqDecoder for a translation model)
   the loop    `decode_steps`: choose a token per row, feed it back, drop rows that finished
@@ -36,6 +37,28 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
         raise ValueError(f"top_k must be >= 1 (or None for no limit); got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] (or None for no limit); got {top_p}")
+
+
+def check_vocab_limit(vocab_limit: int | None, vocab_size: int) -> None:
+    """Raises ValueError unless vocab_limit is None or an int from 1 to the model's vocab_size."""
+    if vocab_limit is None:
+        return
+    if isinstance(vocab_limit, bool) or not isinstance(vocab_limit, int) or not 1 <= vocab_limit <= vocab_size:
+        raise ValueError(f"vocab_limit must be an integer from 1 to the model's vocab_size {vocab_size} "
+                         f"(or None for every id); got {vocab_limit!r}")
+
+
+def within_vocabulary(logits: torch.Tensor, vocab_limit: int | None) -> torch.Tensor:
+    """logits (..., V) -> (..., vocab_limit): only the ids below vocab_limit (all of them if None).
+
+    A model's vocabulary may be padded beyond its tokenizer's (Qwen2.5 pads 151,665 tokens to
+    151,936 rows; GPT-2 exports pad to a multiple of 64); the padded ids are no token, so they
+    must never be chosen. Dropping their columns keeps every other id where it was, and a
+    softmax afterwards is the model's distribution renormalised over the real ids.
+    """
+    if vocab_limit is None or vocab_limit >= logits.size(-1):
+        return logits
+    return logits[..., :vocab_limit]
 
 
 def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,14 +114,17 @@ def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-               top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+               top_p: float | None = None, generator: torch.Generator | None = None,
+               vocab_limit: int | None = None) -> torch.Tensor:
     """logits (B, V) for the next position -> token ids (B,).
 
     temperature 0 or top_k 1 is greedy (argmax, ties to the lower id, no randomness used).
     Otherwise the logits are divided by the temperature, filtered by top-k and then top-p,
     and one id per row is drawn from the softmax with `generator` (the global RNG if None).
+    vocab_limit: only ids below it are ever chosen (`within_vocabulary`); None: any id.
     """
     check_sampling(temperature, top_k, top_p)
+    logits = within_vocabulary(logits, vocab_limit)  # (B, V) -> (B, vocab_limit)
     if temperature == 0 or top_k == 1:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -256,7 +282,8 @@ def decode_steps(decoder: Decoder, steps: int, choose: Callable[[torch.Tensor], 
 
 def stream(model: nn.Module, ids: Any, max_new_tokens: int, *, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-           eos_id: int | Sequence[int] | None = None, use_cache: bool = True) -> Iterator[torch.Tensor]:
+           eos_id: int | Sequence[int] | None = None, use_cache: bool = True,
+           vocab_limit: int | None = None) -> Iterator[torch.Tensor]:
     """Yields the new token ids, a (B,) long tensor per step, up to `max_new_tokens` steps.
 
     ids: (B, T) tensor, or a 1-D tensor or list of ints (one row); at least one id. A prompt
@@ -266,6 +293,8 @@ def stream(model: nn.Module, ids: Any, max_new_tokens: int, *, temperature: floa
     eos_id: a row that produced eos is finished and keeps yielding eos_id (the batch keeps
     its shape); the stream ends early once every row is finished.
     use_cache=False recomputes the window every step; the tokens are the same either way.
+    vocab_limit: the tokenizer's vocab_size where the model's is padded beyond it: no id at or
+    above it is ever produced (None: any id of the model).
     Arguments are checked (and the long-prompt warning given) when this is called, not
     at the first step. Each step runs in eval mode and inference mode, and the model's
     training flags are restored before the step's tokens are yielded.
@@ -274,6 +303,7 @@ def stream(model: nn.Module, ids: Any, max_new_tokens: int, *, temperature: floa
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0; got {max_new_tokens}")
     vocab_size, block_size = model.config.vocab_size, model.config.block_size
+    check_vocab_limit(vocab_limit, vocab_size)
     for end in [] if eos_id is None else [eos_id] if isinstance(eos_id, int) else eos_id:
         if not 0 <= end < vocab_size:
             raise ValueError(f"eos_id {end} is outside the vocabulary (size {vocab_size})")
@@ -286,7 +316,7 @@ def stream(model: nn.Module, ids: Any, max_new_tokens: int, *, temperature: floa
         generator.manual_seed(seed)
 
     def choose(logits: torch.Tensor) -> torch.Tensor:
-        return next_token(logits, temperature, top_k, top_p, generator)
+        return next_token(logits, temperature, top_k, top_p, generator, vocab_limit)
 
     decoder = LanguageModelDecoder(model, prompt, use_cache)
     return decode_steps(decoder, max_new_tokens, choose, eos_id, drop_finished=False)
@@ -321,7 +351,7 @@ def crop_prompt(ids: torch.Tensor, block_size: int) -> torch.Tensor:
 def generate(model: nn.Module, ids: Any, max_new_tokens: int, *, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
              eos_id: int | Sequence[int] | None = None, stop: list[str] | None = None, tokenizer=None,
-             use_cache: bool = True) -> list[list[int]]:
+             use_cache: bool = True, vocab_limit: int | None = None) -> list[list[int]]:
     """Per row: the prompt ids (uncropped) followed by the generated ids.
 
     The generated part is cut at the first eos_id (eos excluded) and, with `stop` strings,
@@ -333,7 +363,7 @@ def generate(model: nn.Module, ids: Any, max_new_tokens: int, *, temperature: fl
     if stop and tokenizer is None:
         raise ValueError("stop strings need a tokenizer to decode the generated ids; pass tokenizer=")
     steps = stream(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                   seed=seed, eos_id=eos_id, use_cache=use_cache)
+                   seed=seed, eos_id=eos_id, use_cache=use_cache, vocab_limit=vocab_limit)
     prompts = as_batch(ids).tolist()
     ends = set() if eos_id is None else {eos_id} if isinstance(eos_id, int) else set(eos_id)
     new: list[list[int]] = [[] for _ in prompts]

@@ -293,7 +293,8 @@ def sample(model_dir, prompt: str | None = None, max_new_tokens: int = 500, temp
     `system`'s turn), and only the answer is written. dtype: the weights' ("auto", "float32",
     "bfloat16", "float16"; see glassformer.load). weights: "int8" stores the model's matrices as
     int8 with one scale per output channel, "bf16" in bfloat16 with the arithmetic in the model's
-    dtype (glassformer.quant), "float" as loaded. Generation stops at any of the model's end ids.
+    dtype (glassformer.quant), "float" as loaded. Generation stops at any of the model's end ids,
+    and never produces an id the tokenizer lacks (a model's vocabulary may be padded beyond it).
     """
     from .generate import TextStream, partial_stop, stream, trim_at_stop
     from .quant import check_weights, quantize
@@ -327,8 +328,10 @@ def sample(model_dir, prompt: str | None = None, max_new_tokens: int = 500, temp
         streamer, text, written = TextStream(tok), "", 0
         with warnings.catch_warnings():  # the long-prompt notice above already said it
             warnings.simplefilter("ignore")
+            # vocab_limit: a model padded beyond its tokenizer (Qwen2.5, GPT-2 exports) never emits an id
+            # the tokenizer lacks.
             steps = stream(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                           seed=None if seed is None else seed + i, eos_id=ends)
+                           seed=None if seed is None else seed + i, eos_id=ends, vocab_limit=tok.vocab_size)
         for token in steps:
             if ends is not None and token.item() in ends:
                 break

@@ -31,6 +31,7 @@ from ..generate import (
     filter_top_k,
     filter_top_p,
     next_token,
+    within_vocabulary,
 )
 from ..trace import Trace
 from .walkthrough import token_labels
@@ -62,11 +63,13 @@ def floats(t: torch.Tensor, digits: int = 6) -> list:
 
 
 def stages(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, labels: list[str],
-           show: int = SHOW) -> tuple[dict, torch.Tensor]:
+           show: int = SHOW, vocab_limit: int | None = None) -> tuple[dict, torch.Tensor]:
     """logits (V,) -> (each stage of the choice `next_token` makes: the probabilities of the `show`
     most likely tokens after the temperature, after top-k and after top-p, and how many tokens
-    each stage keeps; the final probabilities (V,)). Computed with next_token's own filters."""
-    logits = logits.float()
+    each stage keeps; the final probabilities (V,)). Computed with next_token's own filters.
+    vocab_limit: as next_token's; the ids from it up are not candidates and the probabilities,
+    from the softmax on, are over the ids below it (V = vocab_limit)."""
+    logits = within_vocabulary(logits, vocab_limit).float()
     greedy_pick = temperature == 0 or top_k == 1
     scaled = logits if greedy_pick else logits / temperature
     cut_k = filter_top_k(scaled[None], top_k)[0] if top_k is not None and not greedy_pick else scaled
@@ -103,14 +106,16 @@ def gpt_generation(model, tok, text: str, n: int, temperature: float = 1.0, top_
         raise ValueError("the text encodes to no tokens")
     prompt = crop_prompt(torch.tensor([ids]), c.block_size)
     labels = token_labels(tok, range(tok.vocab_size))
+    vocab_limit = min(tok.vocab_size, c.vocab_size)  # a padded vocabulary's extra ids are no token
     generator = torch.Generator().manual_seed(seed)
     result = Generation("sample", text, token_labels(tok, prompt[0].tolist()),
                         {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed, "n": n})
     record: dict = {}
 
     def choose(logits: torch.Tensor) -> torch.Tensor:  # (1, V) -> (1,): next_token, its stages kept
-        record["stages"], record["probs"] = stages(logits[0], temperature, top_k, top_p, labels)
-        return next_token(logits, temperature, top_k, top_p, generator)
+        record["stages"], record["probs"] = stages(logits[0], temperature, top_k, top_p, labels,
+                                                   vocab_limit=vocab_limit)
+        return next_token(logits, temperature, top_k, top_p, generator, vocab_limit)
 
     with torch.no_grad(), Trace(model) as trace:
         decoder = LanguageModelDecoder(model, prompt)
@@ -140,6 +145,7 @@ def seq2seq_generation(model, src_tok, tgt_tok, text: str, beam: int = 1) -> Gen
     src_ids = source_ids(src_tok.encode(text), c.block_size, c.eos_id)
     src = torch.tensor([src_ids])
     labels = token_labels(tgt_tok, range(tgt_tok.vocab_size))
+    vocab_limit = min(tgt_tok.vocab_size, c.tgt_vocab_size)  # a padded vocabulary's extra ids are no token
     source = token_labels(src_tok, src_ids)
     if beam > 1:
         result = Generation("beam", text, source, {"beam": beam})
@@ -150,18 +156,18 @@ def seq2seq_generation(model, src_tok, tgt_tok, text: str, beam: int = 1) -> Gen
             result.steps.append({"step": step, "candidates": candidates[0]})
 
         with torch.no_grad():
-            best = beam_search(model, src, beam=beam, record=record)[0]
+            best = beam_search(model, src, beam=beam, record=record, vocab_limit=vocab_limit)[0]
         result.output, result.output_text = [labels[i] for i in best], tgt_tok.decode(best)
         return result
     result = Generation("greedy", text, source, {"beam": 1})
     with torch.no_grad(), Trace(model) as trace:
-        decoded = greedy(model, src)[0]
+        decoded = greedy(model, src, vocab_limit=vocab_limit)[0]
     banned = banned_ids(c)
     calls = trace.all("lm_head")
     for s, next_id in enumerate(decoded + [c.eos_id]):
         if s >= len(calls):
             break  # stopped at its length limit without <eos>
-        probs = next_log_probs(calls[s][0, -1:], banned)[0].exp()  # (V,): what greedy chose from
+        probs = next_log_probs(calls[s][0, -1:], banned, vocab_limit)[0].exp()  # (V,): what greedy chose from
         order = probs.argsort(descending=True, stable=True)[:SHOW]
         result.steps.append({
             "target": token_labels(tgt_tok, [c.bos_id] + decoded[:s]),

@@ -25,7 +25,7 @@ from ..explain.generation import gpt_generation, seq2seq_generation, stages
 from ..explain.html import render_html
 from ..explain.narration import check_lang
 from ..explain.walkthrough import CORPUS, Subject, step_data, token_label, token_labels, walkthrough_data
-from ..generate import check_sampling
+from ..generate import check_sampling, within_vocabulary
 from ..layers import MultiHeadAttention
 from ..seq2seq import Seq2Seq
 
@@ -84,6 +84,15 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def as_finite(value) -> float | None:
+    """A number as a finite float; None for NaN, infinities and ints too large for a float."""
+    try:
+        value = float(value)
+    except OverflowError:  # an int past 1.8e308
+        return None
+    return value if math.isfinite(value) else None
+
+
 def integer(body: dict, name: str, default: int | None, low: int, high: int, nullable: bool = False) -> int | None:
     """body[name] as an int in [low, high] (default when absent; None allowed where nullable)."""
     value = body.get(name, default)
@@ -103,10 +112,12 @@ def number(body: dict, name: str, default: float | None, low: float, high: float
         return None
     if not is_number(value):
         raise ApiError(422, f"{name} must be a number; got {type(value).__name__}")
-    value = float(value)
-    if not low <= value <= high:
-        raise ApiError(422, f"{name} must be between {low:g} and {high:g}; got {value:g}")
-    return value
+    finite = as_finite(value)
+    if finite is None:  # an int past a float's range (the server refuses those earlier, a caller may not)
+        raise ApiError(422, f"{name} must be between {low:g} and {high:g}; got a number too large for a float")
+    if not low <= finite <= high:
+        raise ApiError(422, f"{name} must be between {low:g} and {high:g}; got {finite:g}")
+    return finite
 
 
 def boolean(body: dict, name: str, default: bool) -> bool:
@@ -173,6 +184,10 @@ class Explorer:
         self.params = dict(self.model.named_parameters(remove_duplicate=False))  # tied weights under each name
         self.attention = {name: m for name, m in self.model.named_modules() if isinstance(m, MultiHeadAttention)}
         self.labels = token_labels(subject.tgt_tok, range(subject.tgt_tok.vocab_size))
+        # The ids a next token may be: a model's vocabulary may be padded beyond its tokenizer's
+        # (Qwen2.5, GPT-2 exports), and the padded ids are no token, so no view lists or picks them.
+        c = self.model.config
+        self.vocab_limit = min(len(self.labels), c.tgt_vocab_size if self.seq2seq else c.vocab_size)
         self.run_values = RUN_VALUES  # /api/run's budget of values
         self.lock = threading.Lock()  # one model: requests take turns
         self.endpoints = {"run": self.run, "step": self.step, "sample": self.sample, "next": self.next,
@@ -232,31 +247,37 @@ class Explorer:
             raise ApiError(422, "text must be a string" if "text" in body else "text is missing")
         if len(text) > TEXT_CHARS:
             raise ApiError(413, f"the text has {len(text)} characters; the explorer reads at most {TEXT_CHARS}")
+        surrogate = next((i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff"), None)
+        if surrogate is not None:  # half of a UTF-16 pair, which JSON may escape: no character, no UTF-8
+            raise ApiError(422, f"the text is not Unicode: a lone surrogate {text[surrogate]!r} "
+                                f"at character {surrogate}")
         ids = self.tok.encode(text)  # ValueError (a character it has no id for) -> 422
         most = self.limits()["text_tokens"]
         if not ids:
             raise ApiError(422, "the text encodes to no tokens")
         if len(ids) > most:
             raise ApiError(413, f"the text is {len(ids)} tokens; this model reads at most {most}")
-        edits, ablations = self.edits(objects(body, "edits")), self.ablations(objects(body, "ablate"))
-        if len(edits) + len(ablations) > MAX_EDITS:
-            raise ApiError(413, f"{len(edits) + len(ablations)} edits and ablations; at most {MAX_EDITS} a request")
-        return Inputs(text, ids, edits, ablations)
+        edit_items, ablate_items = objects(body, "edits"), objects(body, "ablate")
+        if len(edit_items) + len(ablate_items) > MAX_EDITS:  # counted before each is read
+            raise ApiError(413, f"{len(edit_items) + len(ablate_items)} edits and ablations; "
+                                f"at most {MAX_EDITS} a request")
+        return Inputs(text, ids, self.edits(edit_items), self.ablations(ablate_items))
 
     def edits(self, items: list[dict]) -> list[Edit]:
         out = []
         for item in items:
             check_fields(item, ("name", "index", "value"))
             name, index, value = item.get("name"), item.get("index"), item.get("value")
+            if not isinstance(name, str):  # checked first: a list or object cannot even be looked up
+                raise ApiError(422, "edits: name must be a parameter's name (a string)")
             if name not in self.params:
-                raise ApiError(422, f"edits: no parameter named {echo(name)}" if isinstance(name, str)
-                               else "edits: name must be a parameter's name (a string)")
+                raise ApiError(422, f"edits: no parameter named {echo(name)}")
             shape = tuple(self.params[name].shape)
             if not isinstance(index, list) or not all(is_int(i) for i in index) or len(index) != len(shape):
                 raise ApiError(422, f"edits: the index of {name} must be {len(shape)} integers (shape {list(shape)})")
             if not all(0 <= i < n for i, n in zip(index, shape)):
                 raise ApiError(422, f"edits: index {index} is outside {name} (shape {list(shape)})")
-            if not is_number(value) or not math.isfinite(value) or abs(value) > MAX_EDIT_VALUE:
+            if not is_number(value) or as_finite(value) is None or abs(value) > MAX_EDIT_VALUE:
                 raise ApiError(422, f"edits: value must be a finite number with |value| <= {MAX_EDIT_VALUE:g}")
             out.append(Edit(name, tuple(index), float(value)))
         return out
@@ -266,7 +287,7 @@ class Explorer:
         for item in items:
             check_fields(item, ("module", "head"))
             module, head = item.get("module"), item.get("head")
-            if module not in self.attention:
+            if not isinstance(module, str) or module not in self.attention:
                 raise ApiError(422, f"ablate: module must be an attention module, one of {', '.join(self.attention)}")
             n_head = self.attention[module].n_head
             if not is_int(head) or not 0 <= head < n_head:
@@ -329,6 +350,7 @@ class Explorer:
             out["walkthrough"] = walkthrough_data(walkthrough, within_budget(walkthrough, max_values, self.run_values))
             if not self.seq2seq:
                 lens = analysis.logit_lens(self.model, inputs.ids)  # (n_layer + 1, T, V); the last is the logits
+                lens = within_vocabulary(lens, self.vocab_limit)  # (n_layer + 1, T, V'): the tokenizer's ids
                 out["lens"] = lens_data(lens, self.tok)
                 logits = lens[-1, -1]
                 order = logits.argsort(descending=True, stable=True)[:NEXT_SHOWN]
@@ -360,7 +382,7 @@ class Explorer:
         with self.edited(inputs), analysis.inference(self.model):
             logits = analysis.forward(self.model, torch.tensor([inputs.ids]))[0, -1]
         return stages(logits, settings["temperature"], settings["top_k"], settings["top_p"], self.labels,
-                      show=NEXT_SHOWN)[0]
+                      show=NEXT_SHOWN, vocab_limit=self.vocab_limit)[0]
 
     def next(self, body: dict) -> dict:
         """A GPT: one generation step, the text with the new token; a Seq2Seq model: the greedy translation."""

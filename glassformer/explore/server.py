@@ -5,14 +5,17 @@ the walkthrough of what the user types, with weights edited or heads removed; ap
 computes the answers with the library's functions, one request at a time.
 
 Safety, as the README describes it:
-- bound to 127.0.0.1 by default, answering only requests addressed to a loopback name (a
-  web page elsewhere cannot reach it by DNS rebinding) and refusing requests another origin
-  sends; on any other --host, every request needs the random access token the command prints;
+- bound to 127.0.0.1 by default, answering only requests addressed to a loopback name or the
+  loopback address it is bound to (a web page elsewhere cannot reach it by DNS rebinding) and
+  refusing requests another origin sends; on any other --host, every request needs the random
+  access token the command prints; a malformed Host or Origin header is refused (400);
 - no endpoint takes a file path: static files are looked up by name in a list made from two
   package folders (static/ and the walkthrough's templates/, *.js and *.css there), so `..`,
   encoded or not, finds nothing;
 - the request body, the text, the edits and the values sent back are capped, each with a
-  one-line JSON error; a genuine bug answers 500 with one line, its traceback only in the log.
+  one-line JSON error, as are numbers beyond a float's range, integers of more than MAX_DIGITS
+  digits and text that is not Unicode (lone surrogates); a genuine bug answers 500 with one
+  line, its traceback only in the log.
 """
 
 from __future__ import annotations
@@ -22,12 +25,12 @@ import ipaddress
 import json
 import logging
 import math
+import re
 import secrets
 import socket
 import threading
 import webbrowser
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -36,12 +39,15 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from .api import ApiError, Explorer, one_line
+from .api import ApiError, Explorer, echo, one_line
 
 STATIC = Path(__file__).resolve().parent / "static"  # the page: explore.html, .js, .css
 TEMPLATES = Path(__file__).resolve().parent.parent / "explain" / "templates"  # the walkthrough's scripts and styles
 PAGE = "explore.html"
 MAX_BODY = 64 * 1024  # bytes of a request body
+MAX_DIGITS = 30  # digits of an integer in a body: every field's range (a seed: 2**63 - 1, 19 digits) is far below
+# A Host header: a name or IPv4 address, or an IPv6 address in brackets, then an optional port (RFC 9110 7.2).
+HOST_HEADER = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._~-]+))(?::(?P<port>[0-9]{1,5}))?")
 TOKEN_HEADER = "X-Glassformer-Token"
 TOKEN_COOKIE = "glassformer_token"  # set by GET /?token=..., so the page's own files load too
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -73,8 +79,13 @@ def json_response(data, status: int = 200) -> Response:
     try:
         text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except ValueError:  # an edit made a value infinite: written as strings, as the walkthrough writes them
-        text = json.dumps(finite(data), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return Response(text, status, headers=HEADERS, media_type="application/json")
+        data = finite(data)
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        body = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (a tokenizer's label, say) has no UTF-8: \uXXXX escapes instead
+        body = json.dumps(data, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+    return Response(body, status, headers=HEADERS, media_type="application/json")
 
 
 def error(status: int, message: str) -> Response:
@@ -97,18 +108,69 @@ async def read_json(request: Request) -> dict:
         if len(body) > MAX_BODY:
             raise ApiError(413, f"the request body is over {MAX_BODY} bytes")
 
-    def constant(name):  # json reads NaN and Infinity by default; strict JSON has neither
-        raise ValueError(f"{name} is not JSON")
-
     try:
-        data = json.loads(bytes(body).decode("utf-8"), parse_constant=constant)
+        data = json.loads(bytes(body).decode("utf-8"), parse_constant=constant, parse_int=bounded_int,
+                          parse_float=bounded_float)
+    except OutOfRange as e:
+        raise ApiError(400, f"the body is not JSON this server reads: {e}") from None
     except (UnicodeDecodeError, ValueError) as e:
         raise ApiError(400, f"the body is not JSON: {e}") from None
     except RecursionError:
         raise ApiError(400, "the body is not JSON this server reads: nested too deeply") from None
+    surrogate = lone_surrogate(data)
+    if surrogate is not None:
+        raise ApiError(400, f"the body is not Unicode text: it has a lone surrogate {surrogate!r} "
+                            "(half of a UTF-16 pair)")
     if not isinstance(data, dict):
         raise ApiError(422, "the body must be a JSON object")
     return data
+
+
+class OutOfRange(ValueError):
+    """A number in a body that no field could take (one line, naming it)."""
+
+
+def constant(name):
+    """json reads NaN and Infinity by default; strict JSON has neither."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def bounded_int(text: str) -> int:
+    """An integer of the body, refused past MAX_DIGITS digits: Python would parse 4,300 digits
+    into an int no field accepts, and a longer one raises an error about its own settings."""
+    digits = len(text.lstrip("-"))
+    if digits > MAX_DIGITS:
+        raise OutOfRange(f"an integer of {digits} digits is out of range (at most {MAX_DIGITS})")
+    return int(text)
+
+
+def bounded_float(text: str) -> float:
+    """A number of the body with a fraction or exponent, refused where a float cannot hold it
+    (1e400 would read as infinity)."""
+    value = float(text)
+    if not math.isfinite(value):
+        shown = text if len(text) <= 24 else text[:24] + "…"
+        raise OutOfRange(f"the number {shown} is out of range (a float's largest is about 1.8e308)")
+    return value
+
+
+def lone_surrogate(data) -> str | None:
+    """A lone surrogate in a string, key or value of the parsed body (JSON may escape
+    one, "\\ud800", but it is no character and has no UTF-8), or None. A stack, not recursion:
+    the body may be nested as deeply as the JSON parser allows."""
+    todo = [data]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            found = re.search("[\ud800-\udfff]", item)
+            if found:
+                return found.group()
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return None
 
 
 def static_files(static: Path) -> dict[str, Path]:
@@ -148,17 +210,68 @@ class Guard:
 
     def refusal(self, request: Request) -> tuple[int, str] | None:
         host = request.headers.get("host", "")
-        if self.hosts is not None and urlsplit(f"//{host}").hostname not in self.hosts:
-            return 403, "this server answers only requests addressed to 127.0.0.1 or localhost"
+        name = host_name(host)
+        if name is None:
+            return 400, f"malformed Host header {echo(host)}: expected a name or address and an optional port"
+        if self.hosts is not None and not allowed_host(name, self.hosts):
+            return 403, f"this server answers only requests addressed to {' or '.join(self.hosts)}"
         origin = request.headers.get("origin")
-        if origin is not None and urlsplit(origin).netloc != host:
-            return 403, "requests from another origin are refused"
+        if origin is not None:
+            origin_host = origin_netloc(origin)
+            if origin_host is None:
+                return 400, f"malformed Origin header {echo(origin)}: expected null or scheme://host[:port]"
+            if origin_host != host:
+                return 403, "requests from another origin are refused"
         if self.token is not None:
             given = (request.headers.get(TOKEN_HEADER) or request.query_params.get("token")
                      or request.cookies.get(TOKEN_COOKIE) or "")
             if not secrets.compare_digest(given.encode(), self.token.encode()):
                 return 401, "this server needs its access token: open the address it printed (with ?token=...)"
         return None
+
+
+def host_name(host: str) -> str | None:
+    """The name or address of a Host header's value ("[::1]:8000" -> "::1"), lowercased; None
+    where it is malformed (empty, non-ASCII, "[::1", "host:port:port", a port over 65535)."""
+    match = HOST_HEADER.fullmatch(host)
+    if match is None or (match["port"] is not None and int(match["port"]) > 65535):
+        return None
+    if match["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["ipv6"])
+        except ValueError:
+            return None
+        return match["ipv6"].lower()
+    return match["name"].lower()
+
+
+def allowed_host(name: str, hosts: tuple[str, ...]) -> bool:
+    """Whether a request addressed to `name` (host_name's) is one for this server: one of `hosts`,
+    addresses compared by value (so 0:0:0:0:0:0:0:1 is ::1)."""
+    if name in (h.lower() for h in hosts):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return any(address == known for known in map(ip_or_none, hosts) if known is not None)
+
+
+def ip_or_none(text: str):
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def origin_netloc(origin: str) -> str | None:
+    """The host[:port] of an Origin header ("null" for an opaque origin), None where malformed."""
+    if origin == "null":
+        return origin
+    scheme, sep, rest = origin.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme) or host_name(rest) is None:
+        return None
+    return rest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,9 +344,10 @@ def is_loopback(host: str) -> bool:
 
 def access(host: str) -> tuple[str | None, tuple[str, ...] | None]:
     """(the access token, the host names requests may be addressed to) for a server on `host`:
-    on loopback no token and loopback names only; on any other address a fresh random token."""
+    on loopback no token and the loopback names, with the address it is bound to (127.0.0.2,
+    say: the address it prints); on any other address a fresh random token."""
     if is_loopback(host):
-        return None, LOOPBACK_NAMES
+        return None, LOOPBACK_NAMES if allowed_host(host.lower(), LOOPBACK_NAMES) else LOOPBACK_NAMES + (host,)
     return secrets.token_urlsafe(24), None
 
 
