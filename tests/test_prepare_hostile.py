@@ -186,7 +186,7 @@ CASES = [
      ["'vocab_size'", "tokens"]),
     ("not-an-object", lambda t: (t / "prepared" / META).write_text("[1, 2]"), train_args, 1, ["JSON object"]),
     ("nested-deep", lambda t: (t / "prepared" / META).write_text("[" * 200_000 + "]" * 200_000), train_args, 1,
-     ["prepare.json", "nested too deeply"]),
+     ["prepare.json", "nested more than 100 levels"]),
     ("not-utf8", lambda t: (t / "prepared" / META).write_bytes(b'{"done": "\xff"}'), train_args, 1,
      ["prepare.json", "UTF-8", "offset 10"]),
     ("record-is-a-fifo", lambda t: ((t / "prepared" / META).unlink(), os.mkfifo(t / "prepared" / META)),
