@@ -21,7 +21,6 @@ import ctypes
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -175,35 +174,6 @@ def keep_freed_memory(trim: int = TRIM_THRESHOLD, mmap: int = MMAP_THRESHOLD) ->
         return False
 
 
-# oneDNN's primitive cache and ideep's cache of matmul computations (torch's bf16 CPU path), as the environment
-# names their capacities: read once, when the process first multiplies in bfloat16.
-ONEDNN_CACHES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0", "LRU_CACHE_CAPACITY": "1"}
-
-
-def bound_onednn_caches() -> dict[str, str]:
-    """Turns off the two caches torch's bfloat16 CPU matmuls keep per input shape, unless the environment sets them.
-
-    Each cache holds up to 1024 compiled matmuls, one per distinct (M, N, K). A training step of
-    fixed shape (language modelling) uses a few dozen and finds them again every step; translation's
-    length-bucketed batches bring new shapes at almost every step, so both caches fill to their
-    capacity (about 550 MB live on the multi30k model) and their entries, freed and replaced among
-    the step's activations, fragment the heap so that glibc's free memory grows without bound.
-    Measured on the multi30k model (bf16 autocast, varying batch shapes, one thread): the live heap
-    rose from 185 to 728 MB and the free part from 270 to 716 MB in 110 steps with both caches,
-    and stayed at 173 and about 200 MB without them, at the same speed (a matmul's setup is small
-    beside its work at these sizes). They must be set before the process's first bfloat16 matmul,
-    which reads them; a value the user put in the environment is kept.
-
-    Returns:
-        The variables set here (name -> value); empty when the user had set both.
-    """
-    chosen = {}
-    for name, value in ONEDNN_CACHES.items():
-        if name not in os.environ:
-            os.environ[name] = chosen[name] = value
-    return chosen
-
-
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says what was kept."""
 
@@ -323,8 +293,6 @@ class Trainer:
         self.dtype = pick_dtype(cfg.dtype, self.device)
         if self.device.type == "cpu":
             keep_freed_memory()
-            if self.dtype == torch.bfloat16:
-                bound_onednn_caches()
             fused.library()  # training's C kernels built (once per machine) or loaded before the clock starts
         if self.device.type == "cuda":  # float32 matmuls on tensor cores (TF32), as nanoGPT does
             torch.backends.cuda.matmul.allow_tf32 = True

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import platform
 import sys
 
@@ -13,16 +12,7 @@ import torch
 from glassformer import GPT, GPTConfig
 from glassformer.lm import LMTask, evaluate_lm
 from glassformer.task import Task
-from glassformer.train import (
-    ONEDNN_CACHES,
-    TrainConfig,
-    Trainer,
-    TrainingError,
-    bound_onednn_caches,
-    keep_freed_memory,
-    learning_rate,
-    make_optimizer,
-)
+from glassformer.train import TrainConfig, Trainer, TrainingError, keep_freed_memory, learning_rate, make_optimizer
 
 
 def test_cosine_schedule_follows_nanogpt():
@@ -222,16 +212,6 @@ def test_overrides_go_to_the_config_that_has_the_key():
         configs_for_run("gpt-tiny", ["nonsense=1"], GPTConfig)
     with pytest.raises(ValueError, match="another kind of model"):
         configs_for_run("multi30k", [], GPTConfig)
-
-
-def test_bound_onednn_caches_sets_what_the_user_left_unset(monkeypatch):
-    # The user's own capacity stays; the other variable gets the trainer's value, and only it is reported set.
-    monkeypatch.setenv("LRU_CACHE_CAPACITY", "77")
-    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
-    assert bound_onednn_caches() == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}
-    assert os.environ["LRU_CACHE_CAPACITY"] == "77"
-    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == ONEDNN_CACHES["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "0"
-    assert bound_onednn_caches() == {}  # both set now: nothing changes
 
 
 def test_keep_freed_memory_sets_glibcs_trim_threshold():
