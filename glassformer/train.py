@@ -175,6 +175,27 @@ def keep_freed_memory(trim: int = TRIM_THRESHOLD, mmap: int = MMAP_THRESHOLD) ->
         return False
 
 
+TRIM_EVERY = 10  # steps between giving free heap back, when batch shapes vary (see give_back_free_memory)
+
+
+def give_back_free_memory() -> bool:
+    """Returns the heap's free pages to the system (glibc's malloc_trim(0)); False where there is no glibc.
+
+    Batches whose shapes change from step to step (translation's length buckets) bring new shapes to
+    torch's bf16 CPU matmuls, whose oneDNN and ideep caches hold a primitive per shape (up to 1024 each):
+    their entries, made and evicted among each step's activations, fragment the heap, and the free
+    memory glibc keeps grows without bound (the multi30k model in bf16: 0.94 GB at step 10, 1.73 GB at
+    step 110 and rising; trimmed every 10 steps, flat at 1.03 GB from step 30, the caches' 0.73 GB
+    live). Turning the caches off keeps it flat too but made greedy decoding 2.4x slower.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says what was kept."""
 
@@ -292,6 +313,7 @@ class Trainer:
         self.world = world or World()
         self.device = self.world.place(pick_device(cfg.device))
         self.dtype = pick_dtype(cfg.dtype, self.device)
+        self.batch_shapes: set[tuple] = set()  # the first two batch shapes seen (do shapes vary?)
         if self.device.type == "cpu":
             keep_freed_memory()
             fused.library()  # training's C kernels built (once per machine) or loaded before the clock starts
@@ -440,6 +462,8 @@ class Trainer:
         total_loss, tokens = torch.zeros((), device=self.device), 0
         for i in range(steps):
             batch = self.task.train_batch(self.generator, self.device)
+            if len(self.batch_shapes) < 2:  # a second shape: batches vary (see give_back_free_memory)
+                self.batch_shapes.add(tuple(tuple(t.shape) for t in batch if isinstance(t, torch.Tensor)))
             part, share = self.shard(batch)
             with distributed.gradient_sync(self.wrapped, enabled=i == steps - 1):
                 with self.autocast():
@@ -524,6 +548,8 @@ class Trainer:
                     raise TrainingError(f"the loss became {loss} at iteration {self.iter}; training stopped. "
                                         f"The last good checkpoint is kept in {self.out}")
                 self.iter += 1
+                if self.device.type == "cpu" and len(self.batch_shapes) > 1 and self.iter % TRIM_EVERY == 0:
+                    give_back_free_memory()
                 window_tokens += tokens
                 steps_run += 1
                 if steps_run > SKIPPED_STEPS:
