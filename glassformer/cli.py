@@ -404,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                            metavar="TASK")
     eval_lm = evaluate.add_parser("lm", help="validation loss and perplexity of a language model")
     eval_lm.add_argument("--model", required=True)
-    eval_lm.add_argument("--data", required=True, help="the text file the model was trained on")
+    eval_lm.add_argument("--data", required=True, help="the text file the model was trained on, or a directory "
+                                                      "`data prepare` wrote (its validation split)")
     eval_lm.add_argument("--val-fraction", type=float, help="default: the run's own")
     eval_lm.add_argument("--device", default="auto")
     eval_lm.add_argument("--dtype", choices=DTYPE_CHOICES, help="the weights' dtype (auto: as stored where native)")
