@@ -133,6 +133,24 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str
             tensor.copy_(tensors[name])
 
 
+# Tensor names older glassformer checkpoints and resume.pt files use -> today's: each block's norms
+# lived in a residual-connection module (`attn_res.norm`); they are now the block's own (`attn_norm`).
+# The parameters' order did not change, so optimizer states saved by position still match.
+RENAMED = {".attn_res.norm.": ".attn_norm.", ".cross_res.norm.": ".cross_norm.", ".ffn_res.norm.": ".ffn_norm."}
+
+
+def current_name(name: str) -> str:
+    """A tensor name from any glassformer checkpoint -> the name today's model gives it (see RENAMED)."""
+    for old, new in RENAMED.items():
+        name = name.replace(old, new)
+    return name
+
+
+def renamed(tensors: dict) -> dict:
+    """`tensors` (or any dict keyed by tensor name) with every name as today's model gives it."""
+    return {current_name(name): value for name, value in tensors.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # glassformer checkpoints
 
@@ -244,7 +262,7 @@ def load(path, device: str | torch.device = "cpu", dtype: str | torch.dtype | No
         else:
             tensors = _tensors_from_bytes(files[WEIGHTS_FILE], path / WEIGHTS_FILE)
             tokenizer = _load_tokenizer(path / TOKENIZER_FILE, files.get(TOKENIZER_FILE, b""))
-        load_weights(model, tensors, str(path / WEIGHTS_FILE))
+        load_weights(model, renamed(tensors), str(path / WEIGHTS_FILE))
         check_tokenizer_fits(tokenizer, config, path)
     else:
         supported = ", ".join(("gpt2", *hf.FAMILIES))
@@ -355,9 +373,9 @@ def hf_incompatibilities(config: ModelConfig) -> list[str]:
 def _hf_layer_names(i: int) -> dict[str, str]:
     """Our Linear/norm module names in block i -> GPT-2's (Conv1D weights are stored transposed)."""
     return {
-        f"blocks.{i}.attn_res.norm": f"h.{i}.ln_1",
+        f"blocks.{i}.attn_norm": f"h.{i}.ln_1",
         f"blocks.{i}.self_attn.o_proj": f"h.{i}.attn.c_proj",
-        f"blocks.{i}.ffn_res.norm": f"h.{i}.ln_2",
+        f"blocks.{i}.ffn_norm": f"h.{i}.ln_2",
         f"blocks.{i}.ffn.up": f"h.{i}.mlp.c_fc",
         f"blocks.{i}.ffn.down": f"h.{i}.mlp.c_proj",
     }

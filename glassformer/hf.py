@@ -39,11 +39,11 @@ STORED_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.floa
 
 # Our module in block i -> theirs in model.layers.i (the parameter name after it is the same).
 LAYER_PARTS = {
-    "attn_res.norm": "input_layernorm",
+    "attn_norm": "input_layernorm",
     "self_attn.q_proj": "self_attn.q_proj", "self_attn.k_proj": "self_attn.k_proj",
     "self_attn.v_proj": "self_attn.v_proj", "self_attn.o_proj": "self_attn.o_proj",
     "self_attn.q_norm": "self_attn.q_norm", "self_attn.k_norm": "self_attn.k_norm",
-    "ffn_res.norm": "post_attention_layernorm",
+    "ffn_norm": "post_attention_layernorm",
     "ffn.gate": "mlp.gate_proj", "ffn.up": "mlp.up_proj", "ffn.down": "mlp.down_proj",
 }
 OUTER_NAMES = {"tok_emb.weight": "model.embed_tokens.weight", "final_norm.weight": "model.norm.weight",

@@ -102,7 +102,7 @@ VARIANTS = {
 
 def _spec(spec: str):
     """'path#K:inN' -> (path, call index or None, input index or None)."""
-    m = re.fullmatch(r"([\w.*]+?)(?:#(\d+))?(?::in(\d+))?", spec)
+    m = re.fullmatch(r"([\w.*]+?)(?:#(-?\d+))?(?::in(\d+))?", spec)
     path, call, arg = m.groups()
     return path, None if call is None else int(call), None if arg is None else int(arg)
 
