@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file, save_file
 
-from .config import GPTConfig, ModelConfig, config_from_dict, model_type
+from .config import GPTConfig, ModelConfig, config_from_dict, model_type, unsupported
 from .files import atomic_write, atomic_write_json
 from .gpt import GPT
 from .seq2seq import Seq2Seq
@@ -349,25 +349,11 @@ def config_from_hf(hf: dict) -> GPTConfig:
 
 
 def hf_incompatibilities(config: ModelConfig) -> list[str]:
-    """Reasons a config cannot be written as a transformers GPT-2 model (empty when it can)."""
+    """Reasons a config cannot be written as a transformers GPT-2 model (empty when it can): the
+    "gpt2" column of config.FIELD_SUPPORT."""
     if not isinstance(config, GPTConfig):
         return ["only GPT models can be exported to GPT-2 (this is a Seq2Seq model)"]
-    checks = [
-        (config.position == "learned", f"position={config.position} (GPT-2 uses learned positions)"),
-        (config.norm == "layernorm", f"norm={config.norm} (GPT-2 uses layernorm)"),
-        (config.norm_position == "pre", f"norm_position={config.norm_position} (GPT-2 is pre-LN)"),
-        (config.activation != "swiglu", "activation=swiglu (GPT-2 has a two-matrix feed-forward)"),
-        (config.d_head in (None, config.n_embd // config.n_head), f"d_head={config.d_head} (GPT-2 uses n_embd/n_head)"),
-        (config.n_segments == 0, f"n_segments={config.n_segments} (GPT-2 has no segment embedding)"),
-        (config.n_classes == 0, f"n_classes={config.n_classes} (GPT2LMHeadModel has no classification head)"),
-        (config.n_kv_head in (None, config.n_head), f"n_kv_head={config.n_kv_head} (GPT-2 has one K/V per head)"),
-        (config.qkv_bias in (None, config.bias), f"qkv_bias={config.qkv_bias} (GPT-2 biases are all or none)"),
-        (not config.qk_norm, "qk_norm=true (GPT-2 has no q/k norms)"),
-        (config.activation != "relu2", "activation=relu2 (GPT-2 export writes gelu, gelu_new or relu)"),
-        (not config.embed_norm, "embed_norm=true (GPT-2 has no norm after the embeddings)"),
-        (not config.bigram, "bigram=true (GPT-2 has no embedding of token pairs)"),
-    ]
-    return [reason for ok, reason in checks if not ok]
+    return unsupported(config, "gpt2")
 
 
 def _hf_layer_names(i: int) -> dict[str, str]:

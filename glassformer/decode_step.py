@@ -5,7 +5,6 @@ step as one C call (StepKernel)."""
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import functools
 from typing import TYPE_CHECKING
 
@@ -14,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import fused, matvec
+from .config import unsupported
 from .device import memory_bytes
 from .layers import Block, KVCache, KVCacheLayer, LayerNorm, RMSNorm, repeat_kv
 from .positions import apply_rotary
@@ -256,20 +256,8 @@ class Model(ctypes.Structure):  # gf_model
         ("final_norm", Norm), ("head", Matrix)]
 
 
-# The activations the C step computes (matvec.c's GF_RELU...), by the config's names (layers.ACTIVATIONS)
+# The activations the C step computes (matvec.c's GF_RELU...), by the config's names (config.C_STEP_ACTIVATIONS)
 ACTIVATION_CODES = {"relu": 0, "relu2": 1, "gelu": 2, "gelu_tanh": 3, "swiglu": 4}
-
-# Every GPTConfig field, each of which the C step either computes as the modules do or leaves to
-# the Python around it (embeddings and positions: GPT.embed; RoPE's angles: its table; training
-# and classification fields: not part of a step). A model whose config has a field not listed
-# here takes the step built from the modules' functions: a new layer option is added in Python
-# once, and to the C step only when someone writes it there (tests/test_generate_fast.py fails
-# until the field is listed or the step declines it).
-KNOWN_FIELDS = frozenset({
-    "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "d_head", "d_ff", "dropout", "bias", "norm",
-    "norm_eps", "norm_position", "activation", "position", "rope_theta", "tie_weights", "n_segments", "n_classes",
-    "init", "init_std", "embed_norm", "zero_init", "bigram", "n_kv_head", "qkv_bias", "qk_norm", "rope_scaling",
-    "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"})
 
 
 def matrix(m: DecodeLinear | None) -> Matrix:
@@ -300,7 +288,8 @@ class StepKernel:
     against 4.32 with DecodeStep's ops (int8 weights: 1.84 against 2.93; figures in matvec.c).
 
     Used only where it computes what the modules do: float32 norms on CPU, every matrix on
-    matvec's kernels, a config with only KNOWN_FIELDS, and per call nothing to differentiate and the
+    matvec's kernels, a config the C step supports (the "c_step" column of
+    config.FIELD_SUPPORT), and per call nothing to differentiate and the
     cache's buffers float32 (1, h_kv, ·, d).
     Otherwise `__call__` returns None and DecodeStep runs its own ops.
     """
@@ -328,9 +317,8 @@ class StepKernel:
     def build(cls, step: DecodeStep) -> StepKernel | None:
         """The C step for this DecodeStep (one row), or None where it does not apply (see the class)."""
         function, model = matvec.whole_step(), step.model
-        names = {field.name for field in dataclasses.fields(model.config)}
         norms = [m for m in model.modules() if isinstance(m, (LayerNorm, RMSNorm))]
-        if (function is None or not names <= KNOWN_FIELDS or model.config.activation not in ACTIVATION_CODES
+        if (function is None or unsupported(model.config, "c_step")
                 or any(m.matvec is None for m in step.linears())
                 or not all(matvec.plain(p, torch.float32, 1) for n in norms for p in n.parameters())):
             return None

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from conftest import build_tiny_gpt, random_ids
 
-from glassformer import decode_step, matvec, quant
+from glassformer import accelerate, decode_step, matvec, quant
 from glassformer.generate import generate
 from glassformer.layers import attention
 from glassformer.quant import quantize_rows
@@ -177,11 +177,11 @@ def test_builds_once_per_source_compiler_and_cpu(monkeypatch, tmp_path):
 def test_greedy_tokens_with_and_without_the_kernel(monkeypatch):
     kernel_or_skip()
     model = build_tiny_gpt(n_embd=48, n_head=3, block_size=40)
-    assert model.decode_step(1).lm_head.matvec is not None  # one row in float32: the kernel
+    assert accelerate.decode_step(model, 1).lm_head.matvec is not None  # one row in float32: the kernel
     ids = random_ids(1, 6)
     with_kernel = generate(model, ids, 30, temperature=0.0)
     monkeypatch.setenv(matvec.DISABLE, "1")
-    step = model.decode_step(1)
+    step = accelerate.decode_step(model, 1)
     assert step.lm_head.matvec is None and step.layers[0].core.kernel is None and matvec.attention() is None
     assert generate(model, ids, 30, temperature=0.0) == with_kernel
 
@@ -189,7 +189,7 @@ def test_greedy_tokens_with_and_without_the_kernel(monkeypatch):
 def test_a_step_packs_its_kernel_weights_in_call_order_on_huge_pages(monkeypatch):
     kernel_or_skip()
     model = build_tiny_gpt(n_embd=48, n_head=3, block_size=40)
-    maps = model.decode_step(1).linears()
+    maps = accelerate.decode_step(model, 1).linears()
     originals = [model.lm_head.weight] + [getattr(model.blocks[0].ffn, name).weight for name in ("up", "down")]
     assert torch.equal(maps[-1].weight, originals[0]) and torch.equal(maps[2].weight, originals[1])
     assert all(m.weight.data_ptr() != w.data_ptr() for m in maps for w in originals)  # copies, not the model's
@@ -199,17 +199,17 @@ def test_a_step_packs_its_kernel_weights_in_call_order_on_huge_pages(monkeypatch
     if matvec.huge_page_size():  # where the OS has transparent huge pages, the buffer starts on one
         assert starts[0] % matvec.huge_page_size() == 0
     monkeypatch.setattr(decode_step, "PACK_BYTES", 4 * 48 * 48)  # weights above the size that pays: no copy
-    assert model.decode_step(1).lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
+    assert accelerate.decode_step(model, 1).lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
     monkeypatch.undo()
     monkeypatch.setattr(decode_step, "memory_bytes", lambda free=False: 4 * 48 * 48)  # too little free: no copy
-    assert model.decode_step(1).lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
+    assert accelerate.decode_step(model, 1).lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
 
 
 def test_a_step_is_freed_when_dropped_not_at_the_next_garbage_collection():
     model = build_tiny_gpt(n_embd=48, n_head=3, block_size=40)
     gc.disable()  # nothing but reference counts: a step in a reference cycle would hold its packed weights
     try:
-        step = model.decode_step(1)
+        step = accelerate.decode_step(model, 1)
         parts = [weakref.ref(step), weakref.ref(step.layers[0]), weakref.ref(step.layers[0].up)]
         del step
         assert all(part() is None for part in parts)
