@@ -11,6 +11,7 @@ import ctypes
 import gc
 import mmap
 import os
+import subprocess
 import weakref
 
 import pytest
@@ -267,3 +268,40 @@ def test_attention_kernel_declines_what_it_does_not_do():
     assert attend(q, k.transpose(-1, -2).contiguous().transpose(-1, -2), k) is None  # d not contiguous
     assert attend(q, k, torch.randn(1, 2, 5, 4)) is None  # values of another width
     assert attend(q.requires_grad_(), k, k) is None  # autograd would record the op
+
+
+def test_the_ctypes_structures_lay_out_as_the_c_ones(tmp_path):
+    """decode_step's and fused's ctypes views of matvec.c's and fused.c's structures: the same size,
+    and each field at the same offset, as the C compiler lays them out (a program printing them)."""
+    from glassformer import fused
+
+    cc = matvec.compiler()
+    if cc is None:
+        pytest.skip("no C compiler")
+    views = {"gf_matrix": decode_step.Matrix, "gf_norm": decode_step.Norm, "gf_layer": decode_step.Layer,
+             "gf_model": decode_step.Model}
+    c_names = {"inputs": "in"}  # a Python keyword in C: the one field named differently
+    lines = []
+    for struct, view in views.items():
+        lines.append(f'printf("{struct} %zu\\n", sizeof({struct}));')
+        for name, _ in view._fields_:
+            lines.append(f'printf("{struct}.{name} %zu\\n", offsetof({struct}, {c_names.get(name, name)}));')
+    program = tmp_path / "layout.c"
+    rows = [f'printf("gf_rows.{name} %zu\\n", offsetof(gf_rows, {name}));' for name, _ in fused.Rows._fields_]
+    head = "#include <stddef.h>\n#include <stdio.h>\n"
+    program.write_text(f'{head}#include "{matvec.SOURCE}"\nint main(void) {{ {" ".join(lines)} return 0; }}\n')
+    rows_program = tmp_path / "rows.c"
+    rows_program.write_text(f'{head}#include "{fused.SOURCE}"\nint main(void) {{ '
+                            f'printf("gf_rows %zu\\n", sizeof(gf_rows)); {" ".join(rows)} return 0; }}\n')
+    seen = {}
+    for source in (program, rows_program):
+        binary = tmp_path / source.stem
+        subprocess.run([cc, "-march=native", "-fopenmp", str(source), "-o", str(binary), "-lm"], check=True,
+                       capture_output=True, timeout=300)
+        for line in subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout.splitlines():
+            key, value = line.split()
+            seen[key] = int(value)
+    for struct, view in {**views, "gf_rows": fused.Rows}.items():
+        assert seen[struct] == ctypes.sizeof(view), struct
+        for name, _ in view._fields_:
+            assert seen[f"{struct}.{name}"] == getattr(view, name).offset, (struct, name)
