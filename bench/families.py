@@ -42,6 +42,7 @@ from common import alternate, emit, offline  # noqa: E402
 from floor import logit_difference, shared_prefix, weight_floor  # noqa: E402
 
 import glassformer  # noqa: E402
+from glassformer import accelerate  # noqa: E402
 from glassformer.generate import generate  # noqa: E402
 from glassformer.quant import quantize  # noqa: E402
 
@@ -116,7 +117,7 @@ def bench_speed(directory: Path, hf, args) -> None:
         extra[name]["same_tokens_as_fp32_before_first_difference"] = shared_prefix(texts["glassformer"], texts[name],
                                                                                 args.prompt)
     for name, model in ours.items():
-        extra[name] |= weight_floor(model.decode_step(1), runs=2, chunks=3)
+        extra[name] |= weight_floor(accelerate.decode_step(model, 1), runs=2, chunks=3)
     timings = alternate(contenders, repeat=args.repeat, warmup=0)
     speed = {name: args.new / timing.median for name, timing in timings.items()}
     for name, timing in timings.items():

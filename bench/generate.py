@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import alternate, emit, offline  # noqa: E402
 from floor import logit_difference, profile_decode, shared_prefix, weight_floor  # noqa: E402
 
-from glassformer import GPT, GPTConfig  # noqa: E402
+from glassformer import GPT, GPTConfig, accelerate  # noqa: E402
 from glassformer.checkpoint import tensors_to_hf  # noqa: E402
 from glassformer.generate import generate  # noqa: E402
 from glassformer.quant import quantize  # noqa: E402
@@ -105,7 +105,7 @@ def main() -> None:
             extra[name]["same_tokens_as_fp32_before_first_difference"] = shared_prefix(texts["glassformer"],
                                                                                    texts[name], args.prompt)
     for name, model in ours.items() if device.type == "cpu" else ():
-        extra[name] |= weight_floor(model.decode_step(args.batch))
+        extra[name] |= weight_floor(accelerate.decode_step(model, args.batch))
     timings = alternate(contenders, repeat=args.repeat, warmup=int(args.sample))
     speed = {name: args.batch * args.new / timing.median for name, timing in timings.items()}
     for name, timing in timings.items():

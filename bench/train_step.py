@@ -46,7 +46,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import NOT_NATIVE, alternate, emit, matmul_peaks, offline, synchronize  # noqa: E402
 
-from glassformer import GPT, GPTConfig  # noqa: E402
+from glassformer import GPT, GPTConfig, accelerate  # noqa: E402
 from glassformer.checkpoint import tensors_to_hf  # noqa: E402
 from glassformer.train import keep_freed_memory  # noqa: E402
 
@@ -116,8 +116,8 @@ def main() -> None:
     parser.add_argument("--nanogpt", metavar="DIR", help="a nanoGPT checkout: also time its model.py")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--compile", action="store_true", help="every model through torch.compile")
-    parser.add_argument("--separate-qkv", action="store_true",
-                        help="also time glassformer with W_Q, W_K, W_V as three matmuls (before issue 16)")
+    parser.add_argument("--readable", action="store_true",
+                        help="also time glassformer's readable model, without the fast path the Trainer swaps in")
     parser.add_argument("--allocator-defaults", action="store_true",
                         help="leave glibc's allocator thresholds as they are (see the docstring)")
     args = parser.parse_args()
@@ -133,12 +133,11 @@ def main() -> None:
     x = torch.randint(0, vocab, (shape["batch"], cfg.block_size), device=device)
     y = torch.randint(0, vocab, (shape["batch"], cfg.block_size), device=device)
     peaks = matmul_peaks(device)
+    readable = copy.deepcopy(ours) if args.readable else None
+    accelerate.for_training(ours).install()  # what the Trainer trains with
     contenders = [("glassformer", ours, lambda m, ids, targets: cross_entropy(m(ids), targets))]
-    if args.separate_qkv:
-        separate = copy.deepcopy(ours)
-        for block in separate.blocks:
-            block.self_attn.fuses_qkv = lambda: False  # each projection called as its module, as in inference
-        contenders.append(("glassformer-separate-qkv", separate, contenders[0][2]))
+    if readable is not None:
+        contenders.append(("glassformer-readable", readable, contenders[0][2]))
     if not args.no_hf:
         import transformers
 

@@ -306,7 +306,7 @@ def ablate(model: nn.Module, ids, heads: Sequence[tuple[int, int]] = (), mode: s
     A head's output is softmax(QKᵀ/√d)V of that head, (T, d), before W_O; "zero" replaces it by
     zeros, "mean" by its mean over the sequence's positions (the same row at every position;
     this mixes later positions into earlier ones, as mean-ablation over one sequence does).
-    Forward hooks on the attention cores do it, for this call only.
+    Forward hooks on the attention cores (their Taps' "out") do it, for this call only.
 
     Args:
         model: a glassformer GPT.
@@ -326,12 +326,13 @@ def ablate(model: nn.Module, ids, heads: Sequence[tuple[int, int]] = (), mode: s
         by_layer.setdefault(layer, []).append(head)
 
     def remove(removed: list[int]):
-        def hook(module, args, output):
-            out, probs = output  # (B, h, T, d), probabilities or None
-            out = out.clone()
+        def hook(module, args, output):  # on the core's Tap: args = (step name, tensor)
+            if args[0] != "out":
+                return None
+            out = output.clone()  # (B, h, T, d)
             for h in removed:
                 out[:, h] = 0.0 if mode == "zero" else out[:, h].mean(dim=1, keepdim=True)  # (B, T, d)
-            return out, probs
+            return out
 
         return hook
 
@@ -387,8 +388,8 @@ def patch_hooks(sites: Sequence[Site], clean: torch.Tensor) -> tuple[dict, dict]
         return value
 
     if site.kind == "head":
-        def core_hook(module, args, output):
-            return patched(output[0]), output[1]
+        def core_hook(module, args, output):  # on the core's Tap: args = (step name, tensor)
+            return patched(output) if args[0] == "out" else None
 
         return {f"blocks.{site.layer}.self_attn.core": core_hook}, {}
     if site.layer == 0:

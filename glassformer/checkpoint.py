@@ -32,7 +32,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file, save_file
 
 from . import reading
-from .config import GPTConfig, ModelConfig, config_from_dict, model_type
+from .config import GPTConfig, ModelConfig, config_from_dict, model_type, unsupported
 from .files import atomic_write, atomic_write_json
 from .gpt import GPT
 from .seq2seq import Seq2Seq
@@ -141,6 +141,24 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str
     with torch.no_grad():
         for name, tensor in expected.items():
             tensor.copy_(tensors[name])
+
+
+# Tensor names older glassformer checkpoints and resume.pt files use -> today's: each block's norms
+# lived in a residual-connection module (`attn_res.norm`); they are now the block's own (`attn_norm`).
+# The parameters' order did not change, so optimizer states saved by position still match.
+RENAMED = {".attn_res.norm.": ".attn_norm.", ".cross_res.norm.": ".cross_norm.", ".ffn_res.norm.": ".ffn_norm."}
+
+
+def current_name(name: str) -> str:
+    """A tensor name from any glassformer checkpoint -> the name today's model gives it (see RENAMED)."""
+    for old, new in RENAMED.items():
+        name = name.replace(old, new)
+    return name
+
+
+def renamed(tensors: dict) -> dict:
+    """`tensors` (or any dict keyed by tensor name) with every name as today's model gives it."""
+    return {current_name(name): value for name, value in tensors.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +302,7 @@ def load(path, device: str | torch.device = "cpu", dtype: str | torch.dtype | No
         else:
             tensors = _tensors_from_bytes(files[WEIGHTS_FILE], path / WEIGHTS_FILE)
             tokenizer = _load_tokenizer(path / TOKENIZER_FILE, files.get(TOKENIZER_FILE, b""))
-        load_weights(model, tensors, str(path / WEIGHTS_FILE))
+        load_weights(model, renamed(tensors), str(path / WEIGHTS_FILE))
         check_tokenizer_fits(tokenizer, config, path)
     else:
         supported = ", ".join(("gpt2", *hf.FAMILIES))
@@ -377,33 +395,19 @@ def config_from_hf(hf: dict) -> GPTConfig:
 
 
 def hf_incompatibilities(config: ModelConfig) -> list[str]:
-    """Reasons a config cannot be written as a transformers GPT-2 model (empty when it can)."""
+    """Reasons a config cannot be written as a transformers GPT-2 model (empty when it can): the
+    "gpt2" column of config.FIELD_SUPPORT."""
     if not isinstance(config, GPTConfig):
         return ["only GPT models can be exported to GPT-2 (this is a Seq2Seq model)"]
-    checks = [
-        (config.position == "learned", f"position={config.position} (GPT-2 uses learned positions)"),
-        (config.norm == "layernorm", f"norm={config.norm} (GPT-2 uses layernorm)"),
-        (config.norm_position == "pre", f"norm_position={config.norm_position} (GPT-2 is pre-LN)"),
-        (config.activation != "swiglu", "activation=swiglu (GPT-2 has a two-matrix feed-forward)"),
-        (config.d_head in (None, config.n_embd // config.n_head), f"d_head={config.d_head} (GPT-2 uses n_embd/n_head)"),
-        (config.n_segments == 0, f"n_segments={config.n_segments} (GPT-2 has no segment embedding)"),
-        (config.n_classes == 0, f"n_classes={config.n_classes} (GPT2LMHeadModel has no classification head)"),
-        (config.n_kv_head in (None, config.n_head), f"n_kv_head={config.n_kv_head} (GPT-2 has one K/V per head)"),
-        (config.qkv_bias in (None, config.bias), f"qkv_bias={config.qkv_bias} (GPT-2 biases are all or none)"),
-        (not config.qk_norm, "qk_norm=true (GPT-2 has no q/k norms)"),
-        (config.activation != "relu2", "activation=relu2 (GPT-2 export writes gelu, gelu_new or relu)"),
-        (not config.embed_norm, "embed_norm=true (GPT-2 has no norm after the embeddings)"),
-        (not config.bigram, "bigram=true (GPT-2 has no embedding of token pairs)"),
-    ]
-    return [reason for ok, reason in checks if not ok]
+    return unsupported(config, "gpt2")
 
 
 def _hf_layer_names(i: int) -> dict[str, str]:
     """Our Linear/norm module names in block i -> GPT-2's (Conv1D weights are stored transposed)."""
     return {
-        f"blocks.{i}.attn_res.norm": f"h.{i}.ln_1",
+        f"blocks.{i}.attn_norm": f"h.{i}.ln_1",
         f"blocks.{i}.self_attn.o_proj": f"h.{i}.attn.c_proj",
-        f"blocks.{i}.ffn_res.norm": f"h.{i}.ln_2",
+        f"blocks.{i}.ffn_norm": f"h.{i}.ln_2",
         f"blocks.{i}.ffn.up": f"h.{i}.mlp.c_fc",
         f"blocks.{i}.ffn.down": f"h.{i}.mlp.c_proj",
     }

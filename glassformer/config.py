@@ -229,6 +229,101 @@ class GPTConfig(Widths):
         return (self.vocab_size + self.block_size + self.bigram_rows) * self.d_model + self.n_layer * layer
 
 
+# ---------------------------------------------------------------------------------------------
+# Which GPTConfig values each target outside the model understands: the GPT-2 exporter
+# (checkpoint.hf_incompatibilities), the Llama/Qwen2/Qwen3 exporter (hf.family_incompatibilities)
+# and the fast path's one-token step in C (decode_step.StepKernel, which declines the rest to the
+# step in torch ops). One row per field, one column per target: ANY, or a Rule the value must
+# pass. A new field is a new row (tests/test_models.py checks every field has one): decide here,
+# once, what each target does with it.
+
+
+class Rule(typing.NamedTuple):
+    """A condition on a config for one target; `why` is said when the config fails it."""
+
+    ok: typing.Callable[[GPTConfig], bool]
+    why: str
+
+
+ANY = None  # the target takes every value of the field
+
+
+def only(field: str, values: tuple, why: str) -> Rule:
+    """The field must hold one of `values`."""
+    return Rule(lambda c: getattr(c, field) in values, why)
+
+
+def off(field: str, why: str) -> Rule:
+    """The field must be off (False, 0 or None)."""
+    return Rule(lambda c: not getattr(c, field), why)
+
+
+TARGETS = ("gpt2", "llama", "c_step")  # the table's columns, in order
+C_STEP_ACTIVATIONS = ("relu", "relu2", "gelu", "gelu_tanh", "swiglu")  # matvec.c's GF_RELU...GF_SWIGLU
+
+FIELD_SUPPORT: dict[str, tuple[Rule | None, Rule | None, Rule | None]] = {
+    #                GPT-2 export, Llama/Qwen export, the C one-token step
+    "vocab_size": (ANY, ANY, ANY),
+    "block_size": (ANY, ANY, ANY),
+    "n_layer": (ANY, ANY, ANY),
+    "n_head": (ANY, ANY, ANY),
+    "n_embd": (ANY, ANY, ANY),
+    "d_head": (Rule(lambda c: c.d_head in (None, c.n_embd // c.n_head), "GPT-2 uses n_embd/n_head"), ANY, ANY),
+    "d_ff": (ANY, ANY, ANY),
+    "dropout": (ANY, ANY, ANY),  # training only
+    "bias": (ANY, off("bias", "Llama has no biases; Qwen2 has them on Q, K and V alone: qkv_bias"), ANY),
+    "norm": (only("norm", ("layernorm",), "GPT-2 uses layernorm"), only("norm", ("rmsnorm",), "Llama uses rmsnorm"),
+             ANY),
+    "norm_eps": (ANY, ANY, ANY),
+    "norm_position": (only("norm_position", ("pre",), "GPT-2 is pre-LN"),
+                      only("norm_position", ("pre",), "Llama is pre-norm"), ANY),
+    "activation": (only("activation", ("gelu", "gelu_tanh", "relu"), "GPT-2 export writes gelu, gelu_new or relu"),
+                   only("activation", ("swiglu",), "Llama uses swiglu"),
+                   only("activation", C_STEP_ACTIVATIONS, "the C step computes relu, relu2, gelu, gelu_tanh, swiglu")),
+    "position": (only("position", ("learned",), "GPT-2 uses learned positions"),
+                 only("position", ("rope",), "Llama uses rope"), ANY),  # the C step: GPT.embed and RoPE's table
+    "rope_theta": (ANY, ANY, ANY),
+    "tie_weights": (ANY, ANY, ANY),
+    "n_segments": (off("n_segments", "GPT-2 has no segment embedding"), off("n_segments", "no segment embedding"),
+                   ANY),
+    "n_classes": (off("n_classes", "GPT2LMHeadModel has no classification head"),
+                  off("n_classes", "no classification head"), ANY),  # the step computes the LM head only
+    "init": (ANY, ANY, ANY),  # initialisation only
+    "init_std": (ANY, ANY, ANY),
+    "embed_norm": (off("embed_norm", "GPT-2 has no norm after the embeddings"),
+                   off("embed_norm", "no norm after the embeddings"), ANY),
+    "zero_init": (ANY, ANY, ANY),
+    "bigram": (off("bigram", "GPT-2 has no embedding of token pairs"), off("bigram", "no embedding of token pairs"),
+               ANY),
+    "n_kv_head": (Rule(lambda c: c.n_kv_head in (None, c.n_head), "GPT-2 has one K/V per head"), ANY, ANY),
+    "qkv_bias": (Rule(lambda c: c.qkv_bias in (None, c.bias), "GPT-2 biases are all or none"),
+                 Rule(lambda c: not (c.qk_norm and c.qkv_bias), "Qwen3 (qk_norm) has no Q/K/V biases"), ANY),
+    "qk_norm": (off("qk_norm", "GPT-2 has no q/k norms"), ANY, ANY),
+    "rope_scaling": (ANY, ANY, ANY),
+    "rope_factor": (ANY, ANY, ANY),
+    "rope_low_freq_factor": (ANY, ANY, ANY),
+    "rope_high_freq_factor": (ANY, ANY, ANY),
+    "rope_original_max_len": (ANY, ANY, ANY),
+}
+
+
+def unsupported(config: GPTConfig, target: str) -> list[str]:
+    """Why `target` (one of TARGETS) cannot take this config, one reason per field: empty when it can.
+    A field the table does not list is refused too, so a new field is never silently ignored."""
+    column = TARGETS.index(target)
+    reasons = []
+    for name in (f.name for f in dataclasses.fields(config)):
+        if name not in FIELD_SUPPORT:
+            reasons.append(f"{name}: not in config.FIELD_SUPPORT (decide what {target} does with it)")
+            continue
+        rule = FIELD_SUPPORT[name][column]
+        if rule is not None and not rule.ok(config):
+            value = getattr(config, name)
+            shown = str(value).lower() if isinstance(value, bool) else value
+            reasons.append(f"{name}={shown} ({rule.why})")
+    return reasons
+
+
 @dataclass
 class Seq2SeqConfig(Widths):
     """Encoder-decoder Transformer of "Attention Is All You Need" (2017)."""

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from .data import right_pad, source_ids
-from .generate import SequenceDecoder, check_vocab_limit, decode_steps, running, top_k, within_vocabulary
+from .generate import SequenceDecoder, check_vocab_limit, decode_steps, top_k, within_vocabulary
 
 # ---------------------------------------------------------------------------------------------
 # Small pure pieces
@@ -91,7 +91,7 @@ class Seq2SeqDecoder(SequenceDecoder):
                  use_cache: bool = True):
         bos = torch.full((src.size(0), 1), model.config.bos_id, dtype=torch.long, device=src.device)  # (B, 1)
         super().__init__(model, bos, use_cache)
-        with running(self.training):
+        with self.running():
             self.sentence_memory = model.encode(src, src_mask)  # (B, S, C)
         self.sentence_mask = src_mask  # (B, S) or None
         self.sentence_kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, (B, h, S, d) each
@@ -110,7 +110,7 @@ class Seq2SeqDecoder(SequenceDecoder):
         if torch.equal(source, self.source):
             return  # every row reads the sentence it read before
         self.source = source
-        with running(self.training):
+        with self.running():
             self.memory = self.sentence_memory.index_select(0, source)  # (A', S, C)
             self.mask = self.sentence_mask.index_select(0, source) if self.sentence_mask is not None else None
             if self.cache is not None:
@@ -119,7 +119,7 @@ class Seq2SeqDecoder(SequenceDecoder):
 
     def logits(self) -> torch.Tensor:
         new = self.ids[:, -1:] if self.cache is not None else self.ids  # with a cache only the newest token
-        with running(self.training):
+        with self.running():
             return self.model.decode(new, self.memory, self.mask, cache=self.cache)[:, -1]  # (A, V)
 
 

@@ -5,16 +5,18 @@ step as one C call (StepKernel)."""
 from __future__ import annotations
 
 import ctypes
-import dataclasses
+import functools
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import matvec
+from . import fused, matvec
+from .config import unsupported
 from .device import memory_bytes
-from .layers import Block, KVCache, LayerNorm, RMSNorm, feed_forward, residual_input, residual_output, wire
+from .layers import Block, KVCache, KVCacheLayer, LayerNorm, RMSNorm, repeat_kv
+from .positions import apply_rotary
 from .quant import Bf16Linear, Int8Linear, bf16_linear, int8_linear
 
 if TYPE_CHECKING:
@@ -24,32 +26,27 @@ if TYPE_CHECKING:
 class DecodeStep:
     """GPT.next_logits for one new token per row, (B, 1) ids after a KV cache -> (B, V), in eval mode.
 
-    The model's own functions (`GPT.embed`, `Block.sublayers` and `wire`, the residuals'
-    `residual_input`/`residual_output`, `MultiHeadAttention.attend`, `feed_forward`, `GPT.final`)
-    with faster pieces: at one token per step a small model spends much of its time around its
-    matmuls. Q, K and V come from one matmul against the stacked W_Q, W_K, W_V; at one row on CPU
-    the matmuls go through matvec's C kernels (float32, int8 and bf16 weights), from 4 rows on they
-    use a transposed copy of the weights (DecodeLinear; int8 and bf16 weights from quant.quantize
-    stay as they are, see quant.int8_linear and bf16_linear); the float32 kernel's weights are
-    copied into one buffer on huge pages in the order the step reads them (`pack`); the attention of
-    one new query reads the cache through matvec's attention kernel (DecodeCore); norms, the
-    attention core and the activation are called without module dispatch (no hooks: the step is used
-    only while nobody observes the model); rows have no time axis; the ids are not checked
-    (generation feeds back ids the model chose). For one row all of that after GPT.embed runs as one
-    C call where it applies (StepKernel, below), with these maps' weights. Reads the weights when
-    built: build one per generation, for `rows` sequences. tests/test_generate_fast.py holds both to
-    the modules.
+    GPT.forward for one position, written out again with faster pieces: at one token per step a
+    small model spends much of its time around its matmuls. Each block runs as Block.forward does
+    (DecodeLayer); Q, K and V come from one matmul against the stacked W_Q, W_K, W_V; at one row on
+    CPU the matmuls go through matvec's C kernels (float32, int8 and bf16 weights), from 4 rows on
+    they use a transposed copy of the weights (DecodeLinear; int8 and bf16 weights from
+    quant.quantize stay as they are, see quant.int8_linear and bf16_linear); the float32 kernel's
+    weights are copied into one buffer on huge pages in the order the step reads them (`pack`); the
+    attention of one new query reads the cache through matvec's attention kernel (DecodeCore);
+    norms and the activation are called without module dispatch (no hooks: generation asks for a
+    step only while nobody observes the model); rows have no time axis; the ids are not checked
+    (generation feeds back ids the model chose). For one row all of that after GPT.embed runs as
+    one C call where it applies (StepKernel, below), with these maps' weights. Reads the weights
+    when built: build one per generation, for `rows` sequences. tests/test_generate_fast.py holds
+    both to the model.
     """
 
     def __init__(self, model: GPT, rows: int):
         self.model = model
         self.rows = rows
         self.layers = [DecodeLayer(block, rows) for block in model.blocks]
-        # each block's sublayers wired as the block wires its own; held here, not by the layer,
-        # so that nothing refers back to itself and the step (its packed weights) is freed as
-        # soon as the generation drops it, not at the next garbage collection
-        self.wiring = [block.sublayers(layer.self_attention, layer.feed_forward, residual=DecodeResidual)
-                       for block, layer in zip(model.blocks, self.layers)]
+        self.final = norm_function(model.final_norm)
         self.lm_head = DecodeLinear([model.lm_head], rows)
         pack([m for m in self.linears() if m.matvec is not None and not m.int8 and not m.bf16])
         self.kernel = StepKernel.build(self) if rows == 1 else None  # the whole step in C, where it applies
@@ -69,71 +66,83 @@ class DecodeStep:
             if logits is not None:
                 return logits
         x = x[:, 0]  # (B, 1, C) -> (B, C): rows without a time axis, as the matmuls want them
-        for layer, wiring, layer_cache in zip(self.layers, self.wiring, cache.self_attn):
-            layer.cache, layer.rotary = layer_cache, rotary
-            x = wire(x, wiring)
-        return self.lm_head(self.model.final(x))  # (B, V)
+        for layer, layer_cache in zip(self.layers, cache.self_attn):
+            x = layer(x, layer_cache, rotary)
+        return self.lm_head(self.final(x))  # (B, V)
+
+
+def norm_function(module: nn.Module | None):
+    """A norm's map without module dispatch: RMSNorm through fused.c where it applies, LayerNorm as
+    itself; no norm (None): the identity."""
+    if module is None:
+        return lambda x: x
+    if isinstance(module, RMSNorm):
+        return functools.partial(fused.rms_norm_or_torch, weight=module.weight, eps=module.eps)
+    return module.forward
 
 
 class DecodeLayer:
-    """One block's sublayers with DecodeLinear maps, for DecodeStep (which wires them as the block wires its own)."""
+    """One Block for DecodeStep: Block.forward for one position per row, (B, C) -> (B, C), with the
+    block's norms and activation and its matrices as DecodeLinear maps (no dropout: eval mode)."""
 
     def __init__(self, block: Block, rows: int):
         attn, ffn = block.self_attn, block.ffn
-        projections = [attn.q_proj, attn.k_proj, attn.v_proj]
-        self.attn, self.core, self.act = attn, DecodeCore(attn.core), ffn.act.forward
+        self.pre_norm = block.pre_norm
+        self.attn_norm, self.ffn_norm = norm_function(block.attn_norm), norm_function(block.ffn_norm)
         self.heads = (attn.n_head, attn.n_kv_head, attn.n_kv_head)  # of Q, K, V, each d_head wide
         self.all_heads, self.d_head = sum(self.heads), attn.q_proj.out_features // attn.n_head
-        self.qk_norm = (attn.q_norm.forward, attn.k_norm.forward) if attn.q_norm is not None else None
-        self.qkv = DecodeLinear(projections, rows)  # W_Q, W_K, W_V stacked: ((h + 2*h_kv)*d, C)
+        self.q_norm = norm_function(attn.q_norm) if attn.q_norm is not None else None
+        self.k_norm = norm_function(attn.k_norm) if attn.k_norm is not None else None
+        self.core, self.act = DecodeCore(), ffn.act.forward
+        self.qkv = DecodeLinear([attn.q_proj, attn.k_proj, attn.v_proj], rows)  # W_Q, W_K, W_V: ((h + 2*h_kv)*d, C)
         self.o_proj = DecodeLinear([attn.o_proj], rows)
         self.up = DecodeLinear([ffn.up], rows)
         self.gate = DecodeLinear([ffn.gate], rows) if ffn.gate is not None else None
         self.down = DecodeLinear([ffn.down], rows)
-        self.cache, self.rotary = None, None  # this step's: set by DecodeStep before each call
 
-    def self_attention(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, cache: KVCacheLayer, rotary) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.self_attention(self.attn_norm(x), cache, rotary)
+            return x + self.feed_forward(self.ffn_norm(x))
+        x = self.attn_norm(x + self.self_attention(x, cache, rotary))
+        return self.ffn_norm(x + self.feed_forward(x))
+
+    def self_attention(self, x: torch.Tensor, cache: KVCacheLayer, rotary) -> torch.Tensor:
         """MultiHeadAttention.forward for one position per row, (B, C) -> (B, C), with one matmul for Q, K and V."""
         B = x.size(0)
         # (B, (h + 2*h_kv)*d) -> (B, h + 2*h_kv, 1, d) -> q (B, h, 1, d), k and v (B, h_kv, 1, d)
         q, k, v = self.qkv(x).view(B, self.all_heads, 1, self.d_head).split(self.heads, dim=1)
-        out = self.attn.attend(q, k, v, cache=self.cache, rotary=self.rotary, core=self.core,
-                               qk_norm=self.qk_norm)  # (B, h, 1, d)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        k, v = cache.append(k, v)  # (B, h_kv, past + 1, d)
+        n_rep = self.heads[0] // self.heads[1]
+        out = self.core(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep))  # (B, h, 1, d)
         return self.o_proj(out.reshape(B, -1))  # heads concatenated: (B, h*d) -> (B, C)
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return feed_forward(x, self.up, self.down, self.act, self.gate)
+        """FeedForward.forward with the step's maps."""
+        if self.gate is None:
+            return self.down(self.act(self.up(x)))
+        return self.down(self.act(self.gate(x)) * self.up(x))
 
 
 class DecodeCore:
-    """A block's attention core for one new query per row: matvec's attention kernel, which reads
-    the cache's keys and values in place, where it applies (float32 on CPU, no mask, the core on
-    its default path "auto"); the core itself otherwise, and on the "fused" or "explicit" path a
-    user chose. tests/test_matvec.py holds the kernel to `attention`."""
+    """`attention` for one new query per row, (B, h, 1, d) against the cache's keys and values:
+    matvec's attention kernel, which reads them in place, where it applies (float32 on CPU);
+    torch's fused kernel otherwise (one query sees every key: no mask). tests/test_matvec.py holds
+    the kernel to `attention`."""
 
-    def __init__(self, core):
-        self.core, self.kernel = core, matvec.attention()
+    def __init__(self):
+        self.kernel = matvec.attention()
 
-    def __call__(self, q, k, v, mask=None, is_causal=False):
-        if self.kernel is not None and mask is None and self.core.path == "auto" and not self.core.training:
-            out = self.kernel(q, k, v)  # one query: a causal mask would mask nothing
+    def __call__(self, q, k, v):
+        if self.kernel is not None:
+            out = self.kernel(q, k, v)
             if out is not None:
-                return out, None
-        return self.core.forward(q, k, v, mask, is_causal)
-
-
-class DecodeResidual:
-    """A block's Residual for DecodeStep: the same two functions, its norm called without module
-    dispatch, and no dropout (the step runs in eval mode)."""
-
-    def __init__(self, residual):
-        self.norm, self.pre_norm = residual.norm.forward, residual.pre_norm
-
-    def sublayer_input(self, x: torch.Tensor) -> torch.Tensor:
-        return residual_input(x, self.norm, self.pre_norm)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return residual_output(x, y, self.norm, self.pre_norm)
+                return out
+        return F.scaled_dot_product_attention(q, k, v)
 
 
 class DecodeLinear:
@@ -247,20 +256,8 @@ class Model(ctypes.Structure):  # gf_model
         ("final_norm", Norm), ("head", Matrix)]
 
 
-# The activations the C step computes (matvec.c's GF_RELU...), by the config's names (layers.ACTIVATIONS)
+# The activations the C step computes (matvec.c's GF_RELU...), by the config's names (config.C_STEP_ACTIVATIONS)
 ACTIVATION_CODES = {"relu": 0, "relu2": 1, "gelu": 2, "gelu_tanh": 3, "swiglu": 4}
-
-# Every GPTConfig field, each of which the C step either computes as the modules do or leaves to
-# the Python around it (embeddings and positions: GPT.embed; RoPE's angles: its table; training
-# and classification fields: not part of a step). A model whose config has a field not listed
-# here takes the step built from the modules' functions: a new layer option is added in Python
-# once, and to the C step only when someone writes it there (tests/test_generate_fast.py fails
-# until the field is listed or the step declines it).
-KNOWN_FIELDS = frozenset({
-    "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "d_head", "d_ff", "dropout", "bias", "norm",
-    "norm_eps", "norm_position", "activation", "position", "rope_theta", "tie_weights", "n_segments", "n_classes",
-    "init", "init_std", "embed_norm", "zero_init", "bigram", "n_kv_head", "qkv_bias", "qk_norm", "rope_scaling",
-    "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_max_len"})
 
 
 def matrix(m: DecodeLinear | None) -> Matrix:
@@ -291,27 +288,28 @@ class StepKernel:
     against 4.32 with DecodeStep's ops (int8 weights: 1.84 against 2.93; figures in matvec.c).
 
     Used only where it computes what the modules do: float32 norms on CPU, every matrix on
-    matvec's kernels, a config with only KNOWN_FIELDS, and per call nothing to differentiate, every
-    attention core on its default path in eval mode, and the cache's buffers float32 (1, h_kv, ·, d).
+    matvec's kernels, a config the C step supports (the "c_step" column of
+    config.FIELD_SUPPORT), and per call nothing to differentiate and the
+    cache's buffers float32 (1, h_kv, ·, d).
     Otherwise `__call__` returns None and DecodeStep runs its own ops.
     """
 
     def __init__(self, step: DecodeStep, function):
         model, c = step.model, step.model.config
-        self.function, self.cores = function, [layer.attn.core for layer in step.layers]
+        self.function = function
         first = step.layers[0]
         self.shape = (first.heads[1], first.d_head)  # each cache's (h_kv, d)
         self.vocab = step.lm_head.matvec.out
         layers = []
         for block, layer in zip(model.blocks, step.layers):
             attn = block.self_attn
-            layers.append(Layer(norm(block.attn_res.norm), norm(block.ffn_res.norm), norm(attn.q_norm),
+            layers.append(Layer(norm(block.attn_norm), norm(block.ffn_norm), norm(attn.q_norm),
                                 norm(attn.k_norm), matrix(layer.qkv), matrix(layer.o_proj), matrix(layer.gate),
                                 matrix(layer.up), matrix(layer.down)))
         self.layers = (Layer * len(layers))(*layers)  # held here: the C structure points into it
         self.buffers: list[tuple[int, int]] = [(0, 0)] * len(layers)  # each layer's cache pointers the C side holds
         self.struct = Model(c.n_layer, c.n_embd, c.n_head, first.heads[1], first.d_head, first.up.matvec.out,
-                           model.blocks[0].attn_res.pre_norm, ACTIVATION_CODES[c.activation], self.layers,
+                           model.blocks[0].pre_norm, ACTIVATION_CODES[c.activation], self.layers,
                            norm(model.final_norm), matrix(step.lm_head))
         self.pointer = ctypes.addressof(self.struct)  # what the C function reads: the structures above
 
@@ -319,9 +317,8 @@ class StepKernel:
     def build(cls, step: DecodeStep) -> StepKernel | None:
         """The C step for this DecodeStep (one row), or None where it does not apply (see the class)."""
         function, model = matvec.whole_step(), step.model
-        names = {field.name for field in dataclasses.fields(model.config)}
         norms = [m for m in model.modules() if isinstance(m, (LayerNorm, RMSNorm))]
-        if (function is None or not names <= KNOWN_FIELDS or model.config.activation not in ACTIVATION_CODES
+        if (function is None or unsupported(model.config, "c_step")
                 or any(m.matvec is None for m in step.linears())
                 or not all(matvec.plain(p, torch.float32, 1) for n in norms for p in n.parameters())):
             return None
@@ -329,8 +326,7 @@ class StepKernel:
 
     def __call__(self, x: torch.Tensor, rotary, cache: KVCache) -> torch.Tensor | None:
         """x (1, 1, C): GPT.embed's for the new token; rotary: its (cos, sin) or None -> logits (1, V), or None."""
-        if (torch.is_grad_enabled() or x.dtype != torch.float32 or not x.is_cpu
-                or any(core.path != "auto" or core.training for core in self.cores)):
+        if torch.is_grad_enabled() or x.dtype != torch.float32 or not x.is_cpu:
             return None
         pos = cache.length
         for i, layer in enumerate(cache.self_attn):

@@ -2,7 +2,7 @@
 RoPE's rotation, forward and backward, through the C kernels of fused.c, for float32 on CPU.
 
 Each is an autograd function whose forward computes what the readable layer computes
-(`layers.RMSNorm`, `layers.feed_forward`'s gate, `positions.apply_rotary`) and whose backward is
+(`layers.RMSNorm`, `layers.FeedForward`'s gate, `positions.apply_rotary`) and whose backward is
 the derivative worked out by hand (in fused.c's comments); tests/test_fused.py holds both to
 torch's autograd through the readable form. Where a kernel does not apply (another dtype or
 device, under torch.compile, no C compiler, GLASSFORMER_NO_KERNEL=1) the callers compute the
@@ -11,14 +11,12 @@ prompts of generation; the gate's kernel runs only while autograd records (train
 an observer of the activation module sees it called.
 
 Why: on CPU, torch 2.13's ops for these are a pass over memory each, with autograd's bookkeeping
-between them, and F.rms_norm is differentiated through its decomposition. Measured on a 2-core
-Ice Lake (AVX-512), forward and backward at shakespeare-char-speedrun's sizes, medians of five
-alternating rounds of 200, gradients accumulated into leaf tensors:
-  RMSNorm over (24, 64, 128): 1850 us with torch's ops, 620 with the kernels;
-  RoPE over (24, 4, 64, 32): 1494 against 498 us;
-  silu(g) * u over (24, 64, 344): 2731 against 2076 us.
-The preset's whole training step in float32 (its two-layer form), alternating with and without the
-kernels in one process: 85.5 against 72.7 ms, 85.4 against 68.7, 76.2 against 66.9 (1.14-1.24x).
+between them, and F.rms_norm is differentiated through its decomposition (the preset's whole
+training step in float32: 1.14-1.24x faster with the kernels; figures on the docs' performance page).
+
+`rms_norm_or_torch`, `swiglu_or_torch` and `rotary_or_torch` are the maps the fast modules
+(glassformer.accelerate) and the one-token decode step call: the kernel where it applies, else
+the readable form in torch's ops.
 """
 
 from __future__ import annotations
@@ -26,8 +24,10 @@ from __future__ import annotations
 import ctypes
 
 import torch
+import torch.nn.functional as F
 
 from . import matvec
+from .positions import apply_rotary
 
 SOURCE = matvec.SOURCE.with_name("fused.c")
 
@@ -239,3 +239,30 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     if x.size(-2) == 1:
         return None
     return RotaryFunction.apply(x, cos, sin)
+
+
+# ---------------------------------------------------------------------------------------------
+# The maps with their readable fallbacks
+
+
+def rms_norm_or_torch(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """layers.RMSNorm's map: through the kernels where they apply, else torch's rms_norm."""
+    weight = weight if weight.dtype == x.dtype else weight.to(x.dtype)  # bf16 input under autocast (qk_norm)
+    y = rms_norm(x, weight, eps)
+    return y if y is not None else F.rms_norm(x, (x.size(-1),), weight, eps)
+
+
+def swiglu_or_torch(g: torch.Tensor, u: torch.Tensor, act) -> torch.Tensor:
+    """act(g) * u, SwiGLU's gate: through the kernels while autograd records (training) and `act` is
+    SiLU, so that outside training an observer of the activation module sees it called."""
+    if type(act) is torch.nn.SiLU and torch.is_grad_enabled() and (g.requires_grad or u.requires_grad):
+        hidden = swiglu(g, u)
+        if hidden is not None:
+            return hidden
+    return act(g) * u
+
+
+def rotary_or_torch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """positions.apply_rotary: through the kernels where they apply, else in torch's ops."""
+    y = rotary(x, cos, sin)
+    return y if y is not None else apply_rotary(x, cos, sin)

@@ -23,6 +23,9 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import torch
 import torch.nn as nn
 
+from . import accelerate
+from .trace import observed
+
 REPLACEMENT_CHAR = "\ufffd"  # what a decoder prints for an incomplete UTF-8 character
 
 # ---------------------------------------------------------------------------------------------
@@ -155,13 +158,14 @@ class Decoder(Protocol):
 
 
 @contextlib.contextmanager
-def running(training: list[nn.Module]) -> Iterator[None]:
-    """Inference mode, and eval mode for `training` (a model's modules in training mode, see
-    `training_modules`), for the duration; then their training flags are set back."""
+def running(training: list[nn.Module], fast: accelerate.Swap | None = None) -> Iterator[None]:
+    """Inference mode, eval mode for `training` (a model's modules in training mode, see
+    `training_modules`) and the `fast` modules swapped in, for the duration; then their training
+    flags are set back and the readable modules swapped back."""
     for module in training:
         module.training = False
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), fast if fast is not None else contextlib.nullcontext():
             yield
     finally:
         for module in training:
@@ -182,6 +186,12 @@ class SequenceDecoder:
         self.model, self.ids = model, ids
         self.cache = model.new_cache() if use_cache else None
         self.training = training_modules(model)  # switched to eval mode while the model runs
+        self.fast = accelerate.for_generation(model)  # its faster modules, swapped in while it runs unobserved
+
+    def running(self):
+        """The context the model runs in: eval and inference mode, and the fast path unless the
+        model is observed (glassformer.trace.observe), so that hooks see every step."""
+        return running(self.training, None if observed(self.model) else self.fast)
 
     def start(self) -> torch.Tensor:
         return self.logits()
@@ -191,7 +201,7 @@ class SequenceDecoder:
         return self.logits()
 
     def keep(self, rows: torch.Tensor) -> None:
-        with running(self.training):
+        with running(self.training):  # no model call: no fast modules needed
             self.ids = self.ids[rows]
             if self.cache is not None:
                 self.cache.keep(rows)
@@ -204,10 +214,10 @@ class SequenceDecoder:
 class LanguageModelDecoder(SequenceDecoder):
     """A GPT continuing prompts (B, T), T <= block_size.
 
-    With the cache: the prompt once, then one token per step through the model's fast
-    `decode_step` where it offers one (None while the model is observed, so a trace sees
-    every step through the modules), until the text outgrows the block; from then on, and
-    without the cache, the last block_size tokens are recomputed at every step.
+    With the cache: the prompt once, then one token per step through the fast path's one-token
+    step (accelerate.decode_step; not while the model is observed, so a trace sees every step
+    through the modules), until the text outgrows the block; from then on, and without the
+    cache, the last block_size tokens are recomputed at every step.
     """
 
     def __init__(self, model: nn.Module, prompt: torch.Tensor, use_cache: bool = True):
@@ -223,13 +233,13 @@ class LanguageModelDecoder(SequenceDecoder):
         block_size = self.model.config.block_size
         if self.cache is not None and self.ids.size(1) > block_size:
             self.cache = None  # the window starts to slide: positions shift, so cached keys no longer fit
-        with running(self.training):
+        with self.running():
             if self.cache is None:
                 return self.model.next_logits(self.ids[:, -block_size:])  # (A, V)
             new = self.ids[:, self.cache.length:]  # the ids the cache has not seen: the prompt, then one
-            if self.cache.length > 0:
+            if self.cache.length > 0 and not observed(self.model):
                 if self.fast_step is None:
-                    self.fast_step = self.model.decode_step(len(self.ids))
+                    self.fast_step = accelerate.decode_step(self.model, len(self.ids))
                 if self.fast_step is not None:
                     return self.fast_step(new, self.cache)
             return self.model.next_logits(new, self.cache)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn as nn
 
@@ -16,10 +14,6 @@ from .layers import (
     make_norm,
 )
 from .positions import TokenEmbedding, add_positions, make_positions
-from .trace import observed
-
-if TYPE_CHECKING:
-    from .decode_step import DecodeStep
 
 
 def bigram_ids(ids: torch.Tensor, vocab_size: int, previous: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,19 +75,31 @@ class GPT(nn.Module):
         """An empty key/value cache for incremental decoding, owned by the caller."""
         return KVCache(self.config.n_layer, self.config.block_size)
 
-    def hidden(self, ids: torch.Tensor, cache: KVCache | None = None, segment_ids=None) -> torch.Tensor:
-        """ids (B, T) -> final hidden states (B, T, C). With a cache, ids are the positions after it."""
+    def check(self, ids: torch.Tensor, past: int = 0, segment_ids=None) -> None:
+        """Raises ValueError for ids (and segment ids) this model cannot read after `past` positions."""
         c = self.config
-        past = cache.length if cache is not None else 0
         check_ids(ids, c.vocab_size, c.block_size, past)
         if self.seg_emb is not None:
             if segment_ids is None:
                 raise ValueError("this model has a segment embedding; pass segment_ids of the same shape as ids")
             check_ids(segment_ids, c.n_segments, c.block_size, past, name="segment_ids")
+
+    def forward(self, ids: torch.Tensor, cache: KVCache | None = None, segment_ids=None) -> torch.Tensor:
+        """ids (B, T) -> logits (B, T, V), for every position. With a cache, ids are the positions after it."""
+        past = cache.length if cache is not None else 0
+        self.check(ids, past, segment_ids)
+        x, rotary = self.embed(ids, past, segment_ids, cache)  # (B, T, C), RoPE's (cos, sin) or None
+        for i, block in enumerate(self.blocks):
+            x = block(x, is_causal=True, cache=cache.self_attn[i] if cache is not None else None, rotary=rotary)
+        return self.lm_head(self.final(x))  # (B, T, C) -> (B, T, V)
+
+    def hidden(self, ids: torch.Tensor, cache: KVCache | None = None, segment_ids=None) -> torch.Tensor:
+        """ids (B, T) -> final hidden states (B, T, C): `forward` without the output projection."""
+        past = cache.length if cache is not None else 0
+        self.check(ids, past, segment_ids)
         x, rotary = self.embed(ids, past, segment_ids, cache)
         for i, block in enumerate(self.blocks):
-            layer_cache = cache.self_attn[i] if cache is not None else None
-            x = block(x, is_causal=True, cache=layer_cache, rotary=rotary)
+            x = block(x, is_causal=True, cache=cache.self_attn[i] if cache is not None else None, rotary=rotary)
         return self.final(x)
 
     def embed(self, ids: torch.Tensor, past: int = 0, segment_ids=None, cache: KVCache | None = None):
@@ -118,24 +124,10 @@ class GPT(nn.Module):
         """The last blocks' output through the final norm, where the model has one (pre-LN)."""
         return self.final_norm(x) if self.final_norm is not None else x
 
-    def forward(self, ids: torch.Tensor, cache: KVCache | None = None, segment_ids=None) -> torch.Tensor:
-        """ids (B, T) -> logits (B, T, V), for every position."""
-        return self.lm_head(self.hidden(ids, cache, segment_ids))
-
     def next_logits(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """ids (B, T) -> logits (B, V) for the token after the last one: forward's last row, with
         the output projection applied to that row alone."""
         return self.lm_head(self.hidden(ids, cache)[:, -1])
-
-    def decode_step(self, rows: int) -> DecodeStep | None:
-        """A fast single-token step for generating `rows` sequences with a KV cache, or None where
-        it would hide steps from an observer (`glassformer.trace.observe`, which Trace uses) or the
-        model has a segment embedding."""
-        if observed(self) or self.seg_emb is not None:
-            return None
-        from .decode_step import DecodeStep
-
-        return DecodeStep(self, rows)
 
     def classify(self, ids: torch.Tensor, lengths: torch.Tensor | None = None, segment_ids=None) -> torch.Tensor:
         """GPT-1's second output: the hidden state of each sequence's last real token -> (B, n_classes).

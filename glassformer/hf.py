@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from . import reading
 from .chat import render_chat  # noqa: F401  (chat templates are part of a model directory's interface)
 from .checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, CheckpointError, read_json, save_tensors
-from .config import GPTConfig, check_fits_in_memory
+from .config import GPTConfig, check_fits_in_memory, unsupported
 from .device import native_bf16
 from .files import atomic_write_json, atomic_write_text
 from .gpt import GPT
@@ -39,11 +39,11 @@ STORED_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.floa
 
 # Our module in block i -> theirs in model.layers.i (the parameter name after it is the same).
 LAYER_PARTS = {
-    "attn_res.norm": "input_layernorm",
+    "attn_norm": "input_layernorm",
     "self_attn.q_proj": "self_attn.q_proj", "self_attn.k_proj": "self_attn.k_proj",
     "self_attn.v_proj": "self_attn.v_proj", "self_attn.o_proj": "self_attn.o_proj",
     "self_attn.q_norm": "self_attn.q_norm", "self_attn.k_norm": "self_attn.k_norm",
-    "ffn_res.norm": "post_attention_layernorm",
+    "ffn_norm": "post_attention_layernorm",
     "ffn.gate": "mlp.gate_proj", "ffn.up": "mlp.up_proj", "ffn.down": "mlp.down_proj",
 }
 OUTER_NAMES = {"tok_emb.weight": "model.embed_tokens.weight", "final_norm.weight": "model.norm.weight",
@@ -152,22 +152,11 @@ def family_of(config: GPTConfig) -> str:
 
 
 def family_incompatibilities(config) -> list[str]:
-    """Reasons a config cannot be written as a Llama/Qwen2/Qwen3 model (empty when it can)."""
+    """Reasons a config cannot be written as a Llama/Qwen2/Qwen3 model (empty when it can): the
+    "llama" column of config.FIELD_SUPPORT."""
     if not isinstance(config, GPTConfig):
         return ["only GPT models can be exported (this is a Seq2Seq model)"]
-    checks = [
-        (config.position == "rope", f"position={config.position} (Llama uses rope)"),
-        (config.norm == "rmsnorm", f"norm={config.norm} (Llama uses rmsnorm)"),
-        (config.norm_position == "pre", f"norm_position={config.norm_position} (Llama is pre-norm)"),
-        (config.activation == "swiglu", f"activation={config.activation} (Llama uses swiglu)"),
-        (not config.bias, "bias=true (Llama has no biases; Qwen2 has them on Q, K and V alone: qkv_bias)"),
-        (not (config.qk_norm and config.qkv_bias), "qk_norm with qkv_bias (Qwen3 has no Q/K/V biases)"),
-        (config.n_segments == 0, f"n_segments={config.n_segments} (no segment embedding)"),
-        (config.n_classes == 0, f"n_classes={config.n_classes} (no classification head)"),
-        (not config.embed_norm, "embed_norm=true (no norm after the embeddings)"),
-        (not config.bigram, "bigram=true (no embedding of token pairs)"),
-    ]
-    return [reason for ok, reason in checks if not ok]
+    return unsupported(config, "llama")
 
 
 def family_config(config: GPTConfig, dtype: torch.dtype, tokenizer=None) -> dict:

@@ -19,7 +19,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import fused
 from .positions import apply_rotary
 
 # ---------------------------------------------------------------------------------------------
@@ -50,125 +49,40 @@ def combine_masks(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tenso
 
 
 class Tap(nn.Module):
-    """Passes a named intermediate through unchanged, so that a forward hook can see it.
+    """Passes a named intermediate of `attention` through unchanged, so that a forward hook can see it.
 
-    `attention` hands its inner steps (QKᵀ, the scaled and masked scores) to a Tap; the
-    recorder in glassformer.trace hooks it. Without hooks a Tap costs one function call.
+    Each attention layer owns one, as `core`; `attention` hands it q, k, v, the mask, QKᵀ, the scaled
+    and masked scores, the probabilities and the output, each by name. The recorder in
+    glassformer.trace hooks it (and analysis replaces a head's output through it). Without hooks a
+    Tap costs one function call per intermediate.
     """
 
     def forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
         return x
 
 
+def unobserved(name: str, x: torch.Tensor) -> torch.Tensor:
+    """What `attention` passes its intermediates through when no Tap is given."""
+    return x
+
+
 def attention(q, k, v, mask=None, dropout_p: float = 0.0, tap: Tap | None = None):
     """softmax(Q Kᵀ / sqrt(d_k) + mask) V, written out; returns (output, probabilities).
 
-    q (B, h, Tq, d), k and v (B, h, Tk, d), mask broadcastable to (B, h, Tq, Tk).
-    The returned probabilities are those before attention dropout.
+    q (B, h, Tq, d), k and v (B, h, Tk, d), mask broadcastable to (B, h, Tq, Tk), True where a
+    query may attend to a key. The returned probabilities are those before attention dropout.
+    Every intermediate passes through `tap` under its name (see Tap).
     """
-    scores = q @ k.transpose(-2, -1)  # (B, h, Tq, Tk): QKᵀ
-    if tap is not None:
-        scores = tap("scores", scores)
-    scores = scores / math.sqrt(q.size(-1))
-    if tap is not None:
-        scores = tap("scaled", scores)
+    see = tap if tap is not None else unobserved
+    q, k, v = see("q", q), see("k", k), see("v", v)
+    scores = see("scores", q @ k.transpose(-2, -1))  # (B, h, Tq, Tk): QKᵀ
+    scores = see("scaled", scores / math.sqrt(q.size(-1)))
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-        if tap is not None:
-            scores = tap("masked", scores)
-    probs = torch.softmax(scores, dim=-1)
+        mask = see("mask", mask)
+        scores = see("masked", scores.masked_fill(~mask, float("-inf")))
+    probs = see("probs", torch.softmax(scores, dim=-1))
     dropped = F.dropout(probs, dropout_p) if dropout_p > 0 else probs
-    return dropped @ v, probs  # (B, h, Tq, d), (B, h, Tq, Tk)
-
-
-def biased_attention(q, k, v, mask=None, dropout_p: float = 0.0):
-    """`attention` with the mask as an additive bias (0 where a query may attend a key, -inf where
-    not) applied in the same pass as the scaling: softmax(Q Kᵀ · (1/sqrt(d_k)) + bias) V.
-
-    The same function as `attention` (to rounding: it multiplies by 1/sqrt(d_k) instead of
-    dividing), with one elementwise pass over the (B, h, Tq, Tk) scores instead of two, forward
-    and backward: the explicit path's form in training (CPU bf16 at 6/6/384, block 256: 7-10%
-    faster steps than `attention`; 4-6% at nanoGPT's CPU shape). No taps: observers use `attention`.
-    Returns (output, probabilities), as `attention`.
-    """
-    scores = q @ k.transpose(-2, -1)  # (B, h, Tq, Tk): QKᵀ
-    scale = 1 / math.sqrt(q.size(-1))
-    if mask is None:
-        scores = scores * scale
-    else:
-        bias = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device).masked_fill_(~mask, float("-inf"))
-        scores = torch.add(bias, scores, alpha=scale)  # bias + scale * QKᵀ, broadcast as the mask
-    probs = torch.softmax(scores, dim=-1)
-    dropped = F.dropout(probs, dropout_p) if dropout_p > 0 else probs
-    return dropped @ v, probs  # (B, h, Tq, d), (B, h, Tq, Tk)
-
-
-class ScaledDotProductAttention(nn.Module):
-    """The attention core: (q, k, v, mask, is_causal) -> (output, probabilities or None).
-
-    path "explicit": `attention` above, which forms the probability matrix.
-    path "fused": `F.scaled_dot_product_attention`, which never forms it (probabilities None).
-    path "auto" (default): the fused kernel, or where `explicit_is_faster` the same math as
-    `attention` in its faster form, `biased_attention`.
-    An observer that wants the probabilities of a fused call computes them with
-    `probabilities` (glassformer.trace does), so observing never changes what the model computes.
-    """
-
-    def __init__(self, dropout: float = 0.0):
-        super().__init__()
-        self.dropout = dropout
-        self.path = "auto"  # "auto" | "explicit" | "fused"
-        self.tap = Tap()
-
-    def forward(self, q, k, v, mask=None, is_causal: bool = False):
-        mask, is_causal = effective_mask(q, k, mask, is_causal)
-        dropout_p = self.dropout if self.training else 0.0
-        if self.path == "explicit" or (self.path == "auto" and explicit_is_faster(q)):
-            mask = causal_mask(q.size(-2), k.size(-2), q.device) if is_causal else mask  # written out for both forms
-            if self.path == "explicit":
-                return attention(q, k, v, mask, dropout_p, self.tap)
-            return biased_attention(q, k, v, mask, dropout_p)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
-        return out, None
-
-    def probabilities(self, q, k, v, mask=None, is_causal: bool = False) -> torch.Tensor:
-        """The probabilities (B, h, Tq, Tk) a call with these arguments attends with, by `attention`,
-        its inner steps passing through the tap."""
-        mask, is_causal = effective_mask(q, k, mask, is_causal)
-        return attention(q, k, v, causal_mask(q.size(-2), k.size(-2), q.device) if is_causal else mask, 0.0,
-                         self.tap)[1]
-
-
-def effective_mask(q, k, mask, is_causal: bool) -> tuple[torch.Tensor | None, bool]:
-    """(mask, is_causal) as the fused kernel needs them: its causal flag aligns queries to the
-    first key, so with a cache (Tq < Tk, the newest queries at the end) the mask is spelled out;
-    a single newest query sees every key and needs none."""
-    t_q, t_k = q.size(-2), k.size(-2)
-    if is_causal and t_q == 1:
-        return mask, False
-    if is_causal and (mask is not None or t_q != t_k):
-        return combine_masks(mask, causal_mask(t_q, t_k, q.device)), False
-    return mask, is_causal
-
-
-EXPLICIT_MAX_LEN = 512  # the longest sequence the written-out attention is chosen for (see explicit_is_faster)
-
-
-def explicit_is_faster(q: torch.Tensor) -> bool:
-    """Whether the written-out attention beats the fused kernel for this input (measured, not assumed).
-
-    On a CPU in bfloat16 the fused kernel's backward is several times slower than the
-    explicit matmuls (fwd+bwd at 12x4 heads x 64 positions: 7.2 ms fused vs 2.6 ms explicit;
-    whole training steps on a Zen 4, `biased_attention` against the fused kernel: 28 vs 40 ms at
-    nanoGPT's CPU shape, 507 vs 617 ms at 6/6/384 block 256). Up to EXPLICIT_MAX_LEN positions:
-    the (T, T) scores the written-out form keeps outgrow the caches, and fwd+bwd at 12 heads of
-    64 on the Zen 4 took 60.6 against 77.0 ms (fused) at 512 positions, 92.9 against 100.6 at
-    640, but 147.9 against 86.1 at 768 and 980 against 604 at 1024 (batch 12). In float32 and
-    on GPUs the fused kernel wins (steps on the Zen 4: 38.8 ms fused, 40.7 biased, 44.1
-    `attention`; 934 vs 952 ms).
-    """
-    return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled()
-            and q.size(-2) <= EXPLICIT_MAX_LEN)
+    return see("out", dropped @ v), probs  # (B, h, Tq, d), (B, h, Tq, Tk)
 
 
 def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -293,73 +207,44 @@ class MultiHeadAttention(nn.Module):
                  norm_eps: float = 1e-6):
         super().__init__()
         self.n_head, self.n_kv_head = n_head, n_kv_head or n_head
+        self.dropout = dropout  # on the attention probabilities, in training
         qkv_bias = bias if qkv_bias is None else qkv_bias
         self.q_proj = nn.Linear(d_model, n_head * d_head, bias=qkv_bias)  # W_Q
         self.k_proj = nn.Linear(d_model, self.n_kv_head * d_head, bias=qkv_bias)  # W_K
         self.v_proj = nn.Linear(d_model, self.n_kv_head * d_head, bias=qkv_bias)  # W_V
         self.q_norm = RMSNorm(d_head, norm_eps) if qk_norm else None  # one scale per channel, shared by heads
         self.k_norm = RMSNorm(d_head, norm_eps) if qk_norm else None
-        self.core = ScaledDotProductAttention(dropout)
+        self.core = Tap()  # what `attention` computes, by name, for observers
         self.o_proj = nn.Linear(n_head * d_head, d_model, bias=bias)  # W_O
 
     def forward(self, x, context=None, mask=None, is_causal=False, cache: KVCacheLayer | None = None,
                 rotary=None):
-        if context is None and self.fuses_qkv():
-            q, k, v = self.project_qkv(x)
-            return self.o_proj(merge_heads(self.attend(q, k, v, mask, is_causal, cache, rotary)))
+        """x (B, Tq, C) -> (B, Tq, C). context: (B, Tk, C) for cross-attention; mask: True where a
+        query may see a key; is_causal: also hide later keys; cache: this layer's keys and values
+        so far (appended to; cross-attention stores the memory's once); rotary: RoPE's (cos, sin)."""
         q = split_heads(self.q_proj(x), self.n_head)  # (B, Tq, h*d) -> (B, h, Tq, d)
         if context is not None and cache is not None and cache.length > 0:
-            k, v = (repeat_kv(t, self.n_head // self.n_kv_head) for t in cache.keys_values())
-            out, _ = self.core(q, k, v, mask, is_causal)  # the memory's keys and values, seen before
+            k, v = cache.keys_values()  # the memory's keys and values, computed at the first step
         else:
             source = x if context is None else context
-            k = split_heads(self.k_proj(source), self.n_kv_head)  # (B, h_kv, Tk, d)
+            k = split_heads(self.k_proj(source), self.n_kv_head)  # (B, Tk, h_kv*d) -> (B, h_kv, Tk, d)
             v = split_heads(self.v_proj(source), self.n_kv_head)
-            out = self.attend(q, k, v, mask, is_causal, cache, rotary)
-        return self.o_proj(merge_heads(out))  # (B, h, Tq, d) -> (B, Tq, h*d) -> (B, Tq, C)
-
-    def fuses_qkv(self) -> bool:
-        """Whether self-attention applies W_Q, W_K and W_V as one matmul (`project_qkv`): in training
-        (train mode, gradients on), where the backward's three input gradients also become one
-        matmul instead of three and two sums (bench/train_step.py --separate-qkv, on a Zen 4: 6%
-        faster steps in bf16 at nanoGPT's CPU shape, 2% at 6/6/384, even in fp32 at the small shape). Elsewhere each
-        projection is called as its module, so forward hooks on it (Trace, explain and analysis
-        observe in eval mode or without gradients) see it. Only for plain nn.Linear projections."""
-        return (self.training and torch.is_grad_enabled()
-                and all(type(p) is nn.Linear for p in (self.q_proj, self.k_proj, self.v_proj)))
-
-    def project_qkv(self, x):
-        """x (B, T, C) -> q (B, h, T, d), k and v (B, h_kv, T, d) by one matmul with W_Q, W_K, W_V
-        stacked; the same maps as the three modules (their weights are concatenated per call, a
-        copy of 3 C x C numbers, and the gradient flows back to each module's own weight)."""
-        projections = (self.q_proj, self.k_proj, self.v_proj)
-        weight = torch.cat([p.weight for p in projections])  # ((h + 2*h_kv)*d, C)
-        bias = torch.cat([p.bias for p in projections]) if self.q_proj.bias is not None else None
-        q, k, v = F.linear(x, weight, bias).split([p.out_features for p in projections], dim=-1)
-        # (B, T, h*d) -> (B, h, T, d): views of the one output, as nanoGPT's c_attn split
-        return split_heads(q, self.n_head), split_heads(k, self.n_kv_head), split_heads(v, self.n_kv_head)
-
-    def attend(self, q, k, v, mask=None, is_causal=False, cache: KVCacheLayer | None = None, rotary=None,
-               core=None, qk_norm=None):
-        """New queries (B, h, T, d), keys and values (B, h_kv, T, d) -> each head's output (B, h, Tq, d):
-        q and k normed per head (qk_norm), positions rotated in (RoPE), the keys and values added
-        to the cache (h_kv heads), shared across their query heads, then the attention core.
-        The one-token decode step (decode_step.DecodeStep) calls this too, after its own projection,
-        with `core` and `qk_norm` (the two norms) called without module dispatch."""
-        q_norm, k_norm = qk_norm or (self.q_norm, self.k_norm)
-        if q_norm is not None:
-            q, k = q_norm(q), k_norm(k)  # over each head's d channels
-        if rotary is not None:
-            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        if cache is not None:
-            k, v = cache.append(k, v)  # with everything before: (B, h_kv, past + Tk, d)
+            if self.q_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)  # over each head's d channels
+            if rotary is not None:
+                q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+            if cache is not None:
+                k, v = cache.append(k, v)  # with everything before: (B, h_kv, past + Tk, d)
         n_rep = self.n_head // self.n_kv_head
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, h_kv, Tk, d) -> (B, h, Tk, d)
-        return (core or self.core)(q, k, v, mask, is_causal)[0]
+        if is_causal:
+            mask = combine_masks(mask, causal_mask(q.size(-2), k.size(-2), q.device))
+        out, _ = attention(q, k, v, mask, self.dropout if self.training else 0.0, self.core)
+        return self.o_proj(merge_heads(out))  # (B, h, Tq, d) -> (B, Tq, h*d) -> (B, Tq, C)
 
 
 # ---------------------------------------------------------------------------------------------
-# Norms, feed-forward, residual connections
+# Norms, feed-forward, the block
 
 
 class LayerNorm(nn.Module):
@@ -382,8 +267,7 @@ class LayerNorm(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """x / sqrt(mean(x²) + eps) * weight: scale only, no centring (Llama); torch's fused kernel, or
-    in float32 on CPU fused.c's, forward and backward in one pass each (`fused.rms_norm`)."""
+    """x / sqrt(mean(x²) + eps) * weight: scale only, no centring (Llama); computed by torch's fused kernel."""
 
     def __init__(self, d_model: int, eps: float = 1e-5):
         super().__init__()
@@ -394,8 +278,7 @@ class RMSNorm(nn.Module):
         # Under bf16 autocast the per-head q/k norms (qk_norm) get bf16 input: torch's fused
         # rms_norm wants the scale in the input's dtype (else a slower path, and a warning each call).
         weight = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
-        y = fused.rms_norm(x, weight, self.eps)
-        return y if y is not None else F.rms_norm(x, self.shape, weight, self.eps)
+        return F.rms_norm(x, self.shape, weight, self.eps)
 
     def statistics(self, x) -> dict[str, torch.Tensor]:
         """What the norm divides by, per row of x (..., C): for display (explain)."""
@@ -443,55 +326,10 @@ class FeedForward(nn.Module):
         self.down = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x):
-        return feed_forward(x, self.up, self.down, self.act, self.gate)
-
-
-def feed_forward(x, up, down, act, gate=None):
-    """(B, T, C) -> (B, T, d_ff) -> (B, T, C): down(act(up(x))), or with a gate down(act(gate(x)) * up(x)).
-
-    up, down and gate are linear maps: the modules' own, or the one-token step's (decode_step.DecodeStep).
-    While autograd records (training), SwiGLU's silu(g) * u goes through `fused.swiglu` where it
-    applies: one pass each way instead of three forward and four backward.
-    """
-    if gate is None:
-        return down(act(up(x)))
-    g, u = gate(x), up(x)
-    hidden = None
-    if type(act) is nn.SiLU and torch.is_grad_enabled() and (g.requires_grad or u.requires_grad):
-        hidden = fused.swiglu(g, u)  # None where the kernel does not apply
-    return down(hidden if hidden is not None else act(g) * u)
-
-
-def residual_input(x, norm, pre_norm: bool):
-    """What a sublayer reads: x through the norm first (pre-LN), or x itself (post-LN)."""
-    return norm(x) if pre_norm else x
-
-
-def residual_output(x, y, norm, pre_norm: bool):
-    """The sublayer's output y added back onto x, and the sum through the norm when post-LN ("Add & Norm")."""
-    x = x + y
-    return x if pre_norm else norm(x)
-
-
-class Residual(nn.Module):
-    """x + dropout(sublayer(·)), with its norm before the sublayer (pre-LN) or after the sum (post-LN).
-
-    A block calls `sublayer_input(x)` to get what the sublayer reads, runs the sublayer,
-    then `residual(x, y)` to add its output back ("Add & Norm" when post-LN).
-    """
-
-    def __init__(self, d_model: int, norm: str, eps: float, bias: bool, pre_norm: bool, dropout: float):
-        super().__init__()
-        self.pre_norm = pre_norm
-        self.norm = make_norm(norm, d_model, eps, bias)
-        self.dropout = nn.Dropout(dropout)
-
-    def sublayer_input(self, x):
-        return residual_input(x, self.norm, self.pre_norm)
-
-    def forward(self, x, y):
-        y = self.dropout(y) if self.dropout.training else y  # an idle dropout is not called at all
-        return residual_output(x, y, self.norm, self.pre_norm)
+        """(B, T, C) -> (B, T, d_ff) -> (B, T, C)."""
+        if self.gate is None:
+            return self.down(self.act(self.up(x)))
+        return self.down(self.act(self.gate(x)) * self.up(x))
 
 
 def make_block(config, cross_attention: bool = False) -> Block:
@@ -502,18 +340,10 @@ def make_block(config, cross_attention: bool = False) -> Block:
                  cross_attention=cross_attention, n_kv_head=c.n_kv_head, qkv_bias=c.qkv_bias, qk_norm=c.qk_norm)
 
 
-def wire(x, sublayers):
-    """A layer's sublayers in turn, each inside its residual connection: (B, T, C) -> (B, T, C).
-
-    sublayers: (residual, function) pairs, as `Block.sublayers` lists them.
-    """
-    for residual, sublayer in sublayers:
-        x = residual(x, sublayer(residual.sublayer_input(x)))
-    return x
-
-
 class Block(nn.Module):
-    """One Transformer layer: self-attention, cross-attention (decoder only), feed-forward.
+    """One Transformer layer: self-attention, cross-attention (decoder only), feed-forward, each
+    inside a residual connection with its norm before the sublayer (pre-LN: x + f(norm(x))) or
+    after the sum (post-LN, the 2017 paper's "Add & Norm": norm(x + f(x))).
 
     GPT blocks and Seq2Seq decoder blocks use a causal self-attention mask; encoder blocks do not.
     """
@@ -522,43 +352,37 @@ class Block(nn.Module):
                  norm: str, norm_eps: float, pre_norm: bool, activation: str, cross_attention: bool = False,
                  n_kv_head: int | None = None, qkv_bias: bool | None = None, qk_norm: bool = False):
         super().__init__()
-
-        def residual():
-            return Residual(d_model, norm, norm_eps, bias, pre_norm, dropout)
+        self.pre_norm = pre_norm
 
         def attention():
             return MultiHeadAttention(d_model, n_head, d_head, dropout, bias, n_kv_head=n_kv_head,
                                       qkv_bias=qkv_bias, qk_norm=qk_norm, norm_eps=norm_eps)
 
+        # in this order: the parameters' order, which optimizer states saved by position follow
         self.self_attn = attention()
-        self.attn_res = residual()
+        self.attn_norm = make_norm(norm, d_model, norm_eps, bias)
         self.cross_attn = attention() if cross_attention else None
-        self.cross_res = residual() if cross_attention else None
+        self.cross_norm = make_norm(norm, d_model, norm_eps, bias) if cross_attention else None
         self.ffn = FeedForward(d_model, d_ff, activation, bias)
-        self.ffn_res = residual()
+        self.ffn_norm = make_norm(norm, d_model, norm_eps, bias)
+        self.dropout = nn.Dropout(dropout)  # on each sublayer's output, before it is added
 
     def forward(self, x, mask=None, is_causal=False, memory=None, memory_mask=None, cache=None, cross_cache=None,
                 rotary=None):
-        self_attention = functools.partial(self.self_attn, mask=mask, is_causal=is_causal, cache=cache,
-                                           rotary=rotary)
-        cross_attention = None
+        """x (B, T, C) -> (B, T, C). memory (B, S, C): the encoder's output, for cross-attention."""
+        if self.pre_norm:
+            x = x + self.dropout(self.self_attn(self.attn_norm(x), mask=mask, is_causal=is_causal, cache=cache,
+                                                rotary=rotary))
+            if self.cross_attn is not None:
+                x = x + self.dropout(self.cross_attn(self.cross_norm(x), context=memory, mask=memory_mask,
+                                                     cache=cross_cache))
+            return x + self.dropout(self.ffn(self.ffn_norm(x)))
+        x = self.attn_norm(x + self.dropout(self.self_attn(x, mask=mask, is_causal=is_causal, cache=cache,
+                                                           rotary=rotary)))
         if self.cross_attn is not None:
-            cross_attention = functools.partial(self.cross_attn, context=memory, mask=memory_mask, cache=cross_cache)
-        return wire(x, self.sublayers(self_attention, self.ffn, cross_attention))
-
-    def sublayers(self, self_attention, feed_forward, cross_attention=None, residual=None) -> list:
-        """The layer's wiring: its sublayers in order, each with its residual connection, as
-        (residual, function) pairs for `wire`.
-
-        The functions map a sublayer's input to its output; `forward` passes the modules, and
-        the one-token decode step (decode_step.DecodeStep) its own faster ones, with `residual`
-        wrapping each Residual so that its norm is called without module dispatch.
-        """
-        pairs = [(self.attn_res, self_attention)]
-        if cross_attention is not None:
-            pairs.append((self.cross_res, cross_attention))
-        pairs.append((self.ffn_res, feed_forward))
-        return pairs if residual is None else [(residual(r), f) for r, f in pairs]
+            x = self.cross_norm(x + self.dropout(self.cross_attn(x, context=memory, mask=memory_mask,
+                                                                 cache=cross_cache)))
+        return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,8 +13,6 @@ import typing
 import torch
 import torch.nn as nn
 
-from . import fused
-
 
 class TokenEmbedding(nn.Embedding):
     """ids (B, T) -> vectors (B, T, C); optionally scaled by sqrt(C) as in the 2017 paper."""
@@ -97,11 +95,8 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotates (B, h, T, d) by angles given as cos, sin of shape (T, d/2) ("rotate half" layout);
-    in float32 on CPU in one pass each way (`fused.rotary`)."""
-    y = fused.rotary(x, cos, sin)
-    if y is not None:
-        return y
+    """Rotates (B, h, T, d) by angles given as cos, sin of shape (T, d/2) ("rotate half" layout):
+    each channel pair (x1, x2) -> (x1 cos - x2 sin, x1 sin + x2 cos)."""
     half = x.size(-1) // 2
     x1, x2 = x[..., :half], x[..., half:]
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)

@@ -13,20 +13,21 @@ Names are module paths, with suffixes:
   <module>              the module's output (embeddings, projections, norms, activations, blocks)
   <module>.in           its first input (a norm's input is the residual sum it normalises;
                         W_O's input is the heads' outputs concatenated)
-  <core>.q/.k/.v/.mask  what an attention core receives, split into heads: (B, h, T, d)
+  <core>.q/.k/.v/.mask  what `attention` receives, split into heads: (B, h, T, d) (k and v
+                        shared across a group's query heads), the mask as it applies
   <core>.out/.probs     each head's output softmax(...)V and its probabilities
   <core>.scores/.scaled/.masked   QKᵀ, QKᵀ/sqrt(d_k), and the scores after the mask
 A module called several times (a decoder stepping through a translation) keeps every
 call: `trace.all(name)` lists them, `trace[name]` is the last.
 
 While a Trace is open its model counts as observed (`observe`), so generation runs every
-step through the modules, where the hooks see it, instead of GPT's fast one-token step.
+step through the readable modules, where the hooks see it, instead of the fast path
+(glassformer.accelerate).
 Hooks of your own see every step the same way inside `with observe(model):`.
 
 `Trace(model, names=...)` records only what it is asked for: a collection of names, or a
-predicate on a name. Modules that can produce none of them are not hooked, and an attention
-core computes its probabilities for the recorder only when `<core>.probs` (or one of its inner
-steps) is wanted: a 124M model on 512 tokens keeps a few MB instead of about a GB.
+predicate on a name. Modules that can produce none of them are not hooked: a 124M model on
+512 tokens keeps a few MB instead of about a GB.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Callable, Collection, Iterator
 import torch
 import torch.nn as nn
 
-from .layers import FeedForward, MultiHeadAttention, ScaledDotProductAttention, Tap
+from .layers import FeedForward, MultiHeadAttention, Tap
 
 _observers: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()  # model -> open observations
 
@@ -46,7 +47,7 @@ _observers: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionar
 @contextlib.contextmanager
 def observe(model: nn.Module) -> Iterator[nn.Module]:
     """Marks `model` as observed for the duration: code that could compute around its modules
-    (GPT.decode_step) runs through them instead, so forward hooks see every step."""
+    (generation's fast path) runs through them instead, so forward hooks see every step."""
     _observers[model] = _observers.get(model, 0) + 1
     try:
         yield model
@@ -61,17 +62,14 @@ def observed(model: nn.Module) -> bool:
     return model in _observers
 
 
-CORE_INPUTS = ("q", "k", "v", "mask")  # an attention core's recorded inputs, in call order
-CORE_STEPS = ("scores", "scaled", "masked")  # the inner steps its tap passes on
+CORE_STEPS = ("q", "k", "v", "mask", "scores", "scaled", "masked", "probs", "out")  # what `attention` taps
 
 
 def record_names(name: str, module: nn.Module) -> list[str]:
     """The names a Trace can record through its hook on the module at path `name` (see the module
-    docstring); an attention core's include its inner steps, which a fused call forms only for the recorder."""
+    docstring): an attention core's (a Tap's) are the steps `attention` passes through it."""
     if isinstance(module, Tap):
-        return [f"{name.rsplit('.', 1)[0]}.{step}" for step in CORE_STEPS]
-    if isinstance(module, ScaledDotProductAttention):
-        return [f"{name}.{key}" for key in (*CORE_INPUTS, "out", "probs", *CORE_STEPS)]
+        return [f"{name}.{step}" for step in CORE_STEPS]
     return [name, f"{name}.in"]
 
 
@@ -107,16 +105,7 @@ class Trace:
     def _hook(self, name: str, module: nn.Module):
         def record(mod, args, output):
             if isinstance(mod, Tap):  # args = (step name, tensor)
-                self._keep(f"{name.rsplit('.', 1)[0]}.{args[0]}", output)
-            elif isinstance(mod, ScaledDotProductAttention):
-                for key, value in zip(CORE_INPUTS, args):
-                    self._keep(f"{name}.{key}", value)
-                out, probs = output
-                wanted = any(self.wants(f"{name}.{key}") for key in ("probs", *CORE_STEPS))
-                if probs is None and wanted:  # the fused kernel never forms them: the written-out formula does, for us
-                    probs = mod.probabilities(*args)
-                self._keep(f"{name}.out", out)
-                self._keep(f"{name}.probs", probs)
+                self._keep(f"{name}.{args[0]}", output)
             else:
                 if args and isinstance(args[0], torch.Tensor):
                     self._keep(f"{name}.in", args[0])

@@ -30,9 +30,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import distributed, fused
+from . import accelerate, distributed, fused
 from .budget import PROBE_STEPS, SKIPPED_STEPS, Budget
-from .checkpoint import CheckpointError, check_tensors, check_values, load_tensors_only, save, unique_state_dict
+from .checkpoint import (
+    CheckpointError,
+    check_tensors,
+    check_values,
+    current_name,
+    load_tensors_only,
+    renamed,
+    save,
+    unique_state_dict,
+)
 from .config import check_fields
 from .device import check_device_name, pick_device, pick_dtype
 from .distributed import World
@@ -394,11 +403,15 @@ class Trainer:
             raise CheckpointError(f"{path} not found: nothing to resume (train without --resume to start)")
         state = load_tensors_only(path)  # one line for a truncated, foreign or pickled file
         check_resume_state(state, path)
-        tensors = state["model"]
+        tensors = renamed(state["model"])  # an older run's names as today's model gives them
         check_tensors(tensors, self.shapes, str(path))
         check_values(tensors, str(path))
         optim = state["optimizer"] if state["optimizer"] and state["optimizer"]["state"] else None  # None: no step yet
         legacy = optim is not None and isinstance(next(iter(optim["state"])), int)  # keyed by position, not name
+        if optim is not None and not legacy:  # keyed by name: an older run's names as today's
+            optim = {**optim, "state": renamed(optim["state"]),
+                     "param_groups": [{**group, "params": [current_name(n) for n in group["params"]]}
+                                      for group in optim["param_groups"]]}
         full = {name: tensors[saved] for name, saved in self.aliases.items()}
         distributed.load_full_state(self.model, full, self.optimizer, None if legacy else optim)
         if legacy:
@@ -519,6 +532,8 @@ class Trainer:
         self.training_time, out_of_time = 0.0, False
         # For the plan: the steps timed (all but this process's first few), and the last evaluation and checkpoint.
         steps_run, timed_steps, timed_s, eval_s, checkpoint_s = 0, 0, 0.0, 0.0, 0.0
+        fast = accelerate.for_training(self.model)  # the fast modules while training; readable afterwards
+        fast.install()
         try:
             while True:
                 scheduled = self.iter % cfg.eval_interval == 0 and (self.iter > 0 or cfg.eval_first)
@@ -564,11 +579,13 @@ class Trainer:
                     progress.update(self.iter, loss, rate)
                     window_tokens, window_start = 0, self.clock()
         except BaseException:
+            fast.remove()
             progress.close()
             if self.world.main:
                 with contextlib.suppress(Exception):  # (a full disk, say): the error that stopped the run is told
                     self.plot()
             raise
+        fast.remove()  # the model is readable again after the run
         progress.close()
         if self.world.main:
             self.plot()

@@ -53,7 +53,8 @@ def test_lens_last_layer_is_the_logits(model):
     lens = logit_lens(model, ids[0])  # (T,) accepted as one sequence
     assert lens.shape == (model.config.n_layer + 1, 9, VOCAB)
     assert torch.equal(lens[-1], logits_of(model, ids))
-    torch.testing.assert_close(logit_lens(model, ids, positions=[2, -1]), lens[:, [2, 8]], rtol=0, atol=1e-6)
+    # other row counts, other summation orders: a few ulps
+    torch.testing.assert_close(logit_lens(model, ids, positions=[2, -1]), lens[:, [2, 8]], rtol=1e-6, atol=1e-6)
 
 
 def test_lens_layer_equals_a_truncated_copy(model):

@@ -10,7 +10,7 @@ import torch
 
 import glassformer
 from glassformer import GPT, GPTConfig, Seq2Seq, Seq2SeqConfig
-from glassformer.checkpoint import CheckpointError, export_hf
+from glassformer.checkpoint import RENAMED, CheckpointError, current_name, export_hf
 from glassformer.cli import main
 from glassformer.files import atomic_write
 
@@ -195,3 +195,51 @@ def test_cli_bad_checkpoint_is_one_line_error(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert "not a checkpoint directory" in result.stderr
+
+
+OLD_NAMES = {new: old for old, new in RENAMED.items()}  # today's name part -> the one older checkpoints used
+
+
+def older_name(name: str) -> str:
+    for new, old in OLD_NAMES.items():
+        name = name.replace(new, old)
+    return name
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GPT(GPTConfig(vocab_size=30, block_size=12, n_layer=2, n_head=2, n_embd=8, norm="rmsnorm")),
+    lambda: Seq2Seq(Seq2SeqConfig(src_vocab_size=30, tgt_vocab_size=25, block_size=12, n_encoder_layers=1,
+                                  n_decoder_layers=1, n_head=2, d_model=8, norm_position="pre")),
+])
+def test_checkpoint_with_the_older_norm_names_loads_equal(tmp_path, make):
+    """A checkpoint written before the blocks' norms were their own (blocks.0.attn_res.norm.weight)
+    loads into today's model (blocks.0.attn_norm.weight) with the same values."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    model = randomise(make()).eval()
+    path = glassformer.save(model, tmp_path)
+    weights = path / "model.safetensors"
+    tensors = load_file(str(weights))
+    old = {older_name(name): t for name, t in tensors.items()}
+    assert any(".attn_res.norm." in name for name in old) and not any(".attn_norm." in name for name in old)
+    save_file(old, str(weights))
+    (path / "manifest.json").unlink(missing_ok=True)  # the rewritten file is no longer the one listed
+    loaded, _ = glassformer.load(path)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_parameters_keep_the_order_older_checkpoints_saved_them_in():
+    """Optimizer states saved by position (older resume.pt files) follow the parameter order: the
+    renamed norms sit where their residual modules sat."""
+    model = GPT(GPTConfig(vocab_size=30, block_size=12, n_layer=1, n_head=2, n_embd=8, n_kv_head=1, qk_norm=True))
+    before = ["tok_emb.weight", "pos_emb.weight", "blocks.0.self_attn.q_proj.weight", "blocks.0.self_attn.q_proj.bias",
+              "blocks.0.self_attn.k_proj.weight", "blocks.0.self_attn.k_proj.bias",
+              "blocks.0.self_attn.v_proj.weight", "blocks.0.self_attn.v_proj.bias",
+              "blocks.0.self_attn.q_norm.weight", "blocks.0.self_attn.k_norm.weight",
+              "blocks.0.self_attn.o_proj.weight", "blocks.0.self_attn.o_proj.bias",
+              "blocks.0.attn_res.norm.weight", "blocks.0.attn_res.norm.bias", "blocks.0.ffn.up.weight",
+              "blocks.0.ffn.up.bias", "blocks.0.ffn.down.weight", "blocks.0.ffn.down.bias",
+              "blocks.0.ffn_res.norm.weight", "blocks.0.ffn_res.norm.bias", "final_norm.weight", "final_norm.bias"]
+    assert [name for name, _ in model.named_parameters()] == [current_name(name) for name in before]

@@ -54,7 +54,7 @@ def test_recorded_intermediates_fit_together(tiny_gpt, ids):
     torch.testing.assert_close(t[f"{attn}.core.scaled"], t[f"{attn}.core.scores"] / d ** 0.5)
     torch.testing.assert_close(t[f"{attn}.o_proj.in"], merge_heads(t[f"{attn}.core.out"]))
     # Post-LN "Add & Norm": the norm receives the block input plus the attention output.
-    torch.testing.assert_close(t["blocks.0.attn_res.norm.in"], t["blocks.0.in"] + t[f"{attn}.o_proj"])
+    torch.testing.assert_close(t["blocks.0.attn_norm.in"], t["blocks.0.in"] + t[f"{attn}.o_proj"])
     assert torch.equal(t["blocks.0.ffn.act"], torch.nn.functional.gelu(t["blocks.0.ffn.up"], approximate="tanh"))
 
 

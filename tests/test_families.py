@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import glassformer
-from glassformer import GPT, GPTConfig
+from glassformer import GPT, GPTConfig, accelerate
 from glassformer.checkpoint import CheckpointError, export_hf
 from glassformer.generate import generate
 from glassformer.hf import render_chat
@@ -98,7 +98,7 @@ def test_greedy_generation_is_transformers_and_the_cache_equals_recompute(tmp_pa
     assert generate(model, prompt, 32, temperature=0) == theirs  # the fast decode path
     assert generate(model, prompt, 32, temperature=0, use_cache=False) == theirs
     x = torch.tensor(theirs)  # (2, 40)
-    cache, step = model.new_cache(), model.decode_step(2)
+    cache, step = model.new_cache(), accelerate.decode_step(model, 2)
     with torch.inference_mode():
         full = model(x)
         torch.testing.assert_close(model.next_logits(x[:, :8], cache), full[:, 7], atol=1e-5, rtol=1e-5)

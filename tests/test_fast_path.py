@@ -1,5 +1,7 @@
-"""The fast paths compute what the readable ones compute: bf16 autocast with the attention path
-picked per dtype, torch.compile, the dtype chosen for the hardware, Q/K/V as one matmul in training."""
+"""The fast paths compute what the readable ones compute: the fast modules glassformer.accelerate
+swaps in (Q/K/V as one matmul in training, the attention core picked per dtype, fused.c's norms,
+gate and RoPE) against the readable model for every variant, bf16 autocast, torch.compile, the
+dtype chosen for the hardware; and swapping in leaves names, order and hooks as they were."""
 
 import pytest
 import torch
@@ -7,19 +9,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 from test_train import tiny_run
 
-from glassformer import GPT, GPTConfig, Seq2Seq, Seq2SeqConfig
+from glassformer import GPT, GPTConfig, Seq2Seq, Seq2SeqConfig, accelerate
+from glassformer.accelerate import EXPLICIT_MAX_LEN, explicit_is_faster, fast_attention, fuses_qkv
 from glassformer.device import native_bf16, pick_dtype
-from glassformer.layers import EXPLICIT_MAX_LEN, MultiHeadAttention, ScaledDotProductAttention, explicit_is_faster
+from glassformer.layers import FeedForward, MultiHeadAttention, RMSNorm, attention, causal_mask
 from glassformer.train import TrainConfig
 
 
 def attention_run(path: str, dtype):
     torch.manual_seed(0)
     q, k, v = (torch.randn(3, 2, 12, 8, requires_grad=True) for _ in range(3))
-    core = ScaledDotProductAttention()
-    core.path = path
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-        out, _ = core(q.to(dtype), k.to(dtype), v.to(dtype), is_causal=True)
+        q_, k_, v_ = q.to(dtype), k.to(dtype), v.to(dtype)
+        if path == "readable":
+            out, _ = attention(q_, k_, v_, causal_mask(12, 12))
+        elif path == "fused":
+            out = F.scaled_dot_product_attention(q_, k_, v_, is_causal=True)
+        else:
+            out = fast_attention(q_, k_, v_, None, True)
     out.float().square().sum().backward()
     return out.float(), [t.grad for t in (q, k, v)]
 
@@ -35,10 +42,10 @@ def test_auto_path_picks_explicit_for_cpu_bf16_training_only():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_auto_attention_equals_both_paths(dtype):
-    auto, auto_grads = attention_run("auto", dtype)
+def test_fast_attention_equals_the_written_out_one_and_the_fused_kernel(dtype):
+    auto, auto_grads = attention_run("fast", dtype)
     tol = dict(atol=2e-2, rtol=2e-2) if dtype == torch.bfloat16 else dict(atol=1e-5, rtol=1e-5)
-    for path in ("explicit", "fused"):
+    for path in ("readable", "fused"):
         out, grads = attention_run(path, dtype)
         torch.testing.assert_close(auto, out, **tol)
         for a, b in zip(auto_grads, grads):
@@ -95,19 +102,27 @@ def loss_and_grads(model, run):
     return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
-def assert_fused_qkv_equals_modules(model, run):
-    """Training (one matmul for W_Q, W_K, W_V) against eval mode with gradients on, where each
-    projection is called as its own module; with dropout 0 the two compute the same function."""
+def assert_fast_equals_readable(model, run):
+    """The fast modules (one matmul for W_Q, W_K, W_V, the attention core per dtype, fused.c's
+    kernels) against the readable model, in training (losses and gradients) and in evaluation
+    (a prompt's forward); with dropout 0 the two compute the same function."""
     model.train()
-    assert all(m.fuses_qkv() for m in model.modules() if isinstance(m, MultiHeadAttention))
-    fused, fused_grads = loss_and_grads(model, run)
-    model.eval()
-    assert not any(m.fuses_qkv() for m in model.modules() if isinstance(m, MultiHeadAttention))
+    with accelerate.for_training(model):
+        assert all(fuses_qkv(m) for m in model.modules() if isinstance(m, MultiHeadAttention))
+        fast, fast_grads = loss_and_grads(model, run)
+        model.eval()
+        with torch.no_grad():
+            fast_eval = run(model)
+        model.train()
+    assert not any(type(m) in accelerate.FAST.values() for m in model.modules())  # readable again
     plain, plain_grads = loss_and_grads(model, run)
+    with torch.no_grad():
+        plain_eval = run(model.eval())
     # fp32 sums of a few dozen terms, in another order: differences of a few ulps
-    torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(fast, plain, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(fast_eval, plain_eval, atol=1e-6, rtol=1e-6)
     for name, grad in plain_grads.items():
-        torch.testing.assert_close(fused_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+        torch.testing.assert_close(fast_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("variant", QKV_VARIANTS)
@@ -116,7 +131,7 @@ def test_fused_qkv_training_equals_separate_projections_gpt(variant):
     cfg = dict(vocab_size=13, block_size=10, n_layer=2, n_head=4, n_embd=24, dropout=0.0, tie_weights=False)
     model = GPT(GPTConfig(**{**cfg, **QKV_VARIANTS[variant]}))
     ids, targets = torch.randint(0, 13, (3, 10)), torch.randint(0, 13, (3, 10))
-    assert_fused_qkv_equals_modules(model, lambda m: F.cross_entropy(m(ids).flatten(0, 1), targets.flatten()))
+    assert_fast_equals_readable(model, lambda m: F.cross_entropy(m(ids).flatten(0, 1), targets.flatten()))
 
 
 @pytest.mark.parametrize("norm_position", ["post", "pre"])
@@ -130,20 +145,44 @@ def test_fused_qkv_training_equals_separate_projections_seq2seq(norm_position):
     src, tgt = torch.randint(3, 15, (2, 9)), torch.randint(3, 15, (2, 7))
     src_mask = torch.ones(2, 9, dtype=torch.bool)
     src_mask[1, 6:] = False  # the second source is padded
-    assert_fused_qkv_equals_modules(model, lambda m: m(src, tgt, src_mask).square().mean())
+    assert_fast_equals_readable(model, lambda m: m(src, tgt, src_mask).square().mean())
 
 
 def test_fused_qkv_only_while_training_with_plain_linears():
     attn = MultiHeadAttention(8, 2, 4)
-    assert attn.fuses_qkv()
+    assert fuses_qkv(attn)
     with torch.no_grad():
-        assert not attn.fuses_qkv()  # inference: each projection's module (and its hooks) is called
+        assert not fuses_qkv(attn)  # inference: each projection's module (and its hooks) is called
     attn.eval()
-    assert not attn.fuses_qkv()
+    assert not fuses_qkv(attn)
     attn.train()
+
     class Scaled(nn.Linear):  # a subclass with its own forward is called as a module
         def forward(self, x):
             return 2 * super().forward(x)
 
     attn.k_proj = Scaled(8, 8)
-    assert not attn.fuses_qkv()
+    assert not fuses_qkv(attn)
+
+
+def test_swapping_in_keeps_objects_names_order_and_hooks():
+    """The fast modules are the readable ones with another forward: the same objects, parameters
+    in the same order under the same names (checkpoints, optimizer states), hooks kept; and the
+    model is readable again afterwards. The fast subclasses hold no state of their own."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=13, block_size=10, n_layer=2, n_head=4, n_embd=24, position="rope",
+                          norm="rmsnorm", activation="swiglu", qk_norm=True))
+    before = [(name, p) for name, p in model.named_parameters()]
+    modules = list(model.modules())
+    calls = []
+    model.blocks[0].ffn.register_forward_hook(lambda *args: calls.append(1))
+    with accelerate.for_training(model):
+        kinds = {type(m) for m in model.modules()}
+        assert {accelerate.FastAttention, accelerate.FastRMSNorm, accelerate.FastFeedForward} <= kinds
+        assert not kinds & {MultiHeadAttention, RMSNorm, FeedForward}
+        assert [(name, p) for name, p in model.named_parameters()] == before and list(model.modules()) == modules
+        model(torch.randint(0, 13, (1, 10)))
+    assert calls == [1]
+    assert {MultiHeadAttention, RMSNorm, FeedForward} <= {type(m) for m in model.modules()}
+    for fast in accelerate.FAST.values():
+        assert "__init__" not in vars(fast)

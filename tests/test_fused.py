@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import build_tiny_gpt, random_ids
 
-from glassformer import fused
+from glassformer import accelerate, fused
 from glassformer.data import lm_loss
 from glassformer.layers import RMSNorm
 from glassformer.positions import RotaryEmbedding, apply_rotary
@@ -183,7 +183,8 @@ def test_a_model_s_gradients_with_and_without_the_kernels(monkeypatch):
 
     def loss_and_gradients():
         model.zero_grad(set_to_none=True)
-        loss = lm_loss(model(ids[:, :-1]), ids[:, 1:])
+        with accelerate.for_training(model):  # the fast modules, as the Trainer swaps them in
+            loss = lm_loss(model(ids[:, :-1]), ids[:, 1:])
         loss.backward()
         return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
 

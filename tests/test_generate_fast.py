@@ -1,6 +1,6 @@
-"""The fast generation path against the readable one: GPT.DecodeStep (one token per step,
-the blocks' own functions with fused and transposed matmuls; for one row the whole step in C,
-decode_step.StepKernel) against the modules with the
+"""The fast generation path against the readable one: decode_step.DecodeStep (one token per step,
+Block.forward written out with fused and transposed matmuls; for one row the whole step in C,
+decode_step.StepKernel; asked for through accelerate.decode_step) against the modules with the
 static KV cache, a concatenating cache written here, and full recomputation; for every
 architecture variant, 1 row and rows enough for the transposed-weight matmuls, across
 block_size, with sampling, stop strings and streaming, with float, int8 and bf16 weights
@@ -14,8 +14,10 @@ from conftest import BLOCK
 from conftest import build_tiny_gpt as tiny_gpt
 from conftest import random_ids as prompt
 
-from glassformer import GPTConfig, decode_step, matvec
+from glassformer import GPTConfig, accelerate, decode_step, matvec
+from glassformer.config import C_STEP_ACTIVATIONS, FIELD_SUPPORT, TARGETS, unsupported
 from glassformer.generate import generate, stream
+from glassformer.layers import MultiHeadAttention
 from glassformer.quant import quantize
 from glassformer.tokenizers import CharTokenizer
 from glassformer.trace import Trace, observe
@@ -79,7 +81,7 @@ def test_decode_step_logits_match_static_cache_concat_cache_and_recompute(varian
         full = model(x)  # (B, BLOCK, V): every position recomputed from scratch
         for cache in (fast_cache, static_cache, concat_cache):
             torch.testing.assert_close(model.next_logits(x[:, :5], cache), full[:, 4], **recomputed)
-        step = model.decode_step(B)
+        step = accelerate.decode_step(model, B)
         assert step is not None and all(layer.qkv.transposed == (B >= 4 and weights == "float")
                                         and layer.qkv.int8 == (weights == "int8")
                                         and layer.qkv.bf16 == (weights == "bf16") for layer in step.layers)
@@ -97,10 +99,16 @@ def test_decode_step_logits_match_static_cache_concat_cache_and_recompute(varian
         torch.testing.assert_close(fast_layer.v, static_layer.v, atol=1e-5, rtol=1e-5)
 
 
-def test_the_c_step_knows_every_config_field():
-    # A new GPTConfig field is a new layer option: decide whether matvec.c's whole step computes
-    # it (then list it in decode_step.KNOWN_FIELDS) or declines it (StepKernel.build returns None).
-    assert {field.name for field in dataclasses.fields(GPTConfig)} == decode_step.KNOWN_FIELDS
+def test_every_config_field_has_a_row_in_the_support_table():
+    # A new GPTConfig field is a new layer option: decide, in config.FIELD_SUPPORT, whether matvec.c's
+    # whole step computes it (ANY) or declines it, and what the exporters do with it.
+    assert {field.name for field in dataclasses.fields(GPTConfig)} == set(FIELD_SUPPORT)
+    assert all(len(row) == len(TARGETS) for row in FIELD_SUPPORT.values())
+    assert set(C_STEP_ACTIVATIONS) == set(decode_step.ACTIVATION_CODES)
+    assert not unsupported(GPTConfig(), "c_step") and not unsupported(GPTConfig(), "gpt2")
+    assert unsupported(GPTConfig(activation="swiglu", position="rope"), "gpt2") == [
+        "activation=swiglu (GPT-2 export writes gelu, gelu_new or relu)",
+        "position=rope (GPT-2 uses learned positions)"]
 
 
 def test_the_c_step_grows_the_cache_and_declines_what_it_does_not_compute():
@@ -112,16 +120,13 @@ def test_the_c_step_grows_the_cache_and_declines_what_it_does_not_compute():
         full = model(x)[0]  # (300, V)
         cache = model.new_cache()
         model.next_logits(x[:, :250], cache)  # capacity 256: the C step grows the cache at position 256
-        step = model.decode_step(1)
+        step = accelerate.decode_step(model, 1)
         for t in range(250, 270):
             torch.testing.assert_close(step(x[:, t : t + 1], cache)[0], full[t], atol=1e-5, rtol=1e-5)
         assert cache.length == 270 and cache.self_attn[0].k.size(2) == 300
         logits = step.kernel(*model.embed(x[:, 270:271], 270), cache)
         assert logits is not None and cache.length == 271
-        model.blocks[1].self_attn.core.path = "explicit"  # a path the user chose: the modules' own core
-        assert step.kernel(*model.embed(x[:, 271:272], 271), cache) is None and cache.length == 271
     with torch.no_grad():  # not inference mode: still no gradient, the kernel applies
-        model.blocks[1].self_attn.core.path = "auto"
         assert step.kernel(*model.embed(x[:, 271:272], 271), cache) is not None
     assert step.kernel(*model.embed(x[:, 272:273], 272), cache) is None  # autograd on: the modules' ops
     with torch.inference_mode():
@@ -144,7 +149,6 @@ def test_next_logits_is_the_last_row_of_forward():
 def readable_generate(model, *args, **kwargs):
     """generate while the model is observed, which keeps it on the readable path."""
     with observe(model):
-        assert model.decode_step(1) is None
         return generate(model, *args, **kwargs)
 
 
@@ -172,37 +176,31 @@ def test_stored_weights_fast_generation_equals_readable_and_recomputed(variant, 
     assert fast == generate(model, x, 30, use_cache=False, temperature=0)
 
 
-def test_fast_path_is_used_only_without_observers():
+def test_fast_path_is_used_only_without_observers(monkeypatch):
+    """Unobserved, generation runs the prompt through the fast modules and the steps through the
+    one-token step; observed (nested or by a Trace), through the readable modules alone."""
     model = tiny_gpt()
-    assert model.decode_step(1) is not None
+    x = prompt(2, 5)
+    steps, kinds = [], []
+    asked = accelerate.decode_step
+    monkeypatch.setattr(accelerate, "decode_step", lambda m, rows: steps.append(rows) or asked(m, rows))
+    model.blocks[0].self_attn.register_forward_hook(lambda module, args, out: kinds.append(type(module)))
+
+    def run():
+        steps.clear(), kinds.clear()
+        return generate(model, x, 6, temperature=0)
+
+    fast = run()
+    assert steps == [2] and kinds == [accelerate.FastAttention]  # the prompt: fast modules; then the step
     with observe(model):
         with observe(model):  # observations nest
-            assert model.decode_step(1) is None
-        assert model.decode_step(1) is None
-    assert model.decode_step(1) is not None
+            assert run() == fast and not steps and set(kinds) == {MultiHeadAttention} and len(kinds) == 6
+        assert run() == fast and not steps
     with Trace(model):
-        assert model.decode_step(1) is None
-    assert model.decode_step(1) is not None and tiny_gpt(n_segments=2).decode_step(1) is None
-
-
-@pytest.mark.parametrize("path", ["explicit", "fused"])
-def test_fast_path_follows_the_attention_path_the_model_is_set_to(path):
-    model = tiny_gpt(position="rope")
-    x = prompt(2, 5)
-    expected = generate(model, x, 12, temperature=0, use_cache=False)
-    for block in model.blocks:
-        block.self_attn.core.path = path
-    calls = []
-    original = model.blocks[0].self_attn.core.forward
-
-    def counting(*args, **kwargs):
-        out, probs = original(*args, **kwargs)
-        calls.append(probs is not None)  # explicit: the probabilities were formed
-        return out, probs
-
-    model.blocks[0].self_attn.core.forward = counting
-    assert generate(model, x, 12, temperature=0) == expected
-    assert len(calls) == 12 and all(formed == (path == "explicit") for formed in calls)
+        assert run() == fast and not steps
+    assert run() == fast and steps == [2]
+    assert type(model.blocks[0].self_attn) is MultiHeadAttention  # readable again after generating
+    assert accelerate.decode_step(tiny_gpt(n_segments=2), 1) is None
 
 
 def test_trace_sees_every_step_of_a_generation():

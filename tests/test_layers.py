@@ -8,14 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from glassformer.accelerate import biased_attention, fast_attention
 from glassformer.layers import (
+    Block,
     LayerNorm,
     MultiHeadAttention,
-    Residual,
     RMSNorm,
-    ScaledDotProductAttention,
     attention,
-    biased_attention,
     causal_mask,
     padding_mask,
     repeat_kv,
@@ -39,16 +38,13 @@ def keep_mask(lengths, T):
 
 
 @pytest.mark.parametrize("masking", ["none", "causal", "padding", "both"])
-def test_explicit_attention_equals_fused(masking):
+def test_written_out_attention_equals_the_fast_paths_fused_kernel(masking):
     q, k, v = qkv()
-    core = ScaledDotProductAttention()
     mask = padding_mask(keep_mask([7, 4, 1], 7)) if masking in ("padding", "both") else None
     is_causal = masking in ("causal", "both")
-    core.path = "explicit"
-    out_explicit, probs = core(q, k, v, mask, is_causal)
-    core.path = "fused"
-    out_fused, none = core(q, k, v, mask, is_causal)
-    assert none is None and probs is not None
+    out_explicit, probs = attention(q, k, v, mask & causal_mask(7, 7) if is_causal and mask is not None
+                                    else causal_mask(7, 7) if is_causal else mask)
+    out_fused = fast_attention(q, k, v, mask, is_causal)
     torch.testing.assert_close(out_fused, out_explicit, atol=1e-5, rtol=0)
     # The probabilities obey the mask and sum to one.
     torch.testing.assert_close(probs.sum(-1), torch.ones(3, 2, 7))
@@ -87,20 +83,16 @@ def test_attention_matches_formula_by_hand():
 
 
 @pytest.mark.parametrize("t_q, t_k", [(7, 7), (3, 7), (1, 7)])  # a whole sequence, then cached queries
-def test_core_probabilities_are_those_the_explicit_path_attends_with(t_q, t_k):
+def test_fast_attention_of_cached_queries_equals_attention_with_the_offset_causal_mask(t_q, t_k):
     q, k, v = qkv(Tq=t_q, Tk=t_k)
     mask = padding_mask(keep_mask([7, 4, 1], 7))
-    core = ScaledDotProductAttention()
-    core.path = "explicit"
-    out, probs = core(q, k, v, mask, True)
-    core.path = "fused"
-    fused, none = core(q, k, v, mask, True)
-    assert none is None  # the fused kernel never forms them
-    assert torch.equal(core.probabilities(q, k, v, mask, True), probs)
     # Query i sits at position Tk - Tq + i: it sees keys up to there, and no padded key.
-    expected = attention(q, k, v, causal_mask(t_q, t_k) & mask)[1]
-    torch.testing.assert_close(probs, expected)
-    torch.testing.assert_close(fused, out, atol=1e-5, rtol=0)
+    out, probs = attention(q, k, v, causal_mask(t_q, t_k) & mask)
+    torch.testing.assert_close(fast_attention(q, k, v, mask, True), out, atol=1e-5, rtol=0)
+    for bf16 in (q.bfloat16().requires_grad_(), ):  # the training form in bf16: the written-out biased one
+        torch.testing.assert_close(fast_attention(bf16, k.bfloat16(), v.bfloat16(), mask, True).float(), out,
+                                   atol=3e-2, rtol=3e-2)
+    assert (probs[1, :, :, 4:] == 0).all()
 
 
 def test_causal_mask_with_offset_for_cached_queries():
@@ -241,43 +233,58 @@ def assert_inverted_dropout(dropped, full, p):
     assert abs(kept.sum().item() - n * (1 - p)) <= 6 * sigma, (kept.sum().item(), n, p)
 
 
-@pytest.mark.parametrize("path", ["explicit", "fused"])
+@pytest.mark.parametrize("path", ["readable", "fast"])
 def test_attention_dropout_drops_probabilities_in_training_only(path):
     B, h, T, p = 4, 2, 64, 0.25
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(B, h, T, 8, generator=g), torch.randn(B, h, T, 8, generator=g)
     eye = torch.eye(T).expand(B, h, T, T)  # values = identity: the output is the (dropped) probabilities
     probs = attention(q, k, eye, causal_mask(T, T))[1]
-    core = ScaledDotProductAttention(dropout=p)
-    core.path = path
+
+    def attend(dropout_p):
+        if path == "readable":
+            return attention(q, k, eye, causal_mask(T, T), dropout_p)[0]
+        return fast_attention(q, k, eye, None, True, dropout_p)
+
     torch.manual_seed(0)
-    dropped, _ = core.train()(q, k, eye, None, True)
+    dropped = attend(p)
     allowed = causal_mask(T, T).expand(B, h, T, T)  # 2080 of 4096 per head
     assert (dropped[~allowed] == 0).all()
     assert_inverted_dropout(dropped[allowed], probs[allowed], p)
-    assert not torch.equal(dropped, core(q, k, eye, None, True)[0])  # a new mask each call
-    # Evaluation: no dropout at all.
-    torch.testing.assert_close(core.eval()(q, k, eye, None, True)[0], probs, atol=1e-6, rtol=1e-5)
+    assert not torch.equal(dropped, attend(p))  # a new mask each call
+    torch.testing.assert_close(attend(0.0), probs, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("pre_norm", [True, False])
-def test_residual_drops_the_sublayer_output_in_training_only(pre_norm):
+def test_block_is_its_equations_and_drops_sublayer_outputs_in_training_only(pre_norm):
     p = 0.25
-    res = Residual(16, "layernorm", 1e-5, True, pre_norm=pre_norm, dropout=p)
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(8, 32, 16, generator=g), torch.randn(8, 32, 16, generator=g)  # stream, sublayer output
-    norm = res.norm
-    if pre_norm:  # x + dropout(y): with a zero stream the output is the dropped sublayer output
-        assert_inverted_dropout(res.train()(torch.zeros_like(x), y), y, p)
-    else:  # norm(x + dropout(y)), "Add & Norm": rebuild it from the same draw of the mask
+    block = Block(16, 2, 8, 32, dropout=p, bias=True, norm="layernorm", norm_eps=1e-5, pre_norm=pre_norm,
+                  activation="gelu")
+    block.self_attn.dropout = 0.0  # only the residual dropout draws
+    x = torch.randn(8, 12, 16, generator=torch.Generator().manual_seed(0))
+    attn, ffn = block.self_attn, block.ffn
+    with torch.no_grad():
+        block.eval()
+        if pre_norm:  # x + attn(norm(x)), then + ffn(norm(.))
+            h = x + attn(block.attn_norm(x), is_causal=True)
+            expected = h + ffn(block.ffn_norm(h))
+        else:  # norm(x + attn(x)), then norm(. + ffn(.)): "Add & Norm"
+            h = block.attn_norm(x + attn(x, is_causal=True))
+            expected = block.ffn_norm(h + ffn(h))
+        assert torch.equal(block(x, is_causal=True), expected)
+        block.train()
         torch.manual_seed(1)
-        out = res.train()(x, y)
+        out = block(x, is_causal=True)
         torch.manual_seed(1)
-        mask = F.dropout(torch.ones_like(y), p)  # 0 or 1 / (1 - p) per element
-        torch.testing.assert_close(out, norm(x + y * mask))
-        assert not torch.allclose(out, norm(x + y))
-    expected = x + y if pre_norm else norm(x + y)
-    assert torch.equal(res.eval()(x, y), expected)
+        masks = [F.dropout(torch.ones(8, 12, 16), p) for _ in range(2)]  # the two draws, in the block's order
+        if pre_norm:
+            h = x + attn(block.attn_norm(x), is_causal=True) * masks[0]
+            rebuilt = h + ffn(block.ffn_norm(h)) * masks[1]
+        else:
+            h = block.attn_norm(x + attn(x, is_causal=True) * masks[0])
+            rebuilt = block.ffn_norm(h + ffn(h) * masks[1])
+        torch.testing.assert_close(out, rebuilt)
+        assert not torch.allclose(out, expected)
 
 
 def test_gpt_dropout_acts_at_each_site_in_training_and_nowhere_in_eval(tiny_gpt, ids):
@@ -285,8 +292,8 @@ def test_gpt_dropout_acts_at_each_site_in_training_and_nowhere_in_eval(tiny_gpt,
     model, plain = tiny_gpt(dropout=0.5), tiny_gpt()  # the same weights: dropout draws nothing at build time
     sites = {  # the modules that drop, and the attribute holding each one's rate
         "embeddings": [(model.drop, "p")],
-        "residuals": [(res.dropout, "p") for block in model.blocks for res in (block.attn_res, block.ffn_res)],
-        "attention probabilities": [(block.self_attn.core, "dropout") for block in model.blocks],
+        "residuals": [(block.dropout, "p") for block in model.blocks],
+        "attention probabilities": [(block.self_attn, "dropout") for block in model.blocks],
     }
 
     def set_rate(site, p):
@@ -338,10 +345,12 @@ def test_qk_norm_normalises_each_heads_query_over_its_channels():
     mha = MultiHeadAttention(d_model=8, n_head=2, d_head=4, qk_norm=True, norm_eps=1e-6).eval()
     with torch.no_grad():
         mha.q_norm.weight.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
-    q = torch.randn(1, 2, 3, 4)
+    x = torch.randn(1, 3, 8)
     seen = {}
-    mha.core.forward = lambda q, k, v, mask, is_causal: (seen.setdefault("q", q), None)  # noqa: E731
-    mha.attend(q, q.clone(), q.clone())
+    mha.core.register_forward_hook(lambda module, args, out: seen.setdefault(args[0], out))  # the Tap: (name, value)
+    with torch.no_grad():
+        mha(x)
+        q = mha.q_proj(x).view(1, 3, 2, 4).transpose(1, 2)  # (B, h, T, d) before the norm
     rms = q.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
     torch.testing.assert_close(seen["q"], q / rms * mha.q_norm.weight, atol=1e-6, rtol=1e-6)
 

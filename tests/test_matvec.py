@@ -11,6 +11,7 @@ import ctypes
 import gc
 import mmap
 import os
+import subprocess
 import weakref
 
 import pytest
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from conftest import build_tiny_gpt, random_ids
 
-from glassformer import decode_step, matvec, quant
+from glassformer import accelerate, decode_step, matvec, quant
 from glassformer.generate import generate
 from glassformer.layers import attention
 from glassformer.quant import quantize_rows
@@ -177,11 +178,11 @@ def test_builds_once_per_source_compiler_and_cpu(monkeypatch, tmp_path):
 def test_greedy_tokens_with_and_without_the_kernel(monkeypatch):
     kernel_or_skip()
     model = build_tiny_gpt(n_embd=48, n_head=3, block_size=40)
-    assert model.decode_step(1).lm_head.matvec is not None  # one row in float32: the kernel
+    assert accelerate.decode_step(model, 1).lm_head.matvec is not None  # one row in float32: the kernel
     ids = random_ids(1, 6)
     with_kernel = generate(model, ids, 30, temperature=0.0)
     monkeypatch.setenv(matvec.DISABLE, "1")
-    step = model.decode_step(1)
+    step = accelerate.decode_step(model, 1)
     assert step.lm_head.matvec is None and step.layers[0].core.kernel is None and matvec.attention() is None
     assert generate(model, ids, 30, temperature=0.0) == with_kernel
 
@@ -189,7 +190,7 @@ def test_greedy_tokens_with_and_without_the_kernel(monkeypatch):
 def test_a_step_packs_its_kernel_weights_in_call_order_on_huge_pages(monkeypatch):
     kernel_or_skip()
     model = build_tiny_gpt(n_embd=48, n_head=3, block_size=40)
-    maps = model.decode_step(1).linears()
+    maps = accelerate.decode_step(model, 1).linears()
     originals = [model.lm_head.weight] + [getattr(model.blocks[0].ffn, name).weight for name in ("up", "down")]
     assert torch.equal(maps[-1].weight, originals[0]) and torch.equal(maps[2].weight, originals[1])
     assert all(m.weight.data_ptr() != w.data_ptr() for m in maps for w in originals)  # copies, not the model's
@@ -199,17 +200,17 @@ def test_a_step_packs_its_kernel_weights_in_call_order_on_huge_pages(monkeypatch
     if matvec.huge_page_size():  # where the OS has transparent huge pages, the buffer starts on one
         assert starts[0] % matvec.huge_page_size() == 0
     monkeypatch.setattr(decode_step, "PACK_BYTES", 4 * 48 * 48)  # weights above the size that pays: no copy
-    assert model.decode_step(1).lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
+    assert accelerate.decode_step(model, 1).lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
     monkeypatch.undo()
     monkeypatch.setattr(decode_step, "memory_bytes", lambda free=False: 4 * 48 * 48)  # too little free: no copy
-    assert model.decode_step(1).lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
+    assert accelerate.decode_step(model, 1).lm_head.weight.data_ptr() == model.lm_head.weight.data_ptr()
 
 
 def test_a_step_is_freed_when_dropped_not_at_the_next_garbage_collection():
     model = build_tiny_gpt(n_embd=48, n_head=3, block_size=40)
     gc.disable()  # nothing but reference counts: a step in a reference cycle would hold its packed weights
     try:
-        step = model.decode_step(1)
+        step = accelerate.decode_step(model, 1)
         parts = [weakref.ref(step), weakref.ref(step.layers[0]), weakref.ref(step.layers[0].up)]
         del step
         assert all(part() is None for part in parts)
@@ -267,3 +268,40 @@ def test_attention_kernel_declines_what_it_does_not_do():
     assert attend(q, k.transpose(-1, -2).contiguous().transpose(-1, -2), k) is None  # d not contiguous
     assert attend(q, k, torch.randn(1, 2, 5, 4)) is None  # values of another width
     assert attend(q.requires_grad_(), k, k) is None  # autograd would record the op
+
+
+def test_the_ctypes_structures_lay_out_as_the_c_ones(tmp_path):
+    """decode_step's and fused's ctypes views of matvec.c's and fused.c's structures: the same size,
+    and each field at the same offset, as the C compiler lays them out (a program printing them)."""
+    from glassformer import fused
+
+    cc = matvec.compiler()
+    if cc is None:
+        pytest.skip("no C compiler")
+    views = {"gf_matrix": decode_step.Matrix, "gf_norm": decode_step.Norm, "gf_layer": decode_step.Layer,
+             "gf_model": decode_step.Model}
+    c_names = {"inputs": "in"}  # a Python keyword in C: the one field named differently
+    lines = []
+    for struct, view in views.items():
+        lines.append(f'printf("{struct} %zu\\n", sizeof({struct}));')
+        for name, _ in view._fields_:
+            lines.append(f'printf("{struct}.{name} %zu\\n", offsetof({struct}, {c_names.get(name, name)}));')
+    program = tmp_path / "layout.c"
+    rows = [f'printf("gf_rows.{name} %zu\\n", offsetof(gf_rows, {name}));' for name, _ in fused.Rows._fields_]
+    head = "#include <stddef.h>\n#include <stdio.h>\n"
+    program.write_text(f'{head}#include "{matvec.SOURCE}"\nint main(void) {{ {" ".join(lines)} return 0; }}\n')
+    rows_program = tmp_path / "rows.c"
+    rows_program.write_text(f'{head}#include "{fused.SOURCE}"\nint main(void) {{ '
+                            f'printf("gf_rows %zu\\n", sizeof(gf_rows)); {" ".join(rows)} return 0; }}\n')
+    seen = {}
+    for source in (program, rows_program):
+        binary = tmp_path / source.stem
+        subprocess.run([cc, "-march=native", "-fopenmp", str(source), "-o", str(binary), "-lm"], check=True,
+                       capture_output=True, timeout=300)
+        for line in subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout.splitlines():
+            key, value = line.split()
+            seen[key] = int(value)
+    for struct, view in {**views, "gf_rows": fused.Rows}.items():
+        assert seen[struct] == ctypes.sizeof(view), struct
+        for name, _ in view._fields_:
+            assert seen[f"{struct}.{name}"] == getattr(view, name).offset, (struct, name)

@@ -13,7 +13,6 @@ from glassformer.cli import main
 from glassformer.config import PRESETS, GPTConfig
 from glassformer.explain.shapes import config_shapes, parameter_total, print_shapes, shapes
 from glassformer.gpt import GPT
-from glassformer.layers import ScaledDotProductAttention
 from glassformer.seq2seq import Seq2Seq
 
 SIZES = {"B": 2, "t": 5, "s": 7}  # s != t, so a (B, h, t, s) mix-up cannot pass
@@ -102,7 +101,7 @@ VARIANTS = {
 
 def _spec(spec: str):
     """'path#K:inN' -> (path, call index or None, input index or None)."""
-    m = re.fullmatch(r"([\w.*]+?)(?:#(\d+))?(?::in(\d+))?", spec)
+    m = re.fullmatch(r"([\w.*]+?)(?:#(-?\d+))?(?::in(\d+))?", spec)
     path, call, arg = m.groups()
     return path, None if call is None else int(call), None if arg is None else int(arg)
 
@@ -114,14 +113,11 @@ def _run_with_hooks(model, config, rows):
 
     def hook(path):
         def record(module, args, out):
-            first = out[0] if isinstance(out, tuple) else out  # attention core: (out, probs); RoPE: (cos, sin)
+            first = out[0] if isinstance(out, tuple) else out  # RoPE: (cos, sin)
             seen[path].append(([tuple(a.shape) if torch.is_tensor(a) else None for a in args], tuple(first.shape)))
         return record
 
     handles = [model.get_submodule(p).register_forward_hook(hook(p)) for p in paths]
-    for m in model.modules():
-        if isinstance(m, ScaledDotProductAttention):
-            m.path = "explicit"  # the written-out attention passes its scores through the tap
     B, t, s = SIZES["B"], SIZES["t"], SIZES["s"]
     with torch.no_grad():
         if isinstance(config, GPTConfig):

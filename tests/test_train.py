@@ -81,6 +81,39 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, settings):
     assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-6)
 
 
+def test_resume_from_a_run_saved_with_the_older_norm_names(tmp_path, monkeypatch):
+    """resume.pt written before the blocks' norms were their own (blocks.0.attn_res.norm.weight),
+    weights and optimizer state keyed by those names, resumes as a run saved today does."""
+    full = tiny_run(tmp_path / "full").run()
+    interrupted = tiny_run(tmp_path / "cut")
+    original_step = Trainer.train_step
+
+    def dying_step(self):
+        if self.iter == 25:
+            raise KeyboardInterrupt
+        return original_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    monkeypatch.setattr(Trainer, "train_step", original_step)
+    path = tmp_path / "cut" / "resume.pt"
+    state = torch.load(path, weights_only=True)
+
+    def older(name):
+        return name.replace(".attn_norm.", ".attn_res.norm.").replace(".ffn_norm.", ".ffn_res.norm.")
+
+    state["model"] = {older(name): t for name, t in state["model"].items()}
+    optim = state["optimizer"]
+    assert "blocks.0.attn_norm.weight" in optim["state"]  # keyed by name
+    optim["state"] = {older(name): s for name, s in optim["state"].items()}
+    for group in optim["param_groups"]:
+        group["params"] = [older(name) for name in group["params"]]
+    torch.save(state, path)
+    resumed = tiny_run(tmp_path / "cut").run(resume=True)
+    assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-6)
+
+
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     # Two micro-batches of 4 equal one batch of 8 drawn from the same generator state.
     torch.manual_seed(0)

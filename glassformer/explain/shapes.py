@@ -171,12 +171,12 @@ def _block_weights(prefix: str, c, n: int, cross: bool = False) -> list[Row]:
         if c.qk_norm:
             rows += [Row("weight", f"{prefix}.*.{attn}.{x}_norm.weight", (c.head_dim,), "w_qk_norm", n)
                      for x in ("q", "k")]
-        rows += _norm_weights(f"{prefix}.*.{'attn' if attn == 'self_attn' else 'cross'}_res.norm", c, n)
+        rows += _norm_weights(f"{prefix}.*.{'attn' if attn == 'self_attn' else 'cross'}_norm", c, n)
     rows += _linear(f"{prefix}.*.ffn.up", C, ff, c.bias, n, "W_up")
     if c.activation == "swiglu":
         rows += _linear(f"{prefix}.*.ffn.gate", C, ff, c.bias, n, "W_gate")
     rows += _linear(f"{prefix}.*.ffn.down", ff, C, c.bias, n, "W_down")
-    rows += _norm_weights(f"{prefix}.*.ffn_res.norm", c, n)
+    rows += _norm_weights(f"{prefix}.*.ffn_norm", c, n)
     return rows
 
 
@@ -246,38 +246,40 @@ def _block_flow(prefix: str, c, n: int, t: str, causal: bool, cross_s: str | Non
     b = f"{prefix}.*"
     pre = c.norm_position == "pre"
 
-    def attention(attn: str, res: str, q_len: str, kv_len: str, keys: dict) -> list[Row]:
+    def attention(attn: str, norm: str, after: str, q_len: str, kv_len: str, keys: dict) -> list[Row]:
+        """`after`: the norm that reads x + attention (pre-LN) next."""
         a = f"{b}.{attn}"
-        rows = [Row("activation", f"{res}.norm", ("B", t, C), "norm_pre", n, (f"{b}.{res}.norm",))] if pre else []
+        rows = [Row("activation", norm, ("B", t, C), "norm_pre", n, (f"{b}.{norm}",))] if pre else []
         if kv_len == q_len:
             rows.append(Row("activation", "Q, K, V", ("B", t, hd), keys["qkv"], n,
                             (f"{a}.q_proj", f"{a}.k_proj", f"{a}.v_proj")))
             rows.append(Row("activation", "Q, K, V heads", ("B", h, t, d), keys["heads"], n,
-                            (f"{a}.core:in0", f"{a}.core:in1", f"{a}.core:in2")))
+                            (f"{a}.core#0:in1", f"{a}.core#1:in1", f"{a}.core#2:in1")))
             if c.qk_norm:  # k has h_kv heads before they are shared: the row shows q's
                 normed = (f"{a}.q_norm", f"{a}.k_norm") if c.kv_heads == h else (f"{a}.q_norm",)
                 rows.append(Row("activation", "q, k normed", ("B", h, t, d), "qk_norm", n, normed))
         else:
             rows += [Row("activation", "Q", ("B", q_len, hd), "cross_q", n, (f"{a}.q_proj",)),
                      Row("activation", "K, V", ("B", kv_len, hd), "cross_kv", n, (f"{a}.k_proj", f"{a}.v_proj")),
-                     Row("activation", "Q heads", ("B", h, q_len, d), "cross_heads_q", n, (f"{a}.core:in0",)),
+                     Row("activation", "Q heads", ("B", h, q_len, d), "cross_heads_q", n, (f"{a}.core#0:in1",)),
                      Row("activation", "K, V heads", ("B", h, kv_len, d), "cross_heads_kv", n,
-                         (f"{a}.core:in1", f"{a}.core:in2"))]
+                         (f"{a}.core#1:in1", f"{a}.core#2:in1"))]
         rows += [
-            Row("activation", "scores", ("B", h, q_len, kv_len), keys["scores"], n, (f"{a}.core.tap:in1",)),
-            Row("activation", "attended", ("B", h, q_len, d), "attended", n, (f"{a}.core",)),
+            Row("activation", "scores", ("B", h, q_len, kv_len), keys["scores"], n, (f"{a}.core#3:in1",)),
+            Row("activation", "attended", ("B", h, q_len, d), "attended", n, (f"{a}.core#-1:in1",)),
             Row("activation", "merged", ("B", q_len, hd), "merged", n, (f"{a}.o_proj:in0",)),
             Row("activation", "W_O", ("B", q_len, C), "o_proj", n, (f"{a}.o_proj",)),
-            Row("activation", "x + attn", ("B", t, C), "residual" if pre else "norm_post", n, (f"{b}.{res}",)),
+            Row("activation", "x + attn", ("B", t, C), "residual" if pre else "norm_post", n,
+                (f"{b}.{after}:in0",) if pre else (f"{b}.{norm}",)),
         ]
         return rows
 
     self_keys = {"qkv": "qkv", "heads": "heads", "scores": "scores" if causal else "scores_encoder"}
-    rows = attention("self_attn", "attn_res", t, t, self_keys)
+    rows = attention("self_attn", "attn_norm", "cross_norm" if cross_s is not None else "ffn_norm", t, t, self_keys)
     if cross_s is not None:
-        rows += attention("cross_attn", "cross_res", t, cross_s, {"scores": "cross_scores"})
+        rows += attention("cross_attn", "cross_norm", "ffn_norm", t, cross_s, {"scores": "cross_scores"})
     if pre:
-        rows.append(Row("activation", "ffn_res.norm", ("B", t, C), "norm_pre", n, (f"{b}.ffn_res.norm",)))
+        rows.append(Row("activation", "ffn_norm", ("B", t, C), "norm_pre", n, (f"{b}.ffn_norm",)))
     if c.activation == "swiglu":
         rows += [Row("activation", "gate", ("B", t, ff), "ffn_gate", n, (f"{b}.ffn.gate",)),
                  Row("activation", "up", ("B", t, ff), "ffn_up", n, (f"{b}.ffn.up",)),

@@ -271,17 +271,18 @@ def ffn_steps(s: Steps, prefix: str, module: str, x: str) -> str:
                        f"{module}.down", rec(trace, f"{module}.down"), weight_kind="weight_down")
 
 
-def residual_steps(s: Steps, prefix: str, module: str, x: str, sublayer) -> str:
+def residual_steps(s: Steps, prefix: str, block: str, norm: str, total: str, x: str, sublayer) -> str:
     """One sublayer inside its residual connection, in the model's order: pre-LN x + f(norm(x)),
-    post-LN norm(x + f(x)). `sublayer(input_id)` adds the sublayer's steps and returns its output id."""
-    residual = s.model.get_submodule(module)
-    if residual.pre_norm:
-        normed = norm_steps(s, f"{prefix}.norm", f"{module}.norm", x, rec(s.trace, f"{module}.norm.in"))
+    post-LN norm(x + f(x)). `norm` is the sublayer's norm module; `total` the record holding the
+    pre-LN sum (the next norm's input, or the block's output); `sublayer(input_id)` adds the
+    sublayer's steps and returns its output id."""
+    if s.model.get_submodule(block).pre_norm:
+        normed = norm_steps(s, f"{prefix}.norm", norm, x, rec(s.trace, f"{norm}.in"))
         out = sublayer(normed)
-        return s.add(f"{prefix}.residual", "add", "residual_pre", rec(s.trace, module), [x, out])
+        return s.add(f"{prefix}.residual", "add", "residual_pre", rec(s.trace, total), [x, out])
     out = sublayer(x)
-    total = s.add(f"{prefix}.residual", "add", "residual_post", rec(s.trace, f"{module}.norm.in"), [x, out])
-    return norm_steps(s, f"{prefix}.norm", f"{module}.norm", total, rec(s.trace, f"{module}.norm.in"))
+    summed = s.add(f"{prefix}.residual", "add", "residual_post", rec(s.trace, f"{norm}.in"), [x, out])
+    return norm_steps(s, f"{prefix}.norm", norm, summed, rec(s.trace, f"{norm}.in"))
 
 
 def block_steps(s: Steps, prefix: str, module: str, x: str, mask: str | None, positions: list[int] | None,
@@ -289,15 +290,18 @@ def block_steps(s: Steps, prefix: str, module: str, x: str, mask: str | None, po
     """Every step of the Block at `module`, whose input is step `x`. Returns the block output's id."""
     block = s.model.get_submodule(module)
     labels = s.where["rows"]
+    cross = block.cross_attn is not None
     s.where["sublayer"] = "self"
-    x = residual_steps(s, f"{prefix}.self", f"{module}.attn_res", x, lambda i: attention_steps(
+    after_self = f"{module}.cross_norm.in" if cross else f"{module}.ffn_norm.in"  # pre-LN: x + attention
+    x = residual_steps(s, f"{prefix}.self", module, f"{module}.attn_norm", after_self, x, lambda i: attention_steps(
         s, f"{prefix}.self", f"{module}.self_attn", i, i, mask, positions, labels))
-    if block.cross_attn is not None:
+    if cross:
         s.where["sublayer"] = "cross"
-        x = residual_steps(s, f"{prefix}.cross", f"{module}.cross_res", x, lambda i: attention_steps(
-            s, f"{prefix}.cross", f"{module}.cross_attn", i, memory, None, None, memory_labels))
+        x = residual_steps(s, f"{prefix}.cross", module, f"{module}.cross_norm", f"{module}.ffn_norm.in", x,
+                           lambda i: attention_steps(s, f"{prefix}.cross", f"{module}.cross_attn", i, memory, None,
+                                                     None, memory_labels))
     s.where["sublayer"] = "ffn"
-    return residual_steps(s, f"{prefix}.ffn", f"{module}.ffn_res", x, lambda i: ffn_steps(
+    return residual_steps(s, f"{prefix}.ffn", module, f"{module}.ffn_norm", module, x, lambda i: ffn_steps(
         s, f"{prefix}.ffn", f"{module}.ffn", i))
 
 
@@ -372,7 +376,7 @@ def embedding_sum_step(s: Steps, prefix: str, parts: list[str], values=None) -> 
     fill = {"terms": " + ".join(terms[steps[part].kind] for part in parts)}
     first_block = "blocks.0" if prefix == "" else ("encoder.0" if prefix == "enc." else "decoder.0")
     if values is None:
-        values = rec(s.trace, f"{first_block}.attn_res.in")
+        values = rec(s.trace, f"{first_block}.in")
     return s.add(f"{prefix}embed.sum", "add", "embedding_sum", values, parts, fill=fill)
 
 
