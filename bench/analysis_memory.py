@@ -5,8 +5,8 @@
 
 A 124M GPT (PRESETS["gpt2"].model, random weights) reads 512 tokens. Each workload runs twice,
 each time in a fresh process, since a peak RSS (ru_maxrss) belongs to a whole process:
-  names:  glassformer.analysis as it is, recording with Trace(model, names=...)
-  all:    the contender, the same workload with glassformer.analysis.record replaced by one
+  names:  glassformer.observe.analysis as it is, recording with Trace(model, names=...)
+  all:    the contender, the same workload with glassformer.observe.analysis.record replaced by one
           that opens the all-recording Trace(model) and then reads the same names from it
 Workloads:
   lens       logit_lens at every position: its output alone, (13, 512, 50257) float32, is 1.3 GB
@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
 from glassformer import analysis  # noqa: E402
-from glassformer.config import PRESETS  # noqa: E402
-from glassformer.gpt import GPT  # noqa: E402
-from glassformer.trace import Trace  # noqa: E402
+from glassformer.model.config import PRESETS  # noqa: E402
+from glassformer.model.gpt import GPT  # noqa: E402
+from glassformer.observe.trace import Trace  # noqa: E402
 
 WORKLOADS = ("lens", "lens-last", "patch")
 RECORDERS = ("names", "all")

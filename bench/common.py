@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from glassformer.device import native_bf16
+from glassformer.base.device import native_bf16
 
 NOT_NATIVE = "not native"  # what a bf16 figure reads where the hardware has no bf16 units
 

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import alternate, emit  # noqa: E402
 
 from glassformer import GPT, GPTConfig  # noqa: E402
+from glassformer.data.tokenizers import CharTokenizer  # noqa: E402
 from glassformer.explain.walkthrough import CORPUS, Subject, builtin_subject  # noqa: E402
-from glassformer.tokenizers import CharTokenizer  # noqa: E402
 
 
 def client_for(subject: Subject, name: str):

@@ -10,8 +10,8 @@ vocabulary 151936, tied embeddings, Q/K/V biases, rope_theta 1e6) with random we
 by transformers and saved with save_pretrained in float32 (about 2 GB, in a temporary
 directory); glassformer.load reads the same files.
 
-Speed: batch 1, a 128-token prompt, 128 new tokens, greedy; glassformer.generate in float32
-(the default), with weight-only int8 storage (glassformer.quant), with weight-only bfloat16
+Speed: batch 1, a 128-token prompt, 128 new tokens, greedy; glassformer.generation.sampling in float32
+(the default), with weight-only int8 storage (glassformer.fast.quant), with weight-only bfloat16
 storage and float32 arithmetic (bf16-weights), and with the model in bfloat16 (bf16) (`--options`),
 against transformers' generate in float32, taking turns after one warm-up each.
 Prints one JSON line per contender: median/min/max seconds of a generation, ms per token and new
@@ -43,8 +43,8 @@ from floor import logit_difference, shared_prefix, weight_floor  # noqa: E402
 
 import glassformer  # noqa: E402
 from glassformer import accelerate  # noqa: E402
-from glassformer.generate import generate  # noqa: E402
-from glassformer.quant import quantize  # noqa: E402
+from glassformer.fast.quant import quantize  # noqa: E402
+from glassformer.generation.sampling import generate  # noqa: E402
 
 QWEN25_05B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
                   intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True, rope_theta=1e6,

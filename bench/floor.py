@@ -12,7 +12,7 @@ and bench/families.py.
                  wall clock shows beyond all ops is Python and dispatch
   whole_step_in_c  whether the step runs as one C call (decode_step.StepKernel: one row, float32
                  norms, every matmul on the kernels below)
-  matvec_kernel  whether the step's one-row matmuls (float32, int8) use glassformer.matvec's C kernels,
+  matvec_kernel  whether the step's one-row matmuls (float32, int8) use glassformer.fast.matvec's C kernels,
                  or why not
   options        a weight option's logits and greedy tokens against float32's
 """
@@ -26,9 +26,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from glassformer import matvec
-from glassformer.decode_step import StepKernel
+from glassformer.fast.decode_step import StepKernel
 
-# our C kernels (glassformer.matvec), which the profiler sees only when named (see kernel_named)
+# our C kernels (glassformer.fast.matvec), which the profiler sees only when named (see kernel_named)
 KERNEL, ATTEND, STEP = "glassformer::matvec", "glassformer::attend", "glassformer::decode_step"
 KERNELS = {matvec.MatVec: KERNEL, matvec.MatVecInt8: KERNEL, matvec.MatVecBf16: KERNEL, matvec.Attend: ATTEND,
            StepKernel: STEP}

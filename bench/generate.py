@@ -1,4 +1,4 @@
-"""Generation speed with the KV cache: glassformer.generate vs Hugging Face generate, same weights.
+"""Generation speed with the KV cache: glassformer.generation.sampling vs Hugging Face generate, same weights.
 
     python bench/generate.py --batch 1
     python bench/generate.py --batch 8 --sample
@@ -36,8 +36,8 @@ from floor import logit_difference, profile_decode, shared_prefix, weight_floor 
 
 from glassformer import GPT, GPTConfig, accelerate  # noqa: E402
 from glassformer.checkpoint import tensors_to_hf  # noqa: E402
-from glassformer.generate import generate  # noqa: E402
-from glassformer.quant import quantize  # noqa: E402
+from glassformer.fast.quant import quantize  # noqa: E402
+from glassformer.generation.sampling import generate  # noqa: E402
 
 
 def options(model: torch.nn.Module, chosen: list[str]) -> dict[str, torch.nn.Module]:

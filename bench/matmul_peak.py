@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--no-env", action="store_true", help="skip the runs under other MKL/OpenMP settings")
     parser.add_argument("--child", metavar="LABEL", help=argparse.SUPPRESS)  # one run under other settings
     args = parser.parse_args()
-    from glassformer.device import native_bf16
+    from glassformer.base.device import native_bf16
 
     dtypes = ["fp32", "bf16"] if native_bf16(torch.device("cpu")) else ["fp32"]
     if args.child:

@@ -116,7 +116,7 @@ def main() -> None:
         start = time.perf_counter()
         generate(corpus, args.mb)
         generated = time.perf_counter() - start
-        from glassformer.tokenizers import BPETokenizer
+        from glassformer.data.tokenizers import BPETokenizer
 
         with open(corpus, encoding="utf-8") as f:
             sample = f.read(64 << 20)

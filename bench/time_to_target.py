@@ -30,7 +30,7 @@ All contenders take turns, one run each per repeat, so that a drift of a shared 
 on all of them; runs of one seed differ only in their times.
 
 nanoGPT runs with glibc's allocator set as our trainer sets it in its own process
-(glassformer.train.keep_freed_memory: MALLOC_TRIM_THRESHOLD_ and MALLOC_MMAP_THRESHOLD_ in its
+(glassformer.training.trainer.keep_freed_memory: MALLOC_TRIM_THRESHOLD_ and MALLOC_MMAP_THRESHOLD_ in its
 environment), so that neither pays for page faults the other avoids: on a 2-core VM nanoGPT's
 steps took 27% less time so (300 iterations: 13.4 s against 18.4 s, 76,000 page faults against
 470,000-550,000). --nanogpt-as-shipped runs it with glibc's defaults instead.
@@ -65,8 +65,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timing, alternate, emit  # noqa: E402
 
-from glassformer.lm import DEFAULT_PRESET, eval_lm, train_lm  # noqa: E402
-from glassformer.train import MMAP_THRESHOLD, TRIM_THRESHOLD  # noqa: E402
+from glassformer.training.lm import DEFAULT_PRESET, eval_lm, train_lm  # noqa: E402
+from glassformer.training.trainer import MMAP_THRESHOLD, TRIM_THRESHOLD  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 SEEDS = (1337, 1, 2, 3, 4, 5, 6, 7, 8, 9)  # --seeds N takes the first N; 1337 is every preset's own

@@ -26,7 +26,7 @@ On a GPU (--device cuda) every step ends by waiting for the device, the peak is 
 matmul there, and --compile runs each model through torch.compile alike (nanoGPT's GPU recipe
 compiles; the compile happens in the untimed warm-up steps).
 
-On CPU the process first sets glibc's allocator as our trainer does (glassformer.train.
+On CPU the process first sets glibc's allocator as our trainer does (glassformer.training.trainer.
 keep_freed_memory), which all three models then share, as time_to_target gives nanoGPT the same
 settings: with glibc's defaults every step at 6/6/384 faulted 22,000-27,000 pages in again, and
 ran 10-15% slower for all of them alike (a Zen 4, bf16). --allocator-defaults leaves glibc as it is.
@@ -48,7 +48,7 @@ from common import NOT_NATIVE, alternate, emit, matmul_peaks, offline, synchroni
 
 from glassformer import GPT, GPTConfig, accelerate  # noqa: E402
 from glassformer.checkpoint import tensors_to_hf  # noqa: E402
-from glassformer.train import keep_freed_memory  # noqa: E402
+from glassformer.training.trainer import keep_freed_memory  # noqa: E402
 
 SHAPES = {
     "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch=12, vocab_size=65),

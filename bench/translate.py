@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import alternate, emit  # noqa: E402
 
 from glassformer import PRESETS, Seq2Seq  # noqa: E402
-from glassformer.tokenizers import BPETokenizer  # noqa: E402
-from glassformer.translation import load_translator, read_lines, translate  # noqa: E402
+from glassformer.data.tokenizers import BPETokenizer  # noqa: E402
+from glassformer.training.translation import load_translator, read_lines, translate  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k" / "test_2016_flickr.de.gz"
 BEAMS = {"greedy": 1, "beam 5": 5}

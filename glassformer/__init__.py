@@ -10,9 +10,9 @@ import importlib
 
 _PUBLIC = {
     "load": "checkpoint", "save": "checkpoint",
-    "PRESETS": "config", "GPTConfig": "config", "Seq2SeqConfig": "config",
-    "TextStream": "generate", "generate": "generate", "stream": "generate",
-    "GPT": "gpt", "KVCache": "layers", "Seq2Seq": "seq2seq",
+    "PRESETS": "model.config", "GPTConfig": "model.config", "Seq2SeqConfig": "model.config",
+    "TextStream": "generation.sampling", "generate": "generation.sampling", "stream": "generation.sampling",
+    "GPT": "model.gpt", "KVCache": "model.layers", "Seq2Seq": "model.seq2seq",
 }
 
 __all__ = sorted(_PUBLIC)

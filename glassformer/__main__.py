@@ -1,5 +1,5 @@
 """python -m glassformer"""
 
-from .cli import entry
+from glassformer.cli import entry
 
 entry()

@@ -12,7 +12,7 @@ A glassformer checkpoint directory holds:
 
 `load` also reads a Hugging Face GPT-2 directory (config.json with model_type "gpt2" and
 model.safetensors, or pytorch_model.bin read with weights_only=True), and Llama, Mistral, Qwen2
-and Qwen3 directories (glassformer.hf); `export_hf` writes either layout back. Nothing is unpickled
+and Qwen3 directories (glassformer.hf.families); `export_hf` writes either layout back. Nothing is unpickled
 beyond plain tensors. Every file is written atomically: a temporary file, then a rename.
 """
 
@@ -31,11 +31,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file, save_file
 
-from . import reading
-from .config import GPTConfig, ModelConfig, config_from_dict, model_type, unsupported
-from .files import atomic_write, atomic_write_json
-from .gpt import GPT
-from .seq2seq import Seq2Seq
+from glassformer.base import reading
+from glassformer.base.files import atomic_write, atomic_write_json
+from glassformer.model.config import GPTConfig, ModelConfig, config_from_dict, model_type, unsupported
+from glassformer.model.gpt import GPT
+from glassformer.model.seq2seq import Seq2Seq
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -60,7 +60,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path, metadata: dict[str, str
 
 def read_json(path: Path) -> dict:
     """The JSON object in file `path` (a regular file of at most 64 MiB, nested at most 100 levels;
-    glassformer.reading); one-line CheckpointError naming the file otherwise."""
+    glassformer.base.reading); one-line CheckpointError naming the file otherwise."""
     try:
         data = reading.read_json(path)
     except reading.DataError as e:
@@ -196,7 +196,7 @@ def read_checkpoint_set(path: Path) -> dict[str, bytes] | None:
     """The bytes of each file the manifest of checkpoint `path` names, all of one set; None without a manifest.
 
     A writer replaces the files one by one and the manifest last: while a writer holds the
-    directory (glassformer.rundir), files that do not match the manifest are read again (for up
+    directory (glassformer.training.rundir), files that do not match the manifest are read again (for up
     to MANIFEST_WAIT_S seconds) until they do. A writer killed midway leaves its lock file behind
     (a live one removes it as it ends): its files are read as they are, with a warning (a killed
     run always loads). Otherwise a file that does not match was changed after the checkpoint was
@@ -204,7 +204,7 @@ def read_checkpoint_set(path: Path) -> dict[str, bytes] | None:
     paired with weights it was not made with. Removing manifest.json is how a user says the
     change was on purpose. Each name the manifest lists must be a file inside `path`.
     """
-    from .rundir import LOCK_FILE, live_writer
+    from glassformer.training.rundir import LOCK_FILE, live_writer
 
     manifest = path / MANIFEST_FILE
     deadline = time.monotonic() + MANIFEST_WAIT_S
@@ -264,7 +264,7 @@ def load(path, device: str | torch.device = "cpu", dtype: str | torch.dtype | No
 
     Args:
         path: a glassformer checkpoint, or a Hugging Face GPT-2, Llama, Mistral, Qwen2 or Qwen3
-            directory (config.json's model_type; see glassformer.hf for the last four).
+            directory (config.json's model_type; see glassformer.hf.families for the last four).
         device: where the model runs.
         dtype: None or "auto": Llama/Mistral/Qwen weights keep their bf16/fp16 where the device
             computes it natively, everything else is float32; or "float32", "bfloat16", "float16".
@@ -276,7 +276,7 @@ def load(path, device: str | torch.device = "cpu", dtype: str | torch.dtype | No
     if files is not None and not {CONFIG_FILE, WEIGHTS_FILE} <= files.keys():
         raise CheckpointError(f"{path / MANIFEST_FILE} does not list {CONFIG_FILE} and {WEIGHTS_FILE}")
     meta = read_json(path / CONFIG_FILE) if files is None else _json_from_bytes(files[CONFIG_FILE], path / CONFIG_FILE)
-    from . import hf
+    from glassformer.hf import families as hf
 
     if meta.get("model_type") == "gpt2":
         model, tokenizer = load_hf_gpt2(path, meta)
@@ -331,7 +331,7 @@ def _load_tokenizer(path: Path, data: bytes | None = None):
     """The tokenizer in `path` (or in `data`, its bytes already read; b"": none); None when there is none."""
     if data == b"" or (data is None and not path.exists()):
         return None
-    from .tokenizers import load_tokenizer
+    from glassformer.data.tokenizers import load_tokenizer
 
     if data is None:
         return load_tokenizer(path)
@@ -509,7 +509,7 @@ def load_hf_gpt2(path: Path, hf_config: dict):
     load_weights(model, tensors_from_hf(tensors, config), str(path))
     tokenizer = None
     if (path / "vocab.json").exists() and (path / "merges.txt").exists():
-        from .tokenizers import BPETokenizer
+        from glassformer.data.tokenizers import BPETokenizer
 
         tokenizer = BPETokenizer.from_gpt2(path)
     check_tokenizer_fits(tokenizer, config, path, "vocab.json")
@@ -519,7 +519,7 @@ def load_hf_gpt2(path: Path, hf_config: dict):
 def export_hf(model: GPT, out, overwrite: bool = False, source=None, tokenizer=None) -> Path:
     """Writes a directory that transformers' from_pretrained loads with the same logits: a GPT-2
     (GPT2LMHeadModel) where the model has GPT-2's layout, else a Llama, Qwen2 or Qwen3 one
-    (glassformer.hf.family_of) where it has theirs.
+    (glassformer.hf.families.family_of) where it has theirs.
 
     Args:
         model: the GPT to export.
@@ -532,7 +532,7 @@ def export_hf(model: GPT, out, overwrite: bool = False, source=None, tokenizer=N
     Returns:
         `out`, as a Path.
     """
-    from .hf import export_family, family_incompatibilities
+    from glassformer.hf.families import export_family, family_incompatibilities
 
     problems = hf_incompatibilities(model.config)
     family_problems = family_incompatibilities(model.config) if problems else []

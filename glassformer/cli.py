@@ -15,8 +15,8 @@ import sys
 import threading
 import warnings
 
-from .choices import DEFAULT_PRESET, WEIGHTS
-from .display import plain
+from glassformer.base.choices import DEFAULT_PRESET, WEIGHTS
+from glassformer.base.display import plain
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,8 +36,8 @@ def format_metrics(metrics: dict) -> str:
 
 
 def cmd_export(args) -> int:
-    from .checkpoint import export_hf, load
-    from .files import check_output_dir
+    from glassformer.base.files import check_output_dir
+    from glassformer.checkpoint import export_hf, load
 
     if args.format != "hf":
         raise UsageError(f"unknown export format {args.format!r}; supported: hf")
@@ -51,7 +51,7 @@ def cmd_export(args) -> int:
 
 def check_usage(args) -> None:
     """Raises UsageError for a --device name that is not a device or a --beam below 1 (before any file is read)."""
-    from .device import check_device_name
+    from glassformer.base.device import check_device_name
 
     if getattr(args, "device", None) is not None:
         try:
@@ -63,7 +63,7 @@ def check_usage(args) -> None:
 
 
 def cmd_train_lm(args) -> int:
-    from .lm import train_lm
+    from glassformer.training.lm import train_lm
 
     if args.init_from and args.resume:
         raise UsageError("--init-from starts a run from a checkpoint; --resume continues one: choose one")
@@ -75,7 +75,7 @@ def train_run(train, args, next_command: str) -> int:
     """Runs `train` (lm.train_lm or translation.train_translation, its own inputs bound) with the
     options both share; a --set that cannot be applied is bad usage. Prints the final metrics
     and the command to try next."""
-    from .config import OverrideError
+    from glassformer.model.config import OverrideError
 
     try:
         metrics = train(args.out, preset=args.preset, overrides=args.set, vocab_size=args.vocab_size,
@@ -90,8 +90,8 @@ def train_run(train, args, next_command: str) -> int:
 
 def cmd_sample(args) -> int:
     check_usage(args)
-    from .generate import check_sampling
-    from .lm import sample
+    from glassformer.generation.sampling import check_sampling
+    from glassformer.training.lm import sample
 
     try:
         check_sampling(args.temperature, args.top_k, args.top_p)  # before the model is loaded
@@ -114,7 +114,7 @@ def cmd_sample(args) -> int:
 
 def cmd_eval_lm(args) -> int:
     check_usage(args)
-    from .lm import eval_lm
+    from glassformer.training.lm import eval_lm
 
     print(format_metrics(eval_lm(args.model, args.data, val_fraction=args.val_fraction, device=args.device,
                                  dtype=args.dtype)))
@@ -122,7 +122,7 @@ def cmd_eval_lm(args) -> int:
 
 
 def cmd_train_translation(args) -> int:
-    from .translation import train_translation
+    from glassformer.training.translation import train_translation
 
     texts = dict(train_src=args.train_src, train_tgt=args.train_tgt, valid_src=args.valid_src, valid_tgt=args.valid_tgt)
     return train_run(functools.partial(train_translation, **texts), args, "translate")
@@ -130,7 +130,7 @@ def cmd_train_translation(args) -> int:
 
 def cmd_translate(args) -> int:
     check_usage(args)
-    from .translation import load_translator, notice, read_lines, read_stdin_lines, translate
+    from glassformer.training.translation import load_translator, notice, read_lines, read_stdin_lines, translate
 
     model, src_tok, tgt_tok = load_translator(args.model, args.device)
     if args.input:
@@ -144,24 +144,24 @@ def cmd_translate(args) -> int:
 
 def cmd_eval_translation(args) -> int:
     check_usage(args)
-    from .translation import eval_translation
+    from glassformer.training.translation import eval_translation
 
     print(format_metrics(eval_translation(args.model, args.src, args.ref, beam=args.beam, device=args.device)))
     return 0
 
 
 def cmd_explain(args) -> int:
-    from .explain.narration import check_lang
+    from glassformer.explain.narration import check_lang
 
     check_lang(args.lang)
     if args.chapter == "basics":
-        from .explain.basics import print_basics
+        from glassformer.explain.basics.network import print_basics
 
         print_basics(args.lang)
         return 0
     if args.chapter == "shapes":
-        from .config import PRESETS
-        from .explain.shapes import print_shapes
+        from glassformer.explain.shapes import print_shapes
+        from glassformer.model.config import PRESETS
 
         if args.preset not in PRESETS:
             raise UsageError(f"--preset: unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
@@ -169,8 +169,8 @@ def cmd_explain(args) -> int:
         return 0
     if args.chapter is not None:
         raise UsageError(f"unknown chapter {args.chapter!r}; the chapters are basics and shapes")
-    from .explain.walkthrough import CORPUS, builtin_subject, load_subject
-    from .gpt import GPT
+    from glassformer.explain.walkthrough import CORPUS, builtin_subject, load_subject
+    from glassformer.model.gpt import GPT
 
     if args.max_values < 0:
         raise UsageError(f"--max-values must be 0 (every value) or more; got {args.max_values}")
@@ -186,14 +186,14 @@ def cmd_explain(args) -> int:
         raise UsageError("--target applies to --ablate and --patch")
     if args.png is not None and args.patch is None:
         raise UsageError("--png applies to --patch (its heatmap)")
-    from .files import check_output
+    from glassformer.base.files import check_output
 
     outputs = {}  # checked before the model is loaded: no output may replace a run's file (symlinks resolved)
     for option, path in (("--json", args.json), ("--html", args.html), ("--png", args.png)):
         if path is not None:
             outputs[option] = check_output(path, option)
     if generating:
-        from .generate import check_sampling
+        from glassformer.generation.sampling import check_sampling
 
         try:
             check_sampling(args.temperature or 0.0, args.top_k, args.top_p)
@@ -219,7 +219,7 @@ def cmd_explain(args) -> int:
                          "decodes greedily (--generate) or with --beam")
     why = generation = None
     if asking_why:
-        from .explain.analysis_view import explain_why
+        from glassformer.explain.render.analysis_view import explain_why
 
         try:
             why = explain_why(subject.model, subject.src_tok, text, lens=args.lens, attribute=args.attribute,
@@ -239,17 +239,17 @@ def cmd_explain(args) -> int:
         walkthrough = subject.walkthrough(text)
         walkthrough.generation, walkthrough.analysis = generation, why
         if args.json:
-            from .explain.walkthrough import write_json
+            from glassformer.explain.walkthrough import write_json
 
             write_json(walkthrough, outputs["--json"], max_values=args.max_values)
             print(plain(f"wrote {args.json}"), file=sys.stderr)
         if args.html:
-            from .explain.html import write_html
+            from glassformer.explain.render.html import write_html
 
             write_html(walkthrough, outputs["--html"], lang=args.lang)
             print(plain(f"wrote {args.html}; open it in a browser (it needs no network)"), file=sys.stderr)
         return 0
-    from .explain.terminal import print_generation, print_walkthrough
+    from glassformer.explain.render.terminal import print_generation, print_walkthrough
 
     if generation is not None:  # the terminal shows what was asked; the walkthrough alone without these options
         print_generation(generation, lang=args.lang)
@@ -259,7 +259,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_explore(args) -> int:
-    from .explain.narration import check_lang
+    from glassformer.explain.narration import check_lang
 
     try:
         check_lang(args.lang)
@@ -267,7 +267,7 @@ def cmd_explore(args) -> int:
         raise UsageError(f"--lang: {e}") from None
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 (any free port) and 65535; got {args.port}")
-    from .explore.server import serve
+    from glassformer.explore.server import serve
 
     host = args.host
     if host.startswith("[") and host.endswith("]"):
@@ -276,9 +276,9 @@ def cmd_explore(args) -> int:
 
 
 def cmd_plot_attention(args) -> int:
-    from .checkpoint import load
-    from .files import check_output
-    from .plots import plot_attention
+    from glassformer.base.files import check_output
+    from glassformer.checkpoint import load
+    from glassformer.plots import plot_attention
 
     out = check_output(args.out, "--out")  # before the model is loaded
     model, tok = load(args.model)
@@ -292,8 +292,8 @@ def cmd_plot_attention(args) -> int:
 def cmd_plot_loss(args) -> int:
     from pathlib import Path
 
-    from .files import check_output
-    from .plots import plot_loss
+    from glassformer.base.files import check_output
+    from glassformer.plots import plot_loss
 
     log = Path(args.run) / "log.jsonl"
     out = check_output(args.out, "--out", may_replace=Path(args.run) / "loss.png")  # redrawing its own run's figure
@@ -305,7 +305,7 @@ def cmd_plot_loss(args) -> int:
 
 
 def cmd_data_fetch(args) -> int:
-    from .fetch import fetch
+    from glassformer.data.fetch import fetch
 
     path = fetch(args.name, cache_dir=args.dir)
     print(plain(str(path)))
@@ -313,9 +313,9 @@ def cmd_data_fetch(args) -> int:
 
 
 def cmd_data_prepare(args) -> int:
-    from .data import DataError
-    from .files import check_output_dir
-    from .prepare import check_options, prepare
+    from glassformer.base.files import check_output_dir
+    from glassformer.data.batches import DataError
+    from glassformer.data.prepare import check_options, prepare
 
     try:  # every option's range, before any input is read
         check_options(args.tokenizer, args.vocab_size, args.val_fraction, args.workers, args.shard_tokens, 1,
@@ -572,7 +572,7 @@ def one_line_warning(message, category, filename, lineno, file=None, line=None) 
 def run(argv: list[str] | None, interrupted: list[int]) -> int:
     args = build_parser().parse_args(argv)
     with interrupts_held():
-        from .train import TrainingError  # imports torch
+        from glassformer.training.trainer import TrainingError  # imports torch
     if interrupted:
         raise KeyboardInterrupt  # pressed while torch was being imported
     try:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError, read_text
-from .files import atomic_write
-from .reading import parse_json
+from glassformer.base.files import atomic_write
+from glassformer.base.reading import parse_json
+from glassformer.data.batches import DataError, read_text
 
 
 def read_log(path) -> list[dict]:
@@ -93,10 +93,10 @@ def attention_maps(model, tokenizer, text: str) -> list[AttentionMap]:
     """
     import torch
 
-    from .data import source_ids
-    from .decode import greedy
-    from .seq2seq import Seq2Seq
-    from .trace import Trace
+    from glassformer.data.batches import source_ids
+    from glassformer.generation.decode import greedy
+    from glassformer.model.seq2seq import Seq2Seq
+    from glassformer.observe.trace import Trace
 
     def probs(trace, name):
         return trace[f"{name}.core.probs"][0].float().numpy()  # (h, T_q, T_k)

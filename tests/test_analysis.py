@@ -1,4 +1,4 @@
-"""glassformer.analysis against independent computations: truncated copies of the model for the
+"""glassformer.observe.analysis against independent computations: truncated copies of the model for the
 logit lens, the final norm written out by hand for attribution, W_O columns zeroed in a copy for
 ablation, the clean run itself for patching. Each on an RMSNorm and a LayerNorm model (RoPE and
 SwiGLU among them), with every weight, bias and norm parameter randomised so none is a no-op."""
@@ -12,9 +12,9 @@ import torch
 from conftest import VOCAB, build_tiny_gpt, random_ids
 from rich.console import Console
 
-from glassformer.analysis import Site, ablate, attribute, logit_lens, patch, patched_logits
-from glassformer.layers import merge_heads
-from glassformer.trace import Trace
+from glassformer.model.layers import merge_heads
+from glassformer.observe.analysis import Site, ablate, attribute, logit_lens, patch, patched_logits
+from glassformer.observe.trace import Trace
 
 MODELS = {
     "layernorm-learned-gelu": dict(norm="layernorm", position="learned", activation="gelu_tanh"),
@@ -311,7 +311,7 @@ def test_views_print_in_both_languages_and_user_text_literally(word_model, lang)
 
 
 def test_patching_png(word_model, tmp_path):
-    from glassformer.explain.analysis_view import patch_text, save_patching_png
+    from glassformer.explain.render.analysis_view import patch_text, save_patching_png
 
     model, tok = word_model
     result = patch_text(model, tok, "the cat sat", "the mat sat", metric="logprob")
@@ -338,7 +338,7 @@ def test_cli_lens_attribute_ablate_patch_print_and_write_data(tmp_path, capsys):
 
     import glassformer
     from glassformer.cli import main
-    from glassformer.tokenizers import CharTokenizer
+    from glassformer.data.tokenizers import CharTokenizer
 
     tok = CharTokenizer.train("the quick brown fox jumps over the lazy dog")
     model = model_of("rmsnorm-rope-swiglu", vocab_size=tok.vocab_size)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from glassformer.explain.basics import (
+from glassformer.explain.basics.network import (
     CONTEXT,
     HUMPTY_TEXT,
     LEAF_B1,

@@ -19,10 +19,10 @@ import torch
 import glassformer
 from glassformer import fetch as fetch_mod
 from glassformer.cli import main
-from glassformer.config import Seq2SeqConfig
-from glassformer.data import LINE_LIMIT_ENV, TEXT_LIMIT_ENV
-from glassformer.seq2seq import Seq2Seq
-from glassformer.tokenizers import WordTokenizer
+from glassformer.data.batches import LINE_LIMIT_ENV, TEXT_LIMIT_ENV
+from glassformer.data.tokenizers import WordTokenizer
+from glassformer.model.config import Seq2SeqConfig
+from glassformer.model.seq2seq import Seq2Seq
 
 
 def run_cli(argv, capsys) -> tuple[int, str]:

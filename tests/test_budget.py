@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from glassformer import GPT, GPTConfig
-from glassformer.budget import Budget, evaluations_after, fitting_iters
 from glassformer.checkpoint import CheckpointError
-from glassformer.lm import LMTask
-from glassformer.train import TrainConfig, Trainer, learning_rate
+from glassformer.training.budget import Budget, evaluations_after, fitting_iters
+from glassformer.training.lm import LMTask
+from glassformer.training.trainer import TrainConfig, Trainer, learning_rate
 
 
 def test_fitting_iters_is_the_largest_end_that_fits():

@@ -10,9 +10,9 @@ import torch
 
 import glassformer
 from glassformer import GPT, GPTConfig, Seq2Seq, Seq2SeqConfig
+from glassformer.base.files import atomic_write
 from glassformer.checkpoint import RENAMED, CheckpointError, current_name, export_hf
 from glassformer.cli import main
-from glassformer.files import atomic_write
 
 transformers = pytest.importorskip("transformers")
 

@@ -166,7 +166,7 @@ def test_resume_refuses_a_different_model(run_dir, capsys):
 
 def test_streamed_text_never_shows_the_start_of_a_stop_string(run_dir):
     """What is written while streaming is exactly the prompt plus the returned (trimmed) text."""
-    from glassformer.lm import sample
+    from glassformer.training.lm import sample
 
     stopped = 0
     for seed in range(6):

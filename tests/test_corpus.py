@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from glassformer.corpus import bundled_corpus
+from glassformer.data.corpus import bundled_corpus
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from glassformer.data import (
+from glassformer.data.batches import (
     SOURCE_TOKENIZER_FILE,
     DataError,
     cached_ids,
@@ -22,7 +22,7 @@ from glassformer.data import (
     source_ids,
     split_text,
 )
-from glassformer.tokenizers import CharTokenizer
+from glassformer.data.tokenizers import CharTokenizer
 
 
 def test_split_is_nanogpts_last_ten_percent():

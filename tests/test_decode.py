@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from glassformer.config import Seq2SeqConfig
-from glassformer.decode import beam_search, greedy, translate_texts
-from glassformer.generate import top_k
-from glassformer.layers import KVCache
-from glassformer.seq2seq import Seq2Seq
-from glassformer.tokenizers import WordTokenizer
+from glassformer.data.tokenizers import WordTokenizer
+from glassformer.generation.decode import beam_search, greedy, translate_texts
+from glassformer.generation.sampling import top_k
+from glassformer.model.config import Seq2SeqConfig
+from glassformer.model.layers import KVCache
+from glassformer.model.seq2seq import Seq2Seq
 
 WORDS = "ant bee cat dog eel fox gnu hen ibis jay koi lynx mole newt owl pig".split()
 TOKENIZER = WordTokenizer.train(" ".join(WORDS))  # <pad>=0 <unk>=1 <bos>=2 <eos>=3, the words 4..19

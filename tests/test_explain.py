@@ -9,12 +9,12 @@ from rich.console import Console
 
 from glassformer import GPT, PRESETS, GPTConfig, Seq2Seq
 from glassformer.cli import main
+from glassformer.data.tokenizers import CharTokenizer
 from glassformer.explain.narration import NARRATION, narrate
-from glassformer.explain.terminal import print_walkthrough
+from glassformer.explain.render.terminal import print_walkthrough
 from glassformer.explain.walkthrough import CORPUS, builtin_walkthrough, gpt_walkthrough
-from glassformer.layers import merge_heads
-from glassformer.tokenizers import CharTokenizer
-from glassformer.trace import Trace
+from glassformer.model.layers import merge_heads
+from glassformer.observe.trace import Trace
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(position="rope", norm="rmsnorm", activation="swiglu", dropout=0.2),

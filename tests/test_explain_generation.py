@@ -10,12 +10,12 @@ import torch
 
 from glassformer import GPT, GPTConfig
 from glassformer.cli import main
-from glassformer.decode import beam_search, gnmt_penalty, greedy
+from glassformer.data.tokenizers import CharTokenizer
 from glassformer.explain.generation import gpt_generation, seq2seq_generation
 from glassformer.explain.walkthrough import CORPUS, seq2seq_walkthrough, train_walkthrough_model
-from glassformer.generate import generate
-from glassformer.tokenizers import CharTokenizer
-from glassformer.trace import Trace
+from glassformer.generation.decode import beam_search, gnmt_penalty, greedy
+from glassformer.generation.sampling import generate
+from glassformer.observe.trace import Trace
 
 TEXT = "the quick brown fox jumps over the lazy dog"
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from glassformer import GPT, GPTConfig
-from glassformer.config import Seq2SeqConfig
-from glassformer.explain.html import (
+from glassformer.data.tokenizers import CharTokenizer, WordTokenizer
+from glassformer.explain.narration import LABELS
+from glassformer.explain.render.html import (
     PAGE_MAX_VALUES,
     SCRIPTS,
     asset,
@@ -22,7 +23,6 @@ from glassformer.explain.html import (
     script_json,
     write_html,
 )
-from glassformer.explain.narration import LABELS
 from glassformer.explain.walkthrough import (
     CORPUS,
     Subject,
@@ -30,8 +30,8 @@ from glassformer.explain.walkthrough import (
     walkthrough_data,
     write_json,
 )
-from glassformer.seq2seq import Seq2Seq
-from glassformer.tokenizers import CharTokenizer, WordTokenizer
+from glassformer.model.config import Seq2SeqConfig
+from glassformer.model.seq2seq import Seq2Seq
 
 NASTY = '<script>alert(1)</script> & "x"'
 CHROMIUM = Path("/usr/bin/chromium")

@@ -25,12 +25,12 @@ from starlette.testclient import TestClient
 import glassformer
 from glassformer import analysis
 from glassformer.cli import main
+from glassformer.data.tokenizers import CharTokenizer
 from glassformer.explain import recompute
 from glassformer.explain.generation import gpt_generation, seq2seq_generation, stages
 from glassformer.explain.walkthrough import CORPUS, load_subject, token_labels, walkthrough_data
 from glassformer.explore.api import Explorer
 from glassformer.explore.server import LOOPBACK_NAMES, access, load, make_app
-from glassformer.tokenizers import CharTokenizer
 
 TEXT = "ROMEO: so"
 PAGE = "<!doctype html><title>placeholder</title>"

@@ -17,9 +17,9 @@ import torch
 
 from glassformer import GPT, GPTConfig
 from glassformer.checkpoint import load, save
+from glassformer.data.tokenizers import CharTokenizer
 from glassformer.explain.generation import gpt_generation, stages
 from glassformer.explain.walkthrough import CORPUS, gpt_walkthrough, token_labels, walkthrough_data
-from glassformer.tokenizers import CharTokenizer
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 import glassformer
+from glassformer.data.tokenizers import CharTokenizer, WordTokenizer
 from glassformer.explain.walkthrough import Subject, load_subject
 from glassformer.explore.api import Explorer
 from glassformer.explore.server import LOOPBACK_NAMES, access, address, host_name, make_app
-from glassformer.tokenizers import CharTokenizer, WordTokenizer
 
 TEXT = "ROMEO: so"
 PAGE = "<!doctype html><title>placeholder</title>"

@@ -11,9 +11,9 @@ import torch
 import glassformer
 from glassformer import GPT, GPTConfig, accelerate
 from glassformer.checkpoint import CheckpointError, export_hf
-from glassformer.generate import generate
-from glassformer.hf import render_chat
-from glassformer.tokenizers import PretrainedTokenizer, load_tokenizer
+from glassformer.data.tokenizers import PretrainedTokenizer, load_tokenizer
+from glassformer.generation.sampling import generate
+from glassformer.hf.families import render_chat
 
 transformers = pytest.importorskip("transformers")
 
@@ -171,7 +171,7 @@ def test_bf16_weights_load_and_compute(tmp_path):
     assert (ours - reference).abs().max() < 0.25
     assert (ours.argmax(-1) == reference.argmax(-1)).float().mean() > 0.9
     auto, _ = glassformer.load(tmp_path)  # bf16 where this machine multiplies it natively, else float32
-    from glassformer.device import native_bf16
+    from glassformer.base.device import native_bf16
     assert auto.tok_emb.weight.dtype == (torch.bfloat16 if native_bf16(torch.device("cpu")) else torch.float32)
 
 

@@ -10,8 +10,8 @@ from test_families import TEMPLATE, hf_model, tiny_tokenizer_files
 import glassformer
 from glassformer.cli import main
 from glassformer.explain.recompute import check
-from glassformer.generate import generate
-from glassformer.hf import render_chat
+from glassformer.generation.sampling import generate
+from glassformer.hf.families import render_chat
 
 transformers = pytest.importorskip("transformers")
 

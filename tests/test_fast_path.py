@@ -1,4 +1,4 @@
-"""The fast paths compute what the readable ones compute: the fast modules glassformer.accelerate
+"""The fast paths compute what the readable ones compute: the fast modules glassformer.fast.accelerate
 swaps in (Q/K/V as one matmul in training, the attention core picked per dtype, fused.c's norms,
 gate and RoPE) against the readable model for every variant, bf16 autocast, torch.compile, the
 dtype chosen for the hardware; and swapping in leaves names, order and hooks as they were."""
@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from test_train import tiny_run
 
 from glassformer import GPT, GPTConfig, Seq2Seq, Seq2SeqConfig, accelerate
-from glassformer.accelerate import EXPLICIT_MAX_LEN, explicit_is_faster, fast_attention, fuses_qkv
-from glassformer.device import native_bf16, pick_dtype
-from glassformer.layers import FeedForward, MultiHeadAttention, RMSNorm, attention, causal_mask
-from glassformer.train import TrainConfig
+from glassformer.base.device import native_bf16, pick_dtype
+from glassformer.fast.accelerate import EXPLICIT_MAX_LEN, explicit_is_faster, fast_attention, fuses_qkv
+from glassformer.model.layers import FeedForward, MultiHeadAttention, RMSNorm, attention, causal_mask
+from glassformer.training.trainer import TrainConfig
 
 
 def attention_run(path: str, dtype):

@@ -26,7 +26,7 @@ import torch, torch._dynamo  # torch's optimizers load dynamo when first built: 
 import matplotlib
 matplotlib.use("Agg")  # as glassformer.plots draws the run's loss
 import matplotlib.pyplot
-import glassformer.cli, glassformer.lm, glassformer.train, glassformer.plots
+import glassformer.cli, glassformer.training.lm, glassformer.training.trainer, glassformer.plots
 for line in sys.stdin:
     ask = json.loads(line)
     if "wait" in ask:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from glassformer import fetch as fetch_mod
-from glassformer.fetch import DATASETS, FetchError, fetch
+from glassformer.data.fetch import DATASETS, FetchError, fetch
 
 SHAKESPEARE = Path("/work/shared/data/tinyshakespeare/input.txt")
 

@@ -1,4 +1,4 @@
-"""glassformer.fused, training's elementwise kernels (fused.c): RMSNorm, SwiGLU's gate and RoPE,
+"""glassformer.fast.fused, training's elementwise kernels (fused.c): RMSNorm, SwiGLU's gate and RoPE,
 forward and backward, against the readable forms computed in float64 by torch's autograd, within
 bounds worked out from float32's rounding; rows read in place through strides (the heads of one
 Q/K/V projection, the halves of one gate/up projection), widths that are not multiples of the
@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from conftest import build_tiny_gpt, random_ids
 
 from glassformer import accelerate, fused
-from glassformer.data import lm_loss
-from glassformer.layers import RMSNorm
-from glassformer.positions import RotaryEmbedding, apply_rotary
+from glassformer.data.batches import lm_loss
+from glassformer.model.layers import RMSNorm
+from glassformer.model.positions import RotaryEmbedding, apply_rotary
 
 U = 2.0 ** -24  # float32's unit roundoff
 

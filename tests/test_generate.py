@@ -8,8 +8,16 @@ import pytest
 import torch
 from conftest import BLOCK
 
-from glassformer.generate import TextStream, filter_top_k, filter_top_p, generate, next_token, stream, trim_at_stop
-from glassformer.tokenizers import BPETokenizer, CharTokenizer
+from glassformer.data.tokenizers import BPETokenizer, CharTokenizer
+from glassformer.generation.sampling import (
+    TextStream,
+    filter_top_k,
+    filter_top_p,
+    generate,
+    next_token,
+    stream,
+    trim_at_stop,
+)
 
 REPLACEMENT = "\ufffd"  # what decode gives for half a UTF-8 character
 
@@ -302,7 +310,7 @@ def test_text_stream_on_generated_ids_and_tensor_ids(tiny_gpt):
 
 
 def test_partial_stop_finds_the_longest_beginning_of_a_stop_string():
-    from glassformer.generate import partial_stop
+    from glassformer.generation.sampling import partial_stop
 
     assert partial_stop("That th", ["the"]) == 2
     assert partial_stop("That t", ["the", "tea"]) == 1

@@ -4,7 +4,7 @@ decode_step.StepKernel; asked for through accelerate.decode_step) against the mo
 static KV cache, a concatenating cache written here, and full recomputation; for every
 architecture variant, 1 row and rows enough for the transposed-weight matmuls, across
 block_size, with sampling, stop strings and streaming, with float, int8 and bf16 weights
-(glassformer.quant); and the readable path whenever the model is observed."""
+(glassformer.fast.quant); and the readable path whenever the model is observed."""
 
 import dataclasses
 
@@ -15,12 +15,12 @@ from conftest import build_tiny_gpt as tiny_gpt
 from conftest import random_ids as prompt
 
 from glassformer import GPTConfig, accelerate, decode_step, matvec
-from glassformer.config import C_STEP_ACTIVATIONS, FIELD_SUPPORT, TARGETS, unsupported
-from glassformer.generate import generate, stream
-from glassformer.layers import MultiHeadAttention
-from glassformer.quant import quantize
-from glassformer.tokenizers import CharTokenizer
-from glassformer.trace import Trace, observe
+from glassformer.data.tokenizers import CharTokenizer
+from glassformer.fast.quant import quantize
+from glassformer.generation.sampling import generate, stream
+from glassformer.model.config import C_STEP_ACTIVATIONS, FIELD_SUPPORT, TARGETS, unsupported
+from glassformer.model.layers import MultiHeadAttention
+from glassformer.observe.trace import Trace, observe
 
 VARIANTS = {
     "gpt2-like": dict(),

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from glassformer.accelerate import biased_attention, fast_attention
-from glassformer.layers import (
+from glassformer.fast.accelerate import biased_attention, fast_attention
+from glassformer.model.layers import (
     Block,
     LayerNorm,
     MultiHeadAttention,
@@ -19,7 +19,7 @@ from glassformer.layers import (
     padding_mask,
     repeat_kv,
 )
-from glassformer.positions import (
+from glassformer.model.positions import (
     Llama3Scaling,
     RotaryEmbedding,
     SinusoidalPositionalEncoding,

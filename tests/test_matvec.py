@@ -1,4 +1,4 @@
-"""glassformer.matvec, the C kernels of the decode step. One row times a float32 matrix: against a
+"""glassformer.fast.matvec, the C kernels of the decode step. One row times a float32 matrix: against a
 float64 product within the rounding a float32 sum may make, for widths that are and are not
 multiples of the vector length, one and several threads, with and without bias; F.linear wherever it
 does not apply (disabled, no compiler, a failed compile, autograd); greedy generation with and
@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from conftest import build_tiny_gpt, random_ids
 
 from glassformer import accelerate, decode_step, matvec, quant
-from glassformer.generate import generate
-from glassformer.layers import attention
-from glassformer.quant import quantize_rows
+from glassformer.fast.quant import quantize_rows
+from glassformer.generation.sampling import generate
+from glassformer.model.layers import attention
 
 EPS = 2.0 ** -24  # float32's unit roundoff
 

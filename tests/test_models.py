@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from glassformer import GPT, PRESETS, GPTConfig, Seq2Seq, Seq2SeqConfig
-from glassformer.config import apply_overrides
+from glassformer.model.config import apply_overrides
 
 GPT_VARIANTS = {
     "gpt2-like": dict(),

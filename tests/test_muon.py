@@ -1,4 +1,4 @@
-"""Muon (glassformer.muon): Newton–Schulz against the SVD's polar factor, one update against a NumPy
+"""Muon (glassformer.training.muon): Newton–Schulz against the SVD's polar factor, one update against a NumPy
 re-computation, the AdamW groups against torch.optim.AdamW, and the groups make_optimizer builds."""
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from glassformer import GPT, GPTConfig
-from glassformer.muon import COEFFICIENTS, Muon, newton_schulz, update_scale
-from glassformer.train import TrainConfig, make_optimizer
+from glassformer.training.muon import COEFFICIENTS, Muon, newton_schulz, update_scale
+from glassformer.training.trainer import TrainConfig, make_optimizer
 
 
 @pytest.mark.parametrize("shape", [(32, 96), (96, 32), (64, 64)])
@@ -75,8 +75,8 @@ def test_two_muon_steps_match_a_numpy_recomputation():
 
 
 def test_newton_schulz_runs_in_bfloat16_only_where_the_hardware_has_it():
-    from glassformer.device import native_bf16
-    from glassformer.muon import newton_schulz_dtype
+    from glassformer.base.device import native_bf16
+    from glassformer.training.muon import newton_schulz_dtype
 
     cpu = torch.device("cpu")
     assert newton_schulz_dtype(cpu) == (torch.bfloat16 if native_bf16(cpu) else torch.float32)

@@ -11,7 +11,7 @@ CELLS = {
     "setup": """
 import torch
 from glassformer import GPT, GPTConfig
-from glassformer.tokenizers import CharTokenizer
+from glassformer.data.tokenizers import CharTokenizer
 tok = CharTokenizer.train("<b>the quick brown fox</b>")
 torch.manual_seed(0)
 model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=16,
@@ -21,14 +21,14 @@ model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_hea
     "lens": "notebook.lens(model, tok, '<b>fox')",
     "walkthrough": "from glassformer.explain.walkthrough import gpt_walkthrough\ngpt_walkthrough(model, tok, '<b>fox')",
     "trace": """
-from glassformer.trace import Trace
+from glassformer.observe.trace import Trace
 with torch.no_grad(), Trace(model) as trace:
     model(torch.tensor([tok.encode('fox')]))
 trace
 """,
-    "patching": "from glassformer.explain.analysis_view import patch_text\n"
+    "patching": "from glassformer.explain.render.analysis_view import patch_text\n"
                 "patch_text(model, tok, 'the fox', 'the box')",
-    "attribution": "from glassformer.analysis import attribute\n"
+    "attribution": "from glassformer.observe.analysis import attribute\n"
                    "attribute(model, tok.encode('the fox'), tok.encode('x')[0])",
 }
 

@@ -21,12 +21,12 @@ import torch
 
 import glassformer
 from glassformer import files
+from glassformer.base.files import NoSpaceError, atomic_write, check_output, check_output_dir
 from glassformer.checkpoint import load, load_tensors_only, save
 from glassformer.cli import main
-from glassformer.config import GPTConfig
-from glassformer.files import NoSpaceError, atomic_write, check_output, check_output_dir
-from glassformer.gpt import GPT
-from glassformer.tokenizers import CharTokenizer
+from glassformer.data.tokenizers import CharTokenizer
+from glassformer.model.config import GPTConfig
+from glassformer.model.gpt import GPT
 
 TEXT = "the cat sat on the mat. "
 

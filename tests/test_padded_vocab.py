@@ -14,13 +14,13 @@ from starlette.testclient import TestClient
 import glassformer
 from glassformer import accelerate
 from glassformer.cli import main
-from glassformer.decode import beam_search, greedy
+from glassformer.data.tokenizers import CharTokenizer, WordTokenizer
 from glassformer.explain.generation import gpt_generation, seq2seq_generation, stages
 from glassformer.explain.walkthrough import Subject, load_subject, token_labels
 from glassformer.explore.api import Explorer
 from glassformer.explore.server import make_app
-from glassformer.generate import generate, next_token, stream
-from glassformer.tokenizers import CharTokenizer, WordTokenizer
+from glassformer.generation.decode import beam_search, greedy
+from glassformer.generation.sampling import generate, next_token, stream
 
 CHARS = "abcdefghijklmnopqrstuvwxyz .,\n"  # 30 characters, plus <unk>: 31 tokens
 PADDED = 64  # the model's vocabulary: 33 ids beyond the tokenizer's

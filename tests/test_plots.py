@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from glassformer import GPT, PRESETS, GPTConfig, Seq2Seq
+from glassformer.data.tokenizers import CharTokenizer, WordTokenizer
 from glassformer.plots import MAX_TICK_TOKENS, attention_figure, attention_maps, plot_attention, plot_loss
-from glassformer.tokenizers import CharTokenizer, WordTokenizer
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -98,8 +98,8 @@ def test_figures_and_the_walkthrough_do_not_import_training():
     import sys
 
     code = ("import sys, glassformer.plots, glassformer.explain.walkthrough; "
-            "print(sorted(m for m in sys.modules if m in ('glassformer.train', 'glassformer.translation', "
-            "'glassformer.lm')))")
+            "print(sorted(m for m in sys.modules if m in ('glassformer.training.trainer', "
+            "'glassformer.training.translation', 'glassformer.training.lm')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

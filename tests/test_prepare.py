@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-import glassformer.prepare as prepare_module
+import glassformer.data.prepare as prepare_module
 from glassformer import prepare_worker
-from glassformer.data import DataError
-from glassformer.prepare import parallel, prepare
-from glassformer.shards import Shards
-from glassformer.tokenizers import load_tokenizer
+from glassformer.data.batches import DataError
+from glassformer.data.prepare import parallel, prepare
+from glassformer.data.shards import Shards
+from glassformer.data.tokenizers import load_tokenizer
 
 LINES = [f"line {i}: the quick brown fox {'jumps ' * (i % 5)}over the lazy dog\n" for i in range(120)]
 
@@ -100,7 +100,7 @@ def test_bpe_over_parquet_and_a_saved_dataset(tmp_path):
 
 def test_train_lm_from_prepared_shards(corpus, tmp_path, monkeypatch):
     from glassformer.checkpoint import load
-    from glassformer.lm import train_lm
+    from glassformer.training.lm import train_lm
 
     monkeypatch.setattr(prepare_module, "CHUNK_BYTES", 256)
     prepare([str(corpus)], tmp_path / "data", "char", val_fraction=0.2, workers=1, progress=False)
@@ -113,7 +113,7 @@ def test_train_lm_from_prepared_shards(corpus, tmp_path, monkeypatch):
     resumed = train_lm(tmp_path / "run", data=str(tmp_path / "data"), resume=True,
                        overrides=["max_iters=4", "eval_interval=2"], progress=False)
     assert np.isfinite(resumed["val_loss"])
-    from glassformer.lm import eval_lm
+    from glassformer.training.lm import eval_lm
 
     metrics = eval_lm(tmp_path / "run", str(tmp_path / "data"), device="cpu")
     assert metrics["tokens"] == len(Shards(tmp_path / "data", "val")) - 1
@@ -139,7 +139,7 @@ def test_bad_inputs_are_one_line(corpus, tmp_path, monkeypatch):
 
 
 def test_parallel_keeps_order_bounds_what_is_in_flight_and_raises_a_workers_error(tmp_path):
-    from glassformer.tokenizers import train_tokenizer
+    from glassformer.data.tokenizers import train_tokenizer
 
     tok = train_tokenizer("char", "0123456789\n")
     tok.save(tmp_path / "tok.json")

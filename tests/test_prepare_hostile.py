@@ -20,10 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from glassformer.cli import main
-from glassformer.data import LINE_LIMIT_ENV, MAX_LINE_CHARS
-from glassformer.prepare import prepare
-from glassformer.rundir import RunLock
-from glassformer.shards import META, Shards, read_record
+from glassformer.data.batches import LINE_LIMIT_ENV, MAX_LINE_CHARS
+from glassformer.data.prepare import prepare
+from glassformer.data.shards import META, Shards, read_record
+from glassformer.training.rundir import RunLock
 
 TINY = ["--preset", "gpt-tiny", "--set", "max_iters=2", "--set", "eval_interval=2", "--set", "eval_iters=1",
         "--set", "block_size=8"]
@@ -340,7 +340,7 @@ def test_a_randomly_mutated_record_is_a_one_line_error_or_the_right_shards(small
 # ---------------------------------------------------------------------------------------------
 # Real processes: two writers, and Ctrl-C with workers
 
-SLOW = ("import time, glassformer.prepare as p; real = p.atomic_write_text; "
+SLOW = ("import time, glassformer.data.prepare as p; real = p.atomic_write_text; "
         "p.atomic_write_text = lambda path, text: (time.sleep(0.05), real(path, text)); "
         "from glassformer.cli import entry; entry()")
 

@@ -1,4 +1,4 @@
-"""Weight-only int8 storage (glassformer.quant) against float32 nn.Linear: every output within the
+"""Weight-only int8 storage (glassformer.fast.quant) against float32 nn.Linear: every output within the
 bound that the three roundings allow (a weight to its int8 step, the input and output to
 bfloat16), on torch's int8 kernel (widths a multiple of 16) and on the widening fallback;
 a quantized model's output head within the same bound of the float32 one. Weight-only bfloat16
@@ -13,8 +13,8 @@ import torch.nn as nn
 from conftest import build_tiny_gpt as tiny_gpt
 from conftest import random_ids as prompt
 
-from glassformer.generate import generate
-from glassformer.quant import Bf16Linear, Int8Linear, int8_error_bound, quantize, quantize_rows
+from glassformer.fast.quant import Bf16Linear, Int8Linear, int8_error_bound, quantize, quantize_rows
+from glassformer.generation.sampling import generate
 
 
 def wide_linear(n_in, n_out, bias, seed=0):
@@ -127,7 +127,7 @@ def test_unknown_weight_option_is_refused_by_name():
 def test_sample_with_stored_weights_writes_what_the_stored_model_generates(tmp_path, capsys):
     from glassformer.checkpoint import save
     from glassformer.cli import main
-    from glassformer.tokenizers import CharTokenizer
+    from glassformer.data.tokenizers import CharTokenizer
 
     tok = CharTokenizer.train("the cat sat on the mat.\n")
     model = tiny_gpt(vocab_size=tok.vocab_size)

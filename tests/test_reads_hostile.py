@@ -28,8 +28,8 @@ import glassformer
 from glassformer import chat, reading
 from glassformer.checkpoint import export_hf
 from glassformer.cli import main
-from glassformer.hf import render_chat
-from glassformer.tokenizers import PretrainedTokenizer, train_tokenizer
+from glassformer.data.tokenizers import PretrainedTokenizer, train_tokenizer
+from glassformer.hf.families import render_chat
 
 TEXT = "the cat sat on the mat. a quick brown fox jumps over the lazy dog.\n" * 4
 TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

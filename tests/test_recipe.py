@@ -10,11 +10,11 @@ import torch
 
 from glassformer import GPT, GPTConfig
 from glassformer.checkpoint import CheckpointError, export_hf, load, save
-from glassformer.config import PRESETS, config_from_dict
-from glassformer.layers import FeedForward
-from glassformer.lm import DEFAULT_PRESET
-from glassformer.tokenizers import CharTokenizer
-from glassformer.train import TrainConfig, learning_rate
+from glassformer.data.tokenizers import CharTokenizer
+from glassformer.model.config import PRESETS, config_from_dict
+from glassformer.model.layers import FeedForward
+from glassformer.training.lm import DEFAULT_PRESET
+from glassformer.training.trainer import TrainConfig, learning_rate
 
 OPTIONS = dict(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=16, d_ff=40, bias=False, norm="rmsnorm",
                position="rope", activation="relu2", embed_norm=True, zero_init=True, tie_weights=False)
@@ -101,7 +101,7 @@ def test_the_default_preset_is_the_speedrun_and_its_first_loss_is_uniform():
 
 
 def test_attribution_sums_to_the_logit_with_the_embedding_norm():
-    from glassformer.analysis import attribute
+    from glassformer.observe.analysis import attribute
 
     torch.manual_seed(4)
     model = GPT(GPTConfig(**{**OPTIONS, "zero_init": False})).eval()
@@ -118,7 +118,7 @@ BIGRAM = dict(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=8, d_ff=
 
 
 def test_bigram_adds_the_row_of_each_pair_and_continues_through_the_cache():
-    from glassformer.gpt import bigram_ids
+    from glassformer.model.gpt import bigram_ids
 
     torch.manual_seed(5)
     model = GPT(GPTConfig(**BIGRAM)).eval()
@@ -158,7 +158,7 @@ def test_bigram_needs_a_small_vocabulary_and_is_refused_by_export(tmp_path):
 
 
 def test_attribution_counts_the_pair_embedding():
-    from glassformer.analysis import attribute
+    from glassformer.observe.analysis import attribute
 
     torch.manual_seed(7)
     model = GPT(GPTConfig(**BIGRAM)).eval()
@@ -179,8 +179,8 @@ def test_attribution_prints_every_remaining_term_in_both_languages(options):
 
     from rich.console import Console
 
-    from glassformer.analysis import attribute
-    from glassformer.explain.analysis_view import print_attribution
+    from glassformer.explain.render.analysis_view import print_attribution
+    from glassformer.observe.analysis import attribute
 
     torch.manual_seed(8)
     model = GPT(GPTConfig(**{**BIGRAM, **options})).eval()

@@ -10,10 +10,10 @@ import torch
 from rich.console import Console
 
 from glassformer.cli import main
-from glassformer.config import PRESETS, GPTConfig
 from glassformer.explain.shapes import config_shapes, parameter_total, print_shapes, shapes
-from glassformer.gpt import GPT
-from glassformer.seq2seq import Seq2Seq
+from glassformer.model.config import PRESETS, GPTConfig
+from glassformer.model.gpt import GPT
+from glassformer.model.seq2seq import Seq2Seq
 
 SIZES = {"B": 2, "t": 5, "s": 7}  # s != t, so a (B, h, t, s) mix-up cannot pass
 

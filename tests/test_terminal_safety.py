@@ -12,9 +12,9 @@ import torch
 
 import glassformer
 from glassformer import GPT, GPTConfig
+from glassformer.base.display import plain
 from glassformer.cli import main
-from glassformer.display import plain
-from glassformer.tokenizers import CharTokenizer
+from glassformer.data.tokenizers import CharTokenizer
 
 HOSTILE = "[/oops] [bold red]x[/bold red] [link=https://example.com]click[/link] \x1b]0;pwned\x07\x1b[2J\r\u202e"
 

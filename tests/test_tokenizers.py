@@ -1,4 +1,4 @@
-"""Tests for glassformer.tokenizers: round trips, nanoGPT char ids, specials, files."""
+"""Tests for glassformer.data.tokenizers: round trips, nanoGPT char ids, specials, files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import pre_tokenizers
 
-from glassformer.tokenizers import (
+from glassformer.data.tokenizers import (
     BPETokenizer,
     CharTokenizer,
     WordTokenizer,

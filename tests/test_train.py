@@ -10,9 +10,16 @@ import pytest
 import torch
 
 from glassformer import GPT, GPTConfig
-from glassformer.lm import LMTask, evaluate_lm
-from glassformer.task import Task
-from glassformer.train import TrainConfig, Trainer, TrainingError, keep_freed_memory, learning_rate, make_optimizer
+from glassformer.training.lm import LMTask, evaluate_lm
+from glassformer.training.task import Task
+from glassformer.training.trainer import (
+    TrainConfig,
+    Trainer,
+    TrainingError,
+    keep_freed_memory,
+    learning_rate,
+    make_optimizer,
+)
 
 
 def test_cosine_schedule_follows_nanogpt():
@@ -172,7 +179,7 @@ def test_both_tasks_provide_every_method_of_the_task_protocol():
     import dataclasses
 
     from glassformer import PRESETS
-    from glassformer.translation import TranslationTask
+    from glassformer.training.translation import TranslationTask
 
     cfg = TrainConfig(batch_tokens=64)
     lm = LMTask(np.arange(100) % 7, np.arange(50) % 7, 8, cfg)
@@ -208,7 +215,7 @@ def test_lm_evaluations_are_the_mean_loss_per_token():
     # The sampled evaluation: eval_iters equal batches, the mean of their mean losses.
     cfg = TrainConfig(batch_size=3, eval_iters=4, seed=5)
     task = LMTask(ids, ids, 8, cfg)
-    from glassformer.data import random_windows
+    from glassformer.data.batches import random_windows
 
     generator = torch.Generator().manual_seed(cfg.seed + 1)
     with torch.no_grad():
@@ -234,7 +241,7 @@ def test_a_single_process_world_starts_no_process_group(monkeypatch):
 
 
 def test_overrides_go_to_the_config_that_has_the_key():
-    from glassformer.runs import configs_for_run, split_overrides
+    from glassformer.training.runs import configs_for_run, split_overrides
 
     train_sets, model_sets = split_overrides(["max_iters=5", "n_layer=3", "nonsense=1"], TrainConfig(),
                                              GPTConfig())

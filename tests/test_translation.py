@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from glassformer.cli import main
-from glassformer.data import collate
-from glassformer.translation import bleu_chrf, bucket_batches, read_parallel
+from glassformer.data.batches import collate
+from glassformer.training.translation import bleu_chrf, bucket_batches, read_parallel
 
 DE = ["null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun"]
 EN = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -132,8 +132,8 @@ def test_bleu_comes_from_sacrebleu():
 
 
 def test_translation_resume_equals_uninterrupted(corpus, tmp_path, monkeypatch):
-    from glassformer.train import Trainer
-    from glassformer.translation import train_translation
+    from glassformer.training.trainer import Trainer
+    from glassformer.training.translation import train_translation
 
     _, (tsrc, ttgt), (vsrc, vtgt) = corpus
     settings = [a for a in TINY if a.startswith(("d_", "n_", "batch", "learning", "dropout", "block"))]

@@ -12,10 +12,10 @@ from safetensors.torch import load_file, save_file
 
 import glassformer
 from glassformer.cli import main
-from glassformer.config import GPTConfig, Seq2SeqConfig
-from glassformer.gpt import GPT
-from glassformer.seq2seq import Seq2Seq
-from glassformer.tokenizers import BPETokenizer, CharTokenizer
+from glassformer.data.tokenizers import BPETokenizer, CharTokenizer
+from glassformer.model.config import GPTConfig, Seq2SeqConfig
+from glassformer.model.gpt import GPT
+from glassformer.model.seq2seq import Seq2Seq
 
 TEXT = "abc cab bca\n" * 20
 

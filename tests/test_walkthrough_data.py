@@ -12,9 +12,9 @@ import torch
 
 from glassformer import GPT, PRESETS, GPTConfig, Seq2Seq, Seq2SeqConfig
 from glassformer.cli import main
+from glassformer.data.tokenizers import CharTokenizer, WordTokenizer
 from glassformer.explain.recompute import OPS, check
 from glassformer.explain.walkthrough import gpt_walkthrough, seq2seq_walkthrough, walkthrough_data
-from glassformer.tokenizers import CharTokenizer, WordTokenizer
 
 # The ops the issue lists; a walkthrough adds its own (sinusoidal, argmax) for at most 10% of its steps.
 LISTED_OPS = {"embedding", "add", "matmul", "linear", "transpose", "scale", "mask", "softmax", "layer_norm",

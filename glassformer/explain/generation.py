@@ -3,7 +3,7 @@
 For a GPT, each step records the KV cache growing, the newest query's attention row over
 every key for each layer and head, and the choice: the logits, divided by the temperature,
 cut by top-k and then top-p, renormalised, and the token drawn. The tokens are exactly
-those `glassformer.generate.generate` returns for the same settings and seed: the steps run
+those `glassformer.generation.sampling.generate` returns for the same settings and seed: the steps run
 through the same decoder and the same `next_token`; the stages shown are computed with the
 same filters it applies.
 
@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data import source_ids
-from ..decode import banned_ids, beam_search, greedy, next_log_probs
-from ..generate import (
+from glassformer.data.batches import source_ids
+from glassformer.explain.walkthrough import token_labels
+from glassformer.generation.decode import banned_ids, beam_search, greedy, next_log_probs
+from glassformer.generation.sampling import (
     LanguageModelDecoder,
     check_sampling,
     crop_prompt,
@@ -33,8 +34,7 @@ from ..generate import (
     next_token,
     within_vocabulary,
 )
-from ..trace import Trace
-from .walkthrough import token_labels
+from glassformer.observe.trace import Trace
 
 SHOW = 8  # candidates listed per step
 

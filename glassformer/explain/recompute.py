@@ -1,7 +1,7 @@
 """What each walkthrough op means, as NumPy in float64, and a check that recomputes a walkthrough.
 
 This is the ops' definition (the README's schema table says the same in words). It shares
-no code with the model (torch, glassformer.layers): `check` recomputing every step of a
+no code with the model (torch, glassformer.model.layers): `check` recomputing every step of a
 walkthrough from its inputs and matching the values the model recorded is what makes the
 walkthrough true.
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import PRESETS, GPTConfig, Seq2SeqConfig
-from .narration import check_lang
+from glassformer.explain.narration import check_lang
+from glassformer.model.config import PRESETS, GPTConfig, Seq2SeqConfig
 
 # key: (English, Chinese) descriptions of a row
 WHAT = {
@@ -343,7 +343,7 @@ def shapes(preset: str) -> list[Row]:
     """Every tensor's shape for the model of PRESETS[preset], from its config alone.
 
     Args:
-        preset: a name in glassformer.config.PRESETS.
+        preset: a name in glassformer.model.config.PRESETS.
     Returns:
         Rows of kind "activation" (the data flow, in order) and "weight" (the parameters).
     """

@@ -1,7 +1,7 @@
 """The walkthrough as data: Steps read off a Trace of the real model, each saying how it is computed.
 
 Each Step has a stable `id`, an `op` with its `inputs` (ids of earlier steps) and `params`,
-and the values the model really computed (recorded by `glassformer.trace.Trace`). Leaves
+and the values the model really computed (recorded by `glassformer.observe.trace.Trace`). Leaves
 (`ids`, `weight`, `constant`, `table`) hold token ids, parameters, masks and text. The ops
 are defined, in NumPy, by `glassformer.explain.recompute`, which recomputes every step from
 its inputs; the test suite checks that it matches for every architecture the config allows.
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..gpt import bigram_ids
-from ..layers import LayerNorm, ReLUSquared, RMSNorm
-from ..trace import Trace
-from .recompute import LEAVES
+from glassformer.explain.recompute import LEAVES
+from glassformer.model.gpt import bigram_ids
+from glassformer.model.layers import LayerNorm, ReLUSquared, RMSNorm
+from glassformer.observe.trace import Trace
 
 
 @dataclass

@@ -15,14 +15,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import PRESETS
-from ..data import collate, lm_loss, load_translation_tokenizers, source_ids
-from ..decode import greedy
-from ..gpt import GPT
-from ..seq2seq import Seq2Seq
-from ..tokenizers import WordTokenizer
-from ..trace import Trace
-from .steps import Step, Steps, block_steps, causal_mask_step, embedding_steps, norm_steps, output_steps, rec
+from glassformer.data.batches import collate, lm_loss, load_translation_tokenizers, source_ids
+from glassformer.data.tokenizers import WordTokenizer
+from glassformer.explain.steps import (
+    Step,
+    Steps,
+    block_steps,
+    causal_mask_step,
+    embedding_steps,
+    norm_steps,
+    output_steps,
+    rec,
+)
+from glassformer.generation.decode import greedy
+from glassformer.model.config import PRESETS
+from glassformer.model.gpt import GPT
+from glassformer.model.seq2seq import Seq2Seq
+from glassformer.observe.trace import Trace
 
 # Three lines of a dialogue; each line answers the one before. The first two are the articles'.
 CORPUS = [
@@ -52,7 +61,7 @@ class Walkthrough:
         return f"Walkthrough({self.model_kind}, {len(self.steps)} steps: {self.source!r} → {self.output!r})"
 
     def _repr_html_(self) -> str:  # Jupyter: the whole page, in a frame
-        from .notebook import walkthrough_html
+        from glassformer.explain.render.notebook import walkthrough_html
 
         return walkthrough_html(self)
 
@@ -202,7 +211,7 @@ class Subject:
                    top_p: float | None = None, seed: int = 0, beam: int = 1):
         """Generation token by token (a GPT: `n` sampled tokens; a Seq2Seq model: greedy to <end>,
         or beam search's tree with beam > 1). See glassformer.explain.generation."""
-        from .generation import gpt_generation, seq2seq_generation
+        from glassformer.explain.generation import gpt_generation, seq2seq_generation
 
         if isinstance(self.model, Seq2Seq):
             return seq2seq_generation(self.model, self.src_tok, self.tgt_tok, text, beam)
@@ -222,7 +231,7 @@ def load_subject(model_dir, dtype: str = "float32") -> Subject:
 
     In float32 unless asked otherwise: the walkthrough's numbers recompute to 1e-4 of each
     step's scale, which bfloat16's 3 significant digits would not."""
-    from ..checkpoint import load
+    from glassformer.checkpoint import load
 
     model, tok = load(model_dir, dtype=dtype)
     if tok is None:
@@ -288,7 +297,7 @@ def corner(a: np.ndarray) -> np.ndarray:
 
 
 def step_data(step: Step, seq2seq: bool, max_values: int) -> dict:
-    from .narration import LANGS, narrate
+    from glassformer.explain.narration import LANGS, narrate
 
     texts = {lang: narrate(step, lang, seq2seq) for lang in LANGS}
     data = {
@@ -340,7 +349,7 @@ def walkthrough_data(walkthrough: Walkthrough, max_values: int = MAX_VALUES) -> 
 
 def write_json(walkthrough: Walkthrough, path, max_values: int = MAX_VALUES) -> None:
     """Writes `walkthrough_data` to `path` atomically (strict JSON: no NaN or Infinity literals)."""
-    from ..files import atomic_write_text
+    from glassformer.base.files import atomic_write_text
 
     text = json.dumps(walkthrough_data(walkthrough, max_values), ensure_ascii=False, allow_nan=False,
                       separators=(",", ":"))

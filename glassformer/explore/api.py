@@ -19,15 +19,15 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import analysis
-from ..explain.analysis_view import lens_data
-from ..explain.generation import gpt_generation, seq2seq_generation, stages
-from ..explain.html import render_html
-from ..explain.narration import check_lang
-from ..explain.walkthrough import CORPUS, Subject, step_data, token_label, token_labels, walkthrough_data
-from ..generate import check_sampling, within_vocabulary
-from ..layers import MultiHeadAttention
-from ..seq2seq import Seq2Seq
+from glassformer.explain.generation import gpt_generation, seq2seq_generation, stages
+from glassformer.explain.narration import check_lang
+from glassformer.explain.render.analysis_view import lens_data
+from glassformer.explain.render.html import render_html
+from glassformer.explain.walkthrough import CORPUS, Subject, step_data, token_label, token_labels, walkthrough_data
+from glassformer.generation.sampling import check_sampling, within_vocabulary
+from glassformer.model.layers import MultiHeadAttention
+from glassformer.model.seq2seq import Seq2Seq
+from glassformer.observe import analysis
 
 TEXT_CHARS = 512  # longest text a request may send
 MAX_BEAM = 8

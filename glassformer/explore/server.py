@@ -39,10 +39,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from .api import ApiError, Explorer, echo, one_line
+from glassformer.explore.api import ApiError, Explorer, echo, one_line
 
 STATIC = Path(__file__).resolve().parent / "static"  # the page: explore.html, .js, .css
-TEMPLATES = Path(__file__).resolve().parent.parent / "explain" / "templates"  # the walkthrough's scripts and styles
+TEMPLATES = Path(__file__).resolve().parent.parent / "explain" / "render" / "templates"  # the walkthrough's scripts and styles
 PAGE = "explore.html"
 MAX_BODY = 64 * 1024  # bytes of a request body
 MAX_DIGITS = 30  # digits of an integer in a body: every field's range (a seed: 2**63 - 1, 19 digits) is far below
@@ -376,7 +376,7 @@ def load(model_dir: str | None) -> tuple:
     """(subject, name): a checkpoint, or the articles' example (trained in half a second)."""
     import torch
 
-    from ..explain.walkthrough import builtin_subject, load_subject
+    from glassformer.explain.walkthrough import builtin_subject, load_subject
 
     if model_dir is None:
         # One thread: the model is 6 wide, so threads only wait on each other; on a busy 2-core
