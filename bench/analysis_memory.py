@@ -37,9 +37,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
-from glassformer import analysis  # noqa: E402
 from glassformer.model.config import PRESETS  # noqa: E402
 from glassformer.model.gpt import GPT  # noqa: E402
+from glassformer.observe import analysis  # noqa: E402
 from glassformer.observe.trace import Trace  # noqa: E402
 
 WORKLOADS = ("lens", "lens-last", "patch")

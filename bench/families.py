@@ -42,7 +42,7 @@ from common import alternate, emit, offline  # noqa: E402
 from floor import logit_difference, shared_prefix, weight_floor  # noqa: E402
 
 import glassformer  # noqa: E402
-from glassformer import accelerate  # noqa: E402
+from glassformer.fast import accelerate  # noqa: E402
 from glassformer.fast.quant import quantize  # noqa: E402
 from glassformer.generation.sampling import generate  # noqa: E402
 

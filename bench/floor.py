@@ -25,7 +25,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from glassformer import matvec
+from glassformer.fast import matvec
 from glassformer.fast.decode_step import StepKernel
 
 # our C kernels (glassformer.fast.matvec), which the profiler sees only when named (see kernel_named)

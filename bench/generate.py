@@ -34,10 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import alternate, emit, offline  # noqa: E402
 from floor import logit_difference, profile_decode, shared_prefix, weight_floor  # noqa: E402
 
-from glassformer import GPT, GPTConfig, accelerate  # noqa: E402
-from glassformer.checkpoint import tensors_to_hf  # noqa: E402
+from glassformer import GPT, GPTConfig  # noqa: E402
+from glassformer.fast import accelerate
 from glassformer.fast.quant import quantize  # noqa: E402
 from glassformer.generation.sampling import generate  # noqa: E402
+from glassformer.hf.gpt2 import tensors_to_hf  # noqa: E402
 
 
 def options(model: torch.nn.Module, chosen: list[str]) -> dict[str, torch.nn.Module]:

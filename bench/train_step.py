@@ -46,8 +46,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import NOT_NATIVE, alternate, emit, matmul_peaks, offline, synchronize  # noqa: E402
 
-from glassformer import GPT, GPTConfig, accelerate  # noqa: E402
-from glassformer.checkpoint import tensors_to_hf  # noqa: E402
+from glassformer import GPT, GPTConfig  # noqa: E402
+from glassformer.fast import accelerate
+from glassformer.hf.gpt2 import tensors_to_hf  # noqa: E402
 from glassformer.training.trainer import keep_freed_memory  # noqa: E402
 
 SHAPES = {

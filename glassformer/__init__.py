@@ -7,6 +7,7 @@ starts, and answers Ctrl-C, before torch is imported.
 from __future__ import annotations
 
 import importlib
+import sys
 
 _PUBLIC = {
     "load": "checkpoint", "save": "checkpoint",
@@ -27,3 +28,15 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_PUBLIC])
+
+
+def _show_in_notebooks() -> None:
+    """Inside IPython or Jupyter, the observers' results display as HTML (glassformer.explain.render.notebook)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is not None and ipython.get_ipython() is not None:
+        from glassformer.explain.render import notebook
+
+        notebook.register(ipython.get_ipython())
+
+
+_show_in_notebooks()

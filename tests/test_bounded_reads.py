@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import glassformer
-from glassformer import fetch as fetch_mod
 from glassformer.cli import main
+from glassformer.data import fetch as fetch_mod
 from glassformer.data.batches import LINE_LIMIT_ENV, TEXT_LIMIT_ENV
 from glassformer.data.tokenizers import WordTokenizer
 from glassformer.model.config import Seq2SeqConfig

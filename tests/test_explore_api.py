@@ -23,14 +23,15 @@ from conftest import build_tiny_gpt
 from starlette.testclient import TestClient
 
 import glassformer
-from glassformer import analysis
 from glassformer.cli import main
 from glassformer.data.tokenizers import CharTokenizer
 from glassformer.explain import recompute
 from glassformer.explain.generation import gpt_generation, seq2seq_generation, stages
-from glassformer.explain.walkthrough import CORPUS, load_subject, token_labels, walkthrough_data
+from glassformer.explain.labels import token_labels
+from glassformer.explain.walkthrough import CORPUS, load_subject, walkthrough_data
 from glassformer.explore.api import Explorer
 from glassformer.explore.server import LOOPBACK_NAMES, access, load, make_app
+from glassformer.observe import analysis
 
 TEXT = "ROMEO: so"
 PAGE = "<!doctype html><title>placeholder</title>"

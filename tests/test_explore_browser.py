@@ -19,7 +19,8 @@ from glassformer import GPT, GPTConfig
 from glassformer.checkpoint import load, save
 from glassformer.data.tokenizers import CharTokenizer
 from glassformer.explain.generation import gpt_generation, stages
-from glassformer.explain.walkthrough import CORPUS, gpt_walkthrough, token_labels, walkthrough_data
+from glassformer.explain.labels import token_labels
+from glassformer.explain.walkthrough import CORPUS, gpt_walkthrough, walkthrough_data
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402

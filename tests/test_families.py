@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import glassformer
-from glassformer import GPT, GPTConfig, accelerate
+from glassformer import GPT, GPTConfig
 from glassformer.checkpoint import CheckpointError, export_hf
 from glassformer.data.tokenizers import PretrainedTokenizer, load_tokenizer
+from glassformer.fast import accelerate
 from glassformer.generation.sampling import generate
 from glassformer.hf.families import render_chat
 

@@ -9,8 +9,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from test_train import tiny_run
 
-from glassformer import GPT, GPTConfig, Seq2Seq, Seq2SeqConfig, accelerate
+from glassformer import GPT, GPTConfig, Seq2Seq, Seq2SeqConfig
 from glassformer.base.device import native_bf16, pick_dtype
+from glassformer.fast import accelerate
 from glassformer.fast.accelerate import EXPLICIT_MAX_LEN, explicit_is_faster, fast_attention, fuses_qkv
 from glassformer.model.layers import FeedForward, MultiHeadAttention, RMSNorm, attention, causal_mask
 from glassformer.training.trainer import TrainConfig

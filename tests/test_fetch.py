@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from glassformer import fetch as fetch_mod
+from glassformer.data import fetch as fetch_mod
 from glassformer.data.fetch import DATASETS, FetchError, fetch
 
 SHAKESPEARE = Path("/work/shared/data/tinyshakespeare/input.txt")

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from conftest import build_tiny_gpt, random_ids
 
-from glassformer import accelerate, fused
 from glassformer.data.batches import lm_loss
+from glassformer.fast import accelerate, fused
 from glassformer.model.layers import RMSNorm
 from glassformer.model.positions import RotaryEmbedding, apply_rotary
 

@@ -14,8 +14,9 @@ from conftest import BLOCK
 from conftest import build_tiny_gpt as tiny_gpt
 from conftest import random_ids as prompt
 
-from glassformer import GPTConfig, accelerate, decode_step, matvec
+from glassformer import GPTConfig
 from glassformer.data.tokenizers import CharTokenizer
+from glassformer.fast import accelerate, decode_step, matvec
 from glassformer.fast.quant import quantize
 from glassformer.generation.sampling import generate, stream
 from glassformer.model.config import C_STEP_ACTIVATIONS, FIELD_SUPPORT, TARGETS, unsupported

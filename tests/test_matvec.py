@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from conftest import build_tiny_gpt, random_ids
 
-from glassformer import accelerate, decode_step, matvec, quant
+from glassformer.fast import accelerate, decode_step, matvec, quant
 from glassformer.fast.quant import quantize_rows
 from glassformer.generation.sampling import generate
 from glassformer.model.layers import attention
@@ -273,7 +273,7 @@ def test_attention_kernel_declines_what_it_does_not_do():
 def test_the_ctypes_structures_lay_out_as_the_c_ones(tmp_path):
     """decode_step's and fused's ctypes views of matvec.c's and fused.c's structures: the same size,
     and each field at the same offset, as the C compiler lays them out (a program printing them)."""
-    from glassformer import fused
+    from glassformer.fast import fused
 
     cc = matvec.compiler()
     if cc is None:

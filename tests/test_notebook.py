@@ -17,7 +17,7 @@ torch.manual_seed(0)
 model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=16,
                       norm="rmsnorm", position="rope", activation="swiglu")).eval()
 """,
-    "attention": "from glassformer.explain import notebook\nnotebook.attention(model, tok, '<b>fox')",
+    "attention": "from glassformer.explain.render import notebook\nnotebook.attention(model, tok, '<b>fox')",
     "lens": "notebook.lens(model, tok, '<b>fox')",
     "walkthrough": "from glassformer.explain.walkthrough import gpt_walkthrough\ngpt_walkthrough(model, tok, '<b>fox')",
     "trace": """

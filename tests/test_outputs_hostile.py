@@ -20,13 +20,14 @@ import pytest
 import torch
 
 import glassformer
-from glassformer import files
+from glassformer.base import files
 from glassformer.base.files import NoSpaceError, atomic_write, check_output, check_output_dir
-from glassformer.checkpoint import load, load_tensors_only, save
+from glassformer.checkpoint import load, save
 from glassformer.cli import main
 from glassformer.data.tokenizers import CharTokenizer
 from glassformer.model.config import GPTConfig
 from glassformer.model.gpt import GPT
+from glassformer.weights import load_tensors_only
 
 TEXT = "the cat sat on the mat. "
 

@@ -12,13 +12,14 @@ from conftest import build_tiny_gpt, build_tiny_seq2seq
 from starlette.testclient import TestClient
 
 import glassformer
-from glassformer import accelerate
 from glassformer.cli import main
 from glassformer.data.tokenizers import CharTokenizer, WordTokenizer
 from glassformer.explain.generation import gpt_generation, seq2seq_generation, stages
-from glassformer.explain.walkthrough import Subject, load_subject, token_labels
+from glassformer.explain.labels import token_labels
+from glassformer.explain.walkthrough import Subject, load_subject
 from glassformer.explore.api import Explorer
 from glassformer.explore.server import make_app
+from glassformer.fast import accelerate
 from glassformer.generation.decode import beam_search, greedy
 from glassformer.generation.sampling import generate, next_token, stream
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import glassformer.data.prepare as prepare_module
-from glassformer import prepare_worker
+from glassformer.data import prepare_worker
 from glassformer.data.batches import DataError
 from glassformer.data.prepare import parallel, prepare
 from glassformer.data.shards import Shards

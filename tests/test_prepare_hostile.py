@@ -19,11 +19,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from glassformer.base.locks import RunLock
 from glassformer.cli import main
 from glassformer.data.batches import LINE_LIMIT_ENV, MAX_LINE_CHARS
 from glassformer.data.prepare import prepare
 from glassformer.data.shards import META, Shards, read_record
-from glassformer.training.rundir import RunLock
 
 TINY = ["--preset", "gpt-tiny", "--set", "max_iters=2", "--set", "eval_interval=2", "--set", "eval_iters=1",
         "--set", "block_size=8"]

@@ -25,10 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import glassformer
-from glassformer import chat, reading
+from glassformer.base import reading
 from glassformer.checkpoint import export_hf
 from glassformer.cli import main
 from glassformer.data.tokenizers import PretrainedTokenizer, train_tokenizer
+from glassformer.hf import chat
 from glassformer.hf.families import render_chat
 
 TEXT = "the cat sat on the mat. a quick brown fox jumps over the lazy dog.\n" * 4

@@ -13,11 +13,11 @@ import torch
 
 import glassformer
 from glassformer import checkpoint
+from glassformer.base.locks import LOCK_FILE, RunLock
 from glassformer.checkpoint import CheckpointError
 from glassformer.cli import main
 from glassformer.model.config import GPTConfig
 from glassformer.model.gpt import GPT
-from glassformer.training.rundir import LOCK_FILE, RunLock
 
 TINY = ["--preset", "gpt-tiny", "--set", "max_iters=2", "--set", "eval_interval=2", "--set", "eval_iters=1",
         "--set", "block_size=16"]

@@ -225,7 +225,7 @@ def test_lm_evaluations_are_the_mean_loss_per_token():
 
 
 def test_a_single_process_world_starts_no_process_group(monkeypatch):
-    from glassformer import distributed
+    from glassformer.training import distributed
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with distributed.process_group("cpu") as world:

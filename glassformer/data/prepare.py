@@ -42,12 +42,12 @@ from typing import Iterator
 import numpy as np
 
 from glassformer.base.files import atomic_write_text, writing
+from glassformer.base.locks import LOCK_FILE, RunLock, remove_leftovers
 from glassformer.data import prepare_worker
 from glassformer.data.batches import LINE_LIMIT_ENV, MAX_LINE_CHARS, DataError, check_regular_file, env_limit, ids_dtype
 from glassformer.data.shards import META, TOKENIZER, file_sha256, read_record, shard_name
 from glassformer.data.tokenizers import SPECIALS, Tokenizer, load_tokenizer, train_tokenizer
 from glassformer.model.config import LIMITS
-from glassformer.training.rundir import LOCK_FILE, RunLock, remove_leftovers
 
 CHUNK_BYTES = 4 << 20
 TEXT_SUFFIXES = (".txt", ".text", ".md")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from glassformer.data.batches import source_ids
-from glassformer.explain.walkthrough import token_labels
+from glassformer.explain.labels import token_labels
 from glassformer.generation.decode import banned_ids, beam_search, greedy, next_log_probs
 from glassformer.generation.sampling import (
     LanguageModelDecoder,

@@ -17,6 +17,7 @@ import torch
 
 from glassformer.data.batches import collate, lm_loss, load_translation_tokenizers, source_ids
 from glassformer.data.tokenizers import WordTokenizer
+from glassformer.explain.labels import token_label, token_labels
 from glassformer.explain.steps import (
     Step,
     Steps,
@@ -39,7 +40,6 @@ CORPUS = [
     "you win or you die",
     "so learn the rules before you play",
 ]
-DISPLAY = {"<bos>": "<start>", "<eos>": "<end>"}  # the articles' names for the special tokens
 
 
 MAX_VALUES = 16384  # a step with more numbers is written as its top-left corner plus statistics
@@ -60,33 +60,11 @@ class Walkthrough:
     def __repr__(self) -> str:
         return f"Walkthrough({self.model_kind}, {len(self.steps)} steps: {self.source!r} → {self.output!r})"
 
-    def _repr_html_(self) -> str:  # Jupyter: the whole page, in a frame
-        from glassformer.explain.render.notebook import walkthrough_html
-
-        return walkthrough_html(self)
-
     def step(self, id: str) -> Step:
         for step in self.steps:
             if step.id == id:
                 return step
         raise KeyError(f"no step {id!r} in this walkthrough")
-
-
-WHITESPACE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
-
-
-def token_label(tok, i: int) -> str:
-    """Token i as the walkthrough labels it: special tokens by the articles' names, and a token
-    of whitespace made visible (" " -> "␣", a newline -> "↵"); other tokens as they are."""
-    text = tok.token(i)
-    if text in DISPLAY:
-        return DISPLAY[text]
-    return text.translate(WHITESPACE) if text and not text.strip() else text
-
-
-def token_labels(tok, ids) -> list[str]:
-    """The tokens of `ids` as the walkthrough shows them (`token_label`)."""
-    return [token_label(tok, i) for i in ids]
 
 
 def train_walkthrough_model(heads: int = 1, seed: int = 0, steps: int = 150) -> tuple[Seq2Seq, WordTokenizer]:

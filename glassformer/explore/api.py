@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import torch
 
 from glassformer.explain.generation import gpt_generation, seq2seq_generation, stages
+from glassformer.explain.labels import token_label, token_labels
 from glassformer.explain.narration import check_lang
 from glassformer.explain.render.analysis_view import lens_data
 from glassformer.explain.render.html import render_html
-from glassformer.explain.walkthrough import CORPUS, Subject, step_data, token_label, token_labels, walkthrough_data
+from glassformer.explain.walkthrough import CORPUS, Subject, step_data, walkthrough_data
 from glassformer.generation.sampling import check_sampling, within_vocabulary
 from glassformer.model.layers import MultiHeadAttention
 from glassformer.model.seq2seq import Seq2Seq

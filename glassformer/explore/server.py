@@ -42,7 +42,7 @@ from starlette.routing import Route
 from glassformer.explore.api import ApiError, Explorer, echo, one_line
 
 STATIC = Path(__file__).resolve().parent / "static"  # the page: explore.html, .js, .css
-TEMPLATES = Path(__file__).resolve().parent.parent / "explain" / "render" / "templates"  # the walkthrough's scripts and styles
+TEMPLATES = Path(__file__).resolve().parent.parent / "explain" / "render" / "templates"  # walkthrough scripts
 PAGE = "explore.html"
 MAX_BODY = 64 * 1024  # bytes of a request body
 MAX_DIGITS = 30  # digits of an integer in a body: every field's range (a seed: 2**63 - 1, 19 digits) is far below

@@ -24,11 +24,11 @@ from safetensors import SafetensorError, safe_open
 from glassformer.base import reading
 from glassformer.base.device import native_bf16
 from glassformer.base.files import atomic_write_json, atomic_write_text
-from glassformer.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, CheckpointError, read_json, save_tensors
 from glassformer.data.tokenizers import PretrainedTokenizer
 from glassformer.hf.chat import render_chat  # noqa: F401  (chat templates are part of a model directory's interface)
 from glassformer.model.config import GPTConfig, check_fits_in_memory, unsupported
 from glassformer.model.gpt import GPT
+from glassformer.weights import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, CheckpointError, read_json, save_tensors
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",

@@ -231,7 +231,7 @@ class GPTConfig(Widths):
 
 # ---------------------------------------------------------------------------------------------
 # Which GPTConfig values each target outside the model understands: the GPT-2 exporter
-# (checkpoint.hf_incompatibilities), the Llama/Qwen2/Qwen3 exporter (hf.family_incompatibilities)
+# (hf.gpt2.hf_incompatibilities), the Llama/Qwen2/Qwen3 exporter (hf.families.family_incompatibilities)
 # and the fast path's one-token step in C (decode_step.StepKernel, which declines the rest to the
 # step in torch ops). One row per field, one column per target: ANY, or a Rule the value must
 # pass. A new field is a new row (tests/test_models.py checks every field has one): decide here,

@@ -194,11 +194,6 @@ class Attribution:
                 "heads": self.heads.tolist(), "ffn": self.ffn.tolist(), "remaining": dict(self.remaining),
                 "norm": self.norm, "scale": self.scale, "frozen_scale": True}
 
-    def _repr_html_(self) -> str:  # Jupyter: the grids, coloured
-        from glassformer.explain.render.notebook import attribution_html
-
-        return attribution_html(self)
-
     def __repr__(self) -> str:
         scale = "σ" if self.norm == "layernorm" else "rms"
         lines = [f"Attribution(target={self.target}, position={self.position}, logit={self.logit:.4f}, "
@@ -476,11 +471,6 @@ class Patching:
             rows = grid(self.head_positions)
             data["head_positions"] = [rows[i * n_head:(i + 1) * n_head] for i in range(n_layer)]
         return data
-
-    def _repr_html_(self) -> str:  # Jupyter: the grids, coloured
-        from glassformer.explain.render.notebook import patching_html
-
-        return patching_html(self)
 
     def __repr__(self) -> str:
         lines = [f"Patching(metric={self.metric}, target={self.target}, foil={self.foil}, clean={self.clean:.4f}, "

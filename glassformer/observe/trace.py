@@ -149,10 +149,5 @@ class Trace:
     def __repr__(self) -> str:
         return f"Trace({type(self.model).__name__}, {len(self.records)} names recorded)"
 
-    def _repr_html_(self) -> str:  # Jupyter: the names recorded, with their shapes
-        from glassformer.explain.render.notebook import trace_html
-
-        return trace_html(self)
-
 
 __all__ = ["Trace", "observe", "observed", "record_names"]

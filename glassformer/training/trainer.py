@@ -32,16 +32,7 @@ from torch import nn
 
 from glassformer.base.device import check_device_name, pick_device, pick_dtype
 from glassformer.base.files import append_text, atomic_write
-from glassformer.checkpoint import (
-    CheckpointError,
-    check_tensors,
-    check_values,
-    current_name,
-    load_tensors_only,
-    renamed,
-    save,
-    unique_state_dict,
-)
+from glassformer.checkpoint import current_name, renamed, save
 from glassformer.fast import accelerate, fused
 from glassformer.model.config import check_fields
 from glassformer.training import distributed
@@ -49,6 +40,7 @@ from glassformer.training.budget import PROBE_STEPS, SKIPPED_STEPS, Budget
 from glassformer.training.distributed import World
 from glassformer.training.muon import Muon, muon_groups
 from glassformer.training.task import Batch, Task
+from glassformer.weights import CheckpointError, check_tensors, check_values, load_tensors_only, unique_state_dict
 
 
 @dataclass

@@ -119,7 +119,7 @@ def parse_heads(spec: str) -> list[tuple[int, int]]:
 
 def token_text(tokenizer, i: int) -> str:
     """Token i as the walkthrough labels it (a token of whitespace made visible: " " -> "␣")."""
-    from glassformer.explain.walkthrough import token_label
+    from glassformer.explain.labels import token_label
 
     return token_label(tokenizer, int(i))
 

@@ -1,7 +1,9 @@
 """Inline displays for Jupyter: walkthroughs, traces, attention, the logit lens and patching.
 
-Each object has `_repr_html_` (self-contained HTML: inline styles and SVG, no script from
-the network, every user string escaped) and a plain-text `repr`:
+Each object shows as self-contained HTML (inline styles and SVG, no script from the network,
+every user string escaped) beside its plain-text `repr`. The observers' own results (Trace,
+Attribution, Patching) and walkthroughs know nothing of HTML: `register` tells IPython how to
+draw them, and `import glassformer` calls it when it runs inside IPython or Jupyter.
 
     from glassformer.explain.render.notebook import attention, lens
     attention(model, tok, "ROMEO:")          # heatmaps per layer and head
@@ -56,7 +58,7 @@ def grid_html(values, rows: list[str], cols: list[str], signed: bool = False, sc
 
 
 def labels(tokenizer, ids) -> list[str]:
-    from glassformer.explain.walkthrough import token_labels
+    from glassformer.explain.labels import token_labels
 
     return token_labels(tokenizer, [int(i) for i in ids])
 
@@ -180,3 +182,30 @@ def attribution_html(result) -> str:
     return (f"<div><b>direct logit attribution</b> of token {result.target} at position {result.position}: "
             f"logit {result.logit:.4f} (the final norm's scale frozen at {result.scale:.4f})"
             f"{grid_html(values, rows, cols, signed=True)}remaining terms: {remaining}</div>")
+
+
+def register(shell=None) -> bool:
+    """Tells an IPython shell (Jupyter's kernel) to draw traces, attributions, patchings and walkthroughs
+    as HTML; the objects themselves stay free of any rendering.
+
+    Args:
+        shell: the IPython shell; None: the one running, if any.
+
+    Returns:
+        Whether there was a shell to register with.
+    """
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return False
+        shell = get_ipython()
+    if shell is None:
+        return False
+    from glassformer.explain.walkthrough import Walkthrough
+
+    html_formatter = shell.display_formatter.formatters["text/html"]
+    for kind, draw in ((Trace, trace_html), (analysis.Attribution, attribution_html),
+                       (analysis.Patching, patching_html), (Walkthrough, walkthrough_html)):
+        html_formatter.for_type(kind, draw)
+    return True
