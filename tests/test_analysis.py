@@ -288,7 +288,7 @@ def console():
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_views_print_in_both_languages_and_user_text_literally(word_model, lang):
-    from glassformer.explain import analysis_view as view
+    from glassformer.explain.render import analysis_view as view
 
     model, tok = word_model
     out = console()
@@ -320,7 +320,7 @@ def test_patching_png(word_model, tmp_path):
 
 
 def test_view_checks_language_and_targets(word_model):
-    from glassformer.explain import analysis_view as view
+    from glassformer.explain.render import analysis_view as view
 
     model, tok = word_model
     with pytest.raises(ValueError, match="language"):
