@@ -1,0 +1,1 @@
+"""Text to ids: tokenizers, batches, `data prepare` and its shards, `data fetch`, the bundled corpus."""

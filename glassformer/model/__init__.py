@@ -1,0 +1,3 @@
+"""The ground floor: the readable model (configs, layers, positions, GPT, Seq2Seq), literal.
+
+It imports nothing of the rest of the package."""

@@ -1,0 +1,1 @@
+"""Observers of a model from outside, through forward hooks: Trace, and the analyses built on it."""

@@ -1,0 +1,1 @@
+"""The Trainer and the tasks it trains (language models, translation), with runs, budgets and torchrun."""
