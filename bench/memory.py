@@ -23,29 +23,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit  # noqa: E402
+from common import descendants, emit  # noqa: E402
 
 MARKS_MIN = (0.5, 1, 2, 5, 10)  # the minutes the summary reports the resident memory at
 POLL_S = 0.2  # how often the child's exit is checked between samples
-
-
-def descendants(root: int) -> set[int]:
-    """The process `root` and all its descendants now (Linux /proc)."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                # The command name may hold spaces and parentheses: the fields after the last ")" are fixed.
-                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, grew = {root}, True
-    while grew:
-        more = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree |= more
-        grew = bool(more)
-    return tree
 
 
 def tree_memory_mb(root: int) -> tuple[float, float, int]:

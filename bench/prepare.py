@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit  # noqa: E402
+from common import descendants, emit  # noqa: E402
 
 WORDS = ("the a of to and in that it was he for on are with as his they be at one have this from or had by word "
          "but what some we can out other were all there when up use your how said an each she which do their time "
@@ -47,19 +47,7 @@ def generate(path: Path, mb: int, seed: int = 0) -> None:
 
 def tree_rss_mib(root: int) -> float:
     """Resident memory of a process and all its descendants now, in MiB (Linux /proc)."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, grew = {root}, True
-    while grew:
-        more = {pid for pid, parent in parents.items() if parent in tree} - tree
-        tree |= more
-        grew = bool(more)
+    tree = descendants(root)
     total = 0
     for pid in tree:
         try:
