@@ -257,3 +257,23 @@ def test_overrides_go_to_the_config_that_has_the_key():
 def test_keep_freed_memory_sets_glibcs_trim_threshold():
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is glibc
+
+
+@pytest.mark.parametrize("varying", [False, True], ids=["fixed-shapes", "varying-shapes"])
+def test_free_heap_is_given_back_only_when_batch_shapes_vary(tmp_path, monkeypatch, varying):
+    from glassformer.training import trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "give_back_free_memory", lambda: calls.append(1) or True)
+    trainer = tiny_run(tmp_path, max_iters=25)
+    if varying:  # every other batch two positions shorter, as translation's length buckets vary
+        whole = trainer.task.train_batch
+        turn = iter(range(10 ** 6))
+
+        def shorter_every_other(generator, device):
+            x, y = whole(generator, device)
+            return (x[:, :-2], y[:, :-2]) if next(turn) % 2 else (x, y)
+
+        monkeypatch.setattr(trainer.task, "train_batch", shorter_every_other)
+    trainer.run()
+    assert len(calls) == (25 // trainer_module.TRIM_EVERY if varying else 0)  # iterations 10 and 20
