@@ -157,6 +157,30 @@ def read_checkpoint_set(path: Path) -> dict[str, bytes] | None:
         time.sleep(0.05)
 
 
+def publish_again(path: Path) -> Path | None:
+    """Makes the checkpoint set in run directory `path` whole again when its last writer was killed
+    between writing its files and its manifest: the manifest is written anew over the files as they
+    are (all of them the run's own, written by that run). Called by the run's next writer, holding
+    its lock, before it trains (`--resume`): otherwise a resumed run that never saves a better
+    checkpoint would leave a set that `load` refuses.
+
+    Returns:
+        The first listed file that differed from the manifest (or was missing), None when the set was whole.
+    """
+    manifest = path / MANIFEST_FILE
+    if not manifest.exists():
+        return None
+    files = read_json(manifest).get("files")
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{manifest} does not list the checkpoint's files")
+    differed = next((file for name, digest in files.items() if not (file := _listed_file(path, name)).is_file()
+                     or _sha256(reading.read_file(file, _bound_of(name))) != digest), None)
+    if differed is not None:
+        present = [name for name in files if (path / name).is_file()]
+        atomic_write_json(manifest, {"files": {name: _sha256((path / name).read_bytes()) for name in present}})
+    return differed
+
+
 def _listed_file(path: Path, name) -> Path:
     """path / name for a name read from manifest.json, which must stay inside the checkpoint directory."""
     try:

@@ -235,3 +235,22 @@ def test_every_file_gets_the_same_mode_under_the_umask(tmp_path, corpus):
         os.umask(old)
     modes = {p.relative_to(out): oct(p.stat().st_mode & 0o777) for p in out.rglob("*") if p.is_file()}
     assert set(modes.values()) == {oct(0o640)}, modes
+
+
+def test_resuming_after_a_writer_killed_mid_save_publishes_the_files_it_left(run_dir):
+    # A kill between the weights and the manifest leaves a set the manifest does not describe; a
+    # resumed run need not save a better checkpoint, so the run's next writer makes the set whole.
+    from glassformer.training.rundir import run_directory
+    from glassformer.weights import WEIGHTS_FILE, save_tensors
+
+    model, _ = glassformer.load(run_dir)
+    changed = {name: value + 1 for name, value in checkpoint.unique_state_dict(model).items()}
+    save_tensors(changed, run_dir / WEIGHTS_FILE, metadata={"format": "pt"})  # what the killed writer got to
+    with pytest.raises(CheckpointError, match="differs from the SHA-256"):  # no writer, no lock: refused
+        glassformer.load(run_dir)
+    with pytest.warns(UserWarning, match="published as they are"):
+        with run_directory(run_dir, resume=True):
+            pass
+    loaded, _ = glassformer.load(run_dir)
+    for name, value in checkpoint.unique_state_dict(loaded).items():
+        assert torch.equal(value, changed[name])

@@ -9,12 +9,15 @@ with the first one's pid, and what a killed writer left is removed when the next
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from glassformer.base.locks import CACHE_DIR, LOCK_FILE, RunLock, remove_leftovers
+from glassformer.checkpoint import publish_again
 from glassformer.training.distributed import world_from_env
+from glassformer.weights import MANIFEST_FILE
 
 CACHE_FILES = ("train.bin", "train.json", "val.bin", "val.json")
 # What a run writes; --overwrite removes these (and only these) before the new run starts.
@@ -69,6 +72,9 @@ def run_directory(out, resume: bool = False, overwrite: bool = False) -> Iterato
             raise ValueError(f"{out} already holds files; give --resume to continue the run there, "
                              f"or --overwrite to replace it with a new run")
         remove_leftovers(out, min_age_s=60.0 if world_from_env().distributed else 0.0)
+        if resume and (differed := publish_again(out)) is not None:
+            warnings.warn(f"{differed} did not match {out / MANIFEST_FILE}: the run's last writer was stopped while "
+                          f"saving a checkpoint; the files it left are published as they are")
         if overwrite:
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
