@@ -69,12 +69,14 @@ class ForkServer:
 
 
 def first_line(path, timeout: float = 120) -> str:
-    """The first line a child wrote to its stderr file, once it is whole."""
+    """The first line a child wrote to its stderr file, once it is whole, past the warning a resumed
+    run gives when its last writer was killed while saving (glassformer.checkpoint.publish_again)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         text = path.read_text() if path.exists() else ""
-        if "\n" in text:
-            return text.splitlines()[0]
+        lines = [line for line in text.split("\n")[:-1] if not line.startswith("glassformer: warning: ")]
+        if lines:
+            return lines[0]
         time.sleep(0.01)
     return path.read_text() if path.exists() else ""
 
