@@ -173,8 +173,12 @@ def publish_again(path: Path) -> Path | None:
     files = read_json(manifest).get("files")
     if not isinstance(files, dict):
         raise CheckpointError(f"{manifest} does not list the checkpoint's files")
-    differed = next((file for name, digest in files.items() if not (file := _listed_file(path, name)).is_file()
-                     or _sha256(reading.read_file(file, _bound_of(name))) != digest), None)
+    differed = None
+    for name, digest in files.items():
+        file = _listed_file(path, name)
+        if not file.is_file() or _sha256(reading.read_file(file, _bound_of(name))) != digest:
+            differed = file
+            break
     if differed is not None:
         present = [name for name in files if (path / name).is_file()]
         atomic_write_json(manifest, {"files": {name: _sha256((path / name).read_bytes()) for name in present}})
