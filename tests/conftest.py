@@ -49,6 +49,29 @@ def random_ids(B: int, T: int, V: int = VOCAB, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
+EXPLORER_PAGE = "<!doctype html><title>placeholder</title>"  # the explorer tests' stand-in for its page
+
+
+@pytest.fixture(scope="module")
+def static(tmp_path_factory):
+    """A folder holding a placeholder explore.html, for the explorer tests' app."""
+    folder = tmp_path_factory.mktemp("static")
+    (folder / "explore.html").write_text(EXPLORER_PAGE)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny GPT (2 layers, 2 heads, width 32) with a character vocabulary, saved to disk (the explorer tests')."""
+    from glassformer import save
+    from glassformer.data.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.train("ROMEO: wherefore art thou so\n")
+    path = tmp_path_factory.mktemp("gpt")
+    save(build_tiny_gpt(vocab_size=tok.vocab_size), path, tokenizer=tok)
+    return path
+
+
 @pytest.fixture
 def tiny_gpt():
     """The factory `build_tiny_gpt(seed=0, **overrides) -> GPT`."""

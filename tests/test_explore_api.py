@@ -19,12 +19,10 @@ import urllib.request
 
 import pytest
 import torch
-from conftest import build_tiny_gpt
+from conftest import EXPLORER_PAGE as PAGE
 from starlette.testclient import TestClient
 
-import glassformer
 from glassformer.cli import main
-from glassformer.data.tokenizers import CharTokenizer
 from glassformer.explain import recompute
 from glassformer.explain.generation import gpt_generation, seq2seq_generation, stages
 from glassformer.explain.labels import token_labels
@@ -34,28 +32,10 @@ from glassformer.explore.server import LOOPBACK_NAMES, access, load, make_app
 from glassformer.observe import analysis
 
 TEXT = "ROMEO: so"
-PAGE = "<!doctype html><title>placeholder</title>"
 
 
 def roundtrip(data):
     return json.loads(json.dumps(data, allow_nan=False))
-
-
-@pytest.fixture(scope="module")
-def static(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("static")
-    (folder / "explore.html").write_text(PAGE)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny GPT (2 layers, 2 heads, width 32) with a character vocabulary, saved to disk."""
-    tok = CharTokenizer.train("ROMEO: wherefore art thou so\n")
-    model = build_tiny_gpt(vocab_size=tok.vocab_size)
-    path = tmp_path_factory.mktemp("gpt")
-    glassformer.save(model, path, tokenizer=tok)
-    return path
 
 
 @pytest.fixture(scope="module")

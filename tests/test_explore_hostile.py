@@ -14,35 +14,17 @@ import sys
 import urllib.request
 
 import pytest
-from conftest import build_tiny_gpt, build_tiny_seq2seq
+from conftest import build_tiny_seq2seq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-import glassformer
-from glassformer.data.tokenizers import CharTokenizer, WordTokenizer
+from glassformer.data.tokenizers import WordTokenizer
 from glassformer.explain.walkthrough import Subject, load_subject
 from glassformer.explore.api import Explorer
 from glassformer.explore.server import LOOPBACK_NAMES, access, address, host_name, make_app
 
 TEXT = "ROMEO: so"
-PAGE = "<!doctype html><title>placeholder</title>"
-
-
-@pytest.fixture(scope="module")
-def static(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("static")
-    (folder / "explore.html").write_text(PAGE)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A tiny GPT (2 layers, 2 heads, width 32) with a character vocabulary, saved to disk."""
-    tok = CharTokenizer.train("ROMEO: wherefore art thou so\n")
-    path = tmp_path_factory.mktemp("gpt")
-    glassformer.save(build_tiny_gpt(vocab_size=tok.vocab_size), path, tokenizer=tok)
-    return path
 
 
 @pytest.fixture(scope="module")
