@@ -66,33 +66,9 @@ def tiny_run(out, max_iters=30, **train):
     return Trainer(model, task, cfg, out, progress=False)
 
 
-@pytest.mark.parametrize("settings", [{}, dict(optimizer="muon", muon_lr=0.02, muon_momentum_warmup=25)],
-                         ids=["adamw", "muon"])
-def test_resume_equals_uninterrupted(tmp_path, monkeypatch, settings):
-    full = tiny_run(tmp_path / "full", **settings).run()
-
-    interrupted = tiny_run(tmp_path / "cut", **settings)
-    original_step = Trainer.train_step
-
-    def dying_step(self):  # a crash at iteration 25, after the checkpoint of iteration 20
-        if self.iter == 25:
-            raise KeyboardInterrupt
-        return original_step(self)
-
-    monkeypatch.setattr(Trainer, "train_step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.run()
-    monkeypatch.setattr(Trainer, "train_step", original_step)
-    assert torch.load(tmp_path / "cut" / "resume.pt", weights_only=True)["iter"] == 20
-    resumed = tiny_run(tmp_path / "cut", **settings).run(resume=True)
-    assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-6)
-
-
-def test_resume_from_a_run_saved_with_the_older_norm_names(tmp_path, monkeypatch):
-    """resume.pt written before the blocks' norms were their own (blocks.0.attn_res.norm.weight),
-    weights and optimizer state keyed by those names, resumes as a run saved today does."""
-    full = tiny_run(tmp_path / "full").run()
-    interrupted = tiny_run(tmp_path / "cut")
+def crash_at_iteration_25(out, monkeypatch, **settings) -> None:
+    """tiny_run into `out`, crashed at iteration 25, after the checkpoint of iteration 20."""
+    interrupted = tiny_run(out, **settings)
     original_step = Trainer.train_step
 
     def dying_step(self):
@@ -104,6 +80,23 @@ def test_resume_from_a_run_saved_with_the_older_norm_names(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         interrupted.run()
     monkeypatch.setattr(Trainer, "train_step", original_step)
+
+
+@pytest.mark.parametrize("settings", [{}, dict(optimizer="muon", muon_lr=0.02, muon_momentum_warmup=25)],
+                         ids=["adamw", "muon"])
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch, settings):
+    full = tiny_run(tmp_path / "full", **settings).run()
+    crash_at_iteration_25(tmp_path / "cut", monkeypatch, **settings)
+    assert torch.load(tmp_path / "cut" / "resume.pt", weights_only=True)["iter"] == 20
+    resumed = tiny_run(tmp_path / "cut", **settings).run(resume=True)
+    assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-6)
+
+
+def test_resume_from_a_run_saved_with_the_older_norm_names(tmp_path, monkeypatch):
+    """resume.pt written before the blocks' norms were their own (blocks.0.attn_res.norm.weight),
+    weights and optimizer state keyed by those names, resumes as a run saved today does."""
+    full = tiny_run(tmp_path / "full").run()
+    crash_at_iteration_25(tmp_path / "cut", monkeypatch)
     path = tmp_path / "cut" / "resume.pt"
     state = torch.load(path, weights_only=True)
 
