@@ -5,10 +5,6 @@ then shows is checked against the library on a copy of the model with the same e
 Skipped, with the reason, where Selenium, Chromium or chromedriver is missing or cannot start."""
 
 import json
-import re
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,46 +19,17 @@ from glassformer.explain.labels import token_labels
 from glassformer.explain.walkthrough import CORPUS, gpt_walkthrough, walkthrough_data
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
+from browser import Server, chromium, errors, settle, shown_error, tab  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 TEXT = "ROMEO: hi"
 EDIT = {"name": "blocks.0.self_attn.q_proj.weight", "index": [0, 1], "value": 2.5}
 ABLATED = (0, 1)  # layer, head
 
 
 # ---------------------------------------------------------------------------------------------
-# The server and the browser
-
-
-class Server:
-    """`python -m glassformer explore --no-browser --port 0 ...`; `url` waits for the address it prints."""
-
-    def __init__(self, *args: str):
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "glassformer", "explore", "--no-browser", "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self._url = None
-
-    @property
-    def url(self) -> str:
-        if self._url is None:
-            line = self.process.stdout.readline()
-            found = re.search(r"(http://\S+)", line)
-            if not found:
-                self.stop()
-                raise AssertionError(f"glassformer explore printed {line!r}, not its address")
-            self._url = found.group(1)
-        return self._url
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+# The server and the browser (tests/browser.py)
 
 
 @pytest.fixture(scope="module")
@@ -87,45 +54,9 @@ def builtin_server():
 
 @pytest.fixture(scope="module")
 def driver():
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1366,768",
-                "--disable-gpu"):
-        options.add_argument(arg)
-    options.binary_location = CHROMIUM
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    try:
-        d = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
-    except Exception as e:  # noqa: BLE001 - any reason the browser cannot start is a skip, with its reason
-        pytest.skip(f"headless Chromium could not start: {str(e).splitlines()[0]}")
+    d = chromium()
     yield d
     d.quit()
-
-
-def settle(d, timeout: float = 15.0) -> None:
-    """Waits until the page has asked and drawn everything (past its 80 ms debounce)."""
-    time.sleep(0.15)
-    end, quiet = time.time() + timeout, 0
-    while time.time() < end:
-        quiet = quiet + 1 if d.execute_script("return document.body.dataset.busy") == "0" else 0
-        if quiet >= 3:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the page did not settle")
-
-
-def errors(d) -> list[str]:
-    return [e["message"] for e in d.get_log("browser") if e["level"] == "SEVERE"]
-
-
-def shown_error(d) -> str:
-    return d.execute_script("const e = document.getElementById('gx-error'); return e.hidden ? '' : e.textContent")
-
-
-def tab(d, name: str) -> None:
-    d.find_element(By.CSS_SELECTOR, f'#gx-tabs button[data-tab="{name}"]').click()
-    settle(d)
 
 
 def candidates(d) -> dict[int, dict[str, float]]:
