@@ -21,6 +21,7 @@ Object.assign(WORDS.en, {
   patch_refused: "The library refuses: {why}", patch_same: "Patching compares the two runs site by site, so both texts must have the same number of tokens.",
   patch_cell: "{row}, {col}: {v}", patch_not_run: "not run", patch_stale: "The text changed: press “Run patching” (a model this size takes a while).",
   patch_busy: "patching… ({runs} runs of the model)",
+  patch_press: "Press “Run patching”: it runs this model {runs} times, which takes a while at this size.",
 });
 Object.assign(WORDS.zh, {
   attr_title: "直接 logit 归因", attr_target: "目标词元", attr_top_choice: "模型最可能的下一个词元",
@@ -38,6 +39,7 @@ Object.assign(WORDS.zh, {
   patch_refused: "库拒绝了：{why}", patch_same: "激活修补逐处比较两次运行，所以两段文本的词元数必须相同。",
   patch_cell: "{row}，{col}：{v}", patch_not_run: "未运行", patch_stale: "文本已改变：请按“运行激活修补”（这么大的模型要算一会儿）。",
   patch_busy: "正在修补……（模型运行 {runs} 次）",
+  patch_press: "请按“运行激活修补”：它要把这个模型运行 {runs} 次，这么大的模型要算一会儿。",
 });
 
 const analyses = { attribution: null, attrKey: "", target: null, attrError: "", patching: null, patchKey: "", corrupt: null,
@@ -82,7 +84,8 @@ function refreshAnalyses(force) {
     });
   }
   const p = JSON.stringify(patchBody());
-  if (p !== analyses.patchKey && (force || patchesQuickly() || !analyses.patching)) {
+  // A large model patches on request only: its runs hold the server (one request at a time) for seconds.
+  if (p !== analyses.patchKey && (force || patchesQuickly())) {
     analyses.patchKey = p;
     if (analyses.patchControl) analyses.patchControl.abort();
     const mine = analyses.patchControl = new AbortController();
@@ -247,7 +250,7 @@ function drawPatching(box) {
   metric.addEventListener("change", () => { analyses.metric = metric.value; go(); });
   const metricLabel = el("label");
   metricLabel.append(say(el("span", "name"), w("patch_metric")), document.createTextNode(" "), metric);
-  const go = () => { analyses.corrupt = corrupt.value; refreshAnalyses(true); };
+  const go = () => { analyses.corrupt = corrupt.value === "" ? null : corrupt.value; refreshAnalyses(true); }; // empty: the default
   const start = button("patch_run", go, "primary");
   start.id = "gx-patch-run";
   const reset = button("patch_default", () => { analyses.corrupt = null; refreshAnalyses(true); }, "small");
@@ -266,6 +269,11 @@ function drawPatching(box) {
     if (/same length/.test(analyses.patchError)) refused.appendChild(say(el("p"), w("patch_same")));
     box.appendChild(refused);
   }
+  if (!p && !analyses.patchBusy && !analyses.patchError && !patchesQuickly()) {
+    const c = state.info.config;
+    const T = state.result ? state.result.tokens.length : 0;
+    box.appendChild(say(el("p", "hint"), w("patch_press", { runs: (c.n_layer + 1) * T + c.n_layer * c.n_head })));
+  }
   if (!p) return;
   const current = JSON.stringify(patchBody()) === analyses.patchKey;
   box.classList.toggle("stale", !!analyses.patchError || (!current && !analyses.patchBusy));
@@ -278,8 +286,10 @@ function drawPatching(box) {
   const rows = p.layer_labels.map(layerName);
   const cell = (grid, rowLabels, colLabels) => (r, c) => word("patch_cell", { row: rowLabels[r], col: visible(colLabels[c]),
     v: grid[r][c] === null ? word("patch_not_run") : full(grid[r][c]) });
+  // as wide as the panel allows: a long text's positions keep cells large enough for their labels
+  const wide = Math.max(560, Math.min(14 * p.resid[0].length + 160, box.clientWidth - 60));
   const resid = heatmap({ n: p.resid.length, m: p.resid[0].length, get: (r, c) => p.resid[r][c], rowLabels: rows,
-    colLabels: p.position_labels, palette: { scale: 1 }, maxWidth: 560, tipFor: cell(p.resid, rows, p.position_labels) });
+    colLabels: p.position_labels, palette: { scale: 1 }, maxWidth: wide, tipFor: cell(p.resid, rows, p.position_labels) });
   resid.id = "gx-patch-resid";
   figures.appendChild(figureBox(w("patch_resid"), resid, "patching-residual"));
   const headRows = p.heads.map((_, i) => word("layer", { n: i + 1 }));
