@@ -129,7 +129,12 @@ def test_an_element_opens_its_steps(page):
     settle(d)
     assert d.execute_script("return [state.tab, state.box, state.layer]") == ["steps", "dec-self", 1]
     assert d.find_element(By.CSS_SELECTOR, "#gx-tabs button.on").get_attribute("data-tab") == "steps"
-    assert d.find_elements(By.CSS_SELECTOR, "#gx-panel-steps .step")  # the layer's attention steps, drawn
+    head = d.execute_script("return state.head")
+    # the clicked head's attention weights: drawn, and scrolled to
+    top = d.execute_script(f"const c = document.getElementById('gx-step-dec.1.self.h{head}.probs');"
+                           "return c && c.getBoundingClientRect().top - document.getElementById('gx-main')"
+                           ".getBoundingClientRect().top")
+    assert top is not None and 0 <= top < 200
     tab(d, "flow")
     d.find_element(By.CSS_SELECTOR, ".frow[data-layer='0'] canvas.strip.mlp").click()
     settle(d)

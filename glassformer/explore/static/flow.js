@@ -203,7 +203,11 @@ function attentionMap(layer) {
     return [h, Math.max(0, Math.min(m - 1, Math.floor(((event.clientX - box.left) / box.width) * m)))];
   };
   canvas.addEventListener("mouseleave", hideTip);
-  canvas.addEventListener("click", (event) => { if (a.rows) openSteps("dec-self", layer, cellOf(event)[0]); });
+  canvas.addEventListener("click", (event) => {
+    if (!a.rows) return;
+    const h = cellOf(event)[0];
+    openSteps("dec-self", layer, h, `dec.${layer}.self.h${h}.probs`);
+  });
   return a;
 }
 function paintAttention(a, t) {
@@ -246,14 +250,18 @@ function animate() {
 // -------------------------------------------------------------------------------------------
 // Opening an element's steps
 
-function openSteps(box, layer, head) {
+// The Steps tab on the diagram's block `box` (at that layer and head), scrolled to step `id` where given.
+function openSteps(box, layer, head, id) {
   hideTip();
+  if (!state.result) return; // the walkthrough has not come yet
   state.box = box;
   if (layer !== undefined && layer !== null) state.layer = layer;
   if (head !== undefined && head !== null) state.head = head;
   state.tab = "steps";
   render();
   refreshPanels();
+  const card = id && document.getElementById("gx-step-" + id);
+  if (card) card.scrollIntoView({ block: "start" });
 }
 const preNorm = () => !state.info || !state.info.config || state.info.config.norm_position !== "post";
 
@@ -344,13 +352,13 @@ function buildFlow(data) {
   name.addEventListener("click", () => openSteps("dec-embed"));
   emb.appendChild(name);
   const parts = cellBox("fparts wide");
-  view.tok = strip("vec", () => word("flow_tok"), () => openSteps("dec-embed"));
-  view.pos = strip("vec", () => word("flow_pos"), () => openSteps("dec-embed"));
+  view.tok = strip("vec", () => word("flow_tok"), () => openSteps("dec-embed", null, null, "embed.tokens"));
+  view.pos = strip("vec", () => word("flow_pos"), () => openSteps("dec-embed", null, null, "embed.positions"));
   parts.append(say(el("span", "fname"), w("flow_tok")), view.tok.canvas, say(el("span", "fname"), w("flow_pos")), view.pos.canvas);
   if (!data.embedding.position) parts.querySelectorAll(".fname")[1].hidden = true;
   emb.appendChild(parts);
   const sum = cellBox("fresid");
-  view.sum = strip("vec resid", () => word("flow_sum"), () => openSteps("dec-embed"));
+  view.sum = strip("vec resid", () => word("flow_sum"), () => openSteps("dec-embed", null, null, "embed.sum"));
   view.sumBar = normBar("resid");
   sum.append(view.sum.canvas, view.sumBar.wrap);
   emb.appendChild(sum);
@@ -360,6 +368,9 @@ function buildFlow(data) {
 
   const resid = preNorm() ? "dec-add-ffn" : "dec-addnorm-ffn";
   const mid = preNorm() ? "dec-add-self" : "dec-addnorm-self";
+  // the walkthrough's step of the stream after each sublayer: the sum (pre-LN), or its Add & Norm (post-LN)
+  const midStep = (i) => (preNorm() ? `dec.${i}.self.residual` : `dec.${i}.self.norm`);
+  const residStep = (i) => (preNorm() ? `dec.${i}.ffn.residual` : `dec.${i}.ffn.norm`);
   data.layers.forEach((_, i) => {
     const row = el("div", "frow");
     row.dataset.layer = String(i);
@@ -370,7 +381,7 @@ function buildFlow(data) {
     const qkv = cellBox("fqkv");
     const L = { row };
     for (const part of ["q", "k", "v"]) {
-      L[part] = strip("qkv " + part, () => `${word("flow_layer_n", { n: i + 1 })} · ${part.toUpperCase()}`, (h) => openSteps("dec-self", i, h));
+      L[part] = strip("qkv " + part, () => `${word("flow_layer_n", { n: i + 1 })} · ${part.toUpperCase()}`, (h) => openSteps("dec-self", i, h, `dec.${i}.self.h${h}.${part}`));
       const line = el("div", "qline");
       line.append(el("span", "qname mono", part.toUpperCase()), L[part].canvas);
       qkv.appendChild(line);
@@ -382,22 +393,22 @@ function buildFlow(data) {
     att.appendChild(L.map.canvas);
     row.appendChild(att);
     const out = cellBox("fout");
-    L.attnOut = strip("vec", () => `${word("flow_layer_n", { n: i + 1 })} · ${word("flow_attn_out")}`, () => openSteps("dec-self", i));
+    L.attnOut = strip("vec", () => `${word("flow_layer_n", { n: i + 1 })} · ${word("flow_attn_out")}`, () => openSteps("dec-self", i, null, `dec.${i}.self.out`));
     out.appendChild(L.attnOut.canvas);
     row.appendChild(out);
     const midCell = cellBox("fmid");
     L.mid = normBar("mid");
-    L.mid.wrap.addEventListener("click", () => openSteps(mid, i));
+    L.mid.wrap.addEventListener("click", () => openSteps(mid, i, null, midStep(i)));
     midCell.appendChild(L.mid.wrap);
     row.appendChild(midCell);
     const mlp = cellBox("fmlp");
-    L.mlp = strip("vec mlp", () => `${word("flow_layer_n", { n: i + 1 })} · ${word("flow_mlp")}`, () => openSteps("dec-ffn", i));
+    L.mlp = strip("vec mlp", () => `${word("flow_layer_n", { n: i + 1 })} · ${word("flow_mlp")}`, () => openSteps("dec-ffn", i, null, `dec.${i}.ffn.act`));
     mlp.appendChild(L.mlp.canvas);
     row.appendChild(mlp);
     const rcell = cellBox("fresid");
-    L.resid = strip("vec resid", () => `${word("flow_layer_n", { n: i + 1 })} · ${word("flow_resid")}`, () => openSteps(resid, i));
+    L.resid = strip("vec resid", () => `${word("flow_layer_n", { n: i + 1 })} · ${word("flow_resid")}`, () => openSteps(resid, i, null, residStep(i)));
     L.bar = normBar("resid");
-    L.bar.wrap.addEventListener("click", () => openSteps(resid, i));
+    L.bar.wrap.addEventListener("click", () => openSteps(resid, i, null, residStep(i)));
     rcell.append(L.resid.canvas, L.bar.wrap);
     row.appendChild(rcell);
     L.lens = lensCell(i + 1);
@@ -413,7 +424,7 @@ function buildFlow(data) {
   fname.addEventListener("click", () => openSteps("dec-final"));
   end.appendChild(fname);
   const fin = cellBox("fparts wide");
-  view.final = strip("vec", () => word("flow_final"), () => openSteps("dec-final"));
+  view.final = strip("vec", () => word("flow_final"), () => openSteps("dec-final", null, null, "dec.final.norm"));
   fin.appendChild(view.final.canvas);
   end.appendChild(fin);
   grid.appendChild(end);
@@ -432,7 +443,7 @@ function buildFlow(data) {
     bar.append(ghost, fill);
     const p = el("span", "op mono");
     line.append(tok, bar, p);
-    line.addEventListener("click", () => openSteps("softmax"));
+    line.addEventListener("click", () => openSteps("softmax", null, null, "next.probs"));
     line.addEventListener("mouseover", (event) => {
       const c = flow.data && flow.data.output.candidates[r];
       if (c) showTip(event, [`${visible(c.token)} · ${word("logit")} ${full(c.logit)}`, word("flow_p", { p: full(c.top_p) }),
