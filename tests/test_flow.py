@@ -9,7 +9,7 @@ import pytest
 import torch
 from starlette.testclient import TestClient
 
-from glassformer import Seq2Seq, Seq2SeqConfig
+from glassformer import GPT, GPTConfig, Seq2Seq, Seq2SeqConfig
 from glassformer.data.tokenizers import CharTokenizer
 from glassformer.explain.walkthrough import Subject, load_subject
 from glassformer.explore.api import Explorer
@@ -214,3 +214,33 @@ def test_a_translation_model_is_refused(static):
                         base_url="http://127.0.0.1")
     for endpoint in ("flow", "attribute", "patch"):
         refused(client, endpoint, {"text": "abc"}, f"/api/{endpoint} applies to a GPT")
+
+
+LLAMA_LIKE = dict(position="rope", norm="rmsnorm", activation="swiglu", n_kv_head=1, bias=False)
+
+
+@pytest.mark.parametrize("options", [LLAMA_LIKE, dict(norm_position="post")], ids=["llama-like", "post-ln"])
+def test_flow_of_other_families(static, options):
+    """RoPE (no position table), RMSNorm, SwiGLU and grouped keys; post-LN (no final norm, the stream
+    after attention is the attention's Add & Norm): the flow's streams are still the model's."""
+    tok = CharTokenizer.train("ROMEO: wherefore art thou so\n")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=16, **options)).eval()
+    client = TestClient(make_app(Explorer(Subject(model, tok, tok), "family"), static=static), base_url="http://127.0.0.1")
+    data = post(client, "flow", {"text": TEXT})
+    ids = tok.encode(TEXT)
+    with torch.no_grad(), Trace(model) as trace:
+        model(torch.tensor([ids]))
+    post_ln = options.get("norm_position") == "post"
+    assert (data["embedding"]["position"] is None) == (options.get("position") == "rope")
+    assert (data["final"] is None) == post_ln
+    for i, layer in enumerate(data["layers"]):
+        mid = f"blocks.{i}.attn_norm" if post_ln else f"blocks.{i}.ffn_norm.in"
+        assert layer["resid_mid"]["norm"] == pytest.approx(float(trace[mid][0, -1].double().norm()), rel=1e-12)
+        torch.testing.assert_close(f32(layer["resid"]["values"]), trace[f"blocks.{i}"][0, -1], rtol=0, atol=0)
+        torch.testing.assert_close(f32(layer["mlp_hidden"]["values"]), trace[f"blocks.{i}.ffn.down.in"][0, -1],
+                                   rtol=0, atol=0)
+    lens = analysis.logit_lens(model, ids)[:, -1].argmax(-1).tolist()
+    assert [data["embedding"]["lens"][0]["id"]] + [layer["lens"][0]["id"] for layer in data["layers"]] == lens
+    if post_ln:  # the library's own refusal, in one line
+        refused(client, "attribute", {"text": TEXT}, "attribute needs a pre-LN model")
