@@ -60,10 +60,10 @@ refreshPanels = function (signal) {
   refreshBeforeFlow(signal);
   if (state.tab === "flow") refreshFlow();
 };
-// A click on a token of the strip above follows that token.
+// On the Flow tab, a click on a token of the strip above follows that token.
 document.getElementById("gx-tokens").addEventListener("click", (event) => {
   const chip = event.target.closest(".chip");
-  if (!chip || !state.info || state.info.kind !== "gpt") return;
+  if (!chip || state.tab !== "flow" || !state.info || state.info.kind !== "gpt") return;
   const index = [...chip.parentElement.children].indexOf(chip);
   follow(index);
 });
