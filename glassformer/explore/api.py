@@ -488,7 +488,7 @@ class Explorer:
         if metric not in analysis.METRICS:
             raise ApiError(422, f"metric must be one of {', '.join(analysis.METRICS)}; got {echo(str(metric))}")
         with self.edited(inputs):
-            target = None if body.get("target") is None else self.target(body, inputs.ids)
+            target = self.target(body, inputs.ids)  # default: the likeliest next token of the vocabulary
             # ValueError (lengths differ, nothing to restore) -> 422 with the library's own line
             result = analysis.patch(self.model, inputs.ids, corrupt_ids, target, metric=metric)
         return {**patching_data(result, self.tok), "corrupt_text": corrupt, "tokens": self.tokens(inputs.ids),
