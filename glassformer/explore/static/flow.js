@@ -23,6 +23,8 @@ Object.assign(WORDS.en, {
   flow_gpt_only: "The flow follows a GPT's token; this translation model has the Steps, Attention and Translation tabs.",
   flow_softmax: "before the sampling settings: {p}", flow_p: "p = {p}", flow_weight: "head {h} → {token} (position {k}): {p}",
   flow_layer_n: "layer {n}", flow_strip_scale: "colour: ±{s} (the strip's largest |value|)",
+  flow_legend: "Each vector is a strip of colour, one value per column (red positive, blue negative, each strip scaled to its own largest |value|); the yellow band is the residual stream, its bars the stream's length ‖x‖.",
+  flow_norm_tip: "{what}: ‖x‖ = {n}",
 });
 Object.assign(WORDS.zh, {
   tab_flow: "流程", tab_analyses: "分析",
@@ -37,6 +39,8 @@ Object.assign(WORDS.zh, {
   flow_gpt_only: "流程跟随 GPT 的一个词元；这个翻译模型请看步骤、注意力和翻译标签页。",
   flow_softmax: "采样设置之前：{p}", flow_p: "p = {p}", flow_weight: "第 {h} 头 → {token}（位置 {k}）：{p}",
   flow_layer_n: "第 {n} 层", flow_strip_scale: "颜色：±{s}（该条中最大的 |值|）",
+  flow_legend: "每个向量是一条颜色带，每列一个值（红为正，蓝为负，每条按它自己最大的 |值| 缩放）；黄色带是残差流，横条是它的长度 ‖x‖。",
+  flow_norm_tip: "{what}：‖x‖ = {n}",
 });
 
 const FLOW_ANIMATE_MS = 320;
@@ -273,11 +277,15 @@ function cellBox(cls, titleKey) {
   if (titleKey) box.appendChild(say(el("span", "fname"), w(titleKey)));
   return box;
 }
-function normBar(cls) {
+function normBar(cls, what) {
   const wrap = el("div", "nbar " + cls);
   const fill = el("span", "fill");
   const text = el("span", "ntext mono");
   wrap.append(fill, text);
+  wrap.addEventListener("mouseover", (event) => {
+    showTip(event, [word("flow_norm_tip", { what: what(), n: full(Number(wrap.dataset.norm)) }), word("flow_open")].join("\n"));
+  });
+  wrap.addEventListener("mouseleave", hideTip);
   return { wrap, fill, text };
 }
 function lensCell(layerIndex) {
@@ -305,6 +313,7 @@ function buildFlow(data) {
   root.id = "gx-flow";
   const view = { root, key: shapeKey(data), layers: [], maps: [], bars: [], out: [] };
   root.appendChild(say(el("p", "hint"), w("flow_intro")));
+  root.appendChild(say(el("p", "hint legend"), w("flow_legend")));
   const controls = el("div", "sliders flow-sliders");
   if (typeof SLIDERS !== "undefined") {
     for (const spec of SLIDERS) {
@@ -359,7 +368,7 @@ function buildFlow(data) {
   emb.appendChild(parts);
   const sum = cellBox("fresid");
   view.sum = strip("vec resid", () => word("flow_sum"), () => openSteps("dec-embed", null, null, "embed.sum"));
-  view.sumBar = normBar("resid");
+  view.sumBar = normBar("resid", () => word("flow_sum"));
   sum.append(view.sum.canvas, view.sumBar.wrap);
   emb.appendChild(sum);
   view.lens0 = lensCell(0);
@@ -397,7 +406,7 @@ function buildFlow(data) {
     out.appendChild(L.attnOut.canvas);
     row.appendChild(out);
     const midCell = cellBox("fmid");
-    L.mid = normBar("mid");
+    L.mid = normBar("mid", () => `${word("flow_layer_n", { n: i + 1 })} · ${word("flow_mid")}`);
     L.mid.wrap.addEventListener("click", () => openSteps(mid, i, null, midStep(i)));
     midCell.appendChild(L.mid.wrap);
     row.appendChild(midCell);
@@ -407,7 +416,7 @@ function buildFlow(data) {
     row.appendChild(mlp);
     const rcell = cellBox("fresid");
     L.resid = strip("vec resid", () => `${word("flow_layer_n", { n: i + 1 })} · ${word("flow_resid")}`, () => openSteps(resid, i, null, residStep(i)));
-    L.bar = normBar("resid");
+    L.bar = normBar("resid", () => `${word("flow_layer_n", { n: i + 1 })} · ${word("flow_resid")}`);
     L.bar.wrap.addEventListener("click", () => openSteps(resid, i, null, residStep(i)));
     rcell.append(L.resid.canvas, L.bar.wrap);
     row.appendChild(rcell);
