@@ -14,7 +14,7 @@ Object.assign(WORDS.en, {
   tab_flow: "Flow", tab_analyses: "Analyses",
   flow_intro: "One token's path through the model, with the live numbers. Click a token to follow it; click any element to open its steps.",
   flow_token: "following position {p}: {token}", flow_layer: "layer", flow_qkv: "Q · K · V of this token",
-  flow_attention: "its attention (heads × context; darkest: the largest weight)", flow_attn_out: "attention output", flow_mid: "residual + attention",
+  flow_attention: "its attention (heads × context, shade ∝ √weight)", flow_attn_out: "attention output", flow_mid: "residual + attention",
   flow_mlp: "MLP hidden", flow_resid: "residual stream after the layer", flow_lens: "logit lens",
   flow_embedding: "embedding", flow_tok: "token", flow_pos: "position", flow_sum: "token + position",
   flow_final: "final norm", flow_output: "next-token probabilities (after temperature, top-k, top-p)",
@@ -30,7 +30,7 @@ Object.assign(WORDS.zh, {
   tab_flow: "流程", tab_analyses: "分析",
   flow_intro: "一个词元在整个模型中的路径，附实时数值。点击词元可改为跟随它；点击任何元素可打开它的步骤。",
   flow_token: "跟随第 {p} 个位置：{token}", flow_layer: "层", flow_qkv: "该词元的 Q · K · V",
-  flow_attention: "它的注意力（头 × 上下文；最深：最大的权重）", flow_attn_out: "注意力输出", flow_mid: "残差 + 注意力",
+  flow_attention: "它的注意力（头 × 上下文，颜色深浅 ∝ √权重）", flow_attn_out: "注意力输出", flow_mid: "残差 + 注意力",
   flow_mlp: "MLP 隐藏层", flow_resid: "该层之后的残差流", flow_lens: "Logit lens",
   flow_embedding: "嵌入", flow_tok: "词嵌入", flow_pos: "位置嵌入", flow_sum: "词 + 位置",
   flow_final: "最终归一化", flow_output: "下一个词元的概率（经过温度、top-k、top-p）",
@@ -223,12 +223,11 @@ function paintAttention(a, t) {
   const image = ctx.createImageData(m, h);
   const shown = a.rows.map((row, r) => row.map((x, c) => (mixSame ? a.from[r][c] + (x - a.from[r][c]) * t : x)));
   a.shown = shown;
-  // Darkest = the largest weight of the map: over a long context the weights are small, and
-  // coloured on 0..1 a spread-out head would be white (hover says each weight itself).
-  const largest = Math.max(1e-12, ...shown.map((row) => Math.max(...row)));
+  // Shaded by √weight: over a long context every weight is small, and coloured linearly a head
+  // that spreads its attention would be white (√(1/64) = 0.125 still shows); hover says the weight.
   for (let r = 0; r < h; r++) {
     for (let c = 0; c < m; c++) {
-      const rgb = colour({ probabilities: true }, shown[r][c] / largest);
+      const rgb = colour({ probabilities: true }, Math.sqrt(Math.max(0, shown[r][c])));
       image.data.set([rgb[0], rgb[1], rgb[2], 255], 4 * (r * m + c));
     }
   }
