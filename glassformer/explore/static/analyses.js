@@ -67,7 +67,7 @@ const attrBody = () => ({ ...request(), target: analyses.target });
 
 function refreshAnalyses(force) {
   if (!state.info || state.info.kind !== "gpt") return;
-  const a = JSON.stringify(attrBody());
+  const a = JSON.stringify([modelName(), attrBody()]); // modelName: flow.js's
   if (a !== analyses.attrKey) {
     analyses.attrKey = a;
     if (analyses.attrControl) analyses.attrControl.abort();
@@ -83,7 +83,7 @@ function refreshAnalyses(force) {
       redrawAnalysis("gx-attribution", drawAttribution);
     });
   }
-  const p = JSON.stringify(patchBody());
+  const p = JSON.stringify([modelName(), patchBody()]);
   // A large model patches on request only: its runs hold the server (one request at a time) for seconds.
   if (p !== analyses.patchKey && (force || patchesQuickly())) {
     analyses.patchKey = p;
@@ -275,7 +275,7 @@ function drawPatching(box) {
     box.appendChild(say(el("p", "hint"), w("patch_press", { runs: (c.n_layer + 1) * T + c.n_layer * c.n_head })));
   }
   if (!p) return;
-  const current = JSON.stringify(patchBody()) === analyses.patchKey;
+  const current = JSON.stringify([modelName(), patchBody()]) === analyses.patchKey;
   box.classList.toggle("stale", !!analyses.patchError || (!current && !analyses.patchBusy));
   if (!current && !analyses.patchBusy && !analyses.patchError) box.appendChild(say(el("p", "hint"), w("patch_stale")));
   const metricText = (l) => word(p.metric === "logprob" ? "patch_logprob" : "patch_logit_diff",

@@ -96,27 +96,28 @@ function flowRequest() {
   const s = typeof samplingRequest === "function" ? samplingRequest() : {};
   return { ...request(), ...s, position: flow.position };
 }
+const modelName = () => (state.info ? `${state.info.name} ${JSON.stringify(state.info.config)}` : "");
 function refreshFlow() {
   if (!state.info || state.info.kind !== "gpt") return;
   const body = flowRequest();
-  const key = JSON.stringify(body);
+  const key = JSON.stringify([modelName(), body]); // another model (a switch in the page) asks anew
   if (key === flow.key) return; // asked already (in flight, or drawn)
   const { temperature, top_k, top_p, ...rest } = body;
-  const outputOnly = !!flow.data && JSON.stringify(rest) === flow.drawnRest;
+  const outputOnly = !!flow.data && JSON.stringify([modelName(), rest]) === flow.drawnRest;
   flow.key = key;
   if (flow.control) flow.control.abort();
   flow.control = new AbortController();
   const mine = flow.control;
   api("/api/flow", { ...body, output_only: outputOnly }, mine.signal).then((answer) => {
     if (outputOnly) flow.data = { ...flow.data, output: answer.output };
-    else { flow.data = answer; flow.drawnRest = JSON.stringify(rest); }
+    else { flow.data = answer; flow.drawnRest = JSON.stringify([modelName(), rest]); }
     flow.drawnKey = key;
     showError("");
     const panel = document.getElementById("gx-panel-flow");
     if (flow.view && flow.view.root.isConnected) updateFlow(!outputOnly);
     else if (panel && state.tab === "flow") { panel.textContent = ""; drawFlow(panel); } // the first answer
     markChips();
-    document.body.dataset.flow = key; // for tests: the flow drawn is this request's
+    document.body.dataset.flow = JSON.stringify(body); // for tests: the flow drawn is this request's
   }).catch((e) => {
     if (aborted(e)) return;
     flow.key = ""; // asked again next time
