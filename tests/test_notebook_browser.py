@@ -161,3 +161,26 @@ def test_hostile_labels_show_as_text_and_the_language_switches(page):
     first = d.find_elements(By.CSS_SELECTOR, "div.gfnb")[0]  # the other view keeps its language
     assert first.find_element(By.CSS_SELECTOR, "select option").text == "Layer 1"
     assert errors(d) == []
+
+
+def test_a_view_draws_as_jupyterlab_inserts_it(page):
+    """JupyterLab sets an output's HTML with innerHTML (where scripts do not run), re-creates each
+    script element in place, and attaches the output: the view must draw from there."""
+    d, load, probs = page
+    load()
+    model, tok = tiny()
+    fragment = notebook.attention(model, tok, TEXT)._repr_html_()
+    drawn = d.execute_script("""
+        const host = document.createElement('div');
+        host.innerHTML = arguments[0];
+        for (const old of [...host.getElementsByTagName('script')]) {
+          const clone = document.createElement('script');
+          for (const a of old.attributes) clone.setAttribute(a.name, a.value);
+          clone.textContent = old.textContent;
+          old.parentNode.replaceChild(clone, old);
+        }
+        const before = host.querySelectorAll('svg line').length;
+        document.body.appendChild(host);
+        return [before, host.querySelectorAll('svg.gfnb-headview line').length];""", fragment)
+    assert drawn == [0, int((probs[0] >= 0.002).sum())]  # nothing while detached; layer 1's lines once attached
+    assert errors(d) == []

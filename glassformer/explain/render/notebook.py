@@ -83,7 +83,8 @@ def view_html(data: dict, lang: str = "en") -> str:
 
 def values(tensor: torch.Tensor) -> list:
     """A tensor as nested lists for a view's data: DECIMALS decimals, NaN (not computed) as None."""
-    return nan_to_none(tensor.double().round(decimals=DECIMALS).tolist())
+    out = tensor.double().round(decimals=DECIMALS)
+    return nan_to_none(out.tolist()) if out.isnan().any() else out.tolist()
 
 
 def nan_to_none(x):

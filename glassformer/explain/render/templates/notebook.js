@@ -97,7 +97,8 @@ function attentionView(root, data, tips) {
 // of the head's colour, as opaque as the weight. Hovering a token keeps only its lines and writes
 // their weights beside the tokens at the other end, one number a head.
 function headView(tokens, layerProbs, heads) {
-  const T = tokens.length, ROW = 20, TOP = 26, LINK = 150, NUMBER = 44;
+  const T = tokens.length, ROW = 20, TOP = 26, NUMBER = 44;
+  const LINK = Math.min(320, Math.max(150, 5 * T)); // wider for long texts, so their lines are not all steep
   const words = tokens.map(visible);
   const textW = Math.min(170, 12 + 7.5 * Math.max(1, ...words.map((t) => t.length)));
   const numbersW = Math.max(1, heads.length) * NUMBER;
@@ -136,7 +137,7 @@ function headView(tokens, layerProbs, heads) {
       heads.forEach((h, n) => {
         const p = side === "q" ? layerProbs[h][i][j] : layerProbs[h][j][i];
         const x = side === "q" ? kLeft + textW + n * NUMBER : numbersW - (n + 1) * NUMBER;
-        const t = svg("text", { x: x + 2, y: y(j) + 4, class: p > 0 ? "gfnb-weight" : "gfnb-weight zero",
+        const t = svg("text", { x: x + 2, y: y(j) + 4, class: p >= 0.0005 ? "gfnb-weight" : "gfnb-weight zero",
           "data-head": h, [side === "q" ? "data-k" : "data-q"]: j });
         t.style.fill = headColour(h);
         t.textContent = number(p, 3, true);
