@@ -14,18 +14,22 @@ from test_notebook import HOSTILE, TEXT, reference_probs, tiny
 
 from glassformer.explain.render import notebook
 from glassformer.explain.render.html import asset
+from glassformer.observe.analysis import attribute
 
 LAYER = 1  # the second layer: the view opens on the first, so the selector must work
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    """(driver, load): load() opens a fresh copy of the page: two attention views of one text (the
-    second with every label hostile) and the logit lens; reference: the NumPy recomputation."""
+    """(driver, load, reference, attribution): load() opens a fresh copy of the page: two attention views of one
+    text (the second with every label hostile), the logit lens and an attribution; reference: the
+    attention probabilities recomputed in NumPy; attribution: the Attribution drawn."""
     model, tok = tiny()
     view = notebook.attention(model, tok, TEXT)
     hostile = dataclasses.replace(view, tokens=[HOSTILE] * len(view.tokens))
-    fragments = [view._repr_html_(), hostile._repr_html_(), notebook.lens(model, tok, TEXT)._repr_html_()]
+    attribution = attribute(model, tok.encode(TEXT), tok.encode("x")[0])
+    fragments = [view._repr_html_(), hostile._repr_html_(), notebook.lens(model, tok, TEXT)._repr_html_(),
+                 notebook.attribution_html(attribution)]
     path = tmp_path_factory.mktemp("notebook") / "views.html"
     path.write_text('<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>'
                     + "\n".join(f'<div class="cell">{f}</div>' for f in fragments) + "</body></html>", encoding="utf-8")
@@ -34,10 +38,10 @@ def page(tmp_path_factory):
     def load():
         d.get(path.as_uri())
         roots = d.find_elements(By.CSS_SELECTOR, "div.gfnb")
-        assert len(roots) == 3 and all(r.find_elements(By.CSS_SELECTOR, ".gfnb-top") for r in roots)
+        assert len(roots) == 4 and all(r.find_elements(By.CSS_SELECTOR, ".gfnb-top") for r in roots)
         return roots
 
-    yield d, load, reference_probs(model, tok, TEXT)
+    yield d, load, reference_probs(model, tok, TEXT), attribution
     d.quit()
 
 
@@ -61,8 +65,8 @@ def choose_layer(root, layer):
 
 
 def test_a_head_toggled_off_loses_its_lines_in_its_own_view_only(page):
-    d, load, _ = page
-    first, second, _ = load()
+    d, load, _, _ = page
+    first, second, _, _ = load()
     assert d.execute_script("return [typeof start, typeof WORDS, typeof colour, typeof headView]") == ["undefined"] * 4
     heads_before = {h for h, _, _ in lines_shown(d, first)}
     assert heads_before == {0, 1, 2}
@@ -83,8 +87,8 @@ def weights_shown(d, root, attribute: str) -> dict[tuple[int, int], float]:
 
 
 def test_hovering_a_token_keeps_its_lines_and_prints_the_models_weights(page):
-    d, load, probs = page
-    first, _, _ = load()
+    d, load, probs, _ = page
+    first, _, _, _ = load()
     choose_layer(first, LAYER)
     T = probs.shape[-1]
     q = T - 1
@@ -110,8 +114,8 @@ def test_hovering_a_token_keeps_its_lines_and_prints_the_models_weights(page):
 
 
 def test_heatmaps_use_matrices_js_palette_and_tip_the_value(page):
-    d, load, probs = page
-    first, _, lens = load()
+    d, load, probs, result = page
+    first, _, lens, attribution = load()
     choose_layer(first, LAYER)
     # matrices.js's own colour(), as a global of this test page only
     d.execute_script("const s = document.createElement('script'); s.textContent = arguments[0];"
@@ -145,15 +149,23 @@ def test_heatmaps_use_matrices_js_palette_and_tip_the_value(page):
     rgb = [int(x) for x in re.findall(r"\d+", td.value_of_css_property("background-color"))[:3]]
     expected = d.execute_script("return colour({ probabilities: true }, arguments[0]);", p)
     assert np.abs(np.array(rgb) - np.array(expected)).max() <= 1
+    # a signed grid (attribution: layer × head, then the feed-forward): diverging around 0 over its largest |value|
+    table = np.concatenate([result.heads.numpy(), result.ffn.numpy()[:, None]], axis=1).astype(np.float64)
+    cells = attribution.find_elements(By.CSS_SELECTOR, "tbody td")
+    assert len(cells) == table.size
+    rgb = [[int(x) for x in re.findall(r"\d+", td.value_of_css_property("background-color"))[:3]] for td in cells]
+    expected = d.execute_script("return arguments[0].map((x) => colour({ scale: arguments[1] }, x));",
+                                table.ravel().tolist(), float(np.abs(table).max()))
+    assert np.abs(np.array(rgb) - np.array(expected)).max() <= 1
     assert errors(d) == []
 
 
 def test_hostile_labels_show_as_text_and_the_language_switches(page):
-    d, load, _ = page
-    _, second, _ = load()
+    d, load, _, _ = page
+    _, second, _, _ = load()
     tokens = [t.text for t in second.find_elements(By.CSS_SELECTOR, "text.gfnb-token")]
     assert tokens and set(tokens) == {HOSTILE}
-    assert d.execute_script("return document.querySelectorAll('script').length") == 3  # the views' own, no more
+    assert d.execute_script("return document.querySelectorAll('script').length") == 4  # the views' own, no more
     assert second.find_element(By.CSS_SELECTOR, 'input[data-head="0"]').find_element(By.XPATH, "..").text == "head 1"
     second.find_element(By.CSS_SELECTOR, '.gfnb-langs button[data-lang="zh"]').click()
     assert second.find_element(By.CSS_SELECTOR, 'input[data-head="0"]').find_element(By.XPATH, "..").text == "第 1 头"
@@ -166,7 +178,7 @@ def test_hostile_labels_show_as_text_and_the_language_switches(page):
 def test_a_view_draws_as_jupyterlab_inserts_it(page):
     """JupyterLab sets an output's HTML with innerHTML (where scripts do not run), re-creates each
     script element in place, and attaches the output: the view must draw from there."""
-    d, load, probs = page
+    d, load, probs, _ = page
     load()
     model, tok = tiny()
     fragment = notebook.attention(model, tok, TEXT)._repr_html_()

@@ -100,7 +100,7 @@ function headView(tokens, layerProbs, heads) {
   const T = tokens.length, ROW = 20, TOP = 26, NUMBER = 44;
   const LINK = Math.min(320, Math.max(150, 5 * T)); // wider for long texts, so their lines are not all steep
   const words = tokens.map(visible);
-  const textW = Math.min(170, 12 + 7.5 * Math.max(1, ...words.map((t) => t.length)));
+  const textW = Math.min(170, Math.max(44, 12 + 7.5 * Math.max(...words.map((t) => t.length)))); // room for "keys"
   const numbersW = Math.max(1, heads.length) * NUMBER;
   const qRight = numbersW + textW, kLeft = qRight + 12 + LINK + 12;
   const width = kLeft + textW + numbersW, height = TOP + T * ROW + 6;
@@ -133,6 +133,13 @@ function headView(tokens, layerProbs, heads) {
     for (const t of node.querySelectorAll(`text.gfnb-token[data-${side}="${i}"]`)) t.classList.toggle("on", on);
     numbers.replaceChildren();
     if (!on) return;
+    heads.forEach((h, n) => { // each column of numbers headed by its head's number, in its colour
+      const x = side === "q" ? kLeft + textW + n * NUMBER : numbersW - (n + 1) * NUMBER;
+      const t = svg("text", { x: x + 2, y: 14, class: "gfnb-weight-head" });
+      t.style.fill = headColour(h);
+      t.textContent = String(h + 1);
+      numbers.appendChild(t);
+    });
     for (let j = 0; j < T; j++) {
       heads.forEach((h, n) => {
         const p = side === "q" ? layerProbs[h][i][j] : layerProbs[h][j][i];
@@ -196,18 +203,21 @@ function heatmap(tokens, values, h, tips) {
       `${word("prob")}: ${full(values[r][c])}`);
   });
   node.addEventListener("mouseleave", () => { mark.hidden = true; tips.hide(); });
-  const grid = el("div", "gfnb-labelled");
-  const rows = el("div", "gfnb-rows");
+  const grid = el("div", "gfnb-labelled"); // a corner, the keys above, the queries to the left, the map
+  const cols = el("div", "gfnb-cols"), rows = el("div", "gfnb-rows");
   if (side >= 9) {
     for (const t of tokens) {
-      const span = el("span", "", visible(t));
-      span.style.height = span.style.lineHeight = side + "px";
-      rows.appendChild(span);
+      const key = el("span", "", visible(t));
+      key.style.width = key.style.lineHeight = side + "px";
+      cols.appendChild(key);
+      const query = el("span", "", visible(t));
+      query.style.height = query.style.lineHeight = side + "px";
+      rows.appendChild(query);
     }
   }
   const place = el("div", "gfnb-place");
   place.append(node, mark);
-  grid.append(rows, place);
+  grid.append(el("span"), cols, rows, place);
   figure.append(caption, grid);
   return figure;
 }
