@@ -72,6 +72,19 @@ def test_the_attention_view_carries_the_weights_the_model_computes():
     assert data["tokens"] == token_labels(tok, tok.encode(TEXT))
 
 
+def test_a_long_text_shows_its_last_tokens_and_says_so():
+    model, tok = tiny()
+    view = notebook.attention(model, tok, "the quick brown fox " * 8)  # 160 tokens, block_size 32: the last 32
+    long = dataclasses.replace(view, probs=view.probs.repeat(1, 1, 5, 5), tokens=view.tokens * 5)  # 160 of them
+    _, data = view_data(long._repr_html_())
+    n = notebook.VIEW_TOKENS
+    assert np.array(data["probs"]).shape == (2, 3, n, n) and data["tokens"] == long.tokens[-n:]
+    np.testing.assert_allclose(data["probs"], long.probs[..., -n:, -n:].double().numpy(), atol=6e-7, rtol=0)
+    assert f"The last {n} of 160 tokens" in data["note"]["en"] and "160" in data["note"]["zh"]
+    _, short = view_data(view._repr_html_())
+    assert short["note"] is None and len(short["tokens"]) == 32
+
+
 def test_labels_reach_the_page_only_as_data():
     model, tok = tiny()
     view = dataclasses.replace(notebook.attention(model, tok, TEXT), tokens=[HOSTILE] * len(TEXT))

@@ -49,13 +49,22 @@ def errors(d) -> list:
     return [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def lines_shown(d, root, head=None) -> list[tuple[int, int, int]]:
-    """(head, query, key) of every line drawn and not hidden in the view."""
+def lines_shown(d, root) -> list[tuple[int, int, int, float]]:
+    """(head, query, key, opacity) of every line drawn and not hidden in the view: the segments of
+    each head's paths (rows told apart by the tokens' y) and a hovered token's own lines."""
     return [tuple(x) for x in d.execute_script("""
-        return [...arguments[0].querySelectorAll('svg.gfnb-headview g[data-head] line')]
-          .filter((l) => getComputedStyle(l).display !== 'none')
-          .map((l) => [+l.parentNode.dataset.head, +l.dataset.q, +l.dataset.k]);""", root)
-            if head is None or x[0] == head]
+        const root = arguments[0], out = [];
+        const row = new Map([...root.querySelectorAll('text.gfnb-token[data-q]')]
+          .map((t) => [+t.getAttribute('y') - 4, +t.dataset.q]));
+        for (const p of root.querySelectorAll('svg.gfnb-headview path.gfnb-all')) {
+          if (getComputedStyle(p).display === 'none') continue;
+          for (const m of p.getAttribute('d').matchAll(/M[^,]+,([^L]+)L[^,]+,([^M]+)/g))
+            out.push([+p.dataset.head, row.get(+m[1]), row.get(+m[2]), +p.getAttribute('stroke-opacity')]);
+        }
+        for (const l of root.querySelectorAll('svg.gfnb-headview line'))
+          if (getComputedStyle(l).display !== 'none')
+            out.push([+l.dataset.head, +l.dataset.q, +l.dataset.k, +l.getAttribute('stroke-opacity')]);
+        return out;""", root)]
 
 
 def choose_layer(root, layer):
@@ -65,17 +74,20 @@ def choose_layer(root, layer):
 
 
 def test_a_head_toggled_off_loses_its_lines_in_its_own_view_only(page):
-    d, load, _, _ = page
+    d, load, probs, _ = page
     first, second, _, _ = load()
     assert d.execute_script("return [typeof start, typeof WORDS, typeof colour, typeof headView]") == ["undefined"] * 4
-    heads_before = {h for h, _, _ in lines_shown(d, first)}
-    assert heads_before == {0, 1, 2}
+    # layer 1: one line for each weight of at least MIN_LINE (notebook.js), its opacity the weight in 20 steps
+    lines = lines_shown(d, first)
+    assert sorted((h, q, k) for h, q, k, _ in lines) == [tuple(x) for x in np.argwhere(probs[0] >= 0.002).tolist()]
+    for h, q, k, opacity in lines:
+        assert abs(opacity - max(round(probs[0, h, q, k] * 20) / 20, 0.02)) < 1e-9
     first.find_element(By.CSS_SELECTOR, 'input[data-head="1"]').click()
-    assert {h for h, _, _ in lines_shown(d, first)} == {0, 2}
+    assert {h for h, _, _, _ in lines_shown(d, first)} == {0, 2}
     assert len(first.find_elements(By.CSS_SELECTOR, "canvas[data-head]")) == 2  # its heatmap goes too
-    assert {h for h, _, _ in lines_shown(d, second)} == {0, 1, 2}  # the other view is untouched
+    assert {h for h, _, _, _ in lines_shown(d, second)} == {0, 1, 2}  # the other view is untouched
     first.find_element(By.CSS_SELECTOR, 'input[data-head="1"]').click()
-    assert {h for h, _, _ in lines_shown(d, first)} == {0, 1, 2}
+    assert {h for h, _, _, _ in lines_shown(d, first)} == {0, 1, 2}
     assert errors(d) == []
 
 
@@ -94,18 +106,24 @@ def test_hovering_a_token_keeps_its_lines_and_prints_the_models_weights(page):
     q = T - 1
     ActionChains(d).move_to_element(first.find_element(By.CSS_SELECTOR, f'rect.gfnb-hit[data-q="{q}"]')).perform()
     shown = lines_shown(d, first)
-    assert shown and {query for _, query, _ in shown} == {q}
+    assert shown and {query for _, query, _, _ in shown} == {q}
     drawn = {(h, k) for h in range(3) for k in range(T) if probs[LAYER, h, q, k] >= 0.002}  # MIN_LINE in notebook.js
-    assert {(h, k) for h, _, k in shown} == drawn
+    assert {(h, k) for h, _, k, _ in shown} == drawn
+    for h, _, k, opacity in shown:  # a hovered token's lines: exactly as opaque as their weights
+        assert abs(opacity - probs[LAYER, h, q, k]) <= 1e-6
     numbers = weights_shown(d, first, "data-k")
-    assert set(numbers) == {(h, k) for h in range(3) for k in range(T)}
+    # every weight but those that are 0 in the view's 6 decimals (a masked key, or under 5e-7)
+    keys = {(h, k) for h in range(3) for k in range(T)}
+    assert {x for x in keys if probs[LAYER, x[0], q, x[1]] >= 1e-6} <= set(numbers) <= keys
     for (h, k), x in numbers.items():  # printed with 3 decimals: half a unit of the last place, and float32
         assert abs(x - probs[LAYER, h, q, k]) <= 5e-4 + 1e-6, (h, k, x)
     # the other way: a key's lines come from every query that attends to it
     ActionChains(d).move_to_element(first.find_element(By.CSS_SELECTOR, 'rect.gfnb-hit[data-k="0"]')).perform()
-    assert {(key, query) for _, query, key in lines_shown(d, first)} == {
+    assert {(key, query) for _, query, key, _ in lines_shown(d, first)} == {
         (0, i) for i in range(T) if probs[LAYER, :, i, 0].max() >= 0.002}
-    for (h, i), x in weights_shown(d, first, "data-q").items():
+    numbers = weights_shown(d, first, "data-q")
+    assert {x for x in keys if probs[LAYER, x[0], x[1], 0] >= 1e-6} <= set(numbers) <= keys
+    for (h, i), x in numbers.items():
         assert abs(x - probs[LAYER, h, i, 0]) <= 5e-4 + 1e-6
     ActionChains(d).move_to_element(first.find_element(By.CSS_SELECTOR, ".gfnb-top b")).perform()  # off the token:
     assert len(lines_shown(d, first)) == int((probs[LAYER] >= 0.002).sum())  # every line again, no numbers
@@ -191,8 +209,10 @@ def test_a_view_draws_as_jupyterlab_inserts_it(page):
           clone.textContent = old.textContent;
           old.parentNode.replaceChild(clone, old);
         }
-        const before = host.querySelectorAll('svg line').length;
+        const segments = () => [...host.querySelectorAll('svg.gfnb-headview path')]
+          .reduce((n, p) => n + p.getAttribute('d').split('M').length - 1, 0);
+        const before = segments();
         document.body.appendChild(host);
-        return [before, host.querySelectorAll('svg.gfnb-headview line').length];""", fragment)
+        return [before, segments()];""", fragment)
     assert drawn == [0, int((probs[0] >= 0.002).sum())]  # nothing while detached; layer 1's lines once attached
     assert errors(d) == []

@@ -17,6 +17,7 @@ The HTML is drawn from data the model produced; nothing here computes the model'
 from __future__ import annotations
 
 import html
+import math
 import uuid
 from dataclasses import dataclass
 
@@ -55,6 +56,10 @@ TITLES = {
 NO_SCRIPT = ("This view is drawn by JavaScript: run the cell in Jupyter, or trust the notebook, to see it. "
              "此视图由 JavaScript 绘制：请在 Jupyter 中运行该单元格或信任该笔记本。")
 LENS_TOP = 5  # the lens's tip lists this many tokens
+# The attention view draws at most the last VIEW_TOKENS tokens, and fewer where the model has so many
+# heads that all of them would pass VIEW_VALUES numbers (GPT-2 small: 12 × 12 heads, 85 tokens, 2-7 MB).
+VIEW_TOKENS = 128
+VIEW_VALUES = 1 << 20
 DECIMALS = 6  # the views' data keep this many decimals (they print at most four)
 
 
@@ -125,8 +130,15 @@ class AttentionView:
         return f"AttentionView({n_layer} layers × {n_head} heads over {T} tokens: {''.join(self.tokens)!r})"
 
     def _repr_html_(self) -> str:
-        return view_html({"view": "attention", "title": TITLES["attention"], "tokens": self.tokens,
-                          "probs": values(self.probs)}, self.lang)
+        n_layer, n_head, T, _ = self.probs.shape
+        n = min(T, VIEW_TOKENS, max(1, math.isqrt(VIEW_VALUES // (n_layer * n_head))))
+        note = None if n == T else {
+            "en": f"The last {n} of {T} tokens: their weights on the {T - n} tokens before are not drawn, so a row "
+                  "can sum to less than 1.",
+            "zh": f"只画出 {T} 个词元中的最后 {n} 个：它们对前面 {T - n} 个词元的权重没有画出，"
+                  "所以一行之和可能小于 1。"}
+        return view_html({"view": "attention", "title": TITLES["attention"], "note": note, "tokens": self.tokens[-n:],
+                          "probs": values(self.probs[..., -n:, -n:])}, self.lang)
 
 
 def attention(model, tokenizer, text: str, lang: str = "en") -> AttentionView:

@@ -10,6 +10,7 @@ const HEAD_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8
   "#bcbd22", "#7f7f7f", "#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173", "#3182bd"];
 const headColour = (h) => HEAD_COLOURS[h % HEAD_COLOURS.length];
 const MIN_LINE = 0.002; // a weight below this draws no line (invisible at its opacity anyway)
+const OPACITY_STEPS = 20; // the lines of all tokens are drawn at one of these opacities; a hovered token's exactly
 const localised = (x) => (l) => (x !== null && typeof x === "object" ? x[l] : String(x));
 
 function start(root, data) {
@@ -97,7 +98,7 @@ function attentionView(root, data, tips) {
 // of the head's colour, as opaque as the weight. Hovering a token keeps only its lines and writes
 // their weights beside the tokens at the other end, one number a head.
 function headView(tokens, layerProbs, heads) {
-  const T = tokens.length, ROW = 20, TOP = 26, NUMBER = 44;
+  const T = tokens.length, ROW = 20, TOP = 26, NUMBER = 37; // NUMBER: room for "0.123" at 11 px
   const LINK = Math.min(320, Math.max(150, 5 * T)); // wider for long texts, so their lines are not all steep
   const words = tokens.map(visible);
   const textW = Math.min(170, Math.max(44, 12 + 7.5 * Math.max(...words.map((t) => t.length)))); // room for "keys"
@@ -108,29 +109,44 @@ function headView(tokens, layerProbs, heads) {
   node.appendChild(say(svg("text", { x: qRight, y: 14, class: "gfnb-side", "text-anchor": "end" }), w("queries")));
   node.appendChild(say(svg("text", { x: kLeft, y: 14, class: "gfnb-side" }), w("keys")));
   const y = (i) => TOP + i * ROW + ROW / 2;
-  const byQuery = words.map(() => []), byKey = words.map(() => []);
+  // Every line of a head in a few paths, one an opacity step: thousands of lines stay a few elements.
+  const x1 = qRight + 8, x2 = kLeft - 8;
   for (const h of heads) {
-    const g = svg("g", { "data-head": h, stroke: headColour(h) });
+    const steps = new Map();
     for (let q = 0; q < T; q++) {
       for (let k = 0; k < T; k++) {
         const p = layerProbs[h][q][k];
         if (p < MIN_LINE) continue;
-        const line = svg("line", { x1: qRight + 8, y1: y(q), x2: kLeft - 8, y2: y(k), "stroke-opacity": p,
-          "data-q": q, "data-k": k });
-        g.appendChild(line);
-        byQuery[q].push(line);
-        byKey[k].push(line);
+        const step = Math.round(p * OPACITY_STEPS);
+        if (!steps.has(step)) steps.set(step, []);
+        steps.get(step).push(`M${x1},${y(q)}L${x2},${y(k)}`);
       }
     }
-    node.appendChild(g);
+    for (const [step, segments] of steps) {
+      node.appendChild(svg("path", { class: "gfnb-all", "data-head": h, stroke: headColour(h), d: segments.join(""),
+        "stroke-opacity": Math.max(step / OPACITY_STEPS, 0.02) }));
+    }
   }
+  const focused = svg("g", { class: "gfnb-focused" });
   const numbers = svg("g", { class: "gfnb-weights" });
-  node.appendChild(numbers);
-  // One token's lines only, and beside every token at the other end the weight of each head.
+  node.append(focused, numbers);
+  // One token's lines only, each as opaque as its weight, and beside every token at the other end the
+  // weight of each head.
   const focus = (side, i, on) => {
     node.classList.toggle("gfnb-focus", on);
-    for (const line of (side === "q" ? byQuery : byKey)[i]) line.classList.toggle("on", on);
     for (const t of node.querySelectorAll(`text.gfnb-token[data-${side}="${i}"]`)) t.classList.toggle("on", on);
+    focused.replaceChildren();
+    if (on) {
+      for (const h of heads) {
+        for (let j = 0; j < T; j++) {
+          const [q, k] = side === "q" ? [i, j] : [j, i];
+          const p = layerProbs[h][q][k];
+          if (p < MIN_LINE) continue;
+          focused.appendChild(svg("line", { x1, y1: y(q), x2, y2: y(k), stroke: headColour(h), "stroke-opacity": p,
+            "data-head": h, "data-q": q, "data-k": k }));
+        }
+      }
+    }
     numbers.replaceChildren();
     if (!on) return;
     heads.forEach((h, n) => { // each column of numbers headed by its head's number, in its colour
@@ -143,6 +159,7 @@ function headView(tokens, layerProbs, heads) {
     for (let j = 0; j < T; j++) {
       heads.forEach((h, n) => {
         const p = side === "q" ? layerProbs[h][i][j] : layerProbs[h][j][i];
+        if (p === 0) return; // a masked (later) key, or a weight under the data's last decimal: nothing to read
         const x = side === "q" ? kLeft + textW + n * NUMBER : numbersW - (n + 1) * NUMBER;
         const t = svg("text", { x: x + 2, y: y(j) + 4, class: p >= 0.0005 ? "gfnb-weight" : "gfnb-weight zero",
           "data-head": h, [side === "q" ? "data-k" : "data-q"]: j });
