@@ -1,12 +1,16 @@
 """Inline displays for Jupyter: walkthroughs, traces, attention, the logit lens and patching.
 
-Each object shows as self-contained HTML (inline styles and SVG, no script from the network,
-every user string escaped) beside its plain-text `repr`. The observers' own results (Trace,
-Attribution, Patching) and walkthroughs know nothing of HTML: `register` tells IPython how to
-draw them, and `import glassformer` calls it when it runs inside IPython or Jupyter.
+Each object shows as one self-contained HTML fragment beside its plain-text `repr`: a `<div>`, a
+`<style>` and a `<script>` that draws the object's numbers, carried as JSON, with
+templates/notebook.js and the explorer's own dom.js and matrices.js (its palette, its number
+formatting) inlined. Nothing is fetched; every id is fresh and every name of the script stays
+inside one function, so views never collide; text reaches the page only through textContent.
+The observers' own results (Trace, Attribution, Patching) and walkthroughs know nothing of HTML:
+`register` tells IPython how to draw them, and `import glassformer` calls it when it runs inside
+IPython or Jupyter.
 
     from glassformer.explain.render.notebook import attention, lens
-    attention(model, tok, "ROMEO:")          # heatmaps per layer and head
+    attention(model, tok, "ROMEO:")          # bertviz's head view (layer, head toggles, hover) and heatmaps
     lens(model, tok, "ROMEO:")               # the top token each layer predicts at each position
     walkthrough                              # the whole HTML walkthrough, in a frame
     patch_text(model, tok, clean, corrupt)   # (explain.analysis_view) the patching grids
@@ -60,7 +64,7 @@ LENS_TOP = 5  # the lens's tip lists this many tokens
 # heads that all of them would pass VIEW_VALUES numbers (GPT-2 small: 12 × 12 heads, 85 tokens, 2-7 MB).
 VIEW_TOKENS = 128
 VIEW_VALUES = 1 << 20
-DECIMALS = 6  # the views' data keep this many decimals (they print at most four)
+DECIMALS = 6  # the views' data keep this many decimals (cells print 2-4, tips all six)
 
 
 def view_html(data: dict, lang: str = "en") -> str:
@@ -86,7 +90,7 @@ def view_html(data: dict, lang: str = "en") -> str:
             f'(document.getElementById("{uid}"), {script_json({**data, "lang": lang})});\n}})();\n</script>')
 
 
-def values(tensor: torch.Tensor) -> list:
+def numbers(tensor: torch.Tensor) -> list:
     """A tensor as nested lists for a view's data: DECIMALS decimals, NaN (not computed) as None."""
     out = tensor.double().round(decimals=DECIMALS)
     return nan_to_none(out.tolist()) if out.isnan().any() else out.tolist()
@@ -98,9 +102,9 @@ def nan_to_none(x):
     return None if x != x else x
 
 
-def grid(values_, rows, cols, caption, probabilities: bool = False, text=None, tips=None) -> dict:
+def grid(values, rows, cols, caption, probabilities: bool = False, text=None, tips=None) -> dict:
     """One grid for notebook.js: values (rows × cols), labels (strings or {"en", "zh"}), a caption."""
-    return {"values": values_, "rows": rows, "cols": cols, "caption": caption, "probabilities": probabilities,
+    return {"values": values, "rows": rows, "cols": cols, "caption": caption, "probabilities": probabilities,
             "text": text, "tips": tips}
 
 
@@ -138,7 +142,7 @@ class AttentionView:
             "zh": f"只画出 {T} 个词元中的最后 {n} 个：它们对前面 {T - n} 个词元的权重没有画出，"
                   "所以一行之和可能小于 1。"}
         return view_html({"view": "attention", "title": TITLES["attention"], "note": note, "tokens": self.tokens[-n:],
-                          "probs": values(self.probs[..., -n:, -n:])}, self.lang)
+                          "probs": numbers(self.probs[..., -n:, -n:])}, self.lang)
 
 
 def attention(model, tokenizer, text: str, lang: str = "en") -> AttentionView:
@@ -196,7 +200,7 @@ class LensView:
                 for row_p, row_ids in zip(p.tolist(), ids.tolist())]
         text = [[self.vocab[top[0]] for top in row] for row in ids.tolist()]
         return view_html({"title": TITLES["lens"], "note": TITLES["lens_note"], "grids": [grid(
-            values(p[..., 0]), rows, self.tokens, "", probabilities=True, text=text, tips=tips)]}, self.lang)
+            numbers(p[..., 0]), rows, self.tokens, "", probabilities=True, text=text, tips=tips)]}, self.lang)
 
 
 def lens(model, tokenizer, text: str, lang: str = "en") -> LensView:
@@ -250,9 +254,9 @@ def patching_html(result) -> str:
     heads = [both("head", n=h + 1) for h in range(result.heads.size(1))]
     return view_html({
         "title": both("patching"), "note": {lang: metric_line(result, None, lang) for lang in ("en", "zh")},
-        "grids": [grid(values(result.resid), [layer_label(x) for x in result.layer_labels],
+        "grids": [grid(numbers(result.resid), [layer_label(x) for x in result.layer_labels],
                        [str(t) for t in result.position_labels], both("resid")),
-                  grid(values(result.heads), layers, heads, both("heads_all"))]})
+                  grid(numbers(result.heads), layers, heads, both("heads_all"))]})
 
 
 def attribution_html(result) -> str:
@@ -268,7 +272,7 @@ def attribution_html(result) -> str:
     note = both("logit", logit=result.logit, total=result.total())
     frozen = both("frozen", scale="σ" if result.norm == "layernorm" else "rms", value=result.scale)
     return view_html({"title": title, "note": {lang: f"{note[lang]}; {frozen[lang]}" for lang in note},
-                      "grids": [grid(values(table), rows, cols, both("heads"))],
+                      "grids": [grid(numbers(table), rows, cols, both("heads"))],
                       "footer": {lang: f"{both('remaining')[lang]}: {remaining[lang]}" for lang in note}})
 
 
