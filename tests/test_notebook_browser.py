@@ -77,6 +77,8 @@ def test_a_head_toggled_off_loses_its_lines_in_its_own_view_only(page):
     d, load, probs, _ = page
     first, second, _, _ = load()
     assert d.execute_script("return [typeof start, typeof WORDS, typeof colour, typeof headView]") == ["undefined"] * 4
+    ids = d.execute_script("return [...document.querySelectorAll('[id]')].map((e) => e.id)")
+    assert len(ids) == 4 and len(set(ids)) == 4 and all(i.startswith("gfnb-") for i in ids)  # one a view, no more
     # layer 1: one line for each weight of at least MIN_LINE (notebook.js), its opacity the weight in 20 steps
     lines = lines_shown(d, first)
     assert sorted((h, q, k) for h, q, k, _ in lines) == [tuple(x) for x in np.argwhere(probs[0] >= 0.002).tolist()]
@@ -135,8 +137,10 @@ def test_heatmaps_use_matrices_js_palette_and_tip_the_value(page):
     d, load, probs, result = page
     first, _, lens, attribution = load()
     choose_layer(first, LAYER)
-    # matrices.js's own colour(), as a global of this test page only
-    d.execute_script("const s = document.createElement('script'); s.textContent = arguments[0];"
+    # matrices.js's own colour(), as a global of this test page only (with the tip its pages have)
+    d.execute_script("const tip = document.createElement('div'); tip.id = 'gf-tip'; tip.hidden = true;"
+                     "document.body.appendChild(tip);"
+                     "const s = document.createElement('script'); s.textContent = arguments[0];"
                      "document.head.appendChild(s);", asset("matrices.js"))
     h = 2
     canvas = first.find_element(By.CSS_SELECTOR, f'canvas[data-head="{h}"]')

@@ -59,6 +59,11 @@ TITLES = {
 }
 NO_SCRIPT = ("This view is drawn by JavaScript: run the cell in Jupyter, or trust the notebook, to see it. "
              "此视图由 JavaScript 绘制：请在 Jupyter 中运行该单元格或信任该笔记本。")
+# matrices.js takes its page's tip (#gf-tip) when it runs and may hide it on page events; a notebook
+# has none, so each view lends it a hidden one inside the view, which notebook.js's start() removes
+# (each view shows tips of its own). The id is in the page only while the view's script starts.
+TIP_STAND_IN = ('if (!document.getElementById("gf-tip")) { const t = document.createElement("div"); t.id = "gf-tip"; '
+                't.hidden = true; document.getElementById("%s").appendChild(t); }')
 LENS_TOP = 5  # the lens's tip lists this many tokens
 # The attention view draws at most the last VIEW_TOKENS tokens, and fewer where the model has so many
 # heads that all of them would pass VIEW_VALUES numbers (GPT-2 small: 12 × 12 heads, 85 tokens, 2-7 MB).
@@ -85,7 +90,8 @@ def view_html(data: dict, lang: str = "en") -> str:
     shared = "\n".join(asset(name) for name in ("dom.js", "matrices.js"))  # numbers and the palette, as the explorer's
     return (f'<div class="gfnb" id="{uid}"><p>{html.escape(NO_SCRIPT)}</p></div>\n'
             f'<style>\n{asset("notebook.css")}</style>\n'
-            f'<script>\n"use strict";\n(function () {{\nconst WORDS = {script_json(WORDS)};\n{shared}\n'
+            f'<script>\n"use strict";\n(function () {{\nconst WORDS = {script_json(WORDS)};\n{TIP_STAND_IN % uid}\n'
+            f'{shared}\n'
             f'(function (root, data) {{\n{asset("notebook.js")}\nstart(root, data);\n}})'
             f'(document.getElementById("{uid}"), {script_json({**data, "lang": lang})});\n}})();\n</script>')
 
