@@ -150,7 +150,7 @@ function headView(tokens, layerProbs, heads) {
     numbers.replaceChildren();
     if (!on) return;
     heads.forEach((h, n) => { // each column of numbers headed by its head's number, in its colour
-      const x = side === "q" ? kLeft + textW + n * NUMBER : numbersW - (n + 1) * NUMBER;
+      const x = side === "q" ? kLeft + textW + n * NUMBER : n * NUMBER;
       const t = svg("text", { x: x + 2, y: 14, class: "gfnb-weight-head" });
       t.style.fill = headColour(h);
       t.textContent = String(h + 1);
@@ -160,7 +160,7 @@ function headView(tokens, layerProbs, heads) {
       heads.forEach((h, n) => {
         const p = side === "q" ? layerProbs[h][i][j] : layerProbs[h][j][i];
         if (p === 0) return; // a masked (later) key, or a weight under the data's last decimal: nothing to read
-        const x = side === "q" ? kLeft + textW + n * NUMBER : numbersW - (n + 1) * NUMBER;
+        const x = side === "q" ? kLeft + textW + n * NUMBER : n * NUMBER;
         const t = svg("text", { x: x + 2, y: y(j) + 4, class: p >= 0.0005 ? "gfnb-weight" : "gfnb-weight zero",
           "data-head": h, [side === "q" ? "data-k" : "data-q"]: j });
         t.style.fill = headColour(h);
