@@ -122,7 +122,8 @@ def check_cell(w, step, at) -> None:
         i = at[1] % (d // 2)  # the "half" pairing: channel i with i + d/2
         angle = part["position"] * step.params["theta"] ** (-2 * i / d)
         assert part["angle"] == pytest.approx(angle, rel=1e-12)
-        expected = a * math.cos(angle) - b * math.sin(angle) if at[1] < d // 2 else a * math.sin(angle) + b * math.cos(angle)
+        first = at[1] < d // 2  # the cell is the pair's first channel (a·cos − b·sin) or its second (a·sin + b·cos)
+        expected = a * math.cos(angle) - b * math.sin(angle) if first else a * math.sin(angle) + b * math.cos(angle)
         assert abs(expected - value) <= 1e-5 * max(1, abs(a) + abs(b)), (step.id, at)
     elif kind == "moved":
         (o,) = part["operands"]
@@ -199,7 +200,8 @@ def test_the_endpoint_answers_for_a_truncated_step_with_the_edit(checkpoint):
     edit = {"name": "blocks.0.self_attn.q_proj.weight", "index": [20, 3], "value": 2.5}
     data = walkthrough_data(explorer.subject.walkthrough(text), 64)
     assert next(s for s in data["steps"] if s["id"] == "dec.0.self.h1.q").get("truncated")
-    answer = explorer.call("cell", {"text": text, "edits": [edit], "id": "dec.0.self.h1.q", "index": [15, 4]})  # row 15: outside the 8 × 8 corner
+    # Row 15: outside the 8 × 8 corner the page has.
+    answer = explorer.call("cell", {"text": text, "edits": [edit], "id": "dec.0.self.h1.q", "index": [15, 4]})
     assert answer["right"]["values"][3] == 2.5  # W_Q row 16 + 4 = 20 holds the edit at column 3
     assert answer["right"]["name"] == edit["name"] and answer["right"]["param_row"] == 20
     products = arr(answer["products"])

@@ -263,7 +263,8 @@ def _rope(step, inputs, at, params):
     return {"kind": "rope", "position": position, "pair_index": i, "frequency": freq, "angle": angle,
             "cos": math.cos(angle), "sin": math.sin(angle), "first": first,
             # a: the pair's first channel, b: its second; the cell is the first or the second of the rotated pair
-            "operands": [operand(inputs[0], [r, c if first else partner]), operand(inputs[0], [r, partner if first else c])],
+            "operands": [operand(inputs[0], [r, c if first else partner]),
+                         operand(inputs[0], [r, partner if first else c])],
             "function": "a·cos − b·sin" if first else "a·sin + b·cos",
             "recomputed": float(OPS["rope"](x[r:r + 1], one)[0, c])}
 

@@ -326,7 +326,7 @@ function stepCard(step) {
   }
   const lens = el("div", "lens-holder");
   card.appendChild(lens);
-  if (state.lens && state.lens.card === step.id) showLens(lens); // lens.js
+  if (state.cellLens && state.cellLens.card === step.id) showCellLens(lens); // lens.js
   return card;
 }
 
@@ -456,7 +456,7 @@ function wire(eq, p) {
   b.plot.addEventListener("mouseleave", () => { hideTip(); lightEquation(eq, null, null); });
   b.plot.addEventListener("click", (event) => {
     const at = bandCell(b, event);
-    if (at) openLens(eq.card, step.id, p.index(at)); // lens.js
+    if (at) openCellLens(eq.card, step.id, p.index(at)); // lens.js
   });
   // The edited weight cell: outlined, at least 12 px across whatever the cell's size.
   if (step.op === "weight") {
@@ -466,7 +466,7 @@ function wire(eq, p) {
     }
   }
   markChanged(p);
-  const picked = state.lens && state.lens.card === eq.card && state.lens.id === step.id ? state.lens.index : null;
+  const picked = state.cellLens && state.cellLens.card === eq.card && state.cellLens.id === step.id ? state.cellLens.index : null;
   if (picked) {
     const at = picked.slice(-2);
     const drawn = picked.length === 1 ? [0, picked[0]] : p.transposed ? [at[1], at[0]] : at;
@@ -673,7 +673,7 @@ function decorate(drawn, step, options) {
   }
   if (table) {
     // A click opens the lens on a cell (a weight's own table: the click edits it instead).
-    const picked = state.lens && state.lens.id === step.id && state.lens.card === options.card ? JSON.stringify(state.lens.index) : null;
+    const picked = state.cellLens && state.cellLens.id === step.id && state.cellLens.card === options.card ? JSON.stringify(state.cellLens.index) : null;
     for (const td of table.querySelectorAll("tbody td")) {
       const at = cellAt(td, options);
       if (at && picked === JSON.stringify(stepIndex(step, at, false))) td.classList.add("picked");
@@ -684,7 +684,7 @@ function decorate(drawn, step, options) {
       const at = cellAt(td, options);
       if (!at) return;
       if (editable && td.dataset.editName) startEdit(td, step, at);
-      else if (options.card) openLens(options.card, step.id, stepIndex(step, at, false)); // lens.js
+      else if (options.card) openCellLens(options.card, step.id, stepIndex(step, at, false)); // lens.js
     });
   }
   const heat = !table && (drawn.tagName === "CANVAS" ? drawn : drawn.querySelector && drawn.querySelector("canvas"));

@@ -29,6 +29,7 @@ Object.assign(WORDS.en, {
   lens_pair_ids: "previous id × V + id", lens_previous: "previous id", lens_parameter: "a parameter of the model",
   lens_leaf: "an input: not computed from other steps", lens_set: "Set", lens_edit_to: "set this weight to",
   lens_sorted: "sorted", lens_in_order: "in order",
+  edit_outside: "{edit} lies outside the {rows} × {cols} corner shown here (row {r}, column {c} of this weight); the equations that use it outline it.",
 });
 Object.assign(WORDS.zh, {
   lens_title: "透镜：这个数从何而来", lens_hint: "点击任意格子，查看它由哪些数算出。",
@@ -53,9 +54,13 @@ Object.assign(WORDS.zh, {
   lens_pair_ids: "前一个编号 × V + 编号", lens_previous: "前一个编号", lens_parameter: "模型的一个参数",
   lens_leaf: "输入：不是由其他步骤算出的", lens_set: "设定", lens_edit_to: "把这个权重改为",
   lens_sorted: "排序", lens_in_order: "原顺序",
+  edit_outside: "{edit} 不在这里显示的 {rows} × {cols} 左上角内（此权重的第 {r} 行、第 {c} 列）；用到它的算式会把它框出来。",
 });
 
-if (state.lens === undefined) state.lens = null; // {card, id, index, key, data}: the cell the lens shows
+if (state.cellLens === undefined) state.cellLens = null; // {card, id, index, key, data}: the cell the lens shows
+
+// Two names for explore.js (openCellLens on a click, showCellLens when a card is drawn); the rest stays in here.
+const { openCellLens, showCellLens } = (() => {
 
 // A number as the lens writes it: six significant digits, a real minus sign, −∞ for null.
 function sig(x) {
@@ -66,22 +71,22 @@ function sig(x) {
   return text.replace(/-/g, "−");
 }
 const at = (index) => `[${index.join(", ")}]`;
-const lensKey = () => state.lens && JSON.stringify([request(), state.lens.id, state.lens.index]);
+const lensKey = () => state.cellLens && JSON.stringify([request(), state.cellLens.id, state.cellLens.index]);
 
-function openLens(card, id, index) {
-  state.lens = { card, id, index, key: null, data: null };
+function openCellLens(card, id, index) {
+  state.cellLens = { card, id, index, key: null, data: null };
   render();
 }
 function closeLens() {
-  state.lens = null;
+  state.cellLens = null;
   render();
 }
 
 // Called by stepCard for the card the lens belongs to: the answer kept, or asked for.
-function showLens(holder) {
+function showCellLens(holder) {
   const key = lensKey();
-  if (state.lens.data && state.lens.key === key) {
-    drawLens(holder, state.lens.data);
+  if (state.cellLens.data && state.cellLens.key === key) {
+    drawLens(holder, state.cellLens.data);
     return;
   }
   holder.appendChild(say(el("p", "note lens-loading"), w("lens_loading")));
@@ -91,12 +96,12 @@ let lensAsked = null;
 async function fetchLens(key) {
   if (lensAsked === key) return;
   lensAsked = key;
-  const { card, id, index } = state.lens;
+  const { card, id, index } = state.cellLens;
   try {
     const data = await api("/api/cell", { ...request(), id, index });
     if (lensKey() !== key) return; // another cell or another text since
-    state.lens.data = data;
-    state.lens.key = key;
+    state.cellLens.data = data;
+    state.cellLens.key = key;
     const holder = document.querySelector(`[id="gx-step-${card}"] .lens-holder`);
     if (holder) { holder.textContent = ""; drawLens(holder, data); }
   } catch (e) {
@@ -296,3 +301,6 @@ const LENS_KINDS = {
     box.appendChild(form);
   },
 };
+
+return { openCellLens, showCellLens };
+})();
