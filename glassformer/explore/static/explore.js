@@ -198,6 +198,7 @@ function shortName(s, l) {
 function figureOf(step, options) {
   const fig = el("figure", options.result ? "operand result" : "operand");
   fig.dataset.step = step.id;
+  if (options.role) fig.dataset.role = options.role;
   if (step.values === undefined && step.corner === undefined) {
     if (step.table) fig.appendChild(textTable(step));
   } else {
@@ -271,6 +272,8 @@ function asNumbers(step, inputs) {
   });
 }
 
+const dotRoles = (step) => (step.op === "linear" || step.op === "matmul" ? ["left", "right", "bias"] : []);
+
 function stepCard(step) {
   step = fullStep(step.id);
   const card = el("section", "step");
@@ -285,7 +288,7 @@ function stepCard(step) {
   const shape = say(el("span", "shape"), (l) => `${word("shape", {}, l)} ${shapeText(step)}`);
   meta.appendChild(shape);
   if (step.op === "weight") meta.appendChild(say(el("span", "hint"), w("edit_hint")));
-  if (step.values !== undefined || step.corner !== undefined) meta.appendChild(say(el("span", "hint lens-hint"), w("lens_hint")));
+  else if (step.values !== undefined || step.corner !== undefined) meta.appendChild(say(el("span", "hint lens-hint"), w("lens_hint")));
   card.appendChild(meta);
   const body = el("div", "body");
   const inputs = step.inputs.map((id, i) => {
@@ -308,11 +311,12 @@ function stepCard(step) {
     for (const { input, i, column, transposed } of inputs) {
       const sym = i > 0 && operandSymbol(step, i);
       if (sym) box.appendChild(el("span", "opsym", sym));
-      box.appendChild(figureOf(input, { operand: true, numbers: true, transposed, column, card: step.id }));
+      const role = dotRoles(step)[i] || "in" + i;
+      box.appendChild(figureOf(input, { operand: true, numbers: true, transposed, column, card: step.id, role }));
     }
     if (after) box.appendChild(el("span", "opsym", after));
     box.appendChild(el("span", "opsym", "="));
-    box.appendChild(figureOf(step, { result: true, numbers: true, of: step, card: step.id }));
+    box.appendChild(figureOf(step, { result: true, numbers: true, of: step, card: step.id, role: "result" }));
     body.appendChild(box);
   } else {
     body.appendChild(bandEquation(step, inputs, step.id));
@@ -374,7 +378,7 @@ function bandEquation(step, inputs, card) {
     fig.dataset.rowPx = String(rows);
     fig.appendChild(b.node);
     fig.appendChild(caption(s, opts));
-    const p = { step: s, role, b, fig, transposed: !!opts.transposed };
+    const p = { step: s, role, b, fig, transposed: !!opts.transposed, shape: v.shape };
     parts.push(p);
     return fig;
   };
@@ -401,7 +405,7 @@ function bandEquation(step, inputs, card) {
   } else {
     node = el("div", "equation bands");
     const m = result.shape[1];
-    const budget = Math.max(160, Math.min(560, 900 / (inputs.length + 1) - GUTTER));
+    const budget = Math.max(160, Math.min(560, 1000 / (inputs.length + 1) - GUTTER - 24));
     const colPx = colWidth(m, budget);
     const [before, , after] = operatorOf(step);
     if (inputs.length && before) node.appendChild(el("span", "opsym", before));
@@ -519,27 +523,53 @@ function markChanged(p) {
 function lightEquation(eq, from, at) {
   for (const p of eq.parts) for (const old of p.b.plot.querySelectorAll(".lit")) old.remove();
   if (!from) return;
-  const lit = (p, r, c) => p.b.plot.appendChild(mark("lit", p.b, [r, c], 4));
-  const [r, c] = at;
   for (const p of eq.parts) {
-    if (p === from) { lit(p, r, c); continue; }
-    if (eq.dot) {
-      const rules = {
-        result: { left: [r, null], right: [null, c], bias: [null, c] },
-        left: { result: [r, null], right: [c, null] },
-        right: { left: [null, r], result: [null, c], bias: [null, c] },
-        bias: { right: [null, c], result: [null, c] },
-      };
-      const rule = rules[from.role][p.role];
-      if (rule) lit(p, ...rule);
-      continue;
-    }
-    const [n, m] = p.b.v.shape, [fn, fm] = from.b.v.shape;
-    const rows = n === fn && n > 1, cols = m === fm && m > 1;
-    const wholeRow = ROW_OPS.has(eq.step.op) && (from.role === "result" || p.role === "result");
-    if (rows && cols && !wholeRow) lit(p, r, c);
-    else if (rows) lit(p, r, null);
-    else if (cols) lit(p, null, c);
+    const rule = p === from ? at : lightRule(eq.dot, eq.step.op, from, p, at);
+    if (rule) p.b.plot.appendChild(mark("lit", p.b, rule, 4));
+  }
+}
+// What of part p (a {role, shape} drawn n × m) hovered cell `at` of part `from` lights: [r, c] a
+// cell, [r, null] a row, [null, c] a column, null nothing.
+function lightRule(dot, op, from, p, at) {
+  const [r, c] = at;
+  if (dot) {
+    const rules = {
+      result: { left: [r, null], right: [null, c], bias: [null, c] },
+      left: { result: [r, null], right: [c, null] },
+      right: { left: [null, r], result: [null, c], bias: [null, c] },
+      bias: { right: [null, c], result: [null, c] },
+    };
+    return (rules[from.role] || {})[p.role] || null;
+  }
+  const [n, m] = p.shape, [fn, fm] = from.shape;
+  const rows = n === fn && n > 1, cols = m === fm && m > 1;
+  const wholeRow = ROW_OPS.has(op) && (from.role === "result" || p.role === "result");
+  if (rows && cols && !wholeRow) return [r, c];
+  if (rows) return [r, null];
+  if (cols) return [null, c];
+  return null;
+}
+// The same in an equation of numbers tables (the articles' example): the cells lit by class.
+function lightTables(equation, step, fig, at) {
+  for (const td of equation.querySelectorAll("td.lit")) td.classList.remove("lit");
+  if (!at) return;
+  const dot = step.op === "linear" || step.op === "matmul";
+  const part = (f) => {
+    const body = f.querySelector("tbody");
+    const rows = body ? body.rows.length : 0;
+    return { role: f.dataset.role, shape: [rows, rows ? body.rows[0].cells.length - 1 : 0], body };
+  };
+  const from = part(fig);
+  for (const f of equation.querySelectorAll("figure.operand")) {
+    const p = part(f);
+    if (!p.body) continue;
+    const rule = f === fig ? at : lightRule(dot, step.op, from, p, at);
+    if (!rule) continue;
+    const [r, c] = rule;
+    [...p.body.rows].forEach((tr, i) => {
+      if (r !== null && i !== r) return;
+      [...tr.cells].slice(1).forEach((td, j) => { if (c === null || j === c) td.classList.add("lit"); });
+    });
   }
 }
 
@@ -708,22 +738,17 @@ function decorate(drawn, step, options) {
     if (td.classList.contains("changed")) lines.push(word("changed"));
     if (editable) lines.push(word("edit_hint"));
     showTip(event, lines.join("\n"));
-    if (options.of) lightOperands(drawn, step, at);
+    lightOperands(drawn, options, td);
   });
-  table.addEventListener("mouseleave", () => { hideTip(); lightOperands(drawn, step, null); });
+  table.addEventListener("mouseleave", () => { hideTip(); lightOperands(drawn, options, null); });
 }
 
-// The operands' row and column a hovered matmul or linear cell multiplies, lit.
-function lightOperands(drawn, step, at) {
-  const eq = drawn.closest(".equation");
-  if (!eq) return;
-  for (const td of eq.querySelectorAll("td.lit")) td.classList.remove("lit");
-  if (!at || (step.op !== "linear" && step.op !== "matmul")) return;
-  const figs = [...eq.querySelectorAll("figure.operand:not(.result)")];
-  const [a, b] = figs;
-  const [r, c] = at;
-  if (a) for (const td of a.querySelectorAll(`tbody tr:nth-child(${r + 1}) td`)) td.classList.add("lit");
-  if (b) for (const tr of b.querySelectorAll("tbody tr")) { const td = tr.cells[c + 1]; if (td) td.classList.add("lit"); }
+// What a hovered cell of an equation's table is made of, or feeds, lit across the equation.
+function lightOperands(drawn, options, td) {
+  const equation = drawn.closest(".equation");
+  const fig = drawn.closest("figure");
+  if (!equation || !fig || !options.card || !fullStep(options.card)) return;
+  lightTables(equation, fullStep(options.card), fig, td ? [td.parentElement.sectionRowIndex, td.cellIndex - 1] : null);
 }
 
 function startEdit(td, step, at) {

@@ -200,7 +200,7 @@ const LENS_KINDS = {
     box.appendChild(list);
     box.appendChild(say(el("p", "lens-says"), w("lens_products", { k: d.products.length })));
     strip(box, d.k_labels, [["a", d.left.values, "left"], ["b", d.right.values, "right"], ["a·b", d.products, "products"]],
-      -1, new Set(top));
+      -1, new Set(d.products.length > top.length ? top : []));
     fact(box, "lens_sum", d.sum, "sum");
     if (d.bias) fact(box, "lens_bias", d.bias.value, "bias");
     fact(box, "lens_equals", d.recomputed, "total");
