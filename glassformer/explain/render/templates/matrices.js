@@ -234,7 +234,7 @@ function rowLabels(v, rowPx, gutter, height) {
   node.style.height = height + "px";
   const ctx = node.getContext("2d");
   ctx.scale(ratio, node.height / height);
-  const size = Math.min(12, Math.max(7, rowPx - 2));
+  const size = Math.min(16, Math.max(7, rowPx - 2)); // "Large text" makes rows, and so labels, larger
   const every = Math.max(1, Math.ceil((size + 1) / rowPx)); // rows too thin for each label: every k-th
   ctx.font = `${size}px ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", monospace`;
   ctx.fillStyle = "#1f2933";
