@@ -86,8 +86,9 @@ function visible(text) {
 // Drawing a matrix: a table of numbers when small, a heatmap when large
 
 // The tip: below and right of the pointer, kept inside the window (above the pointer near the
-// bottom edge). A tap on a touch screen shows it too (the browser follows a tap with mouse events);
-// scrolling hides it, since it would no longer point at its cell.
+// bottom edge); scrolling hides it, since it would no longer point at its cell. On a touch screen a
+// tap shows the tapped cell's tip: the tap is handed on as the hover it stands for (a browser may
+// also send its own mouse events after a tap; they show the same tip).
 const tip = document.getElementById("gf-tip");
 function showTip(event, text) {
   tip.textContent = text;
@@ -103,6 +104,13 @@ function showTip(event, text) {
 }
 const hideTip = () => { tip.hidden = true; };
 window.addEventListener("scroll", hideTip, { capture: true, passive: true });
+window.addEventListener("pointerdown", (event) => { if (event.pointerType === "touch") hideTip(); });
+window.addEventListener("pointerup", (event) => {
+  if (event.pointerType !== "touch") return;
+  const at = { bubbles: true, clientX: event.clientX, clientY: event.clientY };
+  event.target.dispatchEvent(new MouseEvent("mouseover", at));
+  event.target.dispatchEvent(new MouseEvent("mousemove", at));
+});
 const cellText = (v, r, c, p) => `${label(v.rowLabels, r)} · ${label(v.colLabels, c)}: ` +
   (p.mask ? (v.get(r, c) ? "true" : "false") : full(v.get(r, c)));
 
