@@ -125,9 +125,9 @@ def test_phone_cuts_nothing_off_a_wide_gpt(phone, gpt_server, checkpoint, tmp_pa
     type_text(d, LONG)
     assert shown_error(d) == ""
     assert every_view_uncut(d) == {}
-    # The same on the self-contained walkthrough page of the same model and text.
+    # The same on the self-contained walkthrough page of the same model (a shorter text: the same widths).
     model, tok = load(checkpoint)
-    page = write_html(gpt_walkthrough(model, tok, LONG), tmp_path / "walkthrough.html")
+    page = write_html(gpt_walkthrough(model, tok, SHORT), tmp_path / "walkthrough.html")
     d.get(page.as_uri())
     assert d.execute_script("return document.querySelectorAll('figure.operand').length") > 20
     assert d.execute_script(CUT) == []
