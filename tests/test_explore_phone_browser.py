@@ -242,6 +242,7 @@ def test_large_text_labels_heatmaps_readably(phone, gpt_server):
         assert n_tokens == 30 and n_heads == 4
         assert len(labels) >= 2 * n_tokens * n_heads, "every row and column of every head is labelled"
         assert min(size for _, size in labels) >= 12
+        assert d.execute_script(CUT) == []  # larger text, larger heatmaps: still nothing cut off
     finally:
         d.find_element(By.ID, "gx-big").click()
         settle(d)
