@@ -77,6 +77,7 @@ async function run() {
     state.full.clear();
     adopt(result.walkthrough);
     showError("");
+    markStale(false);
     render();
     const page = typed ? performance.now() - typed : null;
     if (typed) document.body.dataset.latency = String(Math.round(page));
@@ -84,8 +85,20 @@ async function run() {
     state.typedAt = 0;
     refreshPanels(signal);
   } catch (e) {
-    if (!aborted(e)) showError(e.message);
+    if (!aborted(e)) { showError(e.message); markStale(Boolean(state.result)); }
   }
+}
+// A refused run leaves the previous answer on screen: greyed, with a line saying whose it is.
+function markStale(on) {
+  let note = document.getElementById("gx-stale");
+  if (on && !note) {
+    note = say(el("p", "stale-note"), w("stale"));
+    note.id = "gx-stale";
+    note.setAttribute("role", "status");
+    document.getElementById("gx-tabs").after(note);
+  }
+  if (note) note.hidden = !on;
+  for (const id of ["gx-panels", "gx-tokens"]) document.getElementById(id).classList.toggle("stale", on);
 }
 function adopt(data) {
   steps = data.steps;
@@ -140,13 +153,19 @@ function drawDiagram() {
   for (const [id, g] of drawn.boxes) {
     diagramBoxes.set(id, g);
     if (!steps.some((s) => boxOf(s) === id)) { g.classList.add("empty"); continue; }
-    const go = () => { state.box = id; state.tab = "steps"; render(); };
+    const go = () => { state.box = id; state.tab = "steps"; render(); showSteps(); };
     g.setAttribute("tabindex", "0");
     g.setAttribute("role", "button");
     g.addEventListener("click", go);
     g.addEventListener("keydown", (event) => { if (event.key === "Enter") go(); });
   }
   fitLabels();
+}
+// Where the panels sit below the diagram (a phone), a click on a block scrolls down to its steps.
+function showSteps() {
+  const main = document.getElementById("gx-main");
+  const top = (document.querySelector("#gx-panels .step") || main).getBoundingClientRect().top;
+  if (top < 0 || top > window.innerHeight - 80) main.scrollIntoView({ block: "start", behavior: "smooth" });
 }
 const fitLabels = () => fitDiagramLabels(document.getElementById("gx-diagram"));
 function lightBox() {

@@ -87,14 +87,32 @@ function visible(text) {
 // -------------------------------------------------------------------------------------------
 // Drawing a matrix: a table of numbers when small, a heatmap when large
 
+// The tip: below and right of the pointer, kept inside the window (above the pointer near the
+// bottom edge); scrolling hides it, since it would no longer point at its cell. On a touch screen a
+// tap shows the tapped cell's tip: the tap is handed on as the hover it stands for (a browser may
+// also send its own mouse events after a tap; they show the same tip).
 const tip = document.getElementById("gf-tip");
 function showTip(event, text) {
   tip.textContent = text;
   tip.hidden = false;
-  tip.style.left = Math.min(event.clientX + 14, window.innerWidth - tip.offsetWidth - 8) + "px";
-  tip.style.top = event.clientY + 16 + "px";
+  tip.style.left = tip.style.top = "0px"; // measured where nothing narrows it
+  const W = document.documentElement.clientWidth, H = document.documentElement.clientHeight, M = 6;
+  const w = tip.offsetWidth, h = tip.offsetHeight;
+  let left = event.clientX + 14, top = event.clientY + 16;
+  if (left + w > W - M) left = W - M - w;
+  if (top + h > H - M) top = event.clientY - 12 - h;
+  tip.style.left = Math.max(M, left) + "px";
+  tip.style.top = Math.max(M, Math.min(top, H - M - h)) + "px";
 }
 const hideTip = () => { tip.hidden = true; };
+window.addEventListener("scroll", hideTip, { capture: true, passive: true });
+window.addEventListener("pointerdown", (event) => { if (event.pointerType === "touch") hideTip(); });
+window.addEventListener("pointerup", (event) => {
+  if (event.pointerType !== "touch") return;
+  const at = { bubbles: true, clientX: event.clientX, clientY: event.clientY };
+  event.target.dispatchEvent(new MouseEvent("mouseover", at));
+  event.target.dispatchEvent(new MouseEvent("mousemove", at));
+});
 const cellText = (v, r, c, p) => `${label(v.rowLabels, r)} · ${label(v.colLabels, c)}: ` +
   (p.mask ? (v.get(r, c) ? "true" : "false") : full(v.get(r, c)));
 
