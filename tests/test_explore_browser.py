@@ -197,7 +197,7 @@ def test_gpt_page_shows_what_the_library_computes(builtin_server, driver, checkp
         tab(d, "lens")
         assert len(d.find_elements(By.CSS_SELECTOR, "#gx-lens tbody tr")) == model.config.n_layer + 1
         d.find_element(By.CSS_SELECTOR, '#gx-langs button[data-lang="zh"]').click()
-        assert d.find_element(By.CSS_SELECTOR, '#gx-tabs button[data-tab="lens"]').text == "逻辑透镜"
+        assert d.find_element(By.CSS_SELECTOR, '#gx-tabs button[data-tab="lens"]').text == "Logit 透镜"
         assert shown_error(d) == ""
         assert errors(d) == []
         origin = server.url.split("/?")[0].rstrip("/")

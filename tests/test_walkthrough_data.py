@@ -233,8 +233,13 @@ def test_grouped_query_attention_q_k_norms_and_llama3_rope_recompute(chars, n_kv
         assert w.step(f"dec.0.self.h{h}.out").inputs[1] == f"{kv}.v"
         assert w.step(f"dec.0.self.h{h}.q_rot").inputs == [f"dec.0.self.h{h}.q_norm"]
     assert w.step("dec.0.self.h0.q_rot").params["scaling"]["type"] == "llama3"
+    from glassformer.explain.narration import narrate
+
+    # The per-head norm's γ has one scale per head channel (4 here), not one per d_model channel (16).
+    gamma = w.step(w.step("dec.0.self.h0.q_norm").inputs[1])
+    assert gamma.values.shape == (model.config.n_embd // 4,)
+    assert "head_dim" in narrate(gamma, "en")[1] and "head_dim" in narrate(gamma, "zh")[1]
     if group > 1:
-        from glassformer.explain.narration import narrate
 
         title = narrate(w.step("dec.0.self.kv0.k"), "en")[0]
         assert f"K/V head 1, shared by query heads 1–{group}" in title

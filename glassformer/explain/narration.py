@@ -101,6 +101,10 @@ NARRATION: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
         "en": ("Norm scale γ", "A learned scale for each of the d_model channels."),
         "zh": ("归一化缩放 γ", "每个通道一个可学习的缩放系数。"),
     }),
+    "head_norm_gain": ("γ", {
+        "en": ("Per-head norm scale γ", "A learned scale for each of a head's head_dim channels, shared by all the heads."),
+        "zh": ("每头归一化缩放 γ", "一个头的 head_dim 个通道各有一个可学习的缩放系数，所有头共用。"),
+    }),
     "norm_shift": ("β", {
         "en": ("Norm shift β", "A learned shift for each of the d_model channels."),
         "zh": ("归一化平移 β", "每个通道一个可学习的平移量。"),

@@ -233,7 +233,7 @@ def attention_steps(s: Steps, prefix: str, module: str, x: str, context: str, ma
 def head_norm_step(s: Steps, id: str, kind: str, x: str, module: str, head: int, rows) -> str:
     """Qwen3's RMSNorm over one head's q or k channels (one γ shared by the heads)."""
     norm = s.model.get_submodule(module)
-    gamma = s.weight(f"{id}.weight", "norm_gain", f"{module}.weight")
+    gamma = s.weight(f"{id}.weight", "head_norm_gain", f"{module}.weight")
     return s.add(id, "rms_norm", kind, rec(s.trace, module)[head], [x, gamma], params={"eps": norm.eps},
                  rows=rows, fill={"eps": norm.eps})
 

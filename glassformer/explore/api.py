@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from glassformer.explain.cell import cell as cell_parts
 from glassformer.explain.flow import flow_data
 from glassformer.explain.generation import gpt_generation, seq2seq_generation, stages
 from glassformer.explain.labels import token_label, token_labels
@@ -193,8 +194,8 @@ class Explorer:
         self.run_values = RUN_VALUES  # /api/run's budget of values
         self.lock = threading.Lock()  # one model: requests take turns
         self.endpoints = {"run": self.run, "step": self.step, "sample": self.sample, "next": self.next,
-                          "beam": self.beam, "export": self.export, "flow": self.flow, "attribute": self.attribute,
-                          "patch": self.patch}
+                          "beam": self.beam, "export": self.export, "cell": self.cell, "flow": self.flow,
+                          "attribute": self.attribute, "patch": self.patch}
 
     # -- what the page asks first ------------------------------------------------------------
 
@@ -376,6 +377,21 @@ class Explorer:
             if step.values is not None and step.values.size > STEP_VALUES_CAP:
                 raise ApiError(413, f"step {step.id} has {step.values.size} values; at most {STEP_VALUES_CAP} are sent")
             return step_data(step, self.seq2seq, 0)
+
+    def cell(self, body: dict) -> dict:
+        """The numbers one cell of a step came from (the dot-product lens; glassformer.explain.cell)."""
+        check_fields(body, COMMON + ("id", "index"))
+        inputs = self.inputs(body)
+        wanted, index = body.get("id"), body.get("index")
+        if not isinstance(wanted, str):
+            raise ApiError(422, "id must be a step id (a string)")
+        if not isinstance(index, list) or len(index) > 4 or not all(is_int(i) for i in index):
+            raise ApiError(422, "index must be a list of integers, one per axis of the step")
+        with self.edited(inputs):
+            walkthrough = self.subject.walkthrough(inputs.text)
+            if not any(s.id == wanted for s in walkthrough.steps):
+                raise ApiError(422, f"no step {echo(wanted)} in this walkthrough")
+            return cell_parts(walkthrough, wanted, index)  # a bad index: ValueError -> 422
 
     def sample(self, body: dict) -> dict:
         """How the next token would be chosen with these settings (nothing drawn): next_token's stages."""

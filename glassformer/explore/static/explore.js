@@ -77,6 +77,7 @@ async function run() {
     state.full.clear();
     adopt(result.walkthrough);
     showError("");
+    markStale(false);
     render();
     const page = typed ? performance.now() - typed : null;
     if (typed) document.body.dataset.latency = String(Math.round(page));
@@ -84,8 +85,20 @@ async function run() {
     state.typedAt = 0;
     refreshPanels(signal);
   } catch (e) {
-    if (!aborted(e)) showError(e.message);
+    if (!aborted(e)) { showError(e.message); markStale(Boolean(state.result)); }
   }
+}
+// A refused run leaves the previous answer on screen: greyed, with a line saying whose it is.
+function markStale(on) {
+  let note = document.getElementById("gx-stale");
+  if (on && !note) {
+    note = say(el("p", "stale-note"), w("stale"));
+    note.id = "gx-stale";
+    note.setAttribute("role", "status");
+    document.getElementById("gx-tabs").after(note);
+  }
+  if (note) note.hidden = !on;
+  for (const id of ["gx-panels", "gx-tokens"]) document.getElementById(id).classList.toggle("stale", on);
 }
 function adopt(data) {
   steps = data.steps;
@@ -140,13 +153,19 @@ function drawDiagram() {
   for (const [id, g] of drawn.boxes) {
     diagramBoxes.set(id, g);
     if (!steps.some((s) => boxOf(s) === id)) { g.classList.add("empty"); continue; }
-    const go = () => { state.box = id; state.tab = "steps"; render(); };
+    const go = () => { state.box = id; state.tab = "steps"; render(); showSteps(); };
     g.setAttribute("tabindex", "0");
     g.setAttribute("role", "button");
     g.addEventListener("click", go);
     g.addEventListener("keydown", (event) => { if (event.key === "Enter") go(); });
   }
   fitLabels();
+}
+// Where the panels sit below the diagram (a phone), a click on a block scrolls down to its steps.
+function showSteps() {
+  const main = document.getElementById("gx-main");
+  const top = (document.querySelector("#gx-panels .step") || main).getBoundingClientRect().top;
+  if (top < 0 || top > window.innerHeight - 80) main.scrollIntoView({ block: "start", behavior: "smooth" });
 }
 const fitLabels = () => fitDiagramLabels(document.getElementById("gx-diagram"));
 function lightBox() {
@@ -193,31 +212,86 @@ function shortName(s, l) {
   return (s.layer !== null || s.sublayer === "final") && i >= 0 ? title.slice(i + 2) : title;
 }
 
-// One matrix: matrices.js draws it; the explorer adds hover, editing and the changed cells.
+// One matrix as numbers: matrices.js draws it; the explorer adds hover, editing and the changed cells.
+// (An equation too large to read as numbers is drawn as bands: bandEquation below.)
 function figureOf(step, options) {
   const fig = el("figure", options.result ? "operand result" : "operand");
   fig.dataset.step = step.id;
+  if (options.role) fig.dataset.role = options.role;
   if (step.values === undefined && step.corner === undefined) {
     if (step.table) fig.appendChild(textTable(step));
   } else {
-    const drawn = step.op === "weight" && !options.operand ? weightTable(step) : matrix(step, options);
+    const drawn = step.op === "weight" && !options.operand ? weightTable(step)
+      : options.numbers ? numbersOf(step, options.transposed) : matrix(step, options);
     fig.appendChild(drawn);
     decorate(drawn, step, options);
+    if (step.op === "weight" && !options.operand) fig.appendChild(editsOutside(step));
   }
+  fig.appendChild(caption(step, options));
+  return fig;
+}
+function caption(step, options) {
   const cap = el("figcaption");
   const marked = options.transposed && !options.column;
   cap.appendChild(say(el("span"), (l) => shortName(step, l) + (marked ? "ᵀ" : "")));
   cap.appendChild(el("span", "dim", marked ? step.shape.slice().reverse().join(" × ") : shapeText(step)));
-  fig.appendChild(cap);
-  return fig;
+  return cap;
+}
+function numbersOf(step, transposed) {
+  const v = view(step, transposed);
+  const p = palette(step);
+  if (p.plain) return numbers({ ...v, n: Math.min(v.n, 32), m: Math.min(v.m, 64) }, p, true);
+  return numbers(v, p, v.n < v.shape[0] || v.m < v.shape[1]);
 }
 
 // A weight as numbers (its top-left 24 × 16 at most), so that every cell shown can be edited.
+const WINDOW = [24, 16];
 function weightTable(step) {
   const v = view(step, false);
-  const clipped = { ...v, n: Math.min(v.n, 24), m: Math.min(v.m, 16) };
+  const clipped = { ...v, n: Math.min(v.n, WINDOW[0]), m: Math.min(v.m, WINDOW[1]) };
   return numbers(clipped, palette(step), clipped.n < v.shape[0] || clipped.m < v.shape[1]);
 }
+// The edits of this weight that lie outside the window its table shows: where they are, in words.
+function editsOutside(step) {
+  const box = el("div", "edits-outside");
+  for (const e of state.edits) {
+    const at = localEdit(step, e);
+    if (!at || (at[0] < WINDOW[0] && at[1] < WINDOW[1])) continue;
+    box.appendChild(say(el("p", "note edit-outside"), w("edit_outside", {
+      edit: `${e.name}[${e.index.join(", ")}] = ${full(e.value)}`, r: at[0], c: at[1], rows: WINDOW[0], cols: WINDOW[1] })));
+  }
+  return box;
+}
+// An edit's cell in a weight step's own (row, column), or null when the edit is of another weight
+// or of rows this step does not hold (another head's rows of W_Q).
+function localEdit(step, e) {
+  if (!step.params || e.name !== step.params.name) return null;
+  if (step.shape.length === 1) return [0, e.index[0]];
+  const [start, stop] = step.params.rows || [0, Infinity];
+  const r = e.index[0] - start;
+  return r >= 0 && e.index[0] < stop ? [r, e.index[1]] : null;
+}
+
+// A step's index (one integer per axis) of the drawn cell [r, c] of its 2-D view.
+function stepIndex(step, at, transposed) {
+  const [r, c] = transposed ? [at[1], at[0]] : at;
+  const nd = (step.shape || []).length;
+  if (nd === 0) return [];
+  if (nd === 1) return [c];
+  return [...Array(nd - 2).fill(0), r, c];
+}
+
+// An equation whose matrices are small enough to read as numbers (the articles' example): tables.
+function asNumbers(step, inputs) {
+  const v = view(step, false);
+  const small = (v.shape[1] <= 12 && v.shape[0] <= 24) || (v.shape[0] <= 2 && v.shape[1] <= 32);
+  return small && !step.truncated && inputs.every(({ input, transposed }) => {
+    const u = view(input, transposed);
+    return input.dtype === "int" || (!input.truncated && u.shape[0] <= 24 && u.shape[1] <= 16);
+  });
+}
+
+const dotRoles = (step) => (step.op === "linear" || step.op === "matmul" ? ["left", "right", "bias"] : []);
 
 function stepCard(step) {
   step = fullStep(step.id);
@@ -233,28 +307,38 @@ function stepCard(step) {
   const shape = say(el("span", "shape"), (l) => `${word("shape", {}, l)} ${shapeText(step)}`);
   meta.appendChild(shape);
   if (step.op === "weight") meta.appendChild(say(el("span", "hint"), w("edit_hint")));
+  else if (step.values !== undefined || step.corner !== undefined) meta.appendChild(say(el("span", "hint lens-hint"), w("lens_hint")));
   card.appendChild(meta);
   const body = el("div", "body");
+  const inputs = step.inputs.map((id, i) => {
+    const input = fullStep(id);
+    const column = !!input && step.op === "embedding" && input.dtype === "int";
+    return input && { input, i, column, transposed: column || (step.op === "linear" && i === 1) };
+  }).filter(Boolean);
   if (step.table && step.op === "table") {
     body.appendChild(textTable(step));
   } else if (step.inputs.length === 0) {
-    if (step.values !== undefined || step.corner !== undefined) body.appendChild(figureOf(step, { result: true }));
-  } else {
+    if (step.values !== undefined || step.corner !== undefined) {
+      const small = view(step, false);
+      const fits = step.op === "weight" || (small.shape[0] <= 24 && small.shape[1] <= 16 && !step.truncated);
+      body.appendChild(fits ? figureOf(step, { result: true, numbers: true }) : bandEquation(step, [], step.id));
+    }
+  } else if (asNumbers(step, inputs)) {
     const box = el("div", "equation");
     const [before, , after] = operatorOf(step);
     if (before) box.appendChild(el("span", "opsym", before));
-    step.inputs.forEach((id, i) => {
+    for (const { input, i, column, transposed } of inputs) {
       const sym = i > 0 && operandSymbol(step, i);
       if (sym) box.appendChild(el("span", "opsym", sym));
-      const input = fullStep(id);
-      if (!input) return;
-      const column = step.op === "embedding" && input.dtype === "int";
-      box.appendChild(figureOf(input, { operand: true, transposed: column || (step.op === "linear" && i === 1), column }));
-    });
+      const role = dotRoles(step)[i] || "in" + i;
+      box.appendChild(figureOf(input, { operand: true, numbers: true, transposed, column, card: step.id, role }));
+    }
     if (after) box.appendChild(el("span", "opsym", after));
     box.appendChild(el("span", "opsym", "="));
-    box.appendChild(figureOf(step, { result: true, of: step }));
+    box.appendChild(figureOf(step, { result: true, numbers: true, of: step, card: step.id, role: "result" }));
     body.appendChild(box);
+  } else {
+    body.appendChild(bandEquation(step, inputs, step.id));
   }
   card.appendChild(body);
   if (step.truncated) {
@@ -263,6 +347,9 @@ function stepCard(step) {
     note.appendChild(button("load_all", () => loadFull(step.id)));
     card.appendChild(note);
   }
+  const lens = el("div", "lens-holder");
+  card.appendChild(lens);
+  if (state.cellLens && state.cellLens.card === step.id) showCellLens(lens); // lens.js
   return card;
 }
 
@@ -277,11 +364,240 @@ async function loadFull(id) {
   }
 }
 
+// -------------------------------------------------------------------------------------------
+// Equations at any size: bands that share the result's rows (row i of X beside row i of Q) and
+// columns (column j of Wᵀ above column j of Q); hover lights what a cell is made of across the
+// equation, a click opens the lens (lens.js) on it.
+
+const ROW_OPS = new Set(["softmax", "layer_norm", "rms_norm", "mean", "std", "rms", "argmax"]); // a result cell reads its whole input row
+const GUTTER = 64; // px of row labels at the left of a band
+function rowHeight(n) {
+  const big = document.body.classList.contains("projector") ? 1.4 : 1;
+  return big * (n <= 32 ? 14 : n <= 64 ? 11 : Math.max(0.5, Math.min(11, 720 / n)));
+}
+// Pixels a column: the budget shared, 2 to 14 px (fewer than 2 only where even 2 px would be 8192 px).
+function colWidth(m, budget) {
+  const px = Math.max(2, Math.min(14, budget / m));
+  return px * m > 8192 ? 8192 / m : px;
+}
+// Pixels a row of an axis that lines up with nothing (the inner dimension of Wᵀ, a vocabulary).
+const freeRows = (n, rowPx) => (n === 1 ? Math.max(rowPx, 11) : Math.min(rowPx, Math.max(0.25, 260 / n)));
+
+function bandEquation(step, inputs, card) {
+  const result = view(step, false);
+  const T = result.shape[0], rowPx = rowHeight(T);
+  const parts = [];
+  const part = (s, role, opts, rows, cols, gutter, maxWidth) => {
+    const v = view(s, opts.transposed);
+    const b = band(v, palette(s), rows, cols, gutter);
+    if (maxWidth && v.shape[1] * cols > maxWidth) wrapScroll(b, maxWidth);
+    const fig = el("figure", "operand banded" + (role === "result" ? " result" : ""));
+    fig.dataset.step = s.id;
+    fig.dataset.role = role;
+    fig.dataset.rowPx = String(rows);
+    fig.appendChild(b.node);
+    fig.appendChild(caption(s, opts));
+    const p = { step: s, role, b, fig, transposed: !!opts.transposed, shape: v.shape };
+    parts.push(p);
+    return fig;
+  };
+  let node;
+  const dot = (step.op === "linear" || step.op === "matmul") && inputs.length >= 2;
+  if (dot) {
+    // The matrix-multiplication layout: Wᵀ (k × n) above the result, the bias between, X (T × k) at its left.
+    node = el("div", "mm");
+    const [a, b, bias] = inputs;
+    const n = result.shape[1], k = view(a.input, false).shape[1];
+    const colPx = colWidth(n, 560), kPx = colWidth(k, 320);
+    const right = part(b.input, "right", { transposed: b.transposed }, freeRows(k, rowPx), colPx, GUTTER, 560);
+    right.style.gridArea = "1 / 3";
+    node.appendChild(right);
+    node.appendChild(place(el("span", "opsym", "·"), "1 / 2"));
+    if (bias) {
+      node.appendChild(place(el("span", "opsym", "+"), "2 / 2"));
+      node.appendChild(place(part(bias.input, "bias", {}, Math.max(rowPx, 11), colPx, GUTTER, 560), "2 / 3"));
+    }
+    node.appendChild(place(part(a.input, "left", {}, rowPx, kPx, GUTTER, 320), "3 / 1"));
+    node.appendChild(place(el("span", "opsym", "="), "3 / 2"));
+    node.appendChild(place(part(step, "result", { result: true }, rowPx, colPx, GUTTER, 560), "3 / 3"));
+    syncScroll(parts.filter((p) => p.role !== "left"));
+  } else {
+    node = el("div", "equation bands");
+    const m = result.shape[1];
+    const budget = Math.max(160, Math.min(560, 1000 / (inputs.length + 1) - GUTTER - 24));
+    const colPx = colWidth(m, budget);
+    const [before, , after] = operatorOf(step);
+    if (inputs.length && before) node.appendChild(el("span", "opsym", before));
+    for (const { input, i, transposed, column } of inputs) {
+      const sym = i > 0 && operandSymbol(step, i);
+      if (sym) node.appendChild(el("span", "opsym", sym));
+      const v = view(input, transposed);
+      const rows = v.shape[0] === T ? rowPx : freeRows(v.shape[0], rowPx);
+      const cols = v.shape[1] === m ? colPx : input.dtype === "int" ? 30 : colWidth(v.shape[1], budget);
+      node.appendChild(part(input, "in" + i, { transposed, column }, rows, cols, v.shape[0] === T ? GUTTER : 0, budget));
+    }
+    if (inputs.length) {
+      if (after) node.appendChild(el("span", "opsym", after));
+      node.appendChild(el("span", "opsym", "="));
+    }
+    node.appendChild(part(step, "result", { result: true }, rowPx, step.dtype === "int" ? 30 : colPx, GUTTER, inputs.length ? budget : 900));
+  }
+  const eq = { step, parts, dot, card };
+  for (const p of parts) wire(eq, p);
+  return node;
+}
+const place = (node, area) => { node.style.gridArea = area; return node; };
+function wrapScroll(b, maxWidth) {
+  const scroller = el("div", "band-scroll");
+  scroller.style.maxWidth = maxWidth + "px";
+  b.node.replaceChild(scroller, b.plot);
+  scroller.appendChild(b.plot);
+  b.scroller = scroller;
+}
+// Wᵀ, the bias and the result scroll together, so that their columns stay aligned.
+function syncScroll(parts) {
+  const scrollers = parts.map((p) => p.b.scroller).filter(Boolean);
+  for (const s of scrollers) {
+    s.addEventListener("scroll", () => { for (const t of scrollers) if (t !== s && t.scrollLeft !== s.scrollLeft) t.scrollLeft = s.scrollLeft; });
+  }
+}
+
+// Hover, click, the edited and the changed cells of one band.
+function wire(eq, p) {
+  const { step, b } = p;
+  p.index = (at) => stepIndex(step, at, p.transposed);
+  b.plot.addEventListener("mousemove", (event) => {
+    const at = bandCell(b, event);
+    if (!at) return;
+    lightEquation(eq, p, at);
+    const x = b.v.get(...at);
+    const lines = [`${step.id}[${p.index(at).join(", ")}] = ${x === undefined ? word("lens_not_sent") : full(x)}`];
+    if (b.v.rowLabels) lines.push(`${word("lens_row")} ${label(b.v.rowLabels, at[0])}`);
+    lines.push(word("lens_click"));
+    showTip(event, lines.join("\n"));
+  });
+  b.plot.addEventListener("mouseleave", () => { hideTip(); lightEquation(eq, null, null); });
+  b.plot.addEventListener("click", (event) => {
+    const at = bandCell(b, event);
+    if (at) openCellLens(eq.card, step.id, p.index(at)); // lens.js
+  });
+  // The edited weight cell: outlined, at least 12 px across whatever the cell's size.
+  if (step.op === "weight") {
+    for (const e of state.edits) {
+      const at = localEdit(step, e);
+      if (at) b.plot.appendChild(mark("edit-mark", b, p.transposed ? [at[1], at[0]] : at, 12));
+    }
+  }
+  markChanged(p);
+  const picked = state.cellLens && state.cellLens.card === eq.card && state.cellLens.id === step.id ? state.cellLens.index : null;
+  if (picked) {
+    const at = picked.slice(-2);
+    const drawn = picked.length === 1 ? [0, picked[0]] : p.transposed ? [at[1], at[0]] : at;
+    b.plot.appendChild(mark("pick", b, drawn, 8));
+  }
+}
+// A box over cell `at` (or a row [r, null], a column [null, c]), at least `least` px across.
+function mark(cls, b, at, least) {
+  const box = el("div", cls);
+  const [r, c] = at;
+  const h = r === null ? b.v.shape[0] * b.rowPx : Math.max(b.rowPx, least);
+  const wdt = c === null ? b.v.shape[1] * b.colPx : Math.max(b.colPx, least);
+  box.style.top = (r === null ? 0 : (r + 0.5) * b.rowPx - h / 2) + "px";
+  box.style.left = (c === null ? 0 : (c + 0.5) * b.colPx - wdt / 2) + "px";
+  box.style.height = h + "px";
+  box.style.width = wdt + "px";
+  return box;
+}
+// Cells an edit or an ablation changed (the new values against the previous answer's), tinted.
+function markChanged(p) {
+  const before = state.previous && state.previous.walkthrough.steps.find((s) => s.id === p.step.id);
+  if (!before || JSON.stringify(before.shape) !== JSON.stringify(p.step.shape) || p.step.dtype !== "float") return;
+  const v = p.b.v, u = view(before, p.transposed);
+  const marks = el("canvas", "marks");
+  marks.width = Math.max(1, v.m);
+  marks.height = Math.max(1, v.n);
+  const ctx = marks.getContext("2d");
+  ctx.fillStyle = "rgba(124, 58, 237, 0.75)";
+  let any = false;
+  for (let r = 0; r < Math.min(v.n, u.n); r++) {
+    for (let c = 0; c < Math.min(v.m, u.m); c++) {
+      const x = v.get(r, c), y = u.get(r, c);
+      if (typeof x === "number" && typeof y === "number" && Math.abs(x - y) > 1e-9 * Math.max(1, Math.abs(y))) {
+        ctx.fillRect(c, r, 1, 1);
+        any = true;
+      }
+    }
+  }
+  if (!any) return;
+  marks.style.width = v.m * p.b.colPx + "px";
+  marks.style.height = v.n * p.b.rowPx + "px";
+  p.b.plot.appendChild(marks);
+  p.fig.classList.add("has-changed");
+}
+
+// What hovered cell `at` of part `from` is made of, or feeds, lit in every matrix of the equation:
+// a result cell of Q = X·Wᵀ + b lights row r of X, column c of Wᵀ and b; a cell of X its row of Q
+// and its row of Wᵀ; an elementwise result the same cell of each operand (the whole row where the
+// op reads the row: softmax, the norms).
+function lightEquation(eq, from, at) {
+  for (const p of eq.parts) for (const old of p.b.plot.querySelectorAll(".lit")) old.remove();
+  if (!from) return;
+  for (const p of eq.parts) {
+    const rule = p === from ? at : lightRule(eq.dot, eq.step.op, from, p, at);
+    if (rule) p.b.plot.appendChild(mark("lit", p.b, rule, 4));
+  }
+}
+// What of part p (a {role, shape} drawn n × m) hovered cell `at` of part `from` lights: [r, c] a
+// cell, [r, null] a row, [null, c] a column, null nothing.
+function lightRule(dot, op, from, p, at) {
+  const [r, c] = at;
+  if (dot) {
+    const rules = {
+      result: { left: [r, null], right: [null, c], bias: [null, c] },
+      left: { result: [r, null], right: [c, null] },
+      right: { left: [null, r], result: [null, c], bias: [null, c] },
+      bias: { right: [null, c], result: [null, c] },
+    };
+    return (rules[from.role] || {})[p.role] || null;
+  }
+  const [n, m] = p.shape, [fn, fm] = from.shape;
+  const rows = n === fn && n > 1, cols = m === fm && m > 1;
+  const wholeRow = ROW_OPS.has(op) && (from.role === "result" || p.role === "result");
+  if (rows && cols && !wholeRow) return [r, c];
+  if (rows) return [r, null];
+  if (cols) return [null, c];
+  return null;
+}
+// The same in an equation of numbers tables (the articles' example): the cells lit by class.
+function lightTables(equation, step, fig, at) {
+  for (const td of equation.querySelectorAll("td.lit")) td.classList.remove("lit");
+  if (!at) return;
+  const dot = step.op === "linear" || step.op === "matmul";
+  const part = (f) => {
+    const body = f.querySelector("tbody");
+    const rows = body ? body.rows.length : 0;
+    return { role: f.dataset.role, shape: [rows, rows ? body.rows[0].cells.length - 1 : 0], body };
+  };
+  const from = part(fig);
+  for (const f of equation.querySelectorAll("figure.operand")) {
+    const p = part(f);
+    if (!p.body) continue;
+    const rule = f === fig ? at : lightRule(dot, step.op, from, p, at);
+    if (!rule) continue;
+    const [r, c] = rule;
+    [...p.body.rows].forEach((tr, i) => {
+      if (r !== null && i !== r) return;
+      [...tr.cells].slice(1).forEach((td, j) => { if (c === null || j === c) td.classList.add("lit"); });
+    });
+  }
+}
+
 function drawSteps(panel) {
   if (!state.box) {
     panel.appendChild(say(el("p", "hint big"), w("pick_block")));
     return;
   }
+  const began = performance.now();
   let chosen = steps.filter((s) => boxOf(s) === state.box);
   // A block inside the layer frame: one layer at a time (and one head), chosen with buttons.
   const choose = (key, values, label) => {
@@ -310,6 +626,8 @@ function drawSteps(panel) {
     }
     panel.appendChild(stepCard(s));
   }
+  // The time to build the view (its layout and paint follow): the browser test and the benchmark read it.
+  document.body.dataset.stepsMs = String(Math.round((performance.now() - began) * 10) / 10);
 }
 function placeText(s) {
   const out = [];
@@ -323,7 +641,7 @@ function placeText(s) {
 }
 
 // -------------------------------------------------------------------------------------------
-// Cells: what each was computed from, editing a weight, what an edit changed
+// Cells of the numbers tables: what each was computed from, editing a weight, what an edit changed
 
 // The drawn cell (r, c) of a table as (row, column) of the step's last two axes.
 function cellAt(td, options) {
@@ -336,15 +654,17 @@ const valueAt = (step, r, c) => {
   const v = view(step, false);
   return r < v.n && c < v.m ? v.get(r, c) : undefined;
 };
-const fmt = (x) => number(x, 4);
+const fmt = (x) => (x === undefined ? "…" : number(x, 4));
+// Row r of a step (its first 8 values), "…" where the row was not sent (a truncated step's corner).
 function rowOf(step, r, transpose) {
   const v = view(step, transpose);
+  if (r >= v.n) return "[…]";
   const out = [];
   for (let c = 0; c < Math.min(v.m, 8); c++) out.push(fmt(v.get(r, c)));
-  return "[" + out.join(", ") + (v.m > 8 ? ", …" : "") + "]";
+  return "[" + out.join(", ") + (v.shape[1] > 8 ? ", …" : "") + "]";
 }
 
-// What cell (r, c) of a result was computed from, in words and numbers.
+// What cell (r, c) of a result was computed from, in words and numbers (the lens has all of it).
 function provenance(step, r, c) {
   const inputs = step.inputs.map((id) => fullStep(id));
   const lines = [];
@@ -365,6 +685,7 @@ function provenance(step, r, c) {
       else lines.push(`${word("from")} ${name(s)} (${shapeText(s)})`);
     }
   }
+  lines.push(word("lens_click"));
   return lines;
 }
 
@@ -398,9 +719,21 @@ function decorate(drawn, step, options) {
       td.dataset.editIndex = JSON.stringify(index);
       if (state.edits.some((e) => e.name === step.params.name && JSON.stringify(e.index) === JSON.stringify(index))) td.classList.add("edited");
     }
+  }
+  if (table) {
+    // A click opens the lens on a cell (a weight's own table: the click edits it instead).
+    const picked = state.cellLens && state.cellLens.id === step.id && state.cellLens.card === options.card ? JSON.stringify(state.cellLens.index) : null;
+    for (const td of table.querySelectorAll("tbody td")) {
+      const at = cellAt(td, options);
+      if (at && picked === JSON.stringify(stepIndex(step, at, false))) td.classList.add("picked");
+    }
     table.addEventListener("click", (event) => {
-      const td = event.target.closest("td[data-edit-name]");
-      if (td && !td.querySelector("input")) startEdit(td, step, cellAt(td, options));
+      const td = event.target.closest("td");
+      if (!td || td.querySelector("input")) return;
+      const at = cellAt(td, options);
+      if (!at) return;
+      if (editable && td.dataset.editName) startEdit(td, step, at);
+      else if (options.card) openCellLens(options.card, step.id, stepIndex(step, at, false)); // lens.js
     });
   }
   const heat = !table && (drawn.tagName === "CANVAS" ? drawn : drawn.querySelector && drawn.querySelector("canvas"));
@@ -424,22 +757,17 @@ function decorate(drawn, step, options) {
     if (td.classList.contains("changed")) lines.push(word("changed"));
     if (editable) lines.push(word("edit_hint"));
     showTip(event, lines.join("\n"));
-    if (options.of) lightOperands(drawn, step, at);
+    lightOperands(drawn, options, td);
   });
-  table.addEventListener("mouseleave", () => { hideTip(); lightOperands(drawn, step, null); });
+  table.addEventListener("mouseleave", () => { hideTip(); lightOperands(drawn, options, null); });
 }
 
-// The operands' row and column a hovered matmul or linear cell multiplies, lit.
-function lightOperands(drawn, step, at) {
-  const eq = drawn.closest(".equation");
-  if (!eq) return;
-  for (const td of eq.querySelectorAll("td.lit")) td.classList.remove("lit");
-  if (!at || (step.op !== "linear" && step.op !== "matmul")) return;
-  const figs = [...eq.querySelectorAll("figure.operand:not(.result)")];
-  const [a, b] = figs;
-  const [r, c] = at;
-  if (a) for (const td of a.querySelectorAll(`tbody tr:nth-child(${r + 1}) td`)) td.classList.add("lit");
-  if (b) for (const tr of b.querySelectorAll("tbody tr")) { const td = tr.cells[c + 1]; if (td) td.classList.add("lit"); }
+// What a hovered cell of an equation's table is made of, or feeds, lit across the equation.
+function lightOperands(drawn, options, td) {
+  const equation = drawn.closest(".equation");
+  const fig = drawn.closest("figure");
+  if (!equation || !fig || !options.card || !fullStep(options.card)) return;
+  lightTables(equation, fullStep(options.card), fig, td ? [td.parentElement.sectionRowIndex, td.cellIndex - 1] : null);
 }
 
 function startEdit(td, step, at) {
@@ -475,6 +803,7 @@ function setEdit(name, index, value) {
   drawEdits();
   run();
 }
+
 function drawEdits() {
   const box = document.getElementById("gx-edits");
   box.textContent = "";

@@ -24,8 +24,10 @@ function heatmap(spec) {
   const { n, m, get, rowLabels, colLabels, tipFor, maxWidth } = spec;
   const big = document.body.classList.contains("projector") || window.innerWidth >= 1800;
   const fontPx = big ? 16 : 12;
-  const cell = Math.max(8, Math.min(big ? 40 : 30, Math.floor((maxWidth || 420) / Math.max(m, 1))));
   // Labels as large as the text, but no taller than a cell; none where they would be unreadable (hover says them).
+  // Large text keeps them at its size: the cells grow to fit them, and the figure scrolls if it must.
+  const least = big && (rowLabels || colLabels) ? fontPx + 1 : 8;
+  const cell = Math.max(least, Math.min(big ? 40 : 30, Math.floor((maxWidth || 420) / Math.max(m, 1))));
   const labelPx = Math.min(fontPx, cell - 1);
   const probe = document.createElement("canvas").getContext("2d");
   probe.font = `${labelPx}px ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", "Noto Sans Mono CJK SC", monospace`;
@@ -324,7 +326,8 @@ function drawLastStep(box, g) {
   box.appendChild(say(el("p", "picked"), w("picked", { token: visible(g.picked.token), p: prob(g.picked.p) })));
   const cache = el("div", "cache");
   if (g.cache) {
-    cache.appendChild(say(el("p"), w("cache", { layers: g.cache.layers, shape: g.cache.k_shape.join(" × ") })));
+    const key = g.cache.layers === 1 ? "cache_one" : "cache";
+    cache.appendChild(say(el("p"), w(key, { layers: g.cache.layers, shape: g.cache.k_shape.join(" × ") })));
     const strip = el("div", "cache-strip");
     const length = g.cache.k_shape[2];
     for (let i = 0; i < length; i++) {

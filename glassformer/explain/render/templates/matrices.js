@@ -62,8 +62,10 @@ function view(step, transposed) {
   if (shape.length === 0) { values = [[values]]; full2 = [1, 1]; }
   else if (shape.length === 1) { values = [values]; full2 = [1, shape[0]]; rows = [""]; cols = step.cols; }
   else if (shape.length > 2) { while (Array.isArray(values[0][0])) values = values[0]; }
+  // n × m: the values sent (a truncated step's corner); shape: the whole step's. get() outside the
+  // values sent is undefined (a corner's row 30 is not there), never a TypeError.
   let v = {
-    n: values.length, m: values.length ? values[0].length : 0, get: (r, c) => values[r][c],
+    n: values.length, m: values.length ? values[0].length : 0, get: (r, c) => (values[r] === undefined ? undefined : values[r][c]),
     rowLabels: rows && rows.length === full2[0] ? rows : null,
     colLabels: cols && cols.length === full2[1] ? cols : null,
     shape: full2, transposed: false,
@@ -85,14 +87,32 @@ function visible(text) {
 // -------------------------------------------------------------------------------------------
 // Drawing a matrix: a table of numbers when small, a heatmap when large
 
+// The tip: below and right of the pointer, kept inside the window (above the pointer near the
+// bottom edge); scrolling hides it, since it would no longer point at its cell. On a touch screen a
+// tap shows the tapped cell's tip: the tap is handed on as the hover it stands for (a browser may
+// also send its own mouse events after a tap; they show the same tip).
 const tip = document.getElementById("gf-tip");
 function showTip(event, text) {
   tip.textContent = text;
   tip.hidden = false;
-  tip.style.left = Math.min(event.clientX + 14, window.innerWidth - tip.offsetWidth - 8) + "px";
-  tip.style.top = event.clientY + 16 + "px";
+  tip.style.left = tip.style.top = "0px"; // measured where nothing narrows it
+  const W = document.documentElement.clientWidth, H = document.documentElement.clientHeight, M = 6;
+  const w = tip.offsetWidth, h = tip.offsetHeight;
+  let left = event.clientX + 14, top = event.clientY + 16;
+  if (left + w > W - M) left = W - M - w;
+  if (top + h > H - M) top = event.clientY - 12 - h;
+  tip.style.left = Math.max(M, left) + "px";
+  tip.style.top = Math.max(M, Math.min(top, H - M - h)) + "px";
 }
 const hideTip = () => { tip.hidden = true; };
+window.addEventListener("scroll", hideTip, { capture: true, passive: true });
+window.addEventListener("pointerdown", (event) => { if (event.pointerType === "touch") hideTip(); });
+window.addEventListener("pointerup", (event) => {
+  if (event.pointerType !== "touch") return;
+  const at = { bubbles: true, clientX: event.clientX, clientY: event.clientY };
+  event.target.dispatchEvent(new MouseEvent("mouseover", at));
+  event.target.dispatchEvent(new MouseEvent("mousemove", at));
+});
 const cellText = (v, r, c, p) => `${label(v.rowLabels, r)} · ${label(v.colLabels, c)}: ` +
   (p.mask ? (v.get(r, c) ? "true" : "false") : full(v.get(r, c)));
 
@@ -144,20 +164,9 @@ function canvas(v, p, maxWidth, maxHeight, labelled) {
   const side = Math.min(wide, tall);
   const cw = v.n === 1 ? wide : Math.max(side, Math.min(3, wide));
   const ch = v.n === 1 ? 12 : Math.max(side, Math.min(3, tall));
-  const node = el("canvas", "heat");
-  node.width = v.m;
-  node.height = v.n;
+  const node = paint(v, p);
   node.style.width = v.m * cw + "px";
   node.style.height = v.n * ch + "px";
-  const ctx = node.getContext("2d");
-  const image = ctx.createImageData(v.m, v.n);
-  for (let r = 0; r < v.n; r++) {
-    for (let c = 0; c < v.m; c++) {
-      const rgb = colour(p, v.get(r, c)) || [255, 255, 255];
-      image.data.set([rgb[0], rgb[1], rgb[2], 255], 4 * (r * v.m + c));
-    }
-  }
-  ctx.putImageData(image, 0, 0);
   node.addEventListener("mousemove", (event) => {
     const box = node.getBoundingClientRect();
     const c = Math.min(v.m - 1, Math.floor(((event.clientX - box.left) / box.width) * v.m));
@@ -184,6 +193,94 @@ function canvas(v, p, maxWidth, maxHeight, labelled) {
   }
   grid.append(el("span"), cols, rows, node);
   return grid;
+}
+
+// A canvas of v's values, one pixel a value (CSS scales it up).
+function paint(v, p) {
+  const node = el("canvas", "heat");
+  node.width = Math.max(1, v.m);
+  node.height = Math.max(1, v.n);
+  const ctx = node.getContext("2d");
+  const image = ctx.createImageData(node.width, node.height);
+  const data = image.data;
+  for (let r = 0; r < v.n; r++) {
+    for (let c = 0; c < v.m; c++) {
+      const rgb = colour(p, v.get(r, c)) || [255, 255, 255];
+      const i = 4 * (r * v.m + c);
+      data[i] = rgb[0]; data[i + 1] = rgb[1]; data[i + 2] = rgb[2]; data[i + 3] = 255;
+    }
+  }
+  ctx.putImageData(image, 0, 0);
+  return node;
+}
+
+// -------------------------------------------------------------------------------------------
+// A band: a matrix drawn at a given row height and column width (fractions of a pixel allowed),
+// so that the matrices of one equation share rows and columns at any size: row i of X beside row
+// i of Q, column j of Wᵀ above column j of Q. The whole shape is drawn; what was not sent (a
+// truncated step beyond its corner) is hatched. Row labels, on a canvas, in a gutter `gutter` px
+// wide (0: none); ids (plain integers) are written as numbers.
+
+function band(v, p, rowPx, colPx, gutter) {
+  const node = el("div", "band");
+  const height = v.shape[0] * rowPx, width = v.shape[1] * colPx;
+  if (gutter) node.appendChild(rowLabels(v, rowPx, gutter, height));
+  const plot = el("div", "band-plot" + (v.n < v.shape[0] || v.m < v.shape[1] ? " partial" : ""));
+  plot.style.width = width + "px";
+  plot.style.height = height + "px";
+  const heat = p.plain ? written(v, rowPx, colPx) : paint(v, p);
+  heat.style.width = v.m * colPx + "px";
+  heat.style.height = v.n * rowPx + "px";
+  plot.appendChild(heat);
+  node.appendChild(plot);
+  return { node, plot, rowPx, colPx, v };
+}
+// The band's cell under a mouse event: [r, c] of the drawn view (null outside).
+function bandCell(b, event) {
+  const box = b.plot.getBoundingClientRect();
+  const r = Math.floor((event.clientY - box.top) / b.rowPx), c = Math.floor((event.clientX - box.left) / b.colPx);
+  return r >= 0 && c >= 0 && r < b.v.shape[0] && c < b.v.shape[1] ? [r, c] : null;
+}
+
+const pixelRatio = () => Math.min(3, window.devicePixelRatio || 1);
+function rowLabels(v, rowPx, gutter, height) {
+  const node = el("canvas", "labels");
+  const ratio = pixelRatio();
+  node.width = Math.round(gutter * ratio);
+  node.height = Math.min(16384, Math.round(height * ratio));
+  node.style.width = gutter + "px";
+  node.style.height = height + "px";
+  const ctx = node.getContext("2d");
+  ctx.scale(ratio, node.height / height);
+  const size = Math.min(16, Math.max(7, rowPx - 2)); // "Large text" makes rows, and so labels, larger
+  const every = Math.max(1, Math.ceil((size + 1) / rowPx)); // rows too thin for each label: every k-th
+  ctx.font = `${size}px ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", monospace`;
+  ctx.fillStyle = "#1f2933";
+  ctx.textAlign = "right";
+  ctx.textBaseline = "middle";
+  for (let r = 0; r < v.shape[0]; r += every) {
+    let text = v.rowLabels ? label(v.rowLabels, r) : String(r);
+    while (text.length > 1 && ctx.measureText(text).width > gutter - 4) text = text.slice(0, -1);
+    ctx.fillText(text, gutter - 3, r * rowPx + rowPx / 2);
+  }
+  return node;
+}
+// Integers (token ids) written in their cells.
+function written(v, rowPx, colPx) {
+  const node = el("canvas", "heat written");
+  const ratio = pixelRatio();
+  node.width = Math.max(1, Math.round(v.m * colPx * ratio));
+  node.height = Math.max(1, Math.round(v.n * rowPx * ratio));
+  const ctx = node.getContext("2d");
+  ctx.scale(ratio, ratio);
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, v.m * colPx, v.n * rowPx);
+  ctx.fillStyle = "#1f2933";
+  ctx.font = `${Math.min(12, Math.max(7, rowPx - 2))}px ui-monospace, Menlo, monospace`;
+  ctx.textAlign = "center";
+  ctx.textBaseline = "middle";
+  for (let r = 0; r < v.n; r++) for (let c = 0; c < v.m; c++) ctx.fillText(String(v.get(r, c)), (c + 0.5) * colPx, (r + 0.5) * rowPx);
+  return node;
 }
 
 function textTable(step) {
