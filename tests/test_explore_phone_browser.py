@@ -159,12 +159,16 @@ def test_phone_tip_stays_on_screen_and_a_tap_shows_it(phone, gpt_server):
     # The result Q (15 × 32, a heatmap wider than the window) brought to 10 px above the window's
     # bottom; the pointer at its right-most visible edge, 16 px above the window's bottom: a tip
     # placed right of and below it would not fit.
-    heat = d.find_element(By.CSS_SELECTOR, 'figure.result[data-step="dec.0.self.h0.q"] canvas')
+    heat = d.find_element(By.CSS_SELECTOR, 'figure.result[data-step="dec.0.self.h0.q"] .band-plot canvas')
     box = d.execute_script("""
         const c = arguments[0];
         window.scrollBy(0, c.getBoundingClientRect().bottom - (innerHeight - 10));
-        const r = c.getBoundingClientRect(), shown = c.closest("figure").getBoundingClientRect().right;
-        return {left: r.left, top: r.top, width: r.width, height: r.height, right: Math.min(r.right, shown)};""", heat)
+        const r = c.getBoundingClientRect();
+        let shown = Math.min(r.right, innerWidth);  // its right-most visible edge: clipped by every scroller around it
+        for (let e = c.parentElement; e; e = e.parentElement) {
+          if (getComputedStyle(e).overflowX !== "visible") shown = Math.min(shown, e.getBoundingClientRect().right);
+        }
+        return {left: r.left, top: r.top, width: r.width, height: r.height, right: shown};""", heat)
     time.sleep(0.2)  # the scroll's event hides any tip; let it pass before hovering
     x, y = box["right"] - 6, HEIGHT - 16
     assert box["top"] < y, f"Q is not at the bottom: {box}"
@@ -179,7 +183,7 @@ def test_phone_tip_stays_on_screen_and_a_tap_shows_it(phone, gpt_server):
     # A tap (a touch gesture, not a mouse) on K's heatmap shows the tapped cell's tip.
     d.execute_script("document.getElementById('gf-tip').hidden = true")
     k = d.execute_script("""
-        const c = document.querySelector('figure.result[data-step="dec.0.self.h0.k"] canvas');
+        const c = document.querySelector('figure.result[data-step="dec.0.self.h0.k"] .band-plot canvas');
         c.scrollIntoView({block: 'center'});
         const r = c.getBoundingClientRect();
         return {left: r.left, top: r.top, width: r.width, height: r.height, n: c.height, m: c.width};""")
