@@ -4,7 +4,6 @@ model (residual streams, queries, attention weights, the MLP's hidden activation
 the probabilities recomputed from the logits with temperature and top-k by hand, analysis.ablate,
 analysis.attribute and analysis.patch; and one-line 422s for what they cannot answer."""
 
-import numpy as np
 import pytest
 import torch
 from starlette.testclient import TestClient
@@ -40,9 +39,11 @@ def refused(client, endpoint, body, match, status=422):
     return error
 
 
-def f32(values) -> torch.Tensor:
-    """Values sent as float32's shortest text, read back as the float32s they are."""
-    return torch.from_numpy(np.asarray(values, dtype=np.float32))
+def same(values, expected: torch.Tensor) -> None:
+    """Values sent to 5 significant digits equal the model's: within half a unit of the fifth digit,
+    5e-5 of each value (and a double's rounding of that decimal)."""
+    torch.testing.assert_close(torch.tensor(values, dtype=torch.float64), expected.double().flatten(),
+                               rtol=5e-5 + 1e-12, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,22 +61,19 @@ def test_flow_numbers_are_the_models(gpt, position):
         logits = model(torch.tensor([ids]))[0, p]
     n_layer = model.config.n_layer
     assert len(data["layers"]) == n_layer
-    # Vectors come whole, each value the float32 the model computed
-    torch.testing.assert_close(f32(data["embedding"]["sum"]["values"]), trace["blocks.0.in"][0, p], rtol=0, atol=0)
-    torch.testing.assert_close(f32(data["embedding"]["token"]["values"]), trace["tok_emb"][0, p], rtol=0, atol=0)
+    # Vectors come whole, each value the model's to 5 significant digits
+    same(data["embedding"]["sum"]["values"], trace["blocks.0.in"][0, p])
+    same(data["embedding"]["token"]["values"], trace["tok_emb"][0, p])
     for i, layer in enumerate(data["layers"]):
         core = f"blocks.{i}.self_attn.core"
         for part in ("q", "k", "v"):
-            torch.testing.assert_close(f32(layer[part]["values"]), trace[f"{core}.{part}"][0, :, p].flatten(),
-                                       rtol=0, atol=0)
+            same(layer[part]["values"], trace[f"{core}.{part}"][0, :, p].flatten())
             assert layer[part]["heads"] == trace[f"{core}.{part}"].size(1)
         # the query's attention over the context: rounded to 5 decimals, so within 5e-6
         probs = trace[f"{core}.probs"][0, :, p, :p + 1]
         torch.testing.assert_close(torch.tensor(layer["attention"]), probs, rtol=0, atol=5e-6)
-        torch.testing.assert_close(f32(layer["mlp_hidden"]["values"]), trace[f"blocks.{i}.ffn.down.in"][0, p],
-                                   rtol=0, atol=0)
-        torch.testing.assert_close(f32(layer["attn_out"]["values"]), trace[f"blocks.{i}.self_attn.o_proj"][0, p],
-                                   rtol=0, atol=0)
+        same(layer["mlp_hidden"]["values"], trace[f"blocks.{i}.ffn.down.in"][0, p])
+        same(layer["attn_out"]["values"], trace[f"blocks.{i}.self_attn.o_proj"][0, p])
         # the residual stream's norms: after attention is added (the ffn norm's input) and after the block;
         # float64 norms of the same float32 vector, so equal to float64 rounding
         sites = ((layer["resid_mid"]["norm"], f"blocks.{i}.ffn_norm.in"), (layer["resid"]["norm"], f"blocks.{i}"))
@@ -237,9 +235,8 @@ def test_flow_of_other_families(static, options):
     for i, layer in enumerate(data["layers"]):
         mid = f"blocks.{i}.attn_norm" if post_ln else f"blocks.{i}.ffn_norm.in"
         assert layer["resid_mid"]["norm"] == pytest.approx(float(trace[mid][0, -1].double().norm()), rel=1e-12)
-        torch.testing.assert_close(f32(layer["resid"]["values"]), trace[f"blocks.{i}"][0, -1], rtol=0, atol=0)
-        torch.testing.assert_close(f32(layer["mlp_hidden"]["values"]), trace[f"blocks.{i}.ffn.down.in"][0, -1],
-                                   rtol=0, atol=0)
+        same(layer["resid"]["values"], trace[f"blocks.{i}"][0, -1])
+        same(layer["mlp_hidden"]["values"], trace[f"blocks.{i}.ffn.down.in"][0, -1])
     lens = analysis.logit_lens(model, ids)[:, -1].argmax(-1).tolist()
     assert [data["embedding"]["lens"][0]["id"]] + [layer["lens"][0]["id"] for layer in data["layers"]] == lens
     if post_ln:  # the library's own refusal, in one line

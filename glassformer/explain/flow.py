@@ -10,13 +10,14 @@ and the residual stream after each sublayer. The logit lens of each layer is the
 (`analysis.unembed` of the recorded streams, what `analysis.logit_lens` computes), the
 probabilities at the end are `stages`, the next-token sampler's own filters.
 
-Vectors are sent whole (every value, as float32's shortest text) with their L2 norm: the page draws
+Vectors are sent whole (every value, to 5 significant digits) with their L2 norm: the page draws
 a 768- or 3072-wide vector as one strip of colour and says the numbers on hover. Nothing here
 computes the model's math; it reads what the model computed.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -25,14 +26,32 @@ from glassformer.explain.walkthrough import json_values
 from glassformer.generation.sampling import within_vocabulary
 from glassformer.observe import analysis
 
+DIGITS = 5  # significant digits of each value sent (a value's float32 text costs 8x the time: numpy's shortest repr)
 LENS_TOP = 3  # tokens each layer's lens lists (the first is drawn, the rest on hover)
 OUTPUT_TOP = 10  # the most likely next tokens drawn as bars at the end
 
 
+def significant(a: np.ndarray, digits: int = DIGITS) -> list:
+    """Values rounded to `digits` significant digits, as floats whose JSON text is that short (the
+    nearest double to each rounded decimal). Non-finite values (an edit can make them) go whole
+    through json_values, as the walkthrough writes them."""
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        return json_values(a.astype(np.float32))
+    out = np.zeros_like(a)
+    nonzero = a != 0
+    x = a[nonzero]
+    keep = digits - 1 - np.floor(np.log10(np.abs(x)))  # decimals kept: negative for |x| >= 10^digits
+    scale = 10.0 ** np.abs(keep)
+    # an integer divided (or multiplied) by an exact power of ten: the double nearest the decimal
+    out[nonzero] = np.where(keep >= 0, np.round(x * scale) / scale, np.round(x / scale) * scale)
+    return out.tolist()
+
+
 def vector(t: torch.Tensor) -> dict:
-    """A vector (n,) -> {"values": every value, "norm": its L2 norm}."""
+    """A vector (n,) -> {"values": every value to DIGITS significant digits, "norm": its exact L2 norm}."""
     t = t.detach().float().flatten()
-    return {"values": json_values(t.cpu().numpy()), "norm": float(t.double().norm())}
+    return {"values": significant(t.cpu().numpy()), "norm": float(t.double().norm())}
 
 
 def heads(t: torch.Tensor) -> dict:
