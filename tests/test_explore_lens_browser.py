@@ -18,7 +18,7 @@ from glassformer.data.tokenizers import CharTokenizer
 from glassformer.explain.walkthrough import gpt_walkthrough
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
-from browser import Server, chromium, errors, settle, shown_error  # noqa: E402
+from browser import Server, chromium, errors, settle, shown_error, tab  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
@@ -77,6 +77,7 @@ def test_steps_at_d128_align_light_and_the_lens_recomputes_the_cell(driver, chec
         box.clear()
         box.send_keys(TEXT)
         settle(d)
+        tab(d, "steps")  # a GPT opens on its Flow tab
         assert len(d.find_elements(By.CSS_SELECTOR, "#gx-tokens .chip")) == 25
 
         # Rows: X (the normed input, 25 × 128) and Q (25 × 32) share the row height and the top edge.

@@ -200,6 +200,7 @@ def test_phone_tip_stays_on_screen_and_a_tap_shows_it(phone, gpt_server):
 def test_phone_diagram_block_scrolls_to_its_steps(phone, gpt_server):
     d = phone
     open_page(d, gpt_server)
+    tab(d, "steps")  # a GPT opens on its Flow tab
     d.execute_script("window.scrollTo(0, 0)")
     time.sleep(0.1)
     first = "return document.querySelector('#gx-panels .step').getBoundingClientRect().top"

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import torch
 
 from glassformer.explain.cell import cell as cell_parts
+from glassformer.explain.flow import flow_data
 from glassformer.explain.generation import gpt_generation, seq2seq_generation, stages
 from glassformer.explain.labels import token_label, token_labels
 from glassformer.explain.narration import check_lang
-from glassformer.explain.render.analysis_view import lens_data
+from glassformer.explain.render.analysis_view import attribution_data, corrupted, lens_data, patching_data, target_id
 from glassformer.explain.render.html import render_html
 from glassformer.explain.walkthrough import CORPUS, Subject, step_data, walkthrough_data
 from glassformer.generation.sampling import check_sampling, within_vocabulary
@@ -193,7 +194,8 @@ class Explorer:
         self.run_values = RUN_VALUES  # /api/run's budget of values
         self.lock = threading.Lock()  # one model: requests take turns
         self.endpoints = {"run": self.run, "step": self.step, "sample": self.sample, "next": self.next,
-                          "beam": self.beam, "export": self.export, "cell": self.cell}
+                          "beam": self.beam, "export": self.export, "cell": self.cell, "flow": self.flow,
+                          "attribute": self.attribute, "patch": self.patch}
 
     # -- what the page asks first ------------------------------------------------------------
 
@@ -436,3 +438,74 @@ class Explorer:
         check_lang(lang)  # ValueError -> 422
         with self.edited(inputs):
             return {"html": render_html(self.subject.walkthrough(inputs.text), lang)}
+
+    # -- the flow and the analyses (glassformer.explain.flow, glassformer.observe.analysis) ------
+
+    def flow(self, body: dict) -> dict:
+        """A GPT: one position's path through the model (the last by default), its probabilities at the
+        end through the sampling settings; output_only: the probabilities alone."""
+        check_fields(body, COMMON + SAMPLING + ("position", "output_only"))
+        self.gpt_only("/api/flow")
+        inputs, settings = self.inputs(body), self.sampling(body)
+        last = len(inputs.ids) - 1
+        position = integer(body, "position", last, 0, last, nullable=True)
+        output_only = boolean(body, "output_only", False)
+        with self.edited(inputs):
+            data = flow_data(self.model, inputs.ids, last if position is None else position, self.labels,
+                             self.vocab_limit, output_only=output_only, **settings)
+        return {**data, "tokens": self.tokens(inputs.ids)}
+
+    def target(self, body: dict, ids: list[int]) -> int:
+        """body's target: a token id, a text of one token, or (absent or null) the model's likeliest next token."""
+        value = body.get("target")
+        if value is None:
+            with analysis.inference(self.model):
+                logits = analysis.forward(self.model, torch.tensor([ids]))[0, -1]
+            return int(within_vocabulary(logits, self.vocab_limit).argmax())
+        if isinstance(value, str):
+            if len(value) > TEXT_CHARS:
+                raise ApiError(413, f"target has {len(value)} characters; at most {TEXT_CHARS}")
+            return target_id(self.tok, value)  # ValueError (not one token) -> 422
+        if not is_int(value) or not 0 <= value < self.vocab_limit:
+            raise ApiError(422, f"target must be a token id from 0 to {self.vocab_limit - 1} or a text of one token")
+        return value
+
+    def attribute(self, body: dict) -> dict:
+        """A GPT: each head's and feed-forward's direct contribution to the target's logit at the last position."""
+        check_fields(body, COMMON + ("target",))
+        self.gpt_only("/api/attribute")
+        inputs = self.inputs(body)
+        with self.edited(inputs):
+            target = self.target(body, inputs.ids)
+            result = analysis.attribute(self.model, inputs.ids, target)  # ValueError (post-LN) -> 422
+        return {**attribution_data(result, self.tok), "tokens": self.tokens(inputs.ids)}
+
+    def patch(self, body: dict) -> dict:
+        """A GPT: activation patching of the corrupt text (default: the text with one token changed) with
+        the clean text's (body's text) activations, site by site."""
+        check_fields(body, COMMON + ("corrupt", "target", "metric"))
+        self.gpt_only("/api/patch")
+        inputs = self.inputs(body)
+        corrupt = body.get("corrupt")
+        if corrupt is None:
+            corrupt = corrupted(self.tok, inputs.ids)
+            if corrupt is None:
+                raise ApiError(422, "no corrupt text was given and no one-token change of the text reads back "
+                                    "as the same number of tokens; type a corrupt text")
+        if not isinstance(corrupt, str):
+            raise ApiError(422, "corrupt must be a string")
+        try:
+            corrupt_ids = self.inputs({"text": corrupt}).ids  # the same checks as the text's
+        except ApiError as e:
+            raise ApiError(e.status, f"the corrupt text: {e}") from None
+        except ValueError as e:
+            raise ApiError(422, f"the corrupt text: {one_line(e)}") from None
+        metric = body.get("metric", "logit_diff")
+        if metric not in analysis.METRICS:
+            raise ApiError(422, f"metric must be one of {', '.join(analysis.METRICS)}; got {echo(str(metric))}")
+        with self.edited(inputs):
+            target = self.target(body, inputs.ids)  # default: the likeliest next token of the vocabulary
+            # ValueError (lengths differ, nothing to restore) -> 422 with the library's own line
+            result = analysis.patch(self.model, inputs.ids, corrupt_ids, target, metric=metric)
+        return {**patching_data(result, self.tok), "corrupt_text": corrupt, "tokens": self.tokens(inputs.ids),
+                "corrupt_tokens": self.tokens(corrupt_ids)}

@@ -371,6 +371,59 @@ def lens_data(lens: torch.Tensor, tokenizer, top: int = 5) -> dict:
                     for layer_ids, layer_ps in zip(best.indices, best.values)]}
 
 
+def attribution_data(result: analysis.Attribution, tokenizer, top: int = 12) -> dict:
+    """An attribution as data for a page: `Attribution.to_dict()`, the target's label, and its `top`
+    largest contributions as {"layer", "head" (None: the feed-forward), "value"}, counted from 0."""
+    return {**result.to_dict(), "token": token_text(tokenizer, result.target), "total": result.total(),
+            "top": [{"layer": layer, "head": head, "value": value} for layer, head, value in result.top(top)]}
+
+
+def patching_data(result: analysis.Patching, tokenizer) -> dict:
+    """A patching result as data for a page: `Patching.to_dict()` with its positions labelled by their
+    tokens ("clean→corrupt" where they differ) and the target's and foil's labels."""
+    result = with_tokens(result, tokenizer)
+
+    def name(i):
+        return None if i is None else token_text(tokenizer, i)
+
+    return {**result.to_dict(), "target_token": name(result.target), "foil_token": name(result.foil)}
+
+
+def corrupted(tokenizer, ids: list[int], tries: int = 400) -> str | None:
+    """A default corrupt input for patching: `ids` with one token replaced, as text that reads back as
+    exactly those ids (same length), or None where none is found.
+
+    The token replaced is the last one made of letters before the final position (else the final
+    one); its replacement is the nearest id whose text has the same shape (letters, the same
+    leading space and the same case of its first letter): a neighbouring character for a
+    character model ('h' -> 'g'), a neighbouring merge for BPE."""
+    specials = {tokenizer.pad_id, tokenizer.unk_id, getattr(tokenizer, "bos_id", None),
+                getattr(tokenizer, "eos_id", None)} - {None}
+
+    def shape(i: int) -> tuple | None:
+        text = tokenizer.decode([i])
+        word = text.lstrip(" ")
+        if not word.isalpha() or i in specials:
+            return None
+        return text.startswith(" "), word[0].isupper()
+
+    order = [q for q in range(len(ids) - 2, -1, -1) if shape(ids[q]) is not None] + [len(ids) - 1]
+    vocab = tokenizer.vocab_size
+    for q in order[:4]:
+        wanted = shape(ids[q])
+        for step in range(1, vocab):
+            if step > tries:
+                break
+            for i in (ids[q] - step, ids[q] + step):
+                if not 0 <= i < vocab or (wanted is not None and shape(i) != wanted) or i in specials:
+                    continue
+                new = ids[:q] + [i] + ids[q + 1:]
+                text = tokenizer.decode(new)
+                if tokenizer.encode(text) == new:
+                    return text
+    return None
+
+
 def explain_why(model, tokenizer, text: str, *, lens: bool = False, attribute: str | None = None,
                 ablate: str | None = None, ablate_mode: str = "zero", target: str | None = None,
                 patch: str | None = None, png=None, lang: str = "en", quiet: bool = False,
@@ -422,5 +475,5 @@ def explain_why(model, tokenizer, text: str, *, lens: bool = False, attribute: s
     return data
 
 
-__all__ = ["as_ids", "explain_why", "parse_heads", "patch_text", "print_ablation", "print_attribution", "print_lens",
-           "print_patching", "save_patching_png", "target_id"]
+__all__ = ["as_ids", "attribution_data", "corrupted", "explain_why", "parse_heads", "patch_text", "patching_data",
+           "print_ablation", "print_attribution", "print_lens", "print_patching", "save_patching_png", "target_id"]

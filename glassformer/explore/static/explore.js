@@ -833,7 +833,7 @@ function drawEdits() {
 // Tabs, language, export, and starting
 
 function tabs() {
-  return seq2seq ? ["steps", "attention", "translate"] : ["steps", "attention", "next", "lens"];
+  return seq2seq ? ["steps", "attention", "translate"] : ["flow", "steps", "attention", "next", "lens", "analyses"];
 }
 function render() {
   texts = texts.filter(([node]) => node.isConnected);
@@ -921,6 +921,7 @@ async function start() {
   if (state.info.limits && state.info.limits.text_chars) input.maxLength = state.info.limits.text_chars;
   state.text = input.value = state.info.example || "";
   state.box = seq2seq ? "enc-self" : "dec-self";
+  state.tab = seq2seq ? "steps" : "flow"; // a GPT opens on its flow (flow.js)
   setLanguage(lang);
   drawEdits();
   await run();
