@@ -28,7 +28,15 @@ from glassformer.data.tokenizers import PretrainedTokenizer
 from glassformer.hf.chat import render_chat  # noqa: F401  (chat templates are part of a model directory's interface)
 from glassformer.model.config import GPTConfig, check_fits_in_memory, unsupported
 from glassformer.model.gpt import GPT
-from glassformer.weights import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, CheckpointError, read_json, save_tensors
+from glassformer.weights import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    all_finite,
+    read_json,
+    save_tensors,
+)
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
@@ -241,13 +249,6 @@ def pick_dtype(stored: torch.dtype, asked, device: torch.device) -> torch.dtype:
     if stored == torch.float16 and device.type == "cuda":
         return stored
     return torch.float32
-
-
-def all_finite(tensor: torch.Tensor, chunk: int = 1 << 20) -> bool:
-    """Whether a tensor holds no NaN or infinity, checked a slice at a time: torch.isfinite of a
-    whole embedding matrix makes temporaries of its size, which loading must not hold."""
-    flat = tensor.reshape(-1)
-    return all(bool(torch.isfinite(flat[i : i + chunk]).all()) for i in range(0, flat.numel(), chunk))
 
 
 def read_tensors(path: Path, config: GPTConfig, dtype=None, device: torch.device = torch.device("cpu")):

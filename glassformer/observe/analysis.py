@@ -157,9 +157,12 @@ def logit_lens(model: nn.Module, ids, positions: Sequence[int] | None = None) ->
         _, streams = record(model, ids, names)
         rows = torch.stack([streams[name][0, at] for name in names])  # (n_layer + 1, T', C)
         rows = rows.reshape(-1, rows.size(-1))  # -> ((n_layer + 1) * T', C): one row per (layer, position)
-        lens = torch.empty(rows.size(0), model.config.vocab_size, device=ids.device)
-        for start in range(0, rows.size(0), LENS_ROWS):  # a chunk at a time: no second copy of the output
-            lens[start:start + LENS_ROWS] = unembed(model, rows[start:start + LENS_ROWS])  # (rows, C) -> (rows, V)
+        if rows.size(0) <= LENS_ROWS:  # one chunk: its logits are the output, no copy
+            lens = unembed(model, rows)  # (rows, C) -> (rows, V)
+        else:
+            lens = torch.empty(rows.size(0), model.config.vocab_size, device=ids.device)
+            for start in range(0, rows.size(0), LENS_ROWS):  # a chunk at a time: no second copy of the output
+                lens[start:start + LENS_ROWS] = unembed(model, rows[start:start + LENS_ROWS])  # (rows, C) -> (rows, V)
     return lens.view(len(names), len(at), -1)  # -> (n_layer + 1, T', V)
 
 
