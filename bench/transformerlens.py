@@ -9,7 +9,7 @@ with save_pretrained to a temporary directory; TransformerLens 4.x loads it with
 TransformerBridge.boot_transformers, glassformer with glassformer.load. The input: 16 random
 token ids; the corrupted input differs from it in one token, at the middle position.
 Workloads, each in a fresh process per contender (a peak RSS belongs to a process), contenders
-taking turns, `--rounds` processes each:
+taking turns (who goes first alternates):
   lens   the logit lens, all layers, all positions: (13, 16, 50257) logits. glassformer:
          analysis.logit_lens; TransformerLens: run_with_cache of the residual-stream hooks,
          cache.accumulated_resid(), then ln_final and unembed (each stream normed by its own
@@ -18,8 +18,10 @@ taking turns, `--rounds` processes each:
          difference (clean top token - corrupted top token) at the last position, normalised
          (clean = 1, corrupted = 0). glassformer: analysis.patch(heads=False) (13 x 16 sites, the
          last block's output too); TransformerLens: patching.get_act_patch_resid_pre (12 x 16).
-Each process loads, runs its workload once untimed, then `--repeat` (lens) or `--patch-repeat`
-(patch) timed runs. One JSON line per (workload, contender): median seconds over all timed runs,
+Each process loads, then runs the lens once untimed and `--repeat` times timed, or patching
+`--patch-repeat` times timed (its first-call costs are negligible beside its minutes); `--rounds`
+and `--patch-rounds` processes per contender. One JSON line per (workload, contender): median
+seconds over all timed runs,
 load_s, rss_before_load_mb (imports done), load_peak_mb (VmHWM just after loading), after_load_mb,
 peak_mb (VmHWM at the end: the whole process), weights_mb; then per workload the ratio lines
 (TransformerLens time / glassformer time, glassformer peak / TransformerLens peak) and the largest
@@ -155,7 +157,7 @@ def child(contender: str, workload: str, directory: str, out: str, tokens: int, 
     weights = load()
     record.update(load_s=time.perf_counter() - start, load_peak_mb=status_mb("VmHWM"),
                   after_load_mb=status_mb("VmRSS"), weights_mb=weights / MB)
-    result = run()  # untimed: first-call costs
+    result = run() if workload == "lens" else None  # untimed: first-call costs (patching's are negligible)
     seconds = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -182,7 +184,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=5, help="timed lens runs per process")
     parser.add_argument("--patch-repeat", type=int, default=1, help="timed patching runs per process")
-    parser.add_argument("--rounds", type=int, default=2, help="fresh processes per (workload, contender)")
+    parser.add_argument("--rounds", type=int, default=2, help="fresh processes per contender for the lens")
+    parser.add_argument("--patch-rounds", type=int, default=1, help="fresh processes per contender for patching")
     parser.add_argument("--workloads", nargs="*", default=["lens", "patch"])
     parser.add_argument("--before", help="also run glassformer as it was at this git revision")
     args = parser.parse_args()
@@ -206,7 +209,7 @@ def main() -> None:
             roots[f"glassformer@{args.before}"] = tree_at(args.before, Path(tmp) / "before")
         for workload in args.workloads:
             runs: dict[str, list[dict]] = {name: [] for name in roots}
-            for r in range(args.rounds):
+            for r in range(args.rounds if workload == "lens" else args.patch_rounds):
                 names = list(roots) if r % 2 == 0 else list(roots)[::-1]  # alternating who goes first
                 for name in names:
                     out = str(Path(tmp) / f"{workload}-{name}.pt")
