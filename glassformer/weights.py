@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from safetensors.torch import save_file
+from torch.overrides import TorchFunctionMode
 
 from glassformer.base import reading
 from glassformer.base.files import atomic_write
@@ -197,22 +198,57 @@ def all_finite(tensor: torch.Tensor) -> bool:
     return bool(torch.isfinite(low) & torch.isfinite(high))
 
 
+class SkipInit(TorchFunctionMode):
+    """While open, torch.nn.init's functions leave their tensor as it is. A model built only to be
+    handed its weights needs no random values: its parameters, allocated but never written, take
+    no memory (the pages of a large allocation are only committed when touched) and no time.
+    (Building on the meta device instead makes torch import its compiler, about 80 MB, to
+    initialise meta tensors.)"""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]  # the tensor to initialise, untouched
+        return func(*args, **(kwargs or {}))
+
+
 def gpt_from_tensors(config: GPTConfig, tensors: dict[str, torch.Tensor], source: str) -> GPT:
-    """A GPT whose parameters are `tensors` themselves (GPT.from_tensors), not copies of them.
+    """A GPT whose parameters are `tensors` themselves, not copies of them, in eval mode.
 
     The tensors are checked as `load_weights` checks them (every parameter present, none
     unexpected, shapes, floating point, finite); any not in the model's dtype (float32) is
     converted, one at a time. `tensors` is emptied as the model takes them, so that no caller's
-    reference keeps a converted tensor's original alive.
+    reference keeps a converted tensor's original alive. The model is built with its
+    initialisation skipped (SkipInit), then handed the tensors (load_state_dict(assign=True));
+    its position tables are computed as GPT.__init__ computes them.
     """
-    with torch.device("meta"):  # names, shapes and dtype of the parameters, nothing allocated
-        expected = dict(GPT(config).named_parameters())  # a tied matrix once, as tok_emb.weight
+    model = empty_gpt(config)
+    expected = dict(model.named_parameters())  # a tied matrix once, as tok_emb.weight
     check_tensors(tensors, {name: tuple(p.shape) for name, p in expected.items()}, source)
     check_values({name: tensors[name] for name in expected}, source)
     for name, p in expected.items():
         if tensors[name].dtype != p.dtype:
             tensors[name] = tensors[name].to(p.dtype)  # the original is dropped here, before the next
-    return GPT.from_tensors(config, {name: tensors.pop(name) for name in expected})
+    state = {name: tensors.pop(name) for name in expected}
+    del expected
+    return hand_over(model, state)
+
+
+def empty_gpt(config: GPTConfig) -> GPT:
+    """GPT(config) with its initialisation skipped (SkipInit): parameters allocated, never written."""
+    with SkipInit():
+        return GPT(config)
+
+
+def hand_over(model: GPT, tensors: dict[str, torch.Tensor]) -> GPT:
+    """`model` with `tensors` (every parameter by name, a tied matrix once, shapes checked) as its
+    parameters themselves (load_state_dict(assign=True)), tied again; in eval mode."""
+    tied = model.lm_head.weight is model.tok_emb.weight
+    if tied:
+        tensors = {**tensors, "lm_head.weight": tensors["tok_emb.weight"]}
+    model.load_state_dict(tensors, strict=True, assign=True)
+    if tied:
+        model.lm_head.weight = model.tok_emb.weight  # one Parameter again, as GPT.__init__ ties it
+    return model.eval()
 
 
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
