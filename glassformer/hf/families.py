@@ -253,14 +253,16 @@ def pick_dtype(stored: torch.dtype, asked, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def shell(config: GPTConfig, dtype: torch.dtype) -> GPT:
-    """A GPT to hand weights of `dtype` to, its own never written: for float32, GPT(config) with its
-    initialisation skipped (its memory check is then the right one); else built on the meta device
-    (which costs an import of torch's compiler, ~80 MB, but checks nothing in float32)."""
-    if dtype == torch.float32:
+def shell(config: GPTConfig) -> GPT:
+    """A GPT to hand the weights to, its own never written: GPT(config) with its initialisation
+    skipped, whose float32 parameters, never touched, take no memory; where float32 would not fit
+    in this machine's memory (GPT refuses it; bf16 weights may still fit), built on the meta device,
+    which costs an import of torch's compiler (about 80 MB) to build RoPE's tables there."""
+    try:
         return empty_gpt(config)
-    with torch.device("meta"):
-        return GPT(config)
+    except ValueError:
+        with torch.device("meta"):
+            return GPT(config)
 
 
 def read_tensors(path: Path, config: GPTConfig, dtype=None, device: torch.device = torch.device("cpu")):
@@ -275,7 +277,7 @@ def read_tensors(path: Path, config: GPTConfig, dtype=None, device: torch.device
         check_fits_in_memory(config, target.itemsize)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    shapes = {name: tuple(p.shape) for name, p in shell(config, target).named_parameters()}  # a tied matrix once
+    shapes = {name: tuple(p.shape) for name, p in shell(config).named_parameters()}  # a tied matrix once
     # Kept in their dtype, tensors stay in the mapped file; converted, each is read into memory
     # (pread) and dropped once converted, so the file's pages are not held beside the copies.
     backend = "mmap" if stored == target else "pread"
@@ -378,8 +380,7 @@ def load_family(path: Path, hf_config: dict, dtype=None, device="cpu"):
     except CheckpointError as e:
         raise CheckpointError(f"{path / CONFIG_FILE}: {e}") from None
     tensors = read_tensors(path, config, dtype, torch.device(device))
-    target = tensors["tok_emb.weight"].dtype
-    model = hand_over(shell(config, target), tensors) if target == torch.float32 else GPT.from_tensors(config, tensors)
+    model = hand_over(shell(config), tensors)  # the tensors themselves become the parameters
     tokenizer = load_tokenizer(path, hf_config)
     if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
         raise CheckpointError(f"{path / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens, more than vocab_size "
