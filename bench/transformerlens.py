@@ -30,14 +30,14 @@ both compute). `--before REV` adds glassformer as it was at a git revision as a 
 
 Measured with the command above (--repeat 5 --rounds 2 --patch-rounds 1) on this project's
 2-core x86-64 CPU, torch 2.13, transformer_lens 4.3.0, while other jobs held it (load average
-11-14: seconds are several times an idle machine's; compare within one run only). Median seconds,
-whole-process peak RSS in MiB, max |glassformer - TransformerLens|:
-  lens   TransformerLens 8.99 s, 1045 MiB; glassformer 7.10 s (1.27x TL's speed), 886 MiB (0.85x),
-         2.4e-6; glassformer@407d1e2 8.47 s (1.06x), 1764 MiB (1.69x)
-  patch  TransformerLens 683 s, 981 MiB; glassformer 42 s (16.2x), 817 MiB (0.83x), 1.7e-5;
-         glassformer@407d1e2 300 s (2.3x), 1765 MiB (1.80x)
+11-14: seconds are several times an idle machine's and medians swing 2x between runs; compare
+within one run only). Whole-process peak RSS in MiB, max |glassformer - TransformerLens|:
+  patch  median s: TransformerLens 683, glassformer 42 (16x TL's speed), glassformer@407d1e2 300
+         (2.3x); peak: TL 981, glassformer 817 (0.83x), @407d1e2 1765 (1.80x); max diff 1.7e-5
+  lens   min s (medians were noise): TL 0.65, glassformer 0.64, @407d1e2 1.51; peak: TL 1043,
+         glassformer 814 (0.78x), @407d1e2 1765 (1.69x); max diff 2.4e-6
 The lens is one forward pass and one (13 x 16, 768) x (768, 50257) matmul in both libraries: the
-same arithmetic, so glassformer's margin is TransformerLens's overhead around it, not 2x.
+same arithmetic, so glassformer matches TransformerLens's time rather than halving it.
 """
 
 from __future__ import annotations
