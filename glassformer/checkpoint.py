@@ -25,8 +25,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
 
 from glassformer.base import reading
 from glassformer.base.files import atomic_write_json
@@ -41,6 +39,7 @@ from glassformer.weights import (
     WEIGHTS_FILE,
     CheckpointError,
     check_tokenizer_fits,
+    gpt_from_tensors,
     load_weights,
     read_json,
     read_tensors,
@@ -105,8 +104,10 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_checkpoint_set(path: Path) -> dict[str, bytes] | None:
-    """The bytes of each file the manifest of checkpoint `path` names, all of one set; None without a manifest.
+def read_checkpoint_set(path: Path) -> dict[str, bytes | dict[str, torch.Tensor]] | None:
+    """The bytes of each file the manifest of checkpoint `path` names, all of one set (the weights
+    file's as its tensors, read straight into memory of their own and hashed as they are read: the
+    digest is of the very bytes the tensors hold); None without a manifest.
 
     A writer replaces the files one by one and the manifest last: while a writer holds the
     directory (glassformer.training.rundir), files that do not match the manifest are read again (for up
@@ -130,14 +131,19 @@ def read_checkpoint_set(path: Path) -> dict[str, bytes] | None:
         contents, problem = {}, None
         for name, digest in files.items():
             file = _listed_file(path, name)
+            sha256 = hashlib.sha256()
             try:
-                data = reading.read_file(file, _bound_of(name))
-            except reading.DataError as e:
-                if not str(e).endswith("no such file"):
+                if name == WEIGHTS_FILE:
+                    data = read_tensors(file, sha256)
+                else:
+                    data = reading.read_file(file, _bound_of(name))
+                    sha256.update(data)
+            except (reading.DataError, CheckpointError) as e:
+                if not str(e).endswith(("no such file", "not found")):
                     raise CheckpointError(str(e)) from None
                 problem = f"{file}, listed in {manifest}, is missing"
                 break
-            if _sha256(data) != digest:
+            if sha256.hexdigest() != digest:
                 problem = f"{file} differs from the SHA-256 in {manifest}"
                 break
             contents[name] = data
@@ -176,13 +182,24 @@ def publish_again(path: Path) -> Path | None:
     differed = None
     for name, digest in files.items():
         file = _listed_file(path, name)
-        if not file.is_file() or _sha256(reading.read_file(file, _bound_of(name))) != digest:
+        if not file.is_file() or _file_sha256(file, name) != digest:
             differed = file
             break
     if differed is not None:
         present = [name for name in files if (path / name).is_file()]
         atomic_write_json(manifest, {"files": {name: _sha256((path / name).read_bytes()) for name in present}})
     return differed
+
+
+def _file_sha256(file: Path, name: str) -> str:
+    """The SHA-256 of a checkpoint's file, the weights read a MiB at a time (never whole in memory)."""
+    if name != WEIGHTS_FILE:
+        return _sha256(reading.read_file(file, _bound_of(name)))
+    sha256 = hashlib.sha256()
+    with open(file, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha256.update(chunk)
+    return sha256.hexdigest()
 
 
 def _listed_file(path: Path, name) -> Path:
@@ -238,14 +255,19 @@ def load(path, device: str | torch.device = "cpu", dtype: str | torch.dtype | No
         for key in ("vocab_size", "src_vocab_size", "tgt_vocab_size"):  # 0 is only a preset's "from the tokenizer"
             if getattr(config, key, 1) < 1:
                 raise CheckpointError(f"{path / CONFIG_FILE}: {key} must be at least 1; got {getattr(config, key)}")
-        model = build_model(config)
         if files is None:
             tensors = read_tensors(path / WEIGHTS_FILE)
             tokenizer = _load_tokenizer(path / TOKENIZER_FILE)
         else:
-            tensors = _tensors_from_bytes(files[WEIGHTS_FILE], path / WEIGHTS_FILE)
+            tensors = files.pop(WEIGHTS_FILE)
             tokenizer = _load_tokenizer(path / TOKENIZER_FILE, files.get(TOKENIZER_FILE, b""))
-        load_weights(model, renamed(tensors), str(path / WEIGHTS_FILE))
+        tensors = renamed(tensors)
+        if isinstance(config, GPTConfig):  # the file's tensors become the parameters: one copy of the weights
+            model = gpt_from_tensors(config, tensors, str(path / WEIGHTS_FILE))
+        else:
+            model = build_model(config)
+            load_weights(model, tensors, str(path / WEIGHTS_FILE))
+        del tensors
         check_tokenizer_fits(tokenizer, config, path)
     else:
         supported = ", ".join(("gpt2", *hf.FAMILIES))
@@ -279,13 +301,6 @@ def _json_from_bytes(data: bytes, path: Path) -> dict:
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} does not hold a JSON object")
     return meta
-
-
-def _tensors_from_bytes(data: bytes, path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_safetensors_bytes(data)
-    except (SafetensorError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,7 +52,9 @@ def test_lens_last_layer_is_the_logits(model):
     ids = random_ids(1, 9)
     lens = logit_lens(model, ids[0])  # (T,) accepted as one sequence
     assert lens.shape == (model.config.n_layer + 1, 9, VOCAB)
-    assert torch.equal(lens[-1], logits_of(model, ids))
+    # all layers' streams are unembedded in one matmul: another row count, so another summation order
+    # inside the matmul may be chosen; each logit is a sum of C = 32 products of O(1) terms, a few ulps apart
+    torch.testing.assert_close(lens[-1], logits_of(model, ids), rtol=1e-6, atol=1e-6)
     # other row counts, other summation orders: a few ulps
     torch.testing.assert_close(logit_lens(model, ids, positions=[2, -1]), lens[:, [2, 8]], rtol=1e-6, atol=1e-6)
 
@@ -73,7 +75,16 @@ def test_lens_of_a_post_ln_model_reads_the_raw_stream():
     truncated = copy.deepcopy(model)
     truncated.blocks = truncated.blocks[:1]
     torch.testing.assert_close(lens[1], logits_of(truncated, ids), rtol=1e-5, atol=1e-5)
-    assert torch.equal(lens[-1], logits_of(model, ids))
+    torch.testing.assert_close(lens[-1], logits_of(model, ids), rtol=1e-6, atol=1e-6)
+
+
+def test_lens_in_chunks_equals_the_plain_lens(model, monkeypatch):
+    """Chunks of rows that cut across layers (5 rows, 11 positions) read the same as one layer at a time."""
+    import glassformer.observe.analysis as analysis
+
+    ids = random_ids(1, 11, seed=7)
+    monkeypatch.setattr(analysis, "LENS_ROWS", 5)
+    torch.testing.assert_close(logit_lens(model, ids), analysis.logit_lens_reference(model, ids), rtol=1e-6, atol=1e-6)
 
 
 # -- attribution ------------------------------------------------------------------------------
@@ -211,6 +222,36 @@ def test_patching_metric_is_one_where_the_clean_run_returns_and_zero_at_no_op_si
     assert float(result.heads[1, 2]) == pytest.approx(expected, abs=1e-4)
     data = result.to_dict()
     assert len(data["resid"]) == model.config.n_layer + 1 and len(data["head_positions"]) == model.config.n_layer
+
+
+def test_patching_from_the_patched_layer_equals_whole_runs_with_hooks(model):
+    """patch() starts each run at its site's block with only the last position unembedded; every grid
+    entry must equal the whole patched run's (patched_logits: the model's forward with a hook) metric.
+    The inputs differ in a middle token, so early layers and later positions carry real effects."""
+    clean = random_ids(1, 7, seed=11)
+    corrupt = clean.clone()
+    corrupt[0, 3] = (corrupt[0, 3] + 1) % VOCAB
+    result = patch(model, clean, corrupt, head_positions=True, batch_size=3)
+
+    def normalised(logits):
+        value = float(logits[-1, result.target] - logits[-1, result.foil])
+        return (value - result.corrupt) / (result.clean - result.corrupt)
+
+    # float32 runs whose batch shapes differ: logit differences agree to ~1e-5 absolute (O(1) logits,
+    # sums of 32 terms); the metric divides them by (clean - corrupt), so the bound is scaled by it
+    tol = 1e-4 / abs(result.clean - result.corrupt) + 1e-4
+    for layer in range(model.config.n_layer + 1):
+        for position in range(7):
+            expected = normalised(patched_logits(model, clean, corrupt, Site("resid", layer, position=position)))
+            assert float(result.resid[layer, position]) == pytest.approx(expected, abs=tol)
+    for layer in range(model.config.n_layer):
+        for head in range(model.config.n_head):
+            expected = normalised(patched_logits(model, clean, corrupt, Site("head", layer, head)))
+            assert float(result.heads[layer, head]) == pytest.approx(expected, abs=tol)
+    for layer, head, position in ((0, 1, 3), (1, 2, 5), (2, 3, 6)):
+        expected = normalised(patched_logits(model, clean, corrupt, Site("head", layer, head, position)))
+        assert float(result.head_positions[layer, head, position]) == pytest.approx(expected, abs=tol)
+    assert result.resid[:, 3].abs().max() > 0.01  # the patched token's own column is no no-op
 
 
 def test_patching_with_logprob_and_a_function_metric():

@@ -243,3 +243,102 @@ def test_parameters_keep_the_order_older_checkpoints_saved_them_in():
               "blocks.0.ffn.up.bias", "blocks.0.ffn.down.weight", "blocks.0.ffn.down.bias",
               "blocks.0.ffn_res.norm.weight", "blocks.0.ffn_res.norm.bias", "final_norm.weight", "final_norm.bias"]
     assert [name for name, _ in model.named_parameters()] == [current_name(name) for name in before]
+
+
+# -- weights read straight into the model: every parameter is the file's tensor ---------------
+
+
+def test_read_tensors_equals_safetensors_and_hashes_the_file(tmp_path):
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    from glassformer.weights import read_tensors
+
+    tensors = {"a": torch.randn(3, 5), "b": torch.randn(4).to(torch.bfloat16), "c": torch.randn(2, 2).half(),
+               "d": torch.arange(6).view(2, 3), "scalar": torch.tensor(2.5, dtype=torch.float64),
+               "empty": torch.zeros(0, 4), "flags": torch.tensor([True, False, True])}
+    save_file(tensors, tmp_path / "w.safetensors", metadata={"format": "pt"})
+    sha256 = hashlib.sha256()
+    ours, theirs = read_tensors(tmp_path / "w.safetensors", sha256), load_file(tmp_path / "w.safetensors")
+    assert ours.keys() == theirs.keys()
+    for name, tensor in theirs.items():
+        assert ours[name].dtype == tensor.dtype and ours[name].shape == tensor.shape, name
+        assert torch.equal(ours[name], tensor), name
+    assert sha256.hexdigest() == hashlib.sha256((tmp_path / "w.safetensors").read_bytes()).hexdigest()
+
+
+def safetensors_bytes(header: dict, data: bytes) -> bytes:
+    """A safetensors file written by hand: u64 header length, the JSON header, the data."""
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + data
+
+
+F32_2 = {"dtype": "F32", "shape": [2]}
+MALFORMED = {
+    "truncated": safetensors_bytes({"a": {**F32_2, "data_offsets": [0, 8]}}, bytes(5)),
+    "header longer than the file": (10 ** 6).to_bytes(8, "little") + b"{}",
+    "header not JSON": (5).to_bytes(8, "little") + b"{oops",
+    "a gap between tensors": safetensors_bytes({"a": {**F32_2, "data_offsets": [0, 8]},
+                                                "b": {**F32_2, "data_offsets": [12, 20]}}, bytes(20)),
+    "overlapping tensors": safetensors_bytes({"a": {**F32_2, "data_offsets": [0, 8]},
+                                              "b": {**F32_2, "data_offsets": [4, 12]}}, bytes(12)),
+    "bytes that do not fit the shape": safetensors_bytes({"a": {**F32_2, "data_offsets": [0, 12]}}, bytes(12)),
+    "an unknown dtype": safetensors_bytes({"a": {"dtype": "F7", "shape": [2], "data_offsets": [0, 8]}}, bytes(8)),
+    "bytes after the last tensor": safetensors_bytes({"a": {**F32_2, "data_offsets": [0, 8]}}, bytes(9)),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_read_tensors_refuses_a_malformed_file_in_one_line(tmp_path, case):
+    from glassformer.weights import read_tensors
+
+    (tmp_path / "w.safetensors").write_bytes(MALFORMED[case])
+    with pytest.raises(CheckpointError, match="is not a readable safetensors file") as error:
+        read_tensors(tmp_path / "w.safetensors")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("tied, dtype", [(True, torch.float32), (False, torch.float32), (True, torch.bfloat16)])
+def test_loaded_parameters_are_the_files_tensors(tmp_path, tied, dtype):
+    """Each parameter equals the file's tensor (converted to float32 where stored otherwise, exactly:
+    every bf16 value is a float32 value); tied matrices are one Parameter again; all trainable."""
+    from safetensors.torch import load_file
+
+    torch.manual_seed(5)
+    model = randomise(GPT(GPTConfig(vocab_size=40, block_size=12, n_layer=2, n_head=2, n_embd=8,
+                                    tie_weights=tied, position="learned"))).to(dtype)
+    glassformer.save(model, tmp_path)  # with its manifest: the weights are hashed as they are read
+    stored = load_file(tmp_path / "model.safetensors")
+    loaded, _ = glassformer.load(tmp_path)
+    parameters = dict(loaded.named_parameters(remove_duplicate=False))
+    assert set(parameters) == set(stored) | ({"lm_head.weight"} if tied else set())
+    for name, p in parameters.items():
+        source = stored["tok_emb.weight" if tied and name == "lm_head.weight" else name]
+        assert p.dtype == torch.float32 and p.requires_grad and torch.equal(p, source.float()), name
+    assert (loaded.lm_head.weight is loaded.tok_emb.weight) == tied
+
+
+@pytest.mark.parametrize("file", ["model.safetensors", "pytorch_model.bin"])
+def test_loaded_hf_gpt2_parameters_are_the_files_tensors(tmp_path, file):
+    """Our parameters written back in GPT-2's layout (tensors_to_hf) are the file's tensors, bit for bit."""
+    from safetensors.torch import load_file
+
+    from glassformer.hf.gpt2 import tensors_to_hf
+
+    torch.manual_seed(6)
+    hf = randomise(transformers.GPT2LMHeadModel(random_hf_config(6))).eval()
+    if file == "model.safetensors":
+        hf.save_pretrained(tmp_path)
+        stored = load_file(tmp_path / file)
+    else:  # transformers 5 writes no .bin: as older versions did, torch.save of the state dict
+        torch.save(hf.state_dict(), tmp_path / file)
+        hf.config.to_json_file(tmp_path / "config.json")
+        stored = torch.load(tmp_path / file)
+    stored = {name if name.startswith(("transformer.", "lm_head")) else f"transformer.{name}": t
+              for name, t in stored.items() if not name.endswith((".attn.bias", ".attn.masked_bias"))}
+    loaded, _ = glassformer.load(tmp_path)
+    ours = tensors_to_hf(loaded)
+    assert set(ours) == set(stored) - ({"lm_head.weight"} if hf.config.tie_word_embeddings else set())
+    for name, tensor in ours.items():
+        assert torch.equal(tensor, stored[name]), name

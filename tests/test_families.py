@@ -304,3 +304,25 @@ def test_missing_tensor_is_named(tmp_path):
     save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match="missing tensor model.layers.1.self_attn.k_norm.weight"):
         glassformer.load(tmp_path)
+
+
+@pytest.mark.parametrize("kind, tied, stored, asked", [("llama", False, torch.float32, None),
+                                                       ("qwen2", True, torch.float32, None),
+                                                       ("qwen2", True, torch.bfloat16, "float32"),
+                                                       ("llama", False, torch.bfloat16, "bfloat16")])
+def test_loaded_parameters_are_the_files_tensors(tmp_path, kind, tied, stored, asked):
+    """Every parameter, under Hugging Face's name (family_tensors), is the file's tensor: bit for bit in
+    its own dtype, and exactly its value when bf16 is read as float32 (every bf16 value is a float32)."""
+    from safetensors.torch import load_file
+
+    from glassformer.hf.families import family_tensors
+
+    hf_model(kind, tied=tied).to(stored).save_pretrained(tmp_path)
+    file = load_file(tmp_path / "model.safetensors")
+    model, _ = glassformer.load(tmp_path, dtype=asked)
+    ours = family_tensors(model)
+    assert set(ours) == set(file) - ({"lm_head.weight"} if tied else set())
+    for name, tensor in ours.items():
+        assert tensor.dtype == (torch.float32 if asked in (None, "float32") else stored), name
+        assert torch.equal(tensor, file[name].to(tensor.dtype)), name
+    assert (model.lm_head.weight is model.tok_emb.weight) == tied

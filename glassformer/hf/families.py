@@ -28,7 +28,17 @@ from glassformer.data.tokenizers import PretrainedTokenizer
 from glassformer.hf.chat import render_chat  # noqa: F401  (chat templates are part of a model directory's interface)
 from glassformer.model.config import GPTConfig, check_fits_in_memory, unsupported
 from glassformer.model.gpt import GPT
-from glassformer.weights import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, CheckpointError, read_json, save_tensors
+from glassformer.weights import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    all_finite,
+    empty_gpt,
+    hand_over,
+    read_json,
+    save_tensors,
+)
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
@@ -243,19 +253,22 @@ def pick_dtype(stored: torch.dtype, asked, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def all_finite(tensor: torch.Tensor, chunk: int = 1 << 20) -> bool:
-    """Whether a tensor holds no NaN or infinity, checked a slice at a time: torch.isfinite of a
-    whole embedding matrix makes temporaries of its size, which loading must not hold."""
-    flat = tensor.reshape(-1)
-    return all(bool(torch.isfinite(flat[i : i + chunk]).all()) for i in range(0, flat.numel(), chunk))
+def shell(config: GPTConfig) -> GPT:
+    """A GPT to hand the weights to, its own never written: GPT(config) with its initialisation
+    skipped, whose float32 parameters, never touched, take no memory; where float32 would not fit
+    in this machine's memory (GPT refuses it; bf16 weights may still fit), built on the meta device,
+    which costs an import of torch's compiler (about 80 MB) to build RoPE's tables there."""
+    try:
+        return empty_gpt(config)
+    except ValueError:
+        with torch.device("meta"):
+            return GPT(config)
 
 
 def read_tensors(path: Path, config: GPTConfig, dtype=None, device: torch.device = torch.device("cpu")):
     """The tensors of a family checkpoint under our names, memory-mapped (not copied) where kept in
     their dtype; checked against the config's shapes, for dtype and for finite values."""
     files = weight_files(path)
-    with torch.device("meta"):
-        shapes = {name: tuple(p.shape) for name, p in GPT(config).named_parameters()}  # a tied matrix once
     embedding = files.get(their_name("tok_emb.weight"))
     stored = STORED_DTYPES.get(_open(embedding).get_slice(their_name("tok_emb.weight")).get_dtype()) \
         if embedding else None
@@ -264,6 +277,7 @@ def read_tensors(path: Path, config: GPTConfig, dtype=None, device: torch.device
         check_fits_in_memory(config, target.itemsize)
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
+    shapes = {name: tuple(p.shape) for name, p in shell(config).named_parameters()}  # a tied matrix once
     # Kept in their dtype, tensors stay in the mapped file; converted, each is read into memory
     # (pread) and dropped once converted, so the file's pages are not held beside the copies.
     backend = "mmap" if stored == target else "pread"
@@ -366,7 +380,7 @@ def load_family(path: Path, hf_config: dict, dtype=None, device="cpu"):
     except CheckpointError as e:
         raise CheckpointError(f"{path / CONFIG_FILE}: {e}") from None
     tensors = read_tensors(path, config, dtype, torch.device(device))
-    model = GPT.from_tensors(config, tensors)
+    model = hand_over(shell(config), tensors)  # the tensors themselves become the parameters
     tokenizer = load_tokenizer(path, hf_config)
     if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
         raise CheckpointError(f"{path / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens, more than vocab_size "

@@ -18,8 +18,8 @@ from glassformer.weights import (
     WEIGHTS_FILE,
     CheckpointError,
     check_tokenizer_fits,
+    gpt_from_tensors,
     load_tensors_only,
-    load_weights,
     read_tensors,
     save_tensors,
 )
@@ -76,10 +76,17 @@ def _hf_layer_names(i: int) -> dict[str, str]:
 
 
 def tensors_from_hf(hf: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
-    """GPT-2 state dict (with or without the "transformer." prefix) -> our names and layout."""
-    hf = {k.removeprefix("transformer."): v for k, v in hf.items()}
-    # Old checkpoints carry the causal mask as buffers named attn.bias / attn.masked_bias; we build our own.
-    hf = {k: v for k, v in hf.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+    """GPT-2 state dict (with or without the "transformer." prefix) -> our names and layout.
+
+    `hf` is emptied as its tensors are converted: a transposed matrix's original is dropped as soon
+    as its copy is made, so the conversion holds one matrix beyond the weights, not a second set.
+    """
+    for name in list(hf):
+        tensor = hf.pop(name)
+        # Old checkpoints carry the causal mask as buffers named attn.bias / attn.masked_bias; we build our own.
+        if not name.endswith((".attn.bias", ".attn.masked_bias")):
+            hf[name.removeprefix("transformer.")] = tensor
+        del tensor
 
     def take(name):
         if name not in hf:
@@ -91,11 +98,14 @@ def tensors_from_hf(hf: dict[str, torch.Tensor], config: GPTConfig) -> dict[str,
         # c_attn is one Conv1D (C, 3C) computing x @ W + b: split into W_Q, W_K, W_V as Linear (out, in).
         qkv_w, qkv_b = take(f"h.{i}.attn.c_attn.weight"), take(f"h.{i}.attn.c_attn.bias")
         for name, w, b in zip(("q_proj", "k_proj", "v_proj"), qkv_w.t().chunk(3, dim=0), qkv_b.chunk(3)):
-            out[f"blocks.{i}.self_attn.{name}.weight"], out[f"blocks.{i}.self_attn.{name}.bias"] = w, b
+            out[f"blocks.{i}.self_attn.{name}.weight"] = w.contiguous()  # (C, 3C) -> three (C, C) copies
+            out[f"blocks.{i}.self_attn.{name}.bias"] = b.clone()  # its own memory, not a view of c_attn's
+        del qkv_w, qkv_b, w, b
         for ours, theirs in _hf_layer_names(i).items():
             w = take(f"{theirs}.weight")
-            out[f"{ours}.weight"] = w if theirs.split(".")[-1].startswith("ln") else w.t()
+            out[f"{ours}.weight"] = w if theirs.split(".")[-1].startswith("ln") else w.t().contiguous()
             out[f"{ours}.bias"] = take(f"{theirs}.bias")
+            del w
     out["final_norm.weight"], out["final_norm.bias"] = take("ln_f.weight"), take("ln_f.bias")
     lm_head = hf.pop("lm_head.weight", None)
     if not config.tie_weights:
@@ -104,7 +114,7 @@ def tensors_from_hf(hf: dict[str, torch.Tensor], config: GPTConfig) -> dict[str,
         out["lm_head.weight"] = lm_head
     if hf:
         raise CheckpointError(f"GPT-2 checkpoint has unexpected tensors: {', '.join(sorted(hf)[:5])}")
-    return {k: v.contiguous() for k, v in out.items()}
+    return out
 
 
 def tensors_to_hf(model: GPT) -> dict[str, torch.Tensor]:
@@ -140,13 +150,13 @@ def load_hf_gpt2(path: Path, hf_config: dict):
         raise CheckpointError(f"{path / CONFIG_FILE}: {e}") from None
     weights = path / WEIGHTS_FILE
     if weights.exists():
-        tensors = read_tensors(weights)
+        tensors = read_tensors(weights)  # each tensor read into memory of its own
     elif (path / "pytorch_model.bin").exists():
         tensors = load_tensors_only(path / "pytorch_model.bin")
     else:
         raise CheckpointError(f"{path} has neither {WEIGHTS_FILE} nor pytorch_model.bin")
-    model = GPT(config)
-    load_weights(model, tensors_from_hf(tensors, config), str(path))
+    # The file's tensors become the parameters (transposed ones copied, their originals dropped at once).
+    model = gpt_from_tensors(config, tensors_from_hf(tensors, config), str(path))
     tokenizer = None
     if (path / "vocab.json").exists() and (path / "merges.txt").exists():
         from glassformer.data.tokenizers import BPETokenizer

@@ -125,7 +125,7 @@ def unembed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.lm_head(model.final(x))
 
 
-LENS_ROWS = 64  # positions unembedded at a time
+LENS_ROWS = 256  # (layer, position) rows unembedded per matmul: W_U is read once per chunk, not once per layer
 
 
 def logit_lens(model: nn.Module, ids, positions: Sequence[int] | None = None) -> torch.Tensor:
@@ -133,7 +133,9 @@ def logit_lens(model: nn.Module, ids, positions: Sequence[int] | None = None) ->
 
     Each stream goes through the model's final norm (pre-LN models have one; post-LN models'
     blocks end in a norm already, and their streams are read as they are) and the unembedding
-    `model.lm_head`. The last entry is the model's own logits, bit for bit.
+    `model.lm_head`. The last entry is the model's own logits (equal up to float rounding: the
+    streams of all layers are unembedded together, a few hundred rows per matmul, so that W_U,
+    the model's largest matrix, is read once rather than once per layer).
 
     Args:
         model: a glassformer GPT.
@@ -153,12 +155,24 @@ def logit_lens(model: nn.Module, ids, positions: Sequence[int] | None = None) ->
     names = residual_names(model)
     with inference(model):
         _, streams = record(model, ids, names)
-        lens = torch.empty(len(names), len(at), model.config.vocab_size, device=ids.device)
-        for i, name in enumerate(names):
-            for start in range(0, len(at), LENS_ROWS):  # a few rows at a time: no second (T, V) copy
-                rows = at[start:start + LENS_ROWS]
-                lens[i, start:start + len(rows)] = unembed(model, streams[name][0, rows])  # (rows, C) -> (rows, V)
-    return lens
+        rows = torch.stack([streams[name][0, at] for name in names])  # (n_layer + 1, T', C)
+        rows = rows.reshape(-1, rows.size(-1))  # -> ((n_layer + 1) * T', C): one row per (layer, position)
+        if rows.size(0) <= LENS_ROWS:  # one chunk: its logits are the output, no copy
+            lens = unembed(model, rows)  # (rows, C) -> (rows, V)
+        else:
+            lens = torch.empty(rows.size(0), model.config.vocab_size, device=ids.device)
+            for start in range(0, rows.size(0), LENS_ROWS):  # a chunk at a time: no second copy of the output
+                lens[start:start + LENS_ROWS] = unembed(model, rows[start:start + LENS_ROWS])  # (rows, C) -> (rows, V)
+    return lens.view(len(names), len(at), -1)  # -> (n_layer + 1, T', V)
+
+
+def logit_lens_reference(model: nn.Module, ids) -> torch.Tensor:
+    """The logit lens read the plain way, one layer at a time at every position: what `logit_lens`
+    computes in chunks, kept as its reference (tests compare the two)."""
+    ids = as_ids(model, ids)
+    with inference(model):
+        _, streams = record(model, ids, residual_names(model))
+        return torch.stack([unembed(model, stream[0]) for stream in streams.values()])  # (n_layer + 1, T, V)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,11 +413,12 @@ def patch_hooks(sites: Sequence[Site], clean: torch.Tensor) -> tuple[dict, dict]
     return {f"blocks.{site.layer - 1}": block_hook}, {}
 
 
-def patched_runs(model: nn.Module, corrupt_ids: torch.Tensor, sites: Sequence[Site], clean: dict,
-                 read: Callable[[torch.Tensor], object], batch_size: int = 8) -> list:
-    """read(logits (T, V)) of the corrupt run with each site in turn given the clean run's value,
-    in the order of `sites`. Sites at one module run as rows of one batch, `batch_size` at a time;
-    each row's logits are formed and read one row at a time (a row of GPT-2 on 512 tokens is 100 MB)."""
+def patched_runs_reference(model: nn.Module, corrupt_ids: torch.Tensor, sites: Sequence[Site], clean: dict,
+                           read: Callable[[torch.Tensor], object], batch_size: int = 8) -> list:
+    """read(logits (T, V)) of the corrupt run with each site in turn given the clean run's value, in
+    the order of `sites`: each patched run the whole model's, its site changed by a hook. The plain
+    way, kept as the reference of `patched_runs`. Sites at one module run as rows of one batch,
+    `batch_size` at a time."""
     by_module: dict[str, list[Site]] = {}
     for site in sites:
         by_module.setdefault(site_record(site), []).append(site)
@@ -420,13 +435,60 @@ def patched_runs(model: nn.Module, corrupt_ids: torch.Tensor, sites: Sequence[Si
     return [results[site] for site in sites]
 
 
+def patched_runs(model: nn.Module, corrupt_ids: torch.Tensor, sites: Sequence[Site], clean: dict,
+                 read: Callable[[torch.Tensor], object], batch_size: int = 8, last_only: bool = False) -> list:
+    """read(logits) of the corrupt run with each site in turn given the clean run's value, in the
+    order of `sites`; the logits are (T, V), or (1, V) at the last position alone where `last_only`.
+
+    A patch at layer L changes nothing before block L, so each patched run starts from the corrupt
+    run's residual stream at L (recorded once) and runs blocks L.. only: the blocks before L would
+    compute the corrupt run's values again. The same blocks, called in the order GPT.hidden calls
+    them, so the results equal `patched_runs_reference`'s (whole runs with hooks) up to float
+    rounding. Sites at one module run as rows of one batch, `batch_size` at a time; each row's
+    logits are formed and read one row at a time (a row of GPT-2 on 512 tokens is 100 MB).
+    """
+    corrupt_segments = segments(model, corrupt_ids)
+    _, streams = record(model, corrupt_ids, residual_names(model))  # the corrupt run, before each block
+    _, rotary = model.embed(corrupt_ids, segment_ids=corrupt_segments)  # RoPE's (cos, sin): positions only
+    by_module: dict[str, list[Site]] = {}
+    for site in sites:
+        by_module.setdefault(site_record(site), []).append(site)
+    results: dict[Site, object] = {}
+    for name, group in by_module.items():
+        layer = group[0].layer  # the first block the patch changes: block `layer` reads, or holds, the site
+        start_stream = streams[residual_name(layer)]  # (1, T, C)
+        for start in range(0, len(group), batch_size):
+            chunk = group[start:start + batch_size]
+            if chunk[0].kind == "resid":  # the stream block `layer` reads, patched: (rows, T, C)
+                x, forward_hooks = patched_stream(chunk, start_stream, clean[name]), {}
+            else:  # the corrupt stream, patched inside block `layer` by a hook on its attention core
+                x, forward_hooks = start_stream.expand(len(chunk), -1, -1), patch_hooks(chunk, clean[name])[0]
+            with hooked(model, forward_hooks):
+                for block in model.blocks[layer:]:
+                    x = block(x, is_causal=True, cache=None, rotary=rotary)  # as GPT.hidden calls it
+                hidden = model.final(x[:, -1:] if last_only else x)  # (rows, T or 1, C)
+            for site, h in zip(chunk, hidden):
+                results[site] = read(model.lm_head(h))  # GPT.forward's last step, one row: (T, C) -> (T, V)
+    return [results[site] for site in sites]
+
+
+def patched_stream(sites: Sequence[Site], stream: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """The residual stream (1, T, C) repeated for each residual-stream site, row r with site r's
+    position (or all) given the clean run's value -> (len(sites), T, C)."""
+    x = stream.repeat(len(sites), 1, 1)  # (1, T, C) -> (rows, T, C)
+    for row, site in enumerate(sites):
+        at = slice(None) if site.position is None else site.position
+        x[row, at] = clean[0, at]
+    return x
+
+
 def patched_logits(model: nn.Module, clean_ids, corrupt_ids, site: Site) -> torch.Tensor:
     """The corrupt input's logits (T, V) with one site's activation replaced by the clean input's."""
     clean_ids, corrupt_ids = same_length(model, clean_ids, corrupt_ids)
     check_site(model, site, clean_ids.size(1))
     with inference(model):
         _, clean = record(model, clean_ids, [site_record(site)])
-        return patched_runs(model, corrupt_ids, [site], clean, read=torch.Tensor.clone)[0]
+        return patched_runs_reference(model, corrupt_ids, [site], clean, read=torch.Tensor.clone)[0]
 
 
 def same_length(model: nn.Module, clean_ids, corrupt_ids) -> tuple[torch.Tensor, torch.Tensor]:
@@ -524,6 +586,7 @@ def patch(model: nn.Module, clean_ids, corrupt_ids, target: int | None = None,
         clean_logits = model.lm_head(hidden)  # (T, V)
         corrupt_logits = forward(model, corrupt_ids)[0]
         score, target, foil, name = metric_function(clean_logits, corrupt_logits, metric, target, foil)
+        last_only = not callable(metric)  # the built-in metrics read the last position's logits alone
         m_clean, m_corrupt = score(clean_logits), score(corrupt_logits)
         if m_clean == m_corrupt:
             raise ValueError(f"the metric is {m_clean:.4g} on both the clean and the corrupt input: "
@@ -533,7 +596,7 @@ def patch(model: nn.Module, clean_ids, corrupt_ids, target: int | None = None,
             sites += [Site("head", layer, h) for layer in range(n_layer) for h in range(n_head)]
         if head_positions:
             sites += [Site("head", layer, h, p) for layer in range(n_layer) for h in range(n_head) for p in range(T)]
-        scores = patched_runs(model, corrupt_ids, sites, clean, score, batch_size)
+        scores = patched_runs(model, corrupt_ids, sites, clean, score, batch_size, last_only)
         values = {site: (value - m_corrupt) / (m_clean - m_corrupt) for site, value in zip(sites, scores)}
     resid = torch.full((n_layer + 1, T), float("nan"))
     head_grid = torch.full((n_layer, n_head), float("nan"))
