@@ -7,9 +7,9 @@ In a chapter (or any notebook):
     learn.show(en="The loss fell.", zh="损失下降了。")
 
 The chapters live in glassformer/learn/chapters/ (build.py runs them and writes their pages);
-exercises.py holds each exercise's question, hints and the library's own answer.
+problems/CHAPTER.py holds each chapter's exercises: question, hints and the library's own answer.
 """
 
-from glassformer.learn.exercises import EXERCISES, check, language, show
+from glassformer.learn.exercises import all_exercises, check, language, show
 
-__all__ = ["EXERCISES", "check", "language", "show"]
+__all__ = ["all_exercises", "check", "language", "show"]
