@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
+
+from glassformer.learn.problems import Exercise
 
 LANG_MIME = "application/vnd.glassformer.lang+json"  # as build.LANG_MIME (build needs nbclient; this does not)
 _language = {"lang": None}
@@ -44,17 +44,6 @@ def show(en: str, zh: str) -> None:
         display({LANG_MIME: json.dumps(texts, ensure_ascii=False), "text/plain": texts[language()]}, raw=True)
     else:
         print(texts[language()])
-
-
-@dataclass(frozen=True)
-class Exercise:
-    """question/hints: by language; answer: computes the right answer with the library;
-    tolerance: the largest |difference| accepted, per element."""
-
-    question: dict[str, str]
-    hints: dict[str, list[str]]
-    answer: Callable[[], float | np.ndarray]
-    tolerance: float
 
 
 def all_exercises() -> dict[str, Exercise]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from glassformer.learn.exercises import Exercise
+from glassformer.learn.problems import Exercise
 
 
 def _leaf():
