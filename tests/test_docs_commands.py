@@ -1,5 +1,6 @@
-"""Every shell example in README.md and docs/**/*.md runs, on tiny data, so the documentation
-and the code cannot drift apart.
+"""Every shell example in README.md, docs/**/*.md and the course's chapters (the Markdown cells of
+glassformer/learn/chapters/*.py) runs, on tiny data, so the documentation and the code cannot
+drift apart.
 
 What counts as a command: in a ```bash, ```sh or ```shell block every line that is not blank
 and not a comment (a line ending in a backslash continues on the next); in a ```console block
@@ -114,8 +115,8 @@ def join_continuations(lines: list[str]) -> list[str]:
 
 
 def blocks_of(path: Path) -> list[Block]:
-    """The shell and console blocks of a Markdown page, in order."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    """The shell and console blocks of a Markdown page (or of a chapter's Markdown cells), in order."""
+    lines = (chapter_markdown(path) if path.suffix == ".py" else path.read_text(encoding="utf-8")).splitlines()
     page = str(path.relative_to(REPO))
     blocks, i = [], 0
     while i < len(lines):
@@ -152,8 +153,16 @@ def blocks_of(path: Path) -> list[Block]:
     return blocks
 
 
+def chapter_markdown(path: Path) -> str:
+    """A course chapter's prose, both languages: its Markdown cells (line numbers count in this text)."""
+    import jupytext
+
+    return "\n\n".join(c.source for c in jupytext.read(path, fmt="py:percent").cells if c.cell_type == "markdown")
+
+
 def pages() -> list[Path]:
-    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    chapters = sorted((REPO / "glassformer" / "learn" / "chapters").glob("*.py"))
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md")), *chapters]
 
 
 PAGES = [p for p in pages() if any(not b.skip for b in blocks_of(p))]

@@ -170,3 +170,35 @@ def test_the_site_lists_every_chapter_in_both_languages():
     for c in build.CHAPTERS:
         for lang in build.LANGS:
             assert f"learn/{lang}/{c.name}.md" in flat
+
+
+# ---------------------------------------------------------------------------------------------
+# glassformer learn
+
+
+def test_learn_writes_notebooks_in_one_language_and_keeps_the_learners(tmp_path):
+    import nbformat
+
+    from glassformer.cli import main
+
+    out = tmp_path / "course"
+    assert main(["learn", "--out", str(out), "--lang", "zh"]) == 0
+    files = sorted(out.glob("*.ipynb"))
+    assert [f.name for f in files] == [f"{i:02d}-{c.name}.ipynb" for i, c in enumerate(build.CHAPTERS, 1)]
+    nb = nbformat.read(files[0], as_version=4)
+    prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert build.CHAPTERS[0].title["zh"] in prose and build.CHAPTERS[0].title["en"] not in prose
+    assert 'learn.language("zh")' in nb.cells[1].source
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    files[0].write_text("my answers")  # the learner's notebook: kept
+    assert main(["learn", "--out", str(out), "--lang", "en"]) == 0
+    assert files[0].read_text() == "my answers"
+
+
+def test_learn_refuses_a_file_as_its_folder(tmp_path, capsys):
+    from glassformer.cli import main
+
+    (tmp_path / "f").write_text("x")
+    assert main(["learn", "--out", str(tmp_path / "f")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out" in err and "not a directory" in err

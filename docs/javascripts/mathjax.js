@@ -3,7 +3,12 @@
 // each formula as <script type="math/tex">, which MathJax reads without scanning the text.
 window.MathJax = {
   config: ["TeX-AMS-MML_HTMLorMML-full.js"],
-  "HTML-CSS": { availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null },
+  "HTML-CSS": {
+    availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null,
+    // MathJax measures text against a blank font it loads from about:blank, which Chromium
+    // refuses with a console error; a local() font that does not exist is just as blank.
+    styles: { "@font-face": { "font-family": "MathJax_Blank", src: "local('MathJax Blank None')" } },
+  },
   showMathMenu: false,
   messageStyle: "none",
 };
