@@ -45,9 +45,9 @@ assert w.output == CORPUS[1]  # the trained model answers the first line with th
 # title and formula from the walkthrough's own explanations.
 
 # %% [markdown] lang="zh"
-# 前两句来自文章；glassformer 加了第三句，使每一句都回应上一句。`w` 就是这次演算：每一步都有编号、
+# 前两句来自文章；glassformer 加了第三句，使每一句都回应上一句。`w` 保存了整个演算过程：每一步都有编号、
 # 计算它的运算、输入步骤的编号，以及模型算出的数值（NumPy 数组）。下面的小函数把一步画成表格，
-# 行和列都有标签（鼠标悬停可以看到四位小数），上方是这一步的标题和公式，取自演算自带的中英文说明。
+# 行和列都有标签（鼠标悬停可以看到四位小数），上方是这一步的标题和公式，取自演算过程自带的中英文说明。
 
 # %%
 def view(step_id, walk=None):
@@ -62,9 +62,10 @@ def view(step_id, walk=None):
     unsigned = step.display in ("probabilities", "mask")
     scale = 1.0 if unsigned else float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     (en, _, formula), (zh, _, _) = narrate(step, "en", True), narrate(step, "zh", True)
-    formula = "" if formula in en else f"   {formula}"  # "W_Q" is its own formula
-    learn.show(en=f"{en}{formula}   ({shape})", zh=f"{zh}{formula}   （{shape}）")
+    formula = "" if formula in en else f"{formula}   "  # "W_Q" is its own formula
+    learn.show(en=f"{en}\n{formula}shape {shape}", zh=f"{zh}\n{formula}形状 {shape}")
     table = grid_html(values, rows, cols, signed=not unsigned, scale=scale, caption=step.id)
+    table = table.replace("<table ", '<table class="gf-grid" ', 1)  # a class: the site's own table style stays off
     display(HTML(f'<div style="overflow-x:auto">{table}</div>'))
 
 
@@ -122,7 +123,7 @@ assert np.array_equal(X_tokens, E[ids])
 # ## 位置编码
 #
 # 注意力本身不管词的顺序，所以要加上一个由位置的正弦和余弦组成的固定模式。偶数列是正弦，奇数列是余弦，
-# 每往后一对，频率就更慢：
+# 每往后一对列，频率就越低：
 #
 # $$PE_{(pos,\,2i)} = \sin\frac{pos}{10000^{2i/d}}, \qquad PE_{(pos,\,2i+1)} = \cos\frac{pos}{10000^{2i/d}}$$
 
@@ -173,7 +174,9 @@ assert np.allclose(X, X_tokens + pe, atol=1e-6)
 # 每个词元一行，每行 $d_k$ = 4 个数。
 
 # %%
-for step_id in ("enc.0.self.h0.q.weight", "enc.0.self.h0.q.bias", "enc.0.self.h0.q"):
+for step_id in ("enc.0.self.h0.q.weight",
+                "enc.0.self.h0.q.bias",
+                "enc.0.self.h0.q"):
     view(step_id)
 
 # %% [markdown] lang="en"
@@ -209,13 +212,13 @@ K, V = w.step("enc.0.self.h0.k").values, w.step("enc.0.self.h0.v").values
 assert Q.shape == K.shape == V.shape == (len(tokens), 4)
 
 # %% [markdown] lang="en"
-# ## Scores: $QK^\top$
+# ## Scores: QKᵀ
 #
 # Every query meets every key in a dot product: $QK^\top$ is 8 × 8, row *i* saying how well
 # token *i*'s query matches each key. $K^\top$ is $K$ turned on its side.
 
 # %% [markdown] lang="zh"
-# ## 分数：$QK^\top$
+# ## 分数：QKᵀ
 #
 # 每个查询都和每个键做一次点积：$QK^\top$ 是 8 × 8，第 *i* 行表示第 *i* 个词元的查询和每个键有多匹配。
 # $K^\top$ 就是把 $K$ 转过来。
@@ -228,13 +231,13 @@ assert scores.shape == (len(tokens), len(tokens))
 assert np.allclose(scores, Q.astype(np.float64) @ K.T, atol=1e-5)
 
 # %% [markdown] lang="en"
-# ## Scaling: $/\sqrt{d_k}$
+# ## Scaling: divide by √d_k
 #
 # A dot product of $d_k$ numbers grows with $d_k$; large scores would make the softmax pick one
 # key and ignore the rest. Dividing by $\sqrt{d_k} = \sqrt{4} = 2$ keeps them moderate.
 
 # %% [markdown] lang="zh"
-# ## 缩放：$/\sqrt{d_k}$
+# ## 缩放：除以 √d_k
 #
 # $d_k$ 个数的点积会随 $d_k$ 变大；分数太大时，softmax 几乎只选一个键，忽略其余的。除以
 # $\sqrt{d_k} = \sqrt{4} = 2$ 让分数保持适中。
@@ -357,14 +360,14 @@ row[3:] = -np.inf  # the mask: "win" may not see "or", "you", "die"
 assert learn.check("attention.softmax_row", np.exp(row) / np.exp(row).sum())
 
 # %% [markdown] lang="en"
-# ## Weighted values: $\times V$
+# ## Weighted values: × V
 #
 # Each token's output is the average of the values, weighted by its attention row:
 # $\text{head} = \text{softmax}\!\left(QK^\top/\sqrt{d_k}\right) V$, 8 × 4. Then $W_O$ (6 × 4)
 # brings it back to `d_model` = 6 numbers per token.
 
 # %% [markdown] lang="zh"
-# ## 对值加权：$\times V$
+# ## 对值加权：× V
 #
 # 每个词元的输出是各个值向量按它那一行注意力权重的加权平均：
 # $\text{head} = \text{softmax}\!\left(QK^\top/\sqrt{d_k}\right) V$，8 × 4。
@@ -419,7 +422,8 @@ assert learn.check("attention.output_entry", sum(probs[0, k] * V[k, 0] for k in 
 
 # %%
 w2 = builtin_walkthrough(heads=2)
-for step_id in ("enc.0.self.h0.probs", "enc.0.self.h1.probs", "enc.0.self.h0.out", "enc.0.self.h1.out",
+for step_id in ("enc.0.self.h0.probs", "enc.0.self.h1.probs",
+                "enc.0.self.h0.out", "enc.0.self.h1.out",
                 "enc.0.self.concat", "enc.0.self.out.weight", "enc.0.self.out"):
     view(step_id, w2)
 heads = [w2.step(f"enc.0.self.h{h}.out").values for h in (0, 1)]
@@ -454,8 +458,10 @@ assert np.allclose(w2.step("enc.0.self.out").values, concat.astype(np.float64) @
 # 其中每一列有一个可学习的缩放 $\gamma$ 和平移 $\beta$。演算里把 $\sqrt{\sigma^2 + \varepsilon}$ 作为每行的标准差显示。
 
 # %%
-for step_id in ("enc.0.self.residual", "enc.0.self.norm.mean", "enc.0.self.norm.std",
-                "enc.0.self.norm.weight", "enc.0.self.norm.bias", "enc.0.self.norm"):
+for step_id in ("enc.0.self.residual",
+                "enc.0.self.norm.mean", "enc.0.self.norm.std",
+                "enc.0.self.norm.weight", "enc.0.self.norm.bias",
+                "enc.0.self.norm"):
     view(step_id)
 residual = w.step("enc.0.self.residual").values
 assert np.allclose(residual, X + w.step("enc.0.self.out").values, atol=1e-6)
@@ -525,8 +531,9 @@ assert learn.check("attention.layer_norm", gamma[0] * (x[0] - x.mean()) / np.sqr
 # 之后是第二次 Add & Norm。结果就是编码器的输出，解码器的交叉注意力会读它（第 5 章）。
 
 # %%
-for step_id in ("enc.0.ffn.up.weight", "enc.0.ffn.up", "enc.0.ffn.act", "enc.0.ffn.down.weight",
-                "enc.0.ffn.down", "enc.0.ffn.residual", "enc.0.ffn.norm"):
+for step_id in ("enc.0.ffn.up.weight", "enc.0.ffn.up", "enc.0.ffn.act",
+                "enc.0.ffn.down.weight", "enc.0.ffn.down",
+                "enc.0.ffn.residual", "enc.0.ffn.norm"):
     view(step_id)
 up, act = w.step("enc.0.ffn.up").values, w.step("enc.0.ffn.act").values
 W_down, b_down = w.step("enc.0.ffn.down.weight").values, w.step("enc.0.ffn.down.bias").values
@@ -557,10 +564,8 @@ for walk in (w, w2):
     data = walkthrough_data(walk)
     computed = [s for s in data["steps"] if s["op"] not in recompute.LEAVES]
     problems = recompute.check(data)
-    n = walk.config["n_head"]
-    learn.show(en=f"{n} head{'s' if n > 1 else ''}: {len(computed)} of {len(data['steps'])} steps computed "
-                  f"from their inputs, {len(problems)} differ",
-               zh=f"{n} 个头：{len(data['steps'])} 步中有 {len(computed)} 步由输入算出，{len(problems)} 步不同")
+    print(f"n_head {walk.config['n_head']}: {len(data['steps'])} steps, {len(computed)} computed "
+          f"from their inputs, {len(problems)} differ")
     assert problems == []
 
 # %% [markdown] lang="en"
@@ -645,8 +650,8 @@ assert recompute.check(walkthrough_data(mine)) == []
 # 你的模型在你的第一句话上的两个注意力头、多头输出，以及第一个层归一化：
 
 # %%
-for step_id in ("enc.0.self.h0.probs", "enc.0.self.h1.probs", "enc.0.self.concat", "enc.0.self.out",
-                "enc.0.self.norm"):
+for step_id in ("enc.0.self.h0.probs", "enc.0.self.h1.probs",
+                "enc.0.self.concat", "enc.0.self.out", "enc.0.self.norm"):
     view(step_id, mine)
 
 # %% [markdown] lang="en"
