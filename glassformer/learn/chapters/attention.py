@@ -28,14 +28,15 @@ from glassformer.explain.narration import narrate
 from glassformer.explain.render.notebook import grid_html
 from glassformer.explain.walkthrough import CORPUS, builtin_walkthrough
 
-w = builtin_walkthrough()  # the articles' example: trained for a moment (seeded), then run on its first line
+w = builtin_walkthrough()  # trained for a moment (seeded), then run on the first line
 print(w)
-print("corpus:", CORPUS)
-print("d_model =", w.config["d_model"], " Q/K/V width d_k =", w.config["d_head"],
-      " heads =", w.config["n_head"], " d_ff =", w.config["d_ff"])
-assert CORPUS[:2] == ["when you play the game of thrones", "you win or you die"]  # the articles' two lines
-assert w.config["d_model"] == 6 and w.config["d_head"] == 4  # the articles' d_model and Q/K/V width
-assert w.output == CORPUS[1]  # the trained model answers the first line with the second
+print("corpus:", *CORPUS, sep="\n  ")
+c = w.config
+print(f"d_model {c['d_model']}, Q/K/V width d_k {c['d_head']}, heads {c['n_head']}, d_ff {c['d_ff']}")
+# The articles' two lines, their d_model and their Q/K/V width:
+assert CORPUS[:2] == ["when you play the game of thrones", "you win or you die"]
+assert c["d_model"] == 6 and c["d_head"] == 4
+assert w.output == CORPUS[1]  # the model answers the first line with the second
 
 # %% [markdown] lang="en"
 # The first two lines are the articles'; glassformer adds a third so that each line answers the
