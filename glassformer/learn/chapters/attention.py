@@ -603,7 +603,7 @@ import torch
 from glassformer import checkpoint
 from glassformer.data.batches import collate, lm_loss, source_ids
 from glassformer.data.tokenizers import WordTokenizer
-from glassformer.explain.walkthrough import Subject
+from glassformer.explain.walkthrough import Subject, model_walkthrough
 from glassformer.generation.decode import greedy
 from glassformer.model.config import PRESETS
 from glassformer.model.seq2seq import Seq2Seq
@@ -642,6 +642,8 @@ mine = Subject(model, tok, tok, lines).walkthrough(lines[0])
 print(mine)
 checkpoint.save(model, "my-dialogue", tokenizer=tok)  # for the commands below
 assert recompute.check(walkthrough_data(mine)) == []
+again = model_walkthrough("my-dialogue", lines[0])  # loaded back, as `glassformer explain --model` loads it
+assert again.output == mine.output
 
 # %% [markdown] lang="en"
 # Your model's two attention heads on your first line, the multi-head output, and the first
@@ -656,25 +658,31 @@ for step_id in ("enc.0.self.h0.probs", "enc.0.self.h1.probs",
     view(step_id, mine)
 
 # %% [markdown] lang="en"
-# Change the lines, the seed or `n_head` and run the chapter's cells again. The walkthrough of
-# your model, step by step in the terminal, and the explorer on it (type your own line, edit a
-# weight, remove a head), from the folder where this notebook saved `my-dialogue`:
+# Change the lines, the seed or `n_head` and run the chapter's cells again. Then, in a terminal
+# in the folder where this notebook saved `my-dialogue`: your model's walkthrough step by step,
+# and the explorer on it (type your own line, edit a weight, remove a head). The first line is
+# for a reader of this page who has not run the notebook: where there is no `my-dialogue` yet,
+# it runs the chapter as a script (ten seconds or so), which saves one in the current folder.
 #
 # ```bash
+# test -d my-dialogue || python -m glassformer.learn.chapters.attention > /dev/null
 # glassformer explain --model my-dialogue --text "where are you going"
 # glassformer explore --model my-dialogue
 # ```
 #
-# The articles' example itself, with two heads, in Chinese: `glassformer explain --heads 2 --lang zh`.
+# The articles' example itself, with two heads: `glassformer explain --heads 2`.
 #
 # Next: 5. The encoder-decoder — cross-attention, and decoding the answer word by word
 # ([the course](../index.md)).
 
 # %% [markdown] lang="zh"
-# 改一改这些句子、随机种子或 `n_head`，再把本章的代码重新运行一遍。在 notebook 保存 `my-dialogue` 的文件夹里，
-# 用下面的命令在终端里逐步查看你的模型的演算，或者在浏览器里打开探索器（输入你自己的句子、修改权重、去掉某个头）：
+# 改一改这些句子、随机种子或 `n_head`，再把本章的代码重新运行一遍。然后在 notebook 保存 `my-dialogue`
+# 的文件夹里打开终端：逐步查看你的模型的演算过程，或者在浏览器里打开探索器（输入你自己的句子、修改权重、
+# 去掉某个头）。第一行是给只在网页上阅读、没有运行 notebook 的读者准备的：如果还没有 `my-dialogue`，
+# 它会把本章当作脚本运行一遍（大约十秒），在当前文件夹里保存一个。
 #
 # ```bash
+# test -d my-dialogue || python -m glassformer.learn.chapters.attention > /dev/null
 # glassformer explain --model my-dialogue --text "where are you going" --lang zh
 # glassformer explore --model my-dialogue --lang zh
 # ```
