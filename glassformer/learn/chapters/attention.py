@@ -475,22 +475,25 @@ assert np.allclose(residual, X + w.step("enc.0.self.out").values, atol=1e-6)
 # 亲手算 *when* 那一行：均值、方差、归一化后的行（均值 0，离散程度 1），再乘 $\gamma$ 加 $\beta$。
 
 # %%
-gamma, beta = w.step("enc.0.self.norm.weight").values, w.step("enc.0.self.norm.bias").values
+gamma = w.step("enc.0.self.norm.weight").values
+beta = w.step("enc.0.self.norm.bias").values
+shown = {part: w.step(f"enc.0.self.norm{part}").values[0] for part in (".mean", ".std", "")}  # row "when"
+
 x = residual[0].astype(np.float64)
 mu = x.mean()
 var = ((x - mu) ** 2).mean()
 normed = (x - mu) / np.sqrt(var + 1e-5)
 y = gamma * normed + beta
-print(f"x      = {x.round(4)}")
-print(f"μ      = {mu:.6f}   (walkthrough: {w.step('enc.0.self.norm.mean').values[0, 0]:.6f})")
-print(f"σ²     = {var:.6f}   √(σ² + ε) = {np.sqrt(var + 1e-5):.6f}   "
-      f"(walkthrough: {w.step('enc.0.self.norm.std').values[0, 0]:.6f})")
-print(f"normed = {normed.round(4)}   mean {normed.mean():.1e}, variance {normed.var():.4f}")
+print(f"x         = {x.round(4)}")
+print(f"μ         = {mu:.6f}   walkthrough: {shown['.mean'][0]:.6f}")
+print(f"σ²        = {var:.6f}")
+print(f"√(σ² + ε) = {np.sqrt(var + 1e-5):.6f}   walkthrough: {shown['.std'][0]:.6f}")
+print(f"normed    = {normed.round(4)}   its mean {normed.mean():.0e}, its variance {normed.var():.4f}")
 print(f"γ·normed + β = {y.round(4)}")
-print(f"walkthrough  = {w.step('enc.0.self.norm').values[0].round(4)}")
-assert abs(mu - w.step("enc.0.self.norm.mean").values[0, 0]) < 1e-6
-assert abs(np.sqrt(var + 1e-5) - w.step("enc.0.self.norm.std").values[0, 0]) < 1e-5
-assert np.allclose(y, w.step("enc.0.self.norm").values[0], atol=1e-5)
+print(f"walkthrough  = {shown[''].round(4)}")
+assert abs(mu - shown[".mean"][0]) < 1e-6
+assert abs(np.sqrt(var + 1e-5) - shown[".std"][0]) < 1e-5
+assert np.allclose(y, shown[""], atol=1e-5)
 
 # %% [markdown] lang="en"
 # ### Exercise 4
