@@ -110,7 +110,10 @@ def execute(path: Path, cache: Path | None = None, workdir: Path | None = None):
         return nbformat.read(cached, as_version=4)
     nb = read(path)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    env = {"HF_HUB_OFFLINE": "1", "GLASSFORMER_LANG": "en"}  # matplotlib: the kernel's inline backend
+    # One thread: the docs build runs two chapters at once, and on a busy 2-core machine torch's
+    # threads spinning against each other made a chapter's training cells 10x slower (3 min vs 20 s).
+    # matplotlib draws with the kernel's inline backend.
+    env = {"HF_HUB_OFFLINE": "1", "GLASSFORMER_LANG": "en", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with tempfile.TemporaryDirectory(prefix="glassformer-learn-") as tmp:
         cwd = Path(workdir or tmp)
         client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
