@@ -54,7 +54,8 @@ print(f"window: {net.CONTEXT} characters; pairs: {tuple(xs.shape)} -> {tuple(ys.
 for x, y in zip(xs[:5].tolist(), ys[:5].tolist()):
     print(f"  [{shown(''.join(chars[i] for i in x))}] -> [{shown(chars[y])}]")
 print("  ...")
-print(f"  [{shown(''.join(chars[i] for i in xs[-1].tolist()))}] -> [{shown(chars[int(ys[-1])])}]  (wrapped around)")
+last = "".join(chars[i] for i in xs[-1].tolist())
+print(f"  [{shown(last)}] -> [{shown(chars[int(ys[-1])])}]  (wrapped around)")
 assert net.CONTEXT == 12  # the article's window
 assert len(xs) == len(text) == 61 and len(chars) == 17
 
@@ -120,10 +121,11 @@ model, losses = net.train_char_model()  # 150 Adam steps on the 61 pairs, seed 0
 print("embedding table:", tuple(model.emb.shape), "  hidden weights:", tuple(model.w1.shape))
 for c in "hum ":
     row = model.emb[model.chars.index(c)].detach().numpy()
-    print(f"  {c!r:5} row {model.chars.index(c):2}:", np.array2string(row, precision=2, suppress_small=True))
+    print(f"  {c!r:5} row {model.chars.index(c):2}:", row.round(2))
 x = model.emb[xs[:1]].flatten(1)  # the first window: (1, 12) ids -> (1, 12, 8) rows -> (1, 96)
 print("the first window as the hidden layer sees it:", tuple(x.shape))
-assert model.emb.shape == (17, 8) and model.w1.shape == (96, 64) and x.shape == (1, net.CONTEXT * 8)
+assert model.emb.shape == (17, 8) and model.w1.shape == (96, 64)
+assert x.shape == (1, net.CONTEXT * 8)
 
 # %% [markdown] lang="en"
 # ## Training: the loss falls to the floor
@@ -184,7 +186,8 @@ print(f"logsumexp(z)      = ln(e^2 + e^1 + e^0.1) = {lse:.4f}")
 print("log_softmax(z)    =", net.log_softmax(z).round(4))
 print("ln(softmax(z))    =", np.log(p).round(4))
 assert np.allclose(p.round(3), [0.659, 0.242, 0.099])
-assert round(lse, 3) == 2.417 and np.allclose(net.log_softmax(z).round(3), [-0.417, -1.417, -2.317])
+assert round(lse, 3) == 2.417
+assert np.allclose(net.log_softmax(z).round(3), [-0.417, -1.417, -2.317])
 assert np.allclose(net.log_softmax(z), torch.log_softmax(torch.tensor(z), 0).numpy())
 
 # %% [markdown] lang="en"
@@ -226,7 +229,8 @@ assert learn.check("nextchar.log_softmax", np.array([2.0, 1.0, 0.1]) - lse_by_ha
 # %%
 for T in net.TEMPERATURES:
     q = net.softmax(z / T)
-    print(f"T = {T}:  softmax(z / T) = {q.round(3)}   max p = {q.max():.3f}   entropy = {net.entropy(q):.3f}")
+    print(f"T = {T}:  softmax(z / T) = {q.round(3)}   max p = {q.max():.3f}"
+          f"   entropy = {net.entropy(q):.3f}")
 maxes = [net.softmax(z / T).max() for T in net.TEMPERATURES]
 entropies = [net.entropy(net.softmax(z / T)) for T in net.TEMPERATURES]
 assert [round(m, 3) for m in maxes] == [0.864, 0.659, 0.502]
@@ -270,7 +274,8 @@ for i, (window, chosen) in enumerate(steps[:14]):
     print(f"{i + 1:3}  [{shown(window)}] -> [{shown(chosen)}]")
 print("...")
 print(text[:12] + "".join(c for _, c in steps))
-assert all(w2 == w1[1:] + c for (w1, c), (w2, _) in zip(steps, steps[1:]))  # each window: the last, shifted by one
+# each window is the one before it, shifted by one, with the chosen character appended
+assert all(w2 == w1[1:] + c for (w1, c), (w2, _) in zip(steps, steps[1:]))
 
 # %% [markdown] lang="en"
 # ## Dropout: two conventions, one expectation
@@ -304,11 +309,13 @@ assert all(w2 == w1[1:] + c for (w1, c), (w2, _) in zip(steps, steps[1:]))  # ea
 a, p_drop = net.DROPOUT_A, net.DROPOUT_P
 exact = net.dropout_expectations(a, p_drop)
 sampled = net.dropout_samples(a, p_drop)
-print("scale at test:  exact mean", exact["test_scaled"], " sampled", sampled["test_scaled"].round(3),
-      " test a(1-p) =", a * (1 - p_drop))
-print("inverted:       exact mean", exact["inverted"], " sampled", sampled["inverted"].round(3), " test a =", a)
+print("scale at test: exact mean", exact["test_scaled"], " sampled", sampled["test_scaled"].round(3))
+print("               test a(1-p) =", a * (1 - p_drop))
+print("inverted:      exact mean", exact["inverted"], " sampled", sampled["inverted"].round(3))
+print("               test a =", a)
 print("three rows of torch's F.dropout in training:\n", sampled["inverted_rows"][:3].round(3))
-assert p_drop == 0.25 and net.DROPOUT_SAMPLES == 20_000 and np.allclose(exact["test_scaled"], [0.75, 1.5, 2.25, 3.0])
+assert p_drop == 0.25 and net.DROPOUT_SAMPLES == 20_000
+assert np.allclose(exact["test_scaled"], [0.75, 1.5, 2.25, 3.0])
 assert np.allclose(exact["inverted"], a)
 
 # %% [markdown] lang="en"
@@ -363,11 +370,11 @@ from glassformer.explain.generation import stages
 from glassformer.training.lm import train_lm
 
 print("\n".join(bundled_corpus().splitlines()[:6]), "\n...")
-metrics = train_lm("runs/nextchar", overrides=["max_iters=100", "lr_decay_iters=100", "eval_interval=100"],
-                   progress=False, overwrite=True)
+steps_100 = ["max_iters=100", "lr_decay_iters=100", "eval_interval=100"]
+metrics = train_lm("runs/nextchar", overrides=steps_100, progress=False, overwrite=True)
 gpt, tok = load("runs/nextchar")
-print(f"validation loss {metrics['val_loss']:.3f}; a vocabulary of {tok.vocab_size} tokens, so a uniform guess "
-      f"would score ln {tok.vocab_size} = {np.log(tok.vocab_size):.2f}")
+print(f"validation loss {metrics['val_loss']:.3f}; a vocabulary of {tok.vocab_size} tokens,")
+print(f"so a uniform guess would score ln {tok.vocab_size} = {np.log(tok.vocab_size):.2f}")
 cfg = gpt.config
 assert (cfg.n_layer, cfg.n_embd, cfg.block_size) == (1, 128, 64) and metrics["val_loss"] < 1.5
 
@@ -391,7 +398,8 @@ labels = [shown(tok.token(i)) for i in range(tok.vocab_size)]
 print(f"after {prompt!r}:")
 for T in net.TEMPERATURES:
     view, _ = stages(logits, T, None, None, labels, show=4)
-    print(f"  T = {T}: " + "  ".join(f"{c['token']!r} {c['temperature']:.3f}" for c in view["candidates"]))
+    top = [f"{c['token']!r} {c['temperature']:.3f}" for c in view["candidates"]]
+    print(f"  T = {T}: " + "  ".join(top))
 p_own = logits.softmax(-1).numpy()
 assert np.isclose(p_own.sum(), 1, atol=1e-5)
 

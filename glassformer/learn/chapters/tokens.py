@@ -55,12 +55,14 @@ def visible(piece):  # a space as ␣ and a newline as ↵, as the walkthrough s
 dialogue = "\n".join(CORPUS)
 words = WordTokenizer.train(dialogue)  # what the walkthrough of chapter 4 uses
 print(dialogue)
-print(f"\nvocabulary: {words.vocab_size} = {len(SPECIALS)} special tokens + {words.vocab_size - len(SPECIALS)} words")
+n_words = words.vocab_size - len(SPECIALS)
+print(f"\nvocabulary: {words.vocab_size} = {len(SPECIALS)} special tokens + {n_words} words")
 print("  " + "  ".join(f"{i}:{token_label(words, i)}" for i in range(words.vocab_size)))
 ids = words.encode(CORPUS[0])
 print(f"\n{CORPUS[0]!r} -> {ids}")
 print("decoded:", repr(words.decode(ids)))
-assert words.vocab_size == 18 and words.token(4) == "you" and dialogue.split().count("you") == 4  # the most frequent
+assert words.vocab_size == 18
+assert words.token(4) == "you" and dialogue.split().count("you") == 4  # the most frequent word
 assert words.decode(words.encode(dialogue)) == " ".join(CORPUS)  # the line breaks are lost
 
 # %% [markdown] lang="en"
@@ -105,7 +107,7 @@ chars = CharTokenizer.train(dialogue)
 ids = chars.encode(CORPUS[0])
 print(f"vocabulary: {chars.vocab_size} ({chars.vocab_size - 1} characters + <unk>)")
 print(f"{CORPUS[0]!r}: {len(ids)} ids: {ids}")
-print(f"the dialogue: {len(chars.encode(dialogue))} character ids against {len(words.encode(dialogue))} word ids")
+print(f"the dialogue: {len(chars.encode(dialogue))} character ids, {len(words.encode(dialogue))} word ids")
 assert chars.decode(chars.encode(dialogue)) == dialogue and len(ids) == len(CORPUS[0])
 
 # %% [markdown] lang="en"
@@ -151,6 +153,14 @@ print("words:", {shown("".join(w)): n for w, n in pieces.items()})
 assert len(HUMPTY_TEXT) == 61 and bpe.vocab_size == 268
 
 
+# %% [markdown] lang="en"
+# The library gives the merges; to see that each one is a most frequent pair, count the pairs
+# ourselves, merge, and count again:
+
+# %% [markdown] lang="zh"
+# 合并的结果由库给出；为了确认每一次合并的都是出现最多的一对，我们自己数一遍所有的对，合并，再数：
+
+# %%
 def merge(word, pair):
     out, i = [], 0
     while i < len(word):
@@ -172,9 +182,10 @@ for k, (left, right) in enumerate(merges, 1):
             pairs[pair] += n
     counts_at_merge.append(pairs[(left, right)])
     if k == 2:  # after the first merge, three pairs tie
-        assert sorted(p for p, n in pairs.items() if n == 4) == [("p", "t"), ("t", "y"), ("um", "p")]
-    print(f"{k}. {shown(left):>7} + {shown(right):<7} -> {shown(left + right):<9} ({pairs[(left, right)]} times;"
-          f" most frequent pair: {max(pairs.values())})")
+        tied = sorted(p for p, n in pairs.items() if n == 4)
+        assert tied == [("p", "t"), ("t", "y"), ("um", "p")]
+    print(f"{k}. {shown(left):>6} + {shown(right):<7} -> {shown(left + right):<8}"
+          f" {pairs[(left, right)]} times (the most frequent pair: {max(pairs.values())})")
     assert pairs[(left, right)] == max(pairs.values())
     pieces = Counter({merge(word, (left, right)): n for word, n in pieces.items()})
 assert counts_at_merge == [5, 4, 4, 4, 3, 2, 2, 2]
@@ -261,7 +272,8 @@ for name, tok in table:
     lengths[name] = len(tok.encode(corpus))
     print(f"{name:10} {tok.vocab_size:>10} {lengths[name]:>8} {len(corpus) / lengths[name]:>21.2f}")
 assert lengths["char"] == len(corpus)
-assert lengths["char"] > lengths["bpe 300"] > lengths["bpe 1000"] > lengths["bpe 4000"] > lengths["word"]
+assert lengths["char"] > lengths["bpe 300"] > lengths["bpe 1000"]
+assert lengths["bpe 1000"] > lengths["bpe 4000"] > lengths["word"]
 assert table[-1][1].vocab_size < 4000  # stopped: nothing left to merge
 
 # %% [markdown] lang="en"
@@ -298,13 +310,15 @@ assert gpt2_vocab == 50257 == 256 + 50_000 + 1
 
 # %%
 new = "humpty dumpty ate a pear. 你好"
-for name, tok in [("char", CharTokenizer.train(HUMPTY_TEXT)), ("word", WordTokenizer.train(HUMPTY_TEXT)), ("bpe", bpe)]:
+trained = {"char": CharTokenizer.train(HUMPTY_TEXT), "word": WordTokenizer.train(HUMPTY_TEXT), "bpe": bpe}
+for name, tok in trained.items():
     ids = tok.encode(new)
     unknown = sum(i == tok.unk_id for i in ids)
     back = tok.decode(ids)
-    print(f"{name}: {len(ids)} ids, {unknown} of them <unk>; decoded {back!r}; exact round trip: {back == new}")
+    print(f"{name}: {len(ids)} ids, {unknown} of them <unk>; decoded {back!r}; exact: {back == new}")
 print("BPE's pieces of 你好:", " ".join(bpe.token(i) for i in bpe.encode("你好")))
-assert bpe.decode(bpe.encode(new)) == new and len(bpe.encode("你好")) == len("你好".encode()) == 6
+assert bpe.decode(bpe.encode(new)) == new
+assert len(bpe.encode("你好")) == len("你好".encode()) == 6  # three UTF-8 bytes a character
 
 # %% [markdown] lang="en"
 # The character tokenizer replaces each unseen character (r, 你, 好) by `<unk>`, which decodes as
@@ -349,8 +363,9 @@ import torch
 from glassformer.checkpoint import load
 from glassformer.training.lm import train_lm
 
-metrics = train_lm("runs/tokens", tokenizer="bpe", vocab_size=vocab_size, progress=False, overwrite=True,
-                   overrides=["max_iters=60", "lr_decay_iters=60", "eval_interval=60", "bigram=false"])
+settings = ["max_iters=60", "lr_decay_iters=60", "eval_interval=60", "bigram=false"]
+metrics = train_lm("runs/tokens", tokenizer="bpe", vocab_size=vocab_size, overrides=settings,
+                   progress=False, overwrite=True)
 gpt, tok = load("runs/tokens")
 prompt = "Nora counted the coins: one, two,"
 ids = tok.encode(prompt)
@@ -363,7 +378,7 @@ assert tok.vocab_size == vocab_size
 
 # %% [markdown] lang="en"
 # (`bigram=false`: the default recipe's table of token pairs is meant for character vocabularies;
-# with 512 tokens it would have 512² rows.) The same in the terminal, and the explorer, whose
+# with 512 tokens it would have 512 × 513 rows.) The same in the terminal, and the explorer, whose
 # token strip shows how your text was cut:
 #
 # ```bash
@@ -375,7 +390,7 @@ assert tok.vocab_size == vocab_size
 # Next: 4. Attention by hand ([the course](../index.md)).
 
 # %% [markdown] lang="zh"
-# （`bigram=false`：默认配方里的词元对表格是为字符词表设计的；512 个词元就会有 512² 行。）
+# （`bigram=false`：默认配方里的词元对表格是为字符词表设计的；512 个词元就会有 512 × 513 行。）
 # 在终端里做同样的事，再打开探索器，它的词元条会显示你的文本是怎么被切开的：
 #
 # ```bash
