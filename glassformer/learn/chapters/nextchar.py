@@ -408,8 +408,10 @@ assert np.isclose(p_own.sum(), 1, atol=1e-5)
 # the temperature slider; the Steps tab shows every matrix of the forward pass):
 #
 # ```bash
-# glassformer train lm --out runs/nextchar --set max_iters=100 --set lr_decay_iters=100 --set eval_interval=100
-# glassformer sample --model runs/nextchar --prompt "MIRA: Good evening, N" --max-new-tokens 80 --temperature 0.5
+# glassformer train lm --out runs/nextchar --set max_iters=100 --set lr_decay_iters=100 \
+#     --set eval_interval=100
+# glassformer sample --model runs/nextchar --prompt "MIRA: Good evening, N" \
+#     --max-new-tokens 80 --temperature 0.5
 # glassformer explore --model runs/nextchar
 # ```
 #
@@ -420,8 +422,10 @@ assert np.isclose(p_own.sum(), 1, atol=1e-5)
 # “步骤”页展示前向计算的每一个矩阵）：
 #
 # ```bash
-# glassformer train lm --out runs/nextchar --set max_iters=100 --set lr_decay_iters=100 --set eval_interval=100
-# glassformer sample --model runs/nextchar --prompt "MIRA: Good evening, N" --max-new-tokens 80 --temperature 0.5
+# glassformer train lm --out runs/nextchar --set max_iters=100 --set lr_decay_iters=100 \
+#     --set eval_interval=100
+# glassformer sample --model runs/nextchar --prompt "MIRA: Good evening, N" \
+#     --max-new-tokens 80 --temperature 0.5
 # glassformer explore --model runs/nextchar
 # ```
 #
