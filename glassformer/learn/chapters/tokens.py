@@ -275,16 +275,24 @@ assert lengths["char"] == len(corpus)
 assert lengths["char"] > lengths["bpe 300"] > lengths["bpe 1000"]
 assert lengths["bpe 1000"] > lengths["bpe 4000"] > lengths["word"]
 assert table[-1][1].vocab_size < 4000  # stopped: nothing left to merge
+largest = table[-1][1]
+breaks = sum(1 for i in largest.encode(corpus) if not largest.token(i).strip())  # tokens of whitespace alone
+print(f"bpe 4000 - word = {lengths['bpe 4000'] - lengths['word']} = BPE's tokens of whitespace alone: {breaks}")
+assert lengths["bpe 4000"] - lengths["word"] == breaks
 
 # %% [markdown] lang="en"
-# (The word tokenizer gives fewer ids than the largest BPE because it drops the spaces;
-# BPE keeps each space inside its word, so its round trip is exact.)
+# The word tokenizer gives fewer ids than the largest BPE only because it drops the line
+# breaks: once every word is a single BPE token, the two differ by BPE's tokens of whitespace
+# alone. BPE keeps each space inside the word after it, and every line break, so its round trip
+# is exact.
 #
 # GPT-2's BPE was trained on far more text: its vocabulary of 50,257 tokens is the 256 bytes,
 # 50,000 merges and one special token, `<|endoftext|>`.
 
 # %% [markdown] lang="zh"
-# （词级分词器的 id 比最大的 BPE 还少，是因为它丢掉了空格；BPE 把空格留在词里，所以往返是精确的。）
+# 词级分词器的 id 比最大的 BPE 还少，只是因为它丢掉了换行：当每个词都成了单个 BPE 词元之后，
+# 两者之差正好是 BPE 中只含空白的词元个数。BPE 把空格留在它后面的词里，换行也一个不落地保留，
+# 所以往返是精确的。
 #
 # GPT-2 的 BPE 在多得多的文本上训练：它的词表有 50,257 个词元，即 256 个字节、50,000 次合并，
 # 再加一个特殊词元 `<|endoftext|>`。
