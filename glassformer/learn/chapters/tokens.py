@@ -358,7 +358,8 @@ assert len(bpe.encode("你好")) == len("你好".encode()) == 6  # three UTF-8 b
 
 # %%
 vocab_size = 512  # try 300, 2000
-mine = BPETokenizer.train(bundled_corpus(), vocab_size)
+text = bundled_corpus()  # or your own: open("my.txt", encoding="utf-8").read()
+mine = BPETokenizer.train(text, vocab_size)
 sentence = "Nora counted the coins: one, two, three, and gave Mira a shiny lantern."
 ids = mine.encode(sentence)
 print(f"vocabulary {mine.vocab_size}: {len(sentence)} characters -> {len(ids)} tokens")
@@ -372,7 +373,8 @@ from glassformer.checkpoint import load
 from glassformer.training.lm import train_lm
 
 settings = ["max_iters=60", "lr_decay_iters=60", "eval_interval=60", "bigram=false"]
-metrics = train_lm("runs/tokens", tokenizer="bpe", vocab_size=vocab_size, overrides=settings,
+# data=None: the bundled corpus; data="my.txt" trains on your own text
+metrics = train_lm("runs/tokens", data=None, tokenizer="bpe", vocab_size=vocab_size, overrides=settings,
                    progress=False, overwrite=True)
 gpt, tok = load("runs/tokens")
 prompt = "Nora counted the coins: one, two,"
@@ -395,7 +397,7 @@ assert tok.vocab_size == vocab_size
 # glassformer explore --model runs/tokens
 # ```
 #
-# Next: 4. Attention by hand ([the course](../index.md)).
+# Next: attention by hand, on the articles' dialogue ([the course](../index.md)).
 
 # %% [markdown] lang="zh"
 # （`bigram=false`：默认配方里的词元对表格是为字符词表设计的；512 个词元就会有 512 × 513 行。）
@@ -407,4 +409,4 @@ assert tok.vocab_size == vocab_size
 # glassformer explore --model runs/tokens
 # ```
 #
-# 下一章：4. 手算注意力（[课程目录](../index.md)）。
+# 下一章：在文章的对话上手算注意力（[课程目录](../index.md)）。
