@@ -404,29 +404,31 @@ p_own = logits.softmax(-1).numpy()
 assert np.isclose(p_own.sum(), 1, atol=1e-5)
 
 # %% [markdown] lang="en"
-# The same run in the terminal, sampled, and opened in the explorer (its Next token panel has
-# the temperature slider; the Steps tab shows every matrix of the forward pass):
+# The same run in the terminal (`--overwrite`: the cell above has already written
+# `runs/nextchar`), sampled, and opened in the explorer (its Next token panel has the
+# temperature slider; the Steps tab shows every matrix of the forward pass):
 #
 # ```bash
-# glassformer train lm --out runs/nextchar --set max_iters=100 --set lr_decay_iters=100 \
-#     --set eval_interval=100
+# glassformer train lm --out runs/nextchar --overwrite \
+#     --set max_iters=100 --set lr_decay_iters=100 --set eval_interval=100
 # glassformer sample --model runs/nextchar --prompt "MIRA: Good evening, N" \
 #     --max-new-tokens 80 --temperature 0.5
 # glassformer explore --model runs/nextchar
 # ```
 #
-# Next: 3. Tokens, where the symbols become more than single characters ([the course](../index.md)).
+# Next: [3. Tokens](tokens.md), where the symbols become more than single characters
+# ([the course](../index.md)).
 
 # %% [markdown] lang="zh"
-# 在终端里做同样的训练、采样，并在浏览器里打开探索器（它的“下一个词元”面板有温度滑块；
-# “步骤”页展示前向计算的每一个矩阵）：
+# 在终端里做同样的训练（`--overwrite`：上面的单元已经写过 `runs/nextchar` 了）、采样，
+# 并在浏览器里打开探索器（它的“下一个词元”面板有温度滑块；“步骤”页展示前向计算的每一个矩阵）：
 #
 # ```bash
-# glassformer train lm --out runs/nextchar --set max_iters=100 --set lr_decay_iters=100 \
-#     --set eval_interval=100
+# glassformer train lm --out runs/nextchar --overwrite \
+#     --set max_iters=100 --set lr_decay_iters=100 --set eval_interval=100
 # glassformer sample --model runs/nextchar --prompt "MIRA: Good evening, N" \
 #     --max-new-tokens 80 --temperature 0.5
 # glassformer explore --model runs/nextchar
 # ```
 #
-# 下一章：3. 词元与分词器，符号不再只是单个字符（[课程目录](../index.md)）。
+# 下一章：[3. 词元与分词器](tokens.md)，符号不再只是单个字符（[课程目录](../index.md)）。

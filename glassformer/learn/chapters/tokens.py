@@ -388,25 +388,27 @@ assert tok.vocab_size == vocab_size
 
 # %% [markdown] lang="en"
 # (`bigram=false`: the default recipe's table of token pairs is meant for character vocabularies;
-# with 512 tokens it would have 512 × 513 rows.) The same in the terminal, and the explorer, whose
-# token strip shows how your text was cut:
+# with 512 tokens it would have 512 × 513 rows.) The same in the terminal (`--overwrite`: the
+# cell above has already written `runs/tokens`), and the explorer, whose token strip shows how
+# your text was cut:
 #
 # ```bash
-# glassformer train lm --tokenizer bpe --vocab-size 512 --out runs/tokens \
+# glassformer train lm --tokenizer bpe --vocab-size 512 --out runs/tokens --overwrite \
 #     --set max_iters=60 --set lr_decay_iters=60 --set eval_interval=60 --set bigram=false
 # glassformer explore --model runs/tokens
 # ```
 #
-# Next: attention by hand, on the articles' dialogue ([the course](../index.md)).
+# Next: [4. Attention by hand](attention.md), on the articles' dialogue ([the course](../index.md)).
 
 # %% [markdown] lang="zh"
 # （`bigram=false`：默认配方里的词元对表格是为字符词表设计的；512 个词元就会有 512 × 513 行。）
-# 在终端里做同样的事，再打开探索器，它的词元条会显示你的文本是怎么被切开的：
+# 在终端里做同样的事（`--overwrite`：上面的单元已经写过 `runs/tokens` 了），再打开探索器，
+# 它的词元条会显示你的文本是怎么被切开的：
 #
 # ```bash
-# glassformer train lm --tokenizer bpe --vocab-size 512 --out runs/tokens \
+# glassformer train lm --tokenizer bpe --vocab-size 512 --out runs/tokens --overwrite \
 #     --set max_iters=60 --set lr_decay_iters=60 --set eval_interval=60 --set bigram=false
 # glassformer explore --model runs/tokens
 # ```
 #
-# 下一章：在文章的对话上手算注意力（[课程目录](../index.md)）。
+# 下一章：[4. 手算注意力](attention.md)，就用文章里的这段对话（[课程目录](../index.md)）。
