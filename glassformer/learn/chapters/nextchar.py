@@ -212,8 +212,8 @@ assert learn.check("nextchar.log_softmax", np.array([2.0, 1.0, 0.1]) - lse_by_ha
 # ## Temperature
 #
 # Before the softmax, the scores can be divided by a **temperature** $T$:
-# $p = \mathrm{softmax}(z / T)$. $T < 1$ stretches the gaps between scores, so the largest
-# probability grows (a sharper, more predictable choice); $T > 1$ shrinks them, towards equal
+# $p = \mathrm{softmax}(z / T)$. $T \lt 1$ stretches the gaps between scores, so the largest
+# probability grows (a sharper, more predictable choice); $T \gt 1$ shrinks them, towards equal
 # probabilities (flatter, more surprising text). The **entropy** $-\sum_i p_i \ln p_i$ measures
 # how spread out a distribution is: 0 for a certain choice, $\ln 3 \approx 1.099$ for three
 # equal ones.
@@ -222,7 +222,7 @@ assert learn.check("nextchar.log_softmax", np.array([2.0, 1.0, 0.1]) - lse_by_ha
 # ## 温度
 #
 # 在 softmax 之前，可以先把分数除以一个**温度** $T$：$p = \mathrm{softmax}(z / T)$。
-# $T < 1$ 会拉大分数之间的差距，最大的概率变得更大（选择更尖锐、更可预测）；$T > 1$ 会缩小差距，
+# $T \lt 1$ 会拉大分数之间的差距，最大的概率变得更大（选择更尖锐、更可预测）；$T \gt 1$ 会缩小差距，
 # 概率趋于相等（更平坦，生成的文本更出人意料）。**熵** $-\sum_i p_i \ln p_i$ 衡量分布有多分散：
 # 完全确定时为 0，三个选项等概率时为 $\ln 3 \approx 1.099$。
 
