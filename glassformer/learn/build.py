@@ -49,6 +49,8 @@ class Chapter:
 # The articles' order. A chapter's title is its page's first heading in each language.
 CHAPTERS = [
     Chapter("neurons", {"en": "1. Neurons from nothing", "zh": "1. 从零开始的神经元"}),
+    Chapter("nextchar", {"en": "2. Predicting the next character", "zh": "2. 预测下一个字符"}),
+    Chapter("tokens", {"en": "3. Tokens", "zh": "3. 词元与分词器"}),
     Chapter("attention", {"en": "4. Attention by hand", "zh": "4. 手算注意力"}),
 ]
 
