@@ -9,6 +9,13 @@ window.MathJax = {
     // refuses with a console error; a local() font that does not exist is just as blank.
     styles: { "@font-face": { "font-family": "MathJax_Blank", src: "local('MathJax Blank None')" } },
   },
+  // Markdown writes a formula's < > & as entities, which a <script> element does not decode:
+  // MathJax would read "&lt;". Put the characters back before it reads them.
+  AuthorInit: function () {
+    for (const script of document.querySelectorAll('script[type^="math/tex"]')) {
+      script.textContent = script.textContent.replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
+    }
+  },
   showMathMenu: false,
   messageStyle: "none",
 };

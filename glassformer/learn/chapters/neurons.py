@@ -106,7 +106,7 @@ assert learn.check("neurons.first_neuron_bias", -26.598 + 0.25)
 # ## From sums to an answer: ReLU, scores, softmax
 #
 # A negative sum means "this feature is absent"; the **ReLU** activation keeps positive sums
-# and turns negative ones into 0: $h = \max(0, z)$. The output layer weighs the hidden values
+# and turns negative ones into 0: $h = \max(0, z)$, so $h = 0$ wherever $z < 0$. The output layer weighs the hidden values
 # into two scores, one for *leaf* and one for *flower*, and **softmax** turns scores into
 # probabilities that add up to 1:
 #
@@ -115,7 +115,7 @@ assert learn.check("neurons.first_neuron_bias", -26.598 + 0.25)
 # %% [markdown] lang="zh"
 # ## 从加权和到答案：ReLU、分数、softmax
 #
-# 加权和为负表示“这个特征不存在”；**ReLU** 激活函数保留正值，把负值变成 0：$h = \max(0, z)$。
+# 加权和为负表示“这个特征不存在”；**ReLU** 激活函数保留正值，把负值变成 0：$h = \max(0, z)$，即 $z < 0$ 时 $h = 0$。
 # 输出层把隐藏值加权成两个分数，一个是*叶子*，一个是*花*；**softmax** 把分数变成加起来等于 1 的概率：
 #
 # $$p_j = \frac{e^{s_j}}{\sum_k e^{s_k}}$$
