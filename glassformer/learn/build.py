@@ -49,6 +49,7 @@ class Chapter:
 # The articles' order. A chapter's title is its page's first heading in each language.
 CHAPTERS = [
     Chapter("neurons", {"en": "1. Neurons from nothing", "zh": "1. 从零开始的神经元"}),
+    Chapter("gpt", {"en": "6. GPT: only the decoder", "zh": "6. GPT：只有解码器"}),
 ]
 
 
