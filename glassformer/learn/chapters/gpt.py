@@ -300,8 +300,8 @@ flow = {r.name: r for r in rows if r.kind == "activation"}
 
 
 def table(lang: str) -> str:
-    return "\n".join(f"{r.name:15} {str(r.shape).replace(chr(39), ''):16} {'×' + str(r.repeat) if r.repeat > 1 else '':4}"
-                     f"{r.describe(lang)}" for r in flow.values())
+    return "\n".join(f"{r.name:15} {str(r.shape).replace(chr(39), ''):16} "
+                     f"{'×' + str(r.repeat) if r.repeat > 1 else '':4}{r.describe(lang)}" for r in flow.values())
 
 
 learn.show(en=table("en"), zh=table("zh"))
@@ -519,7 +519,9 @@ assert learn.check("gpt.temperature_prob", e[0] / e.sum())
 # of its modern ones). A few seconds on a CPU:
 
 # %% [markdown] lang="zh"
-# 现在轮到你自己的模型：一个 GPT-2 形状的模型，每个子层之前做层归一化、GELU、学习的位置嵌入、
+# ## 现在轮到你自己的模型
+#
+# 一个 GPT-2 形状的模型：每个子层之前做层归一化、GELU、学习的位置嵌入、
 # 带偏置、共享词嵌入；一个块，宽 128，4 个头，在村庄故事上训练 150 步（`glassformer train lm`
 # 的默认配方，把其中的新式部件换成 GPT-2 的）。在 CPU 上只要几秒钟：
 
@@ -602,7 +604,10 @@ assert [s["picked"]["id"] for s in run.steps] == same  # the sampler's own token
 # explorer, whose tabs show these views on your model for any text you type:
 #
 # ```bash
-# glassformer train lm --out runs/gpt --overwrite --set norm=layernorm --set activation=gelu_tanh --set position=learned --set bias=true --set d_ff=512 --set qk_norm=false --set embed_norm=false --set bigram=false --set zero_init=false --set tie_weights=true --set max_iters=150 --set lr_decay_iters=150 --set eval_interval=150
+# glassformer train lm --out runs/gpt --overwrite \
+#   --set norm=layernorm --set activation=gelu_tanh --set position=learned --set bias=true --set d_ff=512 \
+#   --set qk_norm=false --set embed_norm=false --set bigram=false --set zero_init=false --set tie_weights=true \
+#   --set max_iters=150 --set lr_decay_iters=150 --set eval_interval=150
 # glassformer sample --model runs/gpt --prompt Anna --max-new-tokens 80 --temperature 0.5
 # glassformer explain --model runs/gpt --text Anna --generate 3 --temperature 0.8 --top-k 10 --top-p 0.9
 # glassformer explore --model runs/gpt
@@ -615,7 +620,10 @@ assert [s["picked"]["id"] for s in run.steps] == same  # the sampler's own token
 # 任何文本在你的模型上显示这些视图：
 #
 # ```bash
-# glassformer train lm --out runs/gpt --overwrite --set norm=layernorm --set activation=gelu_tanh --set position=learned --set bias=true --set d_ff=512 --set qk_norm=false --set embed_norm=false --set bigram=false --set zero_init=false --set tie_weights=true --set max_iters=150 --set lr_decay_iters=150 --set eval_interval=150
+# glassformer train lm --out runs/gpt --overwrite \
+#   --set norm=layernorm --set activation=gelu_tanh --set position=learned --set bias=true --set d_ff=512 \
+#   --set qk_norm=false --set embed_norm=false --set bigram=false --set zero_init=false --set tie_weights=true \
+#   --set max_iters=150 --set lr_decay_iters=150 --set eval_interval=150
 # glassformer sample --model runs/gpt --prompt Anna --max-new-tokens 80 --temperature 0.5
 # glassformer explain --model runs/gpt --text Anna --generate 3 --temperature 0.8 --top-k 10 --top-p 0.9 --lang zh
 # glassformer explore --model runs/gpt --lang zh
