@@ -257,9 +257,9 @@ assert np.mean(losses["pre"][-10:]) < np.mean(losses["post"][-10:]) - 0.15
 
 # %% [markdown] lang="en"
 # Pre-LN learned faster here, in the same steps with the same batches: measured on this tiny
-# run, not a law (three seeds all showed a gap of 0.3 to 0.5 at 80 steps; the assert above
-# asks for 0.15). The reason usually given (Xiong et al., 2020, "On Layer Normalization in the
-# Transformer Architecture") is the gradient's path. In pre-LN the stream is a plain sum,
+# run, not a law (other seeds give a gap of the same size; the assert above asks for 0.15).
+# The reason usually given (Xiong et al., 2020, "On Layer Normalization in the Transformer
+# Architecture") is the gradient's path. In pre-LN the stream is a plain sum,
 # $x_L = x_0 + \sum_l f_l(\mathrm{LN}(x_l))$, so the loss's gradient reaches every layer through
 # the identity, with no norm in the way. In post-LN it must pass through the LayerNorm of every
 # layer above, each of which rescales it. Xiong et al. find that at initialisation post-LN's
@@ -268,7 +268,7 @@ assert np.mean(losses["pre"][-10:]) < np.mean(losses["post"][-10:]) - 0.15
 
 # %% [markdown] lang="zh"
 # 在这次小实验里，同样的步数、同样的批次，pre-LN 学得更快：这只是在这个小例子上测到的结果，不是定律
-# （换三个随机种子训练 80 步，差距都在 0.3 到 0.5 之间；上面的断言只要求 0.15）。通常给出的原因
+# （换别的随机种子，差距也差不多大；上面的断言只要求 0.15）。通常给出的原因
 # （Xiong 等，2020，《On Layer Normalization in the Transformer Architecture》）是梯度的路径。pre-LN
 # 的残差流是一个简单的和，$x_L = x_0 + \sum_l f_l(\mathrm{LN}(x_l))$，损失的梯度沿着恒等路径直达每一层，
 # 中间没有归一化挡路。post-LN 的梯度则要穿过上面每一层的层归一化，每一个都会重新缩放它。Xiong 等发现，
@@ -309,6 +309,7 @@ assert flow["Q, K, V heads"].shape == ("B", 12, "t", 64)  # 12 heads of 64
 assert flow["scores"].shape == ("B", 12, "t", "t")
 assert flow["up"].shape == ("B", "t", 3072)  # the feed-forward: 4 × 768
 assert flow["logits"].shape == ("B", "t", 50257)
+assert {r.repeat for r in flow.values()} == {1, 12}  # 12 blocks
 
 # %% [markdown] lang="en"
 # And the weights. The output layer is the token embedding table itself (tied weights), so it
@@ -322,6 +323,7 @@ weights = [r for r in rows if r.kind == "weight"]
 for r in weights:
     count = "tied" if r.tied_to else f"{r.numel * r.repeat:,}"
     print(f"{r.name:33} {str(r.shape):13} {'×' + str(r.repeat) if r.repeat > 1 else '':4} {count:>11}")
+assert {r.name: r for r in weights}["pos_emb.weight"].shape == (1024, 768)  # a context of 1024 tokens
 total, symbolic = parameter_total(rows)
 print(f"total: {total:,}")
 assert total == 124_439_808 and not symbolic  # GPT-2 small, tied embeddings
