@@ -249,8 +249,8 @@ for name in ("pre", "post"):
     print(f"{name:>4}-LN  before training: {np.round(before[name], 2)}")
     print(f"{name:>4}-LN  after 60 steps:  {np.round(after[name], 2)}")
 for name in ("pre", "post"):
-    print(f"{name:>4}-LN  loss every 10 steps: {np.round(losses[name][::10], 2)}; "
-          f"mean of the last 10: {np.mean(losses[name][-10:]):.3f}")
+    print(f"{name:>4}-LN  loss every 10 steps: {np.round(losses[name][::10], 2)}, "
+          f"last 10: {np.mean(losses[name][-10:]):.3f}")
 assert all(abs(n - 8.0) < 0.1 for n in before["post"][1:])  # LN's output: length √C at the initial scale 1
 assert all(a < b for a, b in zip(after["pre"], after["pre"][1:]))  # pre-LN: the stream grows with depth
 assert np.mean(losses["pre"][-10:]) < np.mean(losses["post"][-10:]) - 0.15
@@ -412,7 +412,7 @@ with torch.no_grad():
         recomputed = gpt(seq)[0, -1]  # every position again
         k, v = cache.self_attn[0].keys_values()
         print(f"step {step}: input {tuple(new.shape)}, layer 0 keys {tuple(k.shape)}, "
-              f"largest difference from recomputing: {(cached - recomputed).abs().max().item():.1e}")
+              f"|cached - recomputed| <= {(cached - recomputed).abs().max().item():.1e}")
         assert torch.allclose(cached, recomputed, atol=1e-5)  # float32 sums in another order
         new = cached.argmax().view(1, 1)
         seq = torch.cat([seq, new], dim=1)
@@ -538,8 +538,8 @@ metrics = train_lm("runs/gpt", overrides=GPT2_PIECES + ["max_iters=150", "lr_dec
 model, run_tok = glassformer.load("runs/gpt")
 c = model.config
 print(f"validation loss {metrics['val_loss']:.3f}; {model.num_params():,} parameters")
-print(f"n_layer {c.n_layer}, n_head {c.n_head}, n_embd {c.n_embd}, d_ff {c.ff_dim}, block_size {c.block_size}, "
-      f"vocab_size {c.vocab_size}, norm_position {c.norm_position}, tie_weights {c.tie_weights}")
+print(f"n_layer {c.n_layer}, n_head {c.n_head}, n_embd {c.n_embd}, d_ff {c.ff_dim}, block_size {c.block_size}")
+print(f"vocab_size {c.vocab_size}, norm_position {c.norm_position}, tie_weights {c.tie_weights}")
 assert metrics["val_loss"] < 1.5  # far below a uniform guess over the characters, ln(59) ≈ 4.08
 
 # %% [markdown] lang="en"
@@ -594,9 +594,9 @@ from glassformer.explain.generation import gpt_generation
 run = gpt_generation(model, run_tok, "Anna", 3, temperature=0.8, top_k=10, top_p=0.9, seed=0)
 for s in run.steps:
     row = " ".join(f"{t}:{w:.2f}" for t, w in zip(s["context"], s["attention"][0][0]))
-    print(f"cache keys {s['cache']['k_shape']}; attention  {row}")
-    print(f"  kept {s['kept']}; top candidates:",
-          ", ".join(f"{c['token']!r} {c['softmax']:.2f}→{c['top_p']:.2f}" for c in s["candidates"][:4]),
+    print(f"cache keys {s['cache']['k_shape']}, attention: {row}")
+    print(f"  kept by top-k {s['kept']['top_k']}, by top-p {s['kept']['top_p']};",
+          ", ".join(f"{c['token']!r} {c['softmax']:.2f}→{c['top_p']:.2f}" for c in s["candidates"][:3]),
           f"; picked {s['picked']['token']!r}")
 same = generate(model, start, 3, temperature=0.8, top_k=10, top_p=0.9, seed=0)[0][len(start):]
 assert [s["picked"]["id"] for s in run.steps] == same  # the sampler's own tokens
