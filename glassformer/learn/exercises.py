@@ -114,6 +114,9 @@ def check(key: str, answer) -> Verdict:
 
 
 def _text(a: np.ndarray) -> str:
-    if a.ndim == 0:
-        return f"{float(a):.6g}".replace("-", "−")
-    return "[" + ", ".join(f"{float(x):.6g}".replace("-", "−") for x in a.ravel()) + "]"
+    """Numbers as a learner writes them: whole ones in full (7,087,872, not 7.08787e+06), others to 6 digits."""
+    def one(x: float) -> str:
+        text = f"{int(x):,}" if float(x).is_integer() and abs(x) < 1e15 else f"{float(x):.6g}"
+        return text.replace("-", "−")
+
+    return one(float(a)) if a.ndim == 0 else "[" + ", ".join(one(float(x)) for x in a.ravel()) + "]"

@@ -106,8 +106,8 @@ assert learn.check("neurons.first_neuron_bias", -26.598 + 0.25)
 # ## From sums to an answer: ReLU, scores, softmax
 #
 # A negative sum means "this feature is absent"; the **ReLU** activation keeps positive sums
-# and turns negative ones into 0: $h = \max(0, z)$, so $h = 0$ wherever $z < 0$. The output layer weighs the hidden values
-# into two scores, one for *leaf* and one for *flower*, and **softmax** turns scores into
+# and turns negative ones into 0: $h = \max(0, z)$, so $h = 0$ wherever $z < 0$. The output
+# layer weighs the hidden values into two scores, one for *leaf* and one for *flower*, and **softmax** turns scores into
 # probabilities that add up to 1:
 #
 # $$p_j = \frac{e^{s_j}}{\sum_k e^{s_k}}$$
