@@ -29,7 +29,7 @@ from glassformer.model.layers import FeedForward, LayerNorm, RMSNorm, repeat_kv
 from glassformer.model.positions import RotaryEmbedding, apply_rotary
 from glassformer.observe import analysis
 
-torch.set_num_threads(1)  # the models here are tiny: one thread is as fast, and never fights another program
+torch.set_num_threads(1)  # tiny models: one thread is as fast
 
 # %% [markdown] lang="en"
 # ## RMSNorm: LayerNorm without the mean
@@ -609,8 +609,9 @@ learn.show(en=f"The head whose clean output restores most: block {best[0] + 1}, 
 # glassformer explore --model my-modern
 # ```
 #
-# Try `--set n_kv_head=1` (multi-query) or `--set qk_norm=false`, and other counts: after
-# *"seven, e"* the model should say *i* (eight).
+# Try `--set n_kv_head=1` (multi-query) or `--set qk_norm=false` and compare the printouts.
+# Then a harder count: does your model continue *"four, f"* with *i* (five)? After 300 steps it
+# may not yet; train longer (`--set max_iters=1000 --set lr_decay_iters=1000`) and ask again.
 
 # %% [markdown] lang="zh"
 # 从上往下读：刚过词嵌入时，只有 *one* 所在的几个位置有影响（两段文本只在那里不同）；最后一层之后，
@@ -636,5 +637,6 @@ learn.show(en=f"The head whose clean output restores most: block {best[0] + 1}, 
 # glassformer explore --model my-modern --lang zh
 # ```
 #
-# 试试 `--set n_kv_head=1`（多查询注意力）或 `--set qk_norm=false`，再换几个数数的例子：
-# *"seven, e"* 之后，模型应该说 *i*（eight）。
+# 试试 `--set n_kv_head=1`（多查询注意力）或 `--set qk_norm=false`，比较打印结果。再考它一个难一点的：
+# *"four, f"* 之后，你的模型会接 *i*（five）吗？训练 300 步时它可能还不会；多训练一会儿
+# （`--set max_iters=1000 --set lr_decay_iters=1000`）再问它。
