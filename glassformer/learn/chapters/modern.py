@@ -372,8 +372,9 @@ else:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
-    families = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
-                "qwen3": transformers.Qwen3Config}
+    families = {name: getattr(transformers, cls) for name, cls in
+                (("llama", "LlamaConfig"), ("qwen2", "Qwen2Config"), ("qwen3", "Qwen3Config"))
+                if hasattr(transformers, cls)}  # Qwen3 needs transformers 4.51 or later
     ids = torch.randint(0, 61, (1, 16), generator=torch.Generator().manual_seed(0))
     for family, hf_config in families.items():
         torch.manual_seed(0)
