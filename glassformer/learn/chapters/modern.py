@@ -497,8 +497,11 @@ with torch.no_grad():
 attr = analysis.attribute(trained, ids, target=w)
 print(attr)
 layer, head, value = next(t for t in attr.top(c.n_layer * (c.n_head + 1)) if t[1] is not None)
-learn.show(en=f"The head with the largest direct share: block {layer + 1}, head {head + 1} ({value:+.2f}).",
-           zh=f"直接贡献最大的头：第 {layer + 1} 层第 {head + 1} 个头（{value:+.2f}）。")
+against = value < 0  # a head may argue against the prediction
+learn.show(en=f"The head with the largest direct effect: block {layer + 1}, head {head + 1} ({value:+.2f})"
+              + ("; negative: it pushes against w." if against else "."),
+           zh=f"直接作用最大的头：第 {layer + 1} 层第 {head + 1} 个头（{value:+.2f}）"
+              + ("；是负的：它在压低 w。" if against else "。"))
 assert abs(attr.total() - attr.logit) < 1e-3
 
 # %% [markdown] lang="en"
@@ -554,17 +557,18 @@ assert changes[worst] < 0
 # %% [markdown] lang="en"
 # ### Activation patching
 #
-# Run the corrupted *"two, t"* and, one site at a time, copy in the activation of the clean
-# *"one, t"*. The score is $\text{logit}(w) - \text{logit}(h)$ at the last position, scaled so
-# that the corrupt run scores 0 and the clean run 1. Rows: the residual stream after the
+# Run the corrupted *"two, t"* and, one site at a time (the residual stream at one layer and
+# position, or one head's output), copy in the activation of the clean *"one, t"*. The score
+# is $\text{logit}(w) - \text{logit}(h)$ at the last position, scaled so that the corrupt run
+# scores 0 and the clean run 1. Rows: the residual stream after the
 # embedding and after each block; columns: the last eight positions.
 
 # %% [markdown] lang="zh"
 # ### 激活修补
 #
-# 运行被改坏的 *"two, t"*，每次只把一个位置的激活值换成干净文本 *"one, t"* 的。分数是最后一个位置的
-# $\text{logit}(w) - \text{logit}(h)$，缩放到被改坏的运行为 0、干净的运行为 1。
-# 行是词嵌入之后和每一层之后的残差流，列是最后八个位置。
+# 运行被改坏的 *"two, t"*，每次只把一处激活值（某一层某个位置的残差流，或一个头的输出）
+# 换成干净文本 *"one, t"* 的。分数是最后一个位置的 $\text{logit}(w) - \text{logit}(h)$，
+# 缩放到被改坏的运行为 0、干净的运行为 1。行是词嵌入之后和每一层之后的残差流，列是最后八个位置。
 
 # %%
 patched = analysis.patch(trained, ids, tok.encode(corrupt), target=w, foil=h)
