@@ -29,8 +29,6 @@ from glassformer.model.layers import FeedForward, LayerNorm, RMSNorm, repeat_kv
 from glassformer.model.positions import RotaryEmbedding, apply_rotary
 from glassformer.observe import analysis
 
-torch.set_num_threads(1)  # tiny models: one thread is as fast
-
 # %% [markdown] lang="en"
 # ## RMSNorm: LayerNorm without the mean
 #
