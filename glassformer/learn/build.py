@@ -53,6 +53,7 @@ CHAPTERS = [
     Chapter("tokens", {"en": "3. Tokens", "zh": "3. 词元与分词器"}),
     Chapter("attention", {"en": "4. Attention by hand", "zh": "4. 手算注意力"}),
     Chapter("gpt", {"en": "6. GPT: only the decoder", "zh": "6. GPT：只有解码器"}),
+    Chapter("modern", {"en": "7. Modern models", "zh": "7. 现代模型"}),
 ]
 
 
