@@ -134,6 +134,7 @@ for n, step in enumerate(g.steps, 1):
 print("output:", g.output_text)
 assert g.output_text == CORPUS[1]  # the articles' answer, word by word
 assert [step["picked"]["token"] for step in g.steps] == CORPUS[1].split() + ["<end>"]
+assert all(step["picked"]["p"] > 0.99 for step in g.steps)  # sure of every word (the prose below)
 
 # %% [markdown] lang="en"
 # The model is sure of every word (each above 0.99): it has seen this answer many times in its
@@ -429,13 +430,16 @@ import dataclasses
 
 from glassformer.model.config import PRESETS
 from glassformer.model.seq2seq import Seq2Seq
+from glassformer.training.translation import DEFAULT_VOCAB
 
-preset = dataclasses.replace(PRESETS["multi30k"].model, src_vocab_size=6000, tgt_vocab_size=6000, shared_vocab=True)
+preset = dataclasses.replace(PRESETS["multi30k"].model, src_vocab_size=DEFAULT_VOCAB, tgt_vocab_size=DEFAULT_VOCAB,
+                             shared_vocab=True)  # one joint BPE vocabulary of 6,000 tokens
 n_params = sum(p.numel() for p in Seq2Seq(preset).parameters())
 print(f"{preset.n_encoder_layers}+{preset.n_decoder_layers} layers, d_model {preset.d_model}, {preset.n_head} heads, "
       f"d_ff {preset.d_ff}, {preset.norm_position}-LN: {n_params:,} parameters")
 print("time budget:", PRESETS["multi30k"].train["max_time"], "s")
 assert round(n_params / 1e6, 2) == 7.07  # the Performance page's 7.07M
+assert DEFAULT_VOCAB == 6000 and PRESETS["multi30k"].train["max_time"] == 3300  # as the prose says
 
 # %% [markdown] lang="en"
 # ## Now your own model
