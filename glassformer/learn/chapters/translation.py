@@ -412,6 +412,7 @@ if D is not None:
 # 四个头，6,000 个词元的共享 BPE 词表，共 707 万个参数。[翻译指南](../../guides/translation.md)
 # 在 2 核 CPU 上一小时内训练完它（预设的时间预算是 3,300 秒），命令如下：
 #
+# <!-- docs-test: skip: the same commands as the English page's block, which runs -->
 # ```bash
 # D=$(glassformer data fetch multi30k)
 # glassformer train translation --train-src $D/train.de.gz --train-tgt $D/train.en.gz \
