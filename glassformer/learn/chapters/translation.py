@@ -37,7 +37,7 @@ assert w.output == CORPUS[1]  # the model answers the first line with the second
 
 def table(values, rows, cols, caption, signed=False):
     """A labelled, coloured table (hover a cell for four decimals)."""
-    display(HTML(f'<div style="overflow-x:auto">{grid_html(values, rows, cols, signed=signed, caption=caption)}</div>'))
+    display(HTML(grid_html(values, rows, cols, signed=signed, caption=caption)))
 
 
 # %% [markdown] lang="en"
@@ -401,9 +401,10 @@ if D is not None:
 # glassformer explore --model runs/m30k
 # ```
 #
-# (the last opens the explorer on it) and reports **BLEU 39.90** with beam 5 on the same 1,000
-# test sentences (greedy: 39.12; [Performance](../../performance.md)). That figure is quoted, not
-# reproduced here: it takes the hour this page does not have. The parameter count is checked:
+# The last command opens the explorer on it. The guide reports **BLEU 39.90** with beam 5 on the
+# same 1,000 test sentences (greedy: 39.12; [Performance](../../performance.md)). That figure is
+# quoted, not reproduced here: it takes the hour this page does not have. The parameter count is
+# checked:
 
 # %% [markdown] lang="zh"
 # ### 正式训练
@@ -422,7 +423,7 @@ if D is not None:
 # glassformer explore --model runs/m30k
 # ```
 #
-# （最后一条命令在它上面打开探索器）。指南报告在同样 1,000 句测试集上束宽 5 得到 **BLEU 39.90**
+# 最后一条命令在它上面打开探索器。指南报告在同样 1,000 句测试集上束宽 5 得到 **BLEU 39.90**
 # （贪心解码 39.12；见[性能](../../performance.md)）。这个数字是引用的，本页没有重现：那需要一个小时，
 # 而本页只有几秒钟。参数个数则在这里验证：
 
