@@ -179,7 +179,7 @@ assert learn.check("translation.greedy_first", int(first.argmax()))
 #
 # Greedy commits to one word at a time; a word that looks best now may lead to a worse sentence.
 # **Beam search** keeps the $K$ best partial translations (*hypotheses*). A hypothesis's score is
-# the sum of its words' log-probabilities, $\sum_t \log p(y_t \mid y_{<t}, x)$. At each step every
+# the sum of its words' log-probabilities, $\sum_t \log p(y_t \mid y_{\lt t}, x)$. At each step every
 # hypothesis is extended by every word; the best candidates fill the $K$ places and the rest are
 # **pruned**. A candidate that ends in `<end>` is **finished** and keeps its place, so fewer live
 # hypotheses go on. A sum of logs only falls as a sentence grows, which favours short answers, so
@@ -194,7 +194,7 @@ assert learn.check("translation.greedy_first", int(first.argmax()))
 # ## 束搜索
 #
 # 贪心解码每一步只认定一个词；眼下最好的词，未必能引出最好的句子。**束搜索**同时保留 $K$ 个最好的
-# 未完成译文（*假设*）。一个假设的分数是它各个词的对数概率之和 $\sum_t \log p(y_t \mid y_{<t}, x)$。
+# 未完成译文（*假设*）。一个假设的分数是它各个词的对数概率之和 $\sum_t \log p(y_t \mid y_{\lt t}, x)$。
 # 每一步把每个假设都接上每一个词，最好的几个候选填满 $K$ 个位置，其余的被**剪掉**。以 `<end>` 结尾的
 # 候选就**结束**了，它仍然占着一个位置，所以继续往下走的假设会变少。对数概率之和只会随句子变长而变小，
 # 偏向短句，所以结束的假设要先做**长度归一化**再比较（GNMT 的做法，$\alpha = 0.6$，长度包括 `<end>`）：
