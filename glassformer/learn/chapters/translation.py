@@ -25,8 +25,6 @@ from glassformer import learn
 from glassformer.explain.render.notebook import grid_html
 from glassformer.explain.walkthrough import CORPUS, builtin_subject
 
-torch.set_num_threads(1)  # models this small run fastest on one thread (splitting tiny matrices costs more)
-
 subject = builtin_subject()  # the articles' encoder-decoder, trained for a moment (seeded: the same every time)
 model, tok = subject.model, subject.tgt_tok
 w = subject.walkthrough(CORPUS[0])
