@@ -52,6 +52,7 @@ CHAPTERS = [
     Chapter("nextchar", {"en": "2. Predicting the next character", "zh": "2. 预测下一个字符"}),
     Chapter("tokens", {"en": "3. Tokens", "zh": "3. 词元与分词器"}),
     Chapter("attention", {"en": "4. Attention by hand", "zh": "4. 手算注意力"}),
+    Chapter("translation", {"en": "5. The encoder-decoder", "zh": "5. 编码器-解码器与翻译"}),
     Chapter("gpt", {"en": "6. GPT: only the decoder", "zh": "6. GPT：只有解码器"}),
     Chapter("modern", {"en": "7. Modern models", "zh": "7. 现代模型"}),
 ]
