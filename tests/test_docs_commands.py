@@ -8,6 +8,11 @@ every line that starts with "$ " (and its backslash continuations); the other li
 console block are output and are not checked. A block whose previous line is the HTML comment
 `<!-- docs-test: skip: REASON -->` is not run, and its page's test reports REASON.
 
+A course chapter's blocks: a block whose commands repeat an earlier block's of the same chapter
+(the Chinese prose's copy of the English) runs once; a block marked
+`<!-- docs-test: after-chapter -->` uses what the chapter's notebook makes (the learner's own
+model), so that page's test first runs the chapter itself in the sandbox, as a learner would.
+
 One test per page: its commands run in order, each with `bash -e -c`, in one sandbox
 directory, so state carries from one to the next (a run trained by one command is sampled by
 the next; a variable assigned by `D=$(...)` is assigned again before each later command).
@@ -61,6 +66,7 @@ DATA = Path("/work/shared/data")  # as tests/test_fetch.py and tests/test_tokeni
 SHAKESPEARE = DATA / "tinyshakespeare" / "input.txt"
 MULTI30K = DATA / "multi30k"
 SKIP = re.compile(r"<!--\s*docs-test:\s*skip:\s*(.*?)\s*-->")
+AFTER_CHAPTER = re.compile(r"<!--\s*docs-test:\s*after-chapter\s*-->")
 FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 SHELLS = {"bash", "sh", "shell"}
 TRAIN = re.compile(r"\bglassformer train (lm|translation)\b")
@@ -79,6 +85,7 @@ class Block:
     line: int  # 1-based line of the opening fence
     commands: list[str]
     skip: str | None  # the reason, for a block marked skip
+    after_chapter: bool = False  # a chapter's block that needs the chapter run first
 
 
 def strip_comment(command: str) -> str:
@@ -148,8 +155,11 @@ def blocks_of(path: Path) -> list[Block]:
         else:
             commands = join_continuations([line for line in body if line.strip() and not line.lstrip().startswith("#")])
         commands = [c for c in (strip_comment(c) for c in commands) if c]
+        if path.suffix == ".py" and any(b.commands == commands for b in blocks):
+            continue  # the other language's copy of a block already listed
         if commands:
-            blocks.append(Block(page, start + 1, commands, skip.group(1) if skip else None))
+            blocks.append(Block(page, start + 1, commands, skip.group(1) if skip else None,
+                                bool(AFTER_CHAPTER.search(previous))))
     return blocks
 
 
@@ -367,6 +377,10 @@ def test_documented_commands_run(page, shared, tmp_path):
     sandbox = tmp_path / "sandbox"
     sandbox.mkdir()
     env = make_sandbox(sandbox, shared, commands)
+    if any(b.after_chapter and not b.skip for b in blocks):
+        from glassformer.learn import build
+
+        build.execute(page, workdir=sandbox)  # the learner's own model, where the chapter leaves it
     failures, assignments, started = [], [], time.monotonic()
     benches = bench_helps([c for c in commands if BENCH.match(c)], sandbox, env) if any(
         BENCH.match(c) for c in commands) else {}

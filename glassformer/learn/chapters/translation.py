@@ -411,7 +411,6 @@ if D is not None:
 # 四个头，6,000 个词元的共享 BPE 词表，共 707 万个参数。[翻译指南](../../guides/translation.md)
 # 在 2 核 CPU 上一小时内训练完它（预设的时间预算是 3,300 秒），命令如下：
 #
-# <!-- docs-test: skip: the same commands as the English page's block, which runs -->
 # ```bash
 # D=$(glassformer data fetch multi30k)
 # glassformer train translation --train-src $D/train.de.gz --train-tgt $D/train.en.gz \
@@ -514,7 +513,7 @@ for head in range(mine_model.config.n_head):
 # German sentence, watch greedy's choices and the cross-attention, switch to beam search. The
 # articles' example is `glassformer explore` alone.
 #
-# <!-- docs-test: skip: my-translator is the model this notebook trains -->
+# <!-- docs-test: after-chapter -->
 # ```bash
 # glassformer explore --model my-translator
 # glassformer explain --model my-translator --text "ein Hund läuft im Park" --beam 3
@@ -527,7 +526,7 @@ for head in range(mine_model.config.n_head):
 # 保存 `my-translator` 的文件夹里打开探索器：输入一句德语，看贪心解码每一步的选择和交叉注意力，再切换到束搜索。
 # 只输入 `glassformer explore` 打开的是文章的例子。
 #
-# <!-- docs-test: skip: my-translator is the model this notebook trains -->
+# <!-- docs-test: after-chapter -->
 # ```bash
 # glassformer explore --model my-translator --lang zh
 # glassformer explain --model my-translator --text "ein Hund läuft im Park" --beam 3 --lang zh
