@@ -275,6 +275,20 @@ def cmd_explore(args) -> int:
     return serve(args.model, host, args.port, browser=not args.no_browser, lang=args.lang)
 
 
+def cmd_learn(args) -> int:
+    from glassformer.learn.build import CHAPTERS
+    from glassformer.learn.notebooks import write_notebooks
+
+    if args.list:
+        for number, chapter in enumerate(CHAPTERS, 1):
+            print(f"{number:02d}-{chapter.name}  {chapter.title[args.lang]}")
+        return 0
+    for path, written in write_notebooks(args.out, args.lang):
+        print(f"{'wrote' if written else 'kept '} {path}")
+    print(f"open them with: jupyter lab {args.out}   (or read them at docs/learn in the site: mkdocs serve)")
+    return 0
+
+
 def cmd_plot_attention(args) -> int:
     from glassformer.base.files import check_output
     from glassformer.checkpoint import load
@@ -503,6 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="directory to write (new or empty)")
     export.add_argument("--overwrite", action="store_true", help="write into --out even though it holds files")
     export.set_defaults(func=cmd_export)
+
+    learn = sub.add_parser("learn", help="the course: its chapters as notebooks to run offline (en or zh)")
+    learn.add_argument("--out", default="glassformer-course",
+                       help="folder to write the notebooks into (those already there are kept)")
+    learn.add_argument("--lang", default="en", choices=["en", "zh"], help="the notebooks' language")
+    learn.add_argument("--list", action="store_true", help="list the chapters and write nothing")
+    learn.set_defaults(func=cmd_learn)
     return parser
 
 

@@ -1,11 +1,17 @@
-"""Every shell example in README.md and docs/**/*.md runs, on tiny data, so the documentation
-and the code cannot drift apart.
+"""Every shell example in README.md, docs/**/*.md and the course's chapters (the Markdown cells of
+glassformer/learn/chapters/*.py) runs, on tiny data, so the documentation and the code cannot
+drift apart.
 
 What counts as a command: in a ```bash, ```sh or ```shell block every line that is not blank
 and not a comment (a line ending in a backslash continues on the next); in a ```console block
 every line that starts with "$ " (and its backslash continuations); the other lines of a
 console block are output and are not checked. A block whose previous line is the HTML comment
 `<!-- docs-test: skip: REASON -->` is not run, and its page's test reports REASON.
+
+A course chapter's blocks: a block whose commands repeat an earlier block's of the same chapter
+(the Chinese prose's copy of the English) runs once; a block marked
+`<!-- docs-test: after-chapter -->` uses what the chapter's notebook makes (the learner's own
+model), so that page's test first runs the chapter itself in the sandbox, as a learner would.
 
 One test per page: its commands run in order, each with `bash -e -c`, in one sandbox
 directory, so state carries from one to the next (a run trained by one command is sampled by
@@ -60,6 +66,7 @@ DATA = Path("/work/shared/data")  # as tests/test_fetch.py and tests/test_tokeni
 SHAKESPEARE = DATA / "tinyshakespeare" / "input.txt"
 MULTI30K = DATA / "multi30k"
 SKIP = re.compile(r"<!--\s*docs-test:\s*skip:\s*(.*?)\s*-->")
+AFTER_CHAPTER = re.compile(r"<!--\s*docs-test:\s*after-chapter\s*-->")
 FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 SHELLS = {"bash", "sh", "shell"}
 TRAIN = re.compile(r"\bglassformer train (lm|translation)\b")
@@ -78,6 +85,7 @@ class Block:
     line: int  # 1-based line of the opening fence
     commands: list[str]
     skip: str | None  # the reason, for a block marked skip
+    after_chapter: bool = False  # a chapter's block that needs the chapter run first
 
 
 def strip_comment(command: str) -> str:
@@ -114,8 +122,8 @@ def join_continuations(lines: list[str]) -> list[str]:
 
 
 def blocks_of(path: Path) -> list[Block]:
-    """The shell and console blocks of a Markdown page, in order."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    """The shell and console blocks of a Markdown page (or of a chapter's Markdown cells), in order."""
+    lines = (chapter_markdown(path) if path.suffix == ".py" else path.read_text(encoding="utf-8")).splitlines()
     page = str(path.relative_to(REPO))
     blocks, i = [], 0
     while i < len(lines):
@@ -147,13 +155,24 @@ def blocks_of(path: Path) -> list[Block]:
         else:
             commands = join_continuations([line for line in body if line.strip() and not line.lstrip().startswith("#")])
         commands = [c for c in (strip_comment(c) for c in commands) if c]
+        if path.suffix == ".py" and any(b.commands == commands for b in blocks):
+            continue  # the other language's copy of a block already listed
         if commands:
-            blocks.append(Block(page, start + 1, commands, skip.group(1) if skip else None))
+            blocks.append(Block(page, start + 1, commands, skip.group(1) if skip else None,
+                                bool(AFTER_CHAPTER.search(previous))))
     return blocks
 
 
+def chapter_markdown(path: Path) -> str:
+    """A course chapter's prose, both languages: its Markdown cells (line numbers count in this text)."""
+    import jupytext
+
+    return "\n\n".join(c.source for c in jupytext.read(path, fmt="py:percent").cells if c.cell_type == "markdown")
+
+
 def pages() -> list[Path]:
-    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    chapters = sorted((REPO / "glassformer" / "learn" / "chapters").glob("*.py"))
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md")), *chapters]
 
 
 PAGES = [p for p in pages() if any(not b.skip for b in blocks_of(p))]
@@ -358,6 +377,10 @@ def test_documented_commands_run(page, shared, tmp_path):
     sandbox = tmp_path / "sandbox"
     sandbox.mkdir()
     env = make_sandbox(sandbox, shared, commands)
+    if any(b.after_chapter and not b.skip for b in blocks):
+        from glassformer.learn import build
+
+        build.execute(page, workdir=sandbox)  # the learner's own model, where the chapter leaves it
     failures, assignments, started = [], [], time.monotonic()
     benches = bench_helps([c for c in commands if BENCH.match(c)], sandbox, env) if any(
         BENCH.match(c) for c in commands) else {}
