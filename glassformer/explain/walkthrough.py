@@ -274,7 +274,10 @@ def corner(a: np.ndarray) -> np.ndarray:
     return a[..., :CORNER, :CORNER]
 
 
-def step_data(step: Step, seq2seq: bool, max_values: int) -> dict:
+def step_data(step: Step, seq2seq: bool, max_values: int, memo: dict | None = None) -> dict:
+    """One step as JSON-ready data: every value where it has at most `max_values` (0: any number),
+    else its corner; a float step's statistics (a weight's from `memo` where it holds them: see
+    walkthrough_data)."""
     from glassformer.explain.narration import LANGS, narrate
 
     texts = {lang: narrate(step, lang, seq2seq) for lang in LANGS}
@@ -291,7 +294,7 @@ def step_data(step: Step, seq2seq: bool, max_values: int) -> dict:
         data["shape"] = list(a.shape)
         data["dtype"] = "bool" if a.dtype == np.bool_ else "int" if np.issubdtype(a.dtype, np.integer) else "float"
         if data["dtype"] == "float":
-            data["stats"] = statistics(a)
+            data["stats"] = weight_statistics(step, memo) if memo is not None else statistics(a)
         if max_values and a.size > max_values:
             data["truncated"] = True
             data["corner"] = json_values(corner(a))
@@ -307,19 +310,41 @@ def step_data(step: Step, seq2seq: bool, max_values: int) -> dict:
     return data
 
 
-def walkthrough_data(walkthrough: Walkthrough, max_values: int = MAX_VALUES) -> dict:
+def weight_statistics(step: Step, memo: dict) -> dict:
+    """statistics(step.values), from `memo` for a weight step seen before (a weight's statistics
+    depend on the weight alone; GPT-2's take a second to compute, at every request otherwise)."""
+    if step.op != "weight" or not step.params or "name" not in step.params:
+        return statistics(step.values)
+    key = (step.id, json.dumps(step.params, sort_keys=True), step.values.shape)
+    if key not in memo:
+        memo[key] = (step.params["name"], statistics(step.values))
+    return dict(memo[key][1])
+
+
+def walkthrough_data(walkthrough: Walkthrough, max_values: int = MAX_VALUES, whole=None, memo: dict | None = None) -> dict:
     """The walkthrough as JSON-ready data: every step with its op, inputs, params, narration and values.
 
     Args:
         max_values: a step with more values than this is written as its top-left corner plus
             statistics ("truncated": true); 0 writes every value.
+        whole: the ids of the steps written whole (up to max_values); the others as corners,
+            except steps of at most CORNER² values (their own corner). None: every step.
+        memo: weight steps' statistics kept by a caller between calls, by step id (the explorer's,
+            while the weights are unedited); None computes them.
     """
     seq2seq = walkthrough.model_kind == "seq2seq"
+    small = CORNER * CORNER
+
+    def most(step: Step) -> int:
+        if whole is None or step.id in whole:
+            return max_values
+        return small if step.values is not None and step.values.size > small else max_values
+
     return {
         "schema": SCHEMA, "model_kind": walkthrough.model_kind, "config": walkthrough.config,
         "source": walkthrough.source, "output": walkthrough.output, "max_values": max_values,
         "infinity": "null stands for −∞ (a masked score); \"NaN\" and \"Infinity\" for those values",
-        "steps": [step_data(step, seq2seq, max_values) for step in walkthrough.steps],
+        "steps": [step_data(step, seq2seq, most(step), memo) for step in walkthrough.steps],
         "generation": walkthrough.generation.to_dict() if walkthrough.generation is not None else None,
         "analysis": walkthrough.analysis,
     }
