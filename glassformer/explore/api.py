@@ -232,9 +232,9 @@ class Explorer:
                 "params": [{"name": name, "shape": list(p.shape)} for name, p in self.model.named_parameters()]}
 
     def example(self) -> str:
-        """A text to start from: the articles' first line, "ROMEO:" for a GPT that can read it, else
+        """A text to start from: the subject's own, the articles' first line, "ROMEO:" for a GPT that can read it, else
         the first 20 characters of the vocabulary."""
-        first = CORPUS[0] if self.subject.corpus else GPT_EXAMPLE if not self.seq2seq else None
+        first = self.subject.example or (CORPUS[0] if self.subject.corpus else GPT_EXAMPLE if not self.seq2seq else None)
         if first is not None and self.reads_cleanly(first):
             return first
         specials = {self.tok.pad_id, self.tok.unk_id, self.tok.bos_id, self.tok.eos_id}

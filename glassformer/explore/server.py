@@ -51,6 +51,7 @@ HOST_HEADER = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._
 TOKEN_HEADER = "X-Glassformer-Token"
 TOKEN_COOKIE = "glassformer_token"  # set by GET /?token=..., so the page's own files load too
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+MODEL_KEY = "model"  # the one model of `glassformer explore --model DIR`
 HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
            "X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -278,12 +279,15 @@ def origin_netloc(origin: str) -> str | None:
 # The app
 
 
-def make_app(explorer: Explorer, token: str | None = None, hosts: tuple[str, ...] | None = LOOPBACK_NAMES,
-             static: Path = STATIC) -> Guard:
+def make_app(explorer: Explorer | dict[str, Explorer], token: str | None = None,
+             hosts: tuple[str, ...] | None = LOOPBACK_NAMES, static: Path = STATIC) -> Guard:
     """The explorer as an ASGI app.
 
+    Every /api/ request may name its model with the query parameter `model` (one of the keys of
+    `explorer`; the first where it names none); /api/info lists them all under "models".
+
     Args:
-        explorer: the model and what it answers.
+        explorer: the model and what it answers, or several by key (the page opens on the first).
         token: the access token every request must carry (None: none needed).
         hosts: the host names requests may be addressed to (None: any).
         static: the page's folder (tests pass one of their own).
@@ -313,13 +317,28 @@ def make_app(explorer: Explorer, token: str | None = None, hosts: tuple[str, ...
             log.exception("glassformer explore: %s failed", request.url.path)
             return error(500, "internal error; the server's log has the details")
 
+    explorers = explorer if isinstance(explorer, dict) else {MODEL_KEY: explorer}
+    listed = [{"key": key, "name": e.name, "kind": "seq2seq" if e.seq2seq else "gpt"} for key, e in explorers.items()]
+
+    def chosen(request: Request) -> tuple[str, Explorer]:
+        key = request.query_params.get("model", next(iter(explorers)))
+        if key not in explorers:
+            raise ApiError(404, f"no model {echo(key)}; this server has {', '.join(explorers)}")
+        return key, explorers[key]
+
     async def info(request: Request) -> Response:
-        return await answer(request, functools.partial(run_in_threadpool, explorer.info))
+        async def compute():
+            key, chosen_explorer = chosen(request)
+            data = await run_in_threadpool(chosen_explorer.info)
+            return {**data, "model": key, "models": listed}
+
+        return await answer(request, compute)
 
     async def call(request: Request) -> Response:
         async def compute():
+            _, chosen_explorer = chosen(request)
             body = await read_json(request)
-            return await run_in_threadpool(explorer.call, request.path_params["endpoint"], body)
+            return await run_in_threadpool(chosen_explorer.call, request.path_params["endpoint"], body)
 
         return await answer(request, compute)
 
@@ -390,6 +409,17 @@ def load(model_dir: str | None) -> tuple:
     return load_subject(model_dir), Path(model_dir).resolve().name
 
 
+def load_models(model_dir: str | None) -> dict[str, tuple]:
+    """key -> (subject, name) of the models to serve: the checkpoint at model_dir alone, or with
+    none the village GPT shipped in the package (first: the page opens on it) and the articles'
+    translation example."""
+    if model_dir is not None:
+        return {MODEL_KEY: load(model_dir)}
+    from glassformer.explore import village
+
+    return {"village": village.subject(), "articles": load(None)}
+
+
 def serve(model_dir: str | None = None, host: str = "127.0.0.1", port: int = 0, browser: bool = True,
           lang: str = "en", say=print) -> int:
     """Loads the model, prints the one line with the address, opens the browser and serves until
@@ -402,8 +432,8 @@ def serve(model_dir: str | None = None, host: str = "127.0.0.1", port: int = 0, 
     token, hosts = access(host)
     sock = bind(host, port)  # first: a port in use is said before the model is loaded
     try:
-        subject, name = load(model_dir)
-        app = make_app(Explorer(subject, name, lang), token, hosts)
+        explorers = {key: Explorer(subject, name, lang) for key, (subject, name) in load_models(model_dir).items()}
+        app = make_app(explorers, token, hosts)
         url = address(host, sock.getsockname()[1], token)
         say(f"glassformer explore: {url}", flush=True)
         if browser:  # the socket already listens: the browser's request waits for the server

@@ -40,6 +40,15 @@ def folder() -> Path:
     return FOLDER
 
 
+def subject():
+    """(the village GPT as an explain Subject, its name), loaded from the package."""
+    from glassformer.explain.walkthrough import load_subject
+
+    loaded = load_subject(folder())
+    loaded.example = EXAMPLE
+    return loaded, NAME
+
+
 def rebuild(out: Path) -> dict:
     """Trains the village GPT into `out` (its config, weights and tokenizer only); returns the run's metrics."""
     import torch
