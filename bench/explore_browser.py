@@ -61,7 +61,9 @@ function tick() {
   else if (painted === null) {
     painted = -1;
     const mine = asked;
-    requestAnimationFrame(() => setTimeout(() => { if (painted === -1 && mine === asked) painted = performance.now(); }, 0));
+    requestAnimationFrame(() => setTimeout(() => {
+      if (painted === -1 && mine === asked) painted = performance.now();
+    }, 0));
   }
   if (painted > 0 && performance.now() - painted > 250) { done(painted - t0); return; }
   if (performance.now() - t0 > 60000) { done(-1); return; }

@@ -252,6 +252,9 @@ def json_values(a: np.ndarray):
     return out.tolist()
 
 
+SHORT_BY_NUMPY = 256
+
+
 def shortest(a: np.ndarray) -> np.ndarray:
     """Finite float32 values as float64 values whose shortest text (what json writes) is the shortest
     decimal that reads back as the float32 (no float64 noise digits such as 0.10000000149011612).
@@ -356,7 +359,8 @@ def weight_statistics(step: Step, memo: dict) -> dict:
     return dict(memo[key][1])
 
 
-def walkthrough_data(walkthrough: Walkthrough, max_values: int = MAX_VALUES, whole=None, memo: dict | None = None) -> dict:
+def walkthrough_data(walkthrough: Walkthrough, max_values: int = MAX_VALUES, whole=None,
+                     memo: dict | None = None) -> dict:
     """The walkthrough as JSON-ready data: every step with its op, inputs, params, narration and values.
 
     Args:

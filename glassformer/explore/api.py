@@ -234,7 +234,8 @@ class Explorer:
     def example(self) -> str:
         """A text to start from: the subject's own, the articles' first line, "ROMEO:" for a GPT that can read it, else
         the first 20 characters of the vocabulary."""
-        first = self.subject.example or (CORPUS[0] if self.subject.corpus else GPT_EXAMPLE if not self.seq2seq else None)
+        first = self.subject.example or (CORPUS[0] if self.subject.corpus
+                                         else GPT_EXAMPLE if not self.seq2seq else None)
         if first is not None and self.reads_cleanly(first):
             return first
         specials = {self.tok.pad_id, self.tok.unk_id, self.tok.bos_id, self.tok.eos_id}
