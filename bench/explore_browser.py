@@ -128,8 +128,10 @@ class Contender:
     def __init__(self, name: str, args: list[str], checkout: Path):
         env = {**os.environ, "PYTHONPATH": str(checkout), "PYTHONUNBUFFERED": "1"}
         self.name = name
+        # cwd: `python -m` reads the package from the working directory first.
         self.process = subprocess.Popen([sys.executable, "-m", "glassformer", "explore", "--no-browser", "--port", "0",
-                                         *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                                         *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                        cwd=checkout)
         line = self.process.stdout.readline()
         found = re.search(r"(http://\S+)", line)
         if not found:
@@ -187,20 +189,23 @@ def chromium():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="timed keystrokes and slider moves per contender")
-    parser.add_argument("--models", default="village,d128,gpt2", help="village (the default GPT), d128, gpt2")
+    parser.add_argument("--models", default="village,d128,gpt2",
+                        help="village (the default GPT), d128, gpt2; NAME@tN: served with --threads N (this checkout)")
     parser.add_argument("--before", help="another checkout (a directory) whose explorer serves the same models too")
     args = parser.parse_args()
     wanted = args.models.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        paths = make_models(Path(tmp), wanted)
+        paths = make_models(Path(tmp), sorted({name.split("@")[0] for name in wanted}))
         checkouts = {"": ROOT, **({"before:": Path(args.before)} if args.before else {})}
         contenders = []
         try:
             for model in wanted:
+                name, _, threads = model.partition("@t")
                 for tag, checkout in checkouts.items():
-                    if model == "village" and tag:  # another checkout's default model is another model
+                    if tag and (name == "village" or threads):  # another checkout: another default, no --threads
                         continue
-                    model_args = [] if model == "village" else ["--model", str(paths[model])]
+                    model_args = [] if name == "village" else ["--model", str(paths[name])]
+                    model_args += ["--threads", threads] if threads else []
                     contenders.append(Contender(tag + model, model_args, checkout))
             for c in contenders:  # the first load of each, then the text of 64 tokens and the Steps tab
                 c.first_load()

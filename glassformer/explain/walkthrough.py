@@ -240,16 +240,37 @@ CORNER = 8  # a truncated step shows its top-left CORNER × CORNER values (a vec
 def json_values(a: np.ndarray):
     """Values as JSON-ready nested lists: integers and booleans as they are, floats by their shortest
     float32 text; −∞ as null (a masked score), NaN and +∞ as the strings "NaN" and "Infinity"."""
-    if a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer):
-        return a.tolist()
-    a = a.astype(np.float32)
-    finite = np.isfinite(a)
-    values = shortest(np.where(finite, a, 0).astype(np.float32))
-    if finite.all():
-        return values.tolist()
-    out = values.astype(object)
-    out[~finite] = [None if x == -np.inf else "Infinity" if x == np.inf else "NaN" for x in a[~finite]]
-    return out.tolist()
+    return json_values_many([a])[0]
+
+
+def json_values_many(arrays: list[np.ndarray]) -> list:
+    """json_values of each array, the floats of all of them written in one pass (a walkthrough of
+    GPT-2 small has 2,500 steps: one pass over their corners costs less than 2,500 small ones)."""
+    out: list = [None] * len(arrays)
+    floats = []
+    for i, a in enumerate(arrays):
+        if a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer):
+            out[i] = a.tolist()
+        else:
+            floats.append(i)
+    if not floats:
+        return out
+    parts = [np.asarray(arrays[i], dtype=np.float32) for i in floats]
+    flat = np.concatenate([p.ravel() for p in parts])
+    finite = np.isfinite(flat)
+    values = shortest(np.where(finite, flat, np.float32(0)))
+    start = 0
+    for i, part in zip(floats, parts):
+        stop = start + part.size
+        v, ok = values[start:stop].reshape(part.shape), finite[start:stop].reshape(part.shape)
+        if ok.all():
+            out[i] = v.tolist()
+        else:
+            v = v.astype(object)
+            v[~ok] = [None if x == -np.inf else "Infinity" if x == np.inf else "NaN" for x in part[~ok]]
+            out[i] = v.tolist()
+        start = stop
+    return out
 
 
 SHORT_BY_NUMPY = 256
@@ -264,7 +285,10 @@ def shortest(a: np.ndarray) -> np.ndarray:
     nanoseconds a value where numpy's printing of each (a.astype(str)) takes a microsecond or two.
     The decimal is N / 10^k (or N · 10^-k) with N and the power exact in float64, so the float64
     division is the float64 nearest the decimal, which Python writes as that decimal. Values whose
-    power of ten is not exact in float64 (beyond 1e±13) are printed by numpy one by one."""
+    power of ten is not exact in float64 (beyond 1e±13) are printed by numpy one by one, as are arrays
+    of at most SHORT_BY_NUMPY values (the passes over the array would cost more than numpy's printing)."""
+    if a.size <= SHORT_BY_NUMPY:
+        return a.astype(str).astype(np.float64)
     shape, a = a.shape, a.ravel()
     x = a.astype(np.float64)
     out = x.copy()  # zeros stay 0.0
@@ -312,10 +336,12 @@ def corner(a: np.ndarray) -> np.ndarray:
     return a[..., :CORNER, :CORNER]
 
 
-def step_data(step: Step, seq2seq: bool, max_values: int, memo: dict | None = None) -> dict:
+def step_data(step: Step, seq2seq: bool, max_values: int, memo: dict | None = None,
+              later: list | None = None) -> dict:
     """One step as JSON-ready data: every value where it has at most `max_values` (0: any number),
     else its corner; a float step's statistics (a weight's from `memo` where it holds them: see
-    walkthrough_data)."""
+    walkthrough_data). later: where given, (data, key, array) is appended to it for each array,
+    for the caller to write (json_values_many), rather than the values written here."""
     from glassformer.explain.narration import LANGS, narrate
 
     texts = {lang: narrate(step, lang, seq2seq) for lang in LANGS}
@@ -333,11 +359,14 @@ def step_data(step: Step, seq2seq: bool, max_values: int, memo: dict | None = No
         data["dtype"] = "bool" if a.dtype == np.bool_ else "int" if np.issubdtype(a.dtype, np.integer) else "float"
         if data["dtype"] == "float":
             data["stats"] = weight_statistics(step, memo) if memo is not None else statistics(a)
-        if max_values and a.size > max_values:
+        truncated = bool(max_values and a.size > max_values)
+        key, shown = ("corner", corner(a)) if truncated else ("values", a)
+        if truncated:
             data["truncated"] = True
-            data["corner"] = json_values(corner(a))
+        if later is None:
+            data[key] = json_values(shown)
         else:
-            data["values"] = json_values(a)
+            later.append((data, key, shown))
     if step.rows is not None:
         data["rows"] = step.rows
     if step.cols is not None:
@@ -379,11 +408,15 @@ def walkthrough_data(walkthrough: Walkthrough, max_values: int = MAX_VALUES, who
             return max_values
         return small if step.values is not None and step.values.size > small else max_values
 
+    later: list = []
+    steps = [step_data(step, seq2seq, most(step), memo, later) for step in walkthrough.steps]
+    for (data, key, _), values in zip(later, json_values_many([a for _, _, a in later])):
+        data[key] = values
     return {
         "schema": SCHEMA, "model_kind": walkthrough.model_kind, "config": walkthrough.config,
         "source": walkthrough.source, "output": walkthrough.output, "max_values": max_values,
         "infinity": "null stands for −∞ (a masked score); \"NaN\" and \"Infinity\" for those values",
-        "steps": [step_data(step, seq2seq, most(step), memo) for step in walkthrough.steps],
+        "steps": steps,
         "generation": walkthrough.generation.to_dict() if walkthrough.generation is not None else None,
         "analysis": walkthrough.analysis,
     }
