@@ -73,11 +73,13 @@ function showError(message) {
 }
 const aborted = (e) => e && e.name === "AbortError";
 
-// Every step recomputes on input: ~80 ms after the last keystroke, the stale request cancelled.
+// Every step recomputes on input, shortly after the last keystroke, the stale request cancelled.
 let runTimer = null, runControl = null;
+// The wait is as long as the server took last time, 20 to 80 ms: a fast model answers each
+// keystroke (a stale request costs little), a slow one waits for typing to pause.
 function schedule() {
   clearTimeout(runTimer);
-  runTimer = setTimeout(run, 80);
+  runTimer = setTimeout(run, state.result ? Math.max(20, Math.min(80, state.result.ms)) : 80);
 }
 async function run() {
   if (runControl) runControl.abort();
