@@ -145,6 +145,8 @@ const VIEWS = {
   next: () => ({ whole: [], lens: false }),
   lens: () => ({ whole: [], lens: !seq2seq }),
   translate: () => ({ whole: [], lens: false }),
+  flow: () => ({ whole: [], lens: false }), // flow.js asks /api/flow for its numbers
+  analyses: () => ({ whole: [], lens: false }), // analyses.js: /api/attribute, /api/patch, the run's next tokens
 };
 function wanted() {
   if (!VIEWS[state.tab]) return {};
