@@ -96,7 +96,9 @@ async function run() {
     adopt(result.walkthrough);
     showError("");
     markStale(false);
+    const place = anchor();
     render();
+    restore(place);
     state.typedAt = 0;
     showStatus(result, null);
     refreshPanels(signal);
@@ -110,6 +112,23 @@ async function run() {
   } catch (e) {
     if (!aborted(e)) { showError(e.message); markStale(Boolean(state.result)); }
   }
+}
+// The reader's place across a redraw with new numbers (a card's values grow from corner to whole):
+// the first step card that starts in view, and how far below the panel's top it sits.
+function anchor() {
+  const main = document.getElementById("gx-main");
+  const top = main.getBoundingClientRect().top;
+  for (const card of main.querySelectorAll("section.step")) {
+    const box = card.getBoundingClientRect();
+    if (box.top >= top - 1) return { id: card.id, y: box.top - top };
+  }
+  return null;
+}
+function restore(place) {
+  const card = place && document.getElementById(place.id);
+  if (!card) return;
+  const main = document.getElementById("gx-main");
+  main.scrollTop += card.getBoundingClientRect().top - main.getBoundingClientRect().top - place.y;
 }
 // A refused run leaves the previous answer on screen: greyed, with a line saying whose it is.
 function markStale(on) {
