@@ -6,6 +6,8 @@
 Two models: (a) the articles' walkthrough model on its first sentence (target: the page updated
 within 300 ms of a keystroke, so the server's part well under, 150 ms), and (b) a 6-layer,
 6-head, d 384 GPT with random weights and a character vocabulary on 64 tokens (target 2 s).
+"run (steps view)" is what the page asks on its Steps tab: the first layer's self-attention steps
+(head 0) and their operands whole (`whole`), the rest as corners, no logit lens (`lens`: false).
 Each request goes through Starlette's TestClient (the app, JSON encoding and the ASGI call; no
 socket). The endpoints take turns, after one warm-up each; prints one JSON line per model and
 endpoint with the median, min and max seconds, the server's own time (its `ms` field, median,
@@ -48,6 +50,13 @@ def gpt_subject(tokens: int) -> tuple[Subject, str]:
                           n_embd=384)).eval()
     text = ("ROMEO: wherefore art thou Romeo? Deny thy father and refuse thy name. " * 4)[:tokens]
     return Subject(model, tok, tok), text
+
+
+def steps_view(client, text: str) -> list[str]:
+    """The ids the page's Steps tab names on opening a GPT: layer 0's self-attention, head 0, with operands."""
+    steps = client.post("/api/run", json={"text": text, "whole": [], "lens": False}).json()["walkthrough"]["steps"]
+    shown = [s for s in steps if s["id"].startswith("dec.0.self.") and (".h" not in s["id"] or ".h0." in s["id"])]
+    return sorted({s["id"] for s in shown} | {i for s in shown for i in s["inputs"]})
 
 
 def measure(model: str, client, requests: dict[str, tuple[str, dict]], repeat: int) -> None:
@@ -99,6 +108,8 @@ def main() -> None:
     edit = [{"name": "blocks.0.self_attn.q_proj.weight", "index": [0, 0], "value": 1.0}]
     measure(f"gpt-6L-d384-{args.tokens}tok", gpt, {
         "run": ("run", {"text": text, "max_values": args.max_values}),
+        "run (steps view)": ("run", {"text": text, "max_values": args.max_values, "lens": False,
+                                     "whole": steps_view(gpt, text)}),
         "run+edit": ("run", {"text": text, "max_values": args.max_values, "edits": edit}),
         "step (all values)": ("step", {"text": text, "id": "dec.0.self.h0.probs"}),
         "sample": ("sample", {"text": text, "temperature": 0.8, "top_k": 20, "top_p": 0.9}),

@@ -272,7 +272,9 @@ def cmd_explore(args) -> int:
     host = args.host
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]  # an IPv6 address as a URL writes it, [::1]: the socket takes ::1
-    return serve(args.model, host, args.port, browser=not args.no_browser, lang=args.lang)
+    if args.threads < 0:
+        raise UsageError(f"--threads must be 0 (automatic) or more; got {args.threads}")
+    return serve(args.model, host, args.port, browser=not args.no_browser, lang=args.lang, threads=args.threads)
 
 
 def cmd_learn(args) -> int:
@@ -471,12 +473,15 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(func=cmd_explain)
 
     explore = sub.add_parser("explore", help="the walkthrough as a live page: type, edit weights, remove heads")
-    explore.add_argument("--model", help="a GPT or Seq2Seq checkpoint (default: the articles' example)")
+    explore.add_argument("--model", help="a GPT or Seq2Seq checkpoint, or a Hugging Face directory glassformer.load "
+                                         "reads (default: the village GPT and the articles' translation example)")
     explore.add_argument("--host", default="127.0.0.1",
                          help="address to listen on (default loopback; any other needs the printed token)")
     explore.add_argument("--port", type=int, default=0, help="port (0: any free port)")
     explore.add_argument("--no-browser", action="store_true", help="print the address without opening a browser")
     explore.add_argument("--lang", default="en", help="the page's first language: en or zh")
+    explore.add_argument("--threads", type=int, default=0,
+                         help="torch threads (0: one for a model under 20M parameters, else torch's choice)")
     explore.set_defaults(func=cmd_explore)
 
     plot = sub.add_parser("plot", help="figures as PNG").add_subparsers(dest="what", required=True, metavar="WHAT")

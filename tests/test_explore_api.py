@@ -415,6 +415,11 @@ def test_command_serves_and_stops_on_ctrl_c(tmp_path):
         assert match, line
         with urllib.request.urlopen(match.group(1) + "api/info", timeout=20) as response:
             info = json.loads(response.read())
+        # With no --model: the village GPT first, the articles' translation example beside it.
+        assert info["kind"] == "gpt" and info["model"] == "village"
+        assert [(m["key"], m["kind"]) for m in info["models"]] == [("village", "gpt"), ("articles", "seq2seq")]
+        with urllib.request.urlopen(match.group(1) + "api/info?model=articles", timeout=20) as response:
+            info = json.loads(response.read())
         assert info["kind"] == "seq2seq" and info["example"] == CORPUS[0]
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=30)

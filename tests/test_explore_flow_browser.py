@@ -84,7 +84,7 @@ def shown(d):
 def check(d, checkpoint, text, position=-1, temperature=1.0):
     _, _, norms, probs = expected(checkpoint, text, position, temperature)
     got_norms, bars = shown(d)
-    assert got_norms == pytest.approx(norms, rel=1e-9)
+    assert got_norms == pytest.approx(norms, rel=1e-6)  # float32 sums: the server may use another thread count
     assert len(bars) == 10
     for i, p in bars.items():
         assert p == pytest.approx(float(probs[i]), abs=2e-6)

@@ -90,8 +90,8 @@ def phone():
     d.quit()
 
 
-def open_page(d, server) -> None:
-    d.get(server.url)
+def open_page(d, server, model: str = "") -> None:
+    d.get(server.url + (f"?model={model}" if model else ""))
     settle(d)
     assert d.execute_script("return document.documentElement.clientWidth") == WIDTH
 
@@ -108,6 +108,7 @@ def every_view_uncut(d) -> dict[str, list[str]]:
     for box in d.execute_script("return [...document.querySelectorAll('#gx-diagram g.box:not(.empty)')]"
                                 ".map((g) => g.dataset.box)"):
         d.execute_script("state.tab = 'steps'; state.box = arguments[0]; render()", box)
+        settle(d)  # the page then asks for the block's steps whole, and draws them again
         found[box] = d.execute_script(CUT)
     for name in d.execute_script("return tabs()"):
         tab(d, name)
@@ -136,7 +137,7 @@ def test_phone_cuts_nothing_off_a_wide_gpt(phone, gpt_server, checkpoint, tmp_pa
 
 def test_phone_cuts_nothing_off_the_articles_example(phone, builtin_server):
     d = phone
-    open_page(d, builtin_server)
+    open_page(d, builtin_server, "articles")  # the command opens on the village GPT
     assert every_view_uncut(d) == {}
     assert errors(d) == []
 
@@ -156,6 +157,7 @@ def test_phone_tip_stays_on_screen_and_a_tap_shows_it(phone, gpt_server):
     open_page(d, gpt_server)
     type_text(d, SHORT)
     d.execute_script("state.tab = 'steps'; state.box = 'dec-self'; render()")
+    settle(d)  # the page then asks for the block's steps whole, and draws them again
     # The result Q (15 × 32, a heatmap wider than the window) brought to 10 px above the window's
     # bottom; the pointer at its right-most visible edge, 16 px above the window's bottom: a tip
     # placed right of and below it would not fit.
@@ -255,7 +257,7 @@ def test_large_text_labels_heatmaps_readably(phone, gpt_server):
 
 def test_a_refused_input_marks_the_view_it_leaves(phone, builtin_server):
     d = phone
-    open_page(d, builtin_server)
+    open_page(d, builtin_server, "articles")  # the command opens on the village GPT
     stale = "return [document.getElementById('gx-panels').classList.contains('stale'), (() => {" \
             " const n = document.getElementById('gx-stale'); return n && !n.hidden ? n.textContent : ''; })()]"
     assert d.execute_script(stale) == [False, ""]

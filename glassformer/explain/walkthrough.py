@@ -179,6 +179,7 @@ class Subject:
     src_tok: object
     tgt_tok: object
     corpus: list[str] | None = None  # the articles' example shows the text it learnt from
+    example: str | None = None  # a text to start from (the explorer's first), where the model has one
 
     def walkthrough(self, text: str) -> Walkthrough:
         if isinstance(self.model, Seq2Seq):
@@ -239,18 +240,79 @@ CORNER = 8  # a truncated step shows its top-left CORNER × CORNER values (a vec
 def json_values(a: np.ndarray):
     """Values as JSON-ready nested lists: integers and booleans as they are, floats by their shortest
     float32 text; −∞ as null (a masked score), NaN and +∞ as the strings "NaN" and "Infinity"."""
-    if a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer):
-        return a.tolist()
-    a = a.astype(np.float32)
-    # numpy prints a float32 as the shortest text that reads back as it; read as float64, that
-    # text is what json writes (no float64 noise digits such as 0.10000000149011612).
-    values = a.astype(str).astype(np.float64)
-    finite = np.isfinite(a)
-    if finite.all():
-        return values.tolist()
-    out = values.astype(object)
-    out[~finite] = [None if x == -np.inf else "Infinity" if x == np.inf else "NaN" for x in a[~finite]]
-    return out.tolist()
+    return json_values_many([a])[0]
+
+
+def json_values_many(arrays: list[np.ndarray]) -> list:
+    """json_values of each array, the floats of all of them written in one pass (a walkthrough of
+    GPT-2 small has 2,500 steps: one pass over their corners costs less than 2,500 small ones)."""
+    out: list = [None] * len(arrays)
+    floats = []
+    for i, a in enumerate(arrays):
+        if a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer):
+            out[i] = a.tolist()
+        else:
+            floats.append(i)
+    if not floats:
+        return out
+    parts = [np.asarray(arrays[i], dtype=np.float32) for i in floats]
+    flat = np.concatenate([p.ravel() for p in parts])
+    finite = np.isfinite(flat)
+    values = shortest(np.where(finite, flat, np.float32(0)))
+    start = 0
+    for i, part in zip(floats, parts):
+        stop = start + part.size
+        v, ok = values[start:stop].reshape(part.shape), finite[start:stop].reshape(part.shape)
+        if ok.all():
+            out[i] = v.tolist()
+        else:
+            v = v.astype(object)
+            v[~ok] = [None if x == -np.inf else "Infinity" if x == np.inf else "NaN" for x in part[~ok]]
+            out[i] = v.tolist()
+        start = stop
+    return out
+
+
+SHORT_BY_NUMPY = 256
+
+
+def shortest(a: np.ndarray) -> np.ndarray:
+    """Finite float32 values as float64 values whose shortest text (what json writes) is the shortest
+    decimal that reads back as the float32 (no float64 noise digits such as 0.10000000149011612).
+
+    For each value, the fewest significant digits p (1 to 9: 9 always suffice for a float32) whose
+    correctly rounded p-digit decimal reads back as it: whole arrays at a time, so a few hundred
+    nanoseconds a value where numpy's printing of each (a.astype(str)) takes a microsecond or two.
+    The decimal is N / 10^k (or N · 10^-k) with N and the power exact in float64, so the float64
+    division is the float64 nearest the decimal, which Python writes as that decimal. Values whose
+    power of ten is not exact in float64 (beyond 1e±13) are printed by numpy one by one, as are arrays
+    of at most SHORT_BY_NUMPY values (the passes over the array would cost more than numpy's printing)."""
+    if a.size <= SHORT_BY_NUMPY:
+        return a.astype(str).astype(np.float64)
+    shape, a = a.shape, a.ravel()
+    x = a.astype(np.float64)
+    out = x.copy()  # zeros stay 0.0
+    nonzero = x != 0
+    magnitude = np.abs(x, where=nonzero, out=np.ones_like(x))
+    exponent = np.floor(np.log10(magnitude)).astype(np.int64)  # x = d.ddd × 10^exponent
+    easy = nonzero & (np.abs(exponent) <= 13)
+    todo = easy.copy()
+    for p in range(1, 10):
+        if not todo.any():
+            break
+        k = p - 1 - exponent[todo]  # decimals to keep: 10^k is exact in float64 for 0 <= k <= 22
+        xs = x[todo]
+        up = np.where(k >= 0, 10.0 ** np.abs(k), 1.0)
+        down = np.where(k < 0, 10.0 ** np.abs(k), 1.0)
+        decimal = np.round(xs * up / down) * down / up  # exactly one of up, down is not 1
+        back = decimal.astype(np.float32) == a[todo]
+        index = np.flatnonzero(todo)[back]
+        out[index] = decimal[back]
+        todo[index] = False
+    rest = nonzero & ~easy | todo
+    if rest.any():
+        out[rest] = a[rest].astype(str).astype(np.float64)
+    return out.reshape(shape)
 
 
 def statistics(a: np.ndarray) -> dict:
@@ -274,7 +336,12 @@ def corner(a: np.ndarray) -> np.ndarray:
     return a[..., :CORNER, :CORNER]
 
 
-def step_data(step: Step, seq2seq: bool, max_values: int) -> dict:
+def step_data(step: Step, seq2seq: bool, max_values: int, memo: dict | None = None,
+              later: list | None = None) -> dict:
+    """One step as JSON-ready data: every value where it has at most `max_values` (0: any number),
+    else its corner; a float step's statistics (a weight's from `memo` where it holds them: see
+    walkthrough_data). later: where given, (data, key, array) is appended to it for each array,
+    for the caller to write (json_values_many), rather than the values written here."""
     from glassformer.explain.narration import LANGS, narrate
 
     texts = {lang: narrate(step, lang, seq2seq) for lang in LANGS}
@@ -291,12 +358,15 @@ def step_data(step: Step, seq2seq: bool, max_values: int) -> dict:
         data["shape"] = list(a.shape)
         data["dtype"] = "bool" if a.dtype == np.bool_ else "int" if np.issubdtype(a.dtype, np.integer) else "float"
         if data["dtype"] == "float":
-            data["stats"] = statistics(a)
-        if max_values and a.size > max_values:
+            data["stats"] = weight_statistics(step, memo) if memo is not None else statistics(a)
+        truncated = bool(max_values and a.size > max_values)
+        key, shown = ("corner", corner(a)) if truncated else ("values", a)
+        if truncated:
             data["truncated"] = True
-            data["corner"] = json_values(corner(a))
+        if later is None:
+            data[key] = json_values(shown)
         else:
-            data["values"] = json_values(a)
+            later.append((data, key, shown))
     if step.rows is not None:
         data["rows"] = step.rows
     if step.cols is not None:
@@ -307,19 +377,46 @@ def step_data(step: Step, seq2seq: bool, max_values: int) -> dict:
     return data
 
 
-def walkthrough_data(walkthrough: Walkthrough, max_values: int = MAX_VALUES) -> dict:
+def weight_statistics(step: Step, memo: dict) -> dict:
+    """statistics(step.values), from `memo` for a weight step seen before (a weight's statistics
+    depend on the weight alone; GPT-2's take a second to compute, at every request otherwise)."""
+    if step.op != "weight" or not step.params or "name" not in step.params:
+        return statistics(step.values)
+    key = (step.id, json.dumps(step.params, sort_keys=True), step.values.shape)
+    if key not in memo:
+        memo[key] = (step.params["name"], statistics(step.values))
+    return dict(memo[key][1])
+
+
+def walkthrough_data(walkthrough: Walkthrough, max_values: int = MAX_VALUES, whole=None,
+                     memo: dict | None = None) -> dict:
     """The walkthrough as JSON-ready data: every step with its op, inputs, params, narration and values.
 
     Args:
         max_values: a step with more values than this is written as its top-left corner plus
             statistics ("truncated": true); 0 writes every value.
+        whole: the ids of the steps written whole (up to max_values); the others as corners,
+            except steps of at most CORNER² values (their own corner). None: every step.
+        memo: weight steps' statistics kept by a caller between calls, by step id (the explorer's,
+            while the weights are unedited); None computes them.
     """
     seq2seq = walkthrough.model_kind == "seq2seq"
+    small = CORNER * CORNER
+
+    def most(step: Step) -> int:
+        if whole is None or step.id in whole:
+            return max_values
+        return small if step.values is not None and step.values.size > small else max_values
+
+    later: list = []
+    steps = [step_data(step, seq2seq, most(step), memo, later) for step in walkthrough.steps]
+    for (data, key, _), values in zip(later, json_values_many([a for _, _, a in later])):
+        data[key] = values
     return {
         "schema": SCHEMA, "model_kind": walkthrough.model_kind, "config": walkthrough.config,
         "source": walkthrough.source, "output": walkthrough.output, "max_values": max_values,
         "infinity": "null stands for −∞ (a masked score); \"NaN\" and \"Infinity\" for those values",
-        "steps": [step_data(step, seq2seq, max_values) for step in walkthrough.steps],
+        "steps": steps,
         "generation": walkthrough.generation.to_dict() if walkthrough.generation is not None else None,
         "analysis": walkthrough.analysis,
     }

@@ -43,6 +43,7 @@ MAX_VALUES_CAP = 16384  # ... and a request may ask for at most this many
 # (json_values' shortest float32 text, then json.dumps), so 250,000 keep a keystroke's answer
 # near a third of a second. Over it, max_values is halved until the steps sent whole fit.
 RUN_VALUES = 250_000
+MAX_WHOLE = 4096  # step ids a /api/run may name in `whole` (GPT-2 small's walkthrough has about 2,500 steps)
 STEP_VALUES_CAP = 1_000_000  # /api/step sends every value of a step up to this many
 NEXT_SHOWN = 20  # the most likely next tokens /api/run and /api/sample list
 GPT_EXAMPLE = "ROMEO:"
@@ -137,6 +138,18 @@ def objects(body: dict, name: str) -> list[dict]:
     return value
 
 
+def step_ids(body: dict) -> set[str] | None:
+    """body["whole"]: the ids of the steps to send with every value (None where absent or null)."""
+    value = body.get("whole")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+        raise ApiError(422, "whole must be a list of step ids (strings)")
+    if len(value) > MAX_WHOLE:
+        raise ApiError(413, f"whole lists {len(value)} steps; at most {MAX_WHOLE}")
+    return set(value)
+
+
 @dataclass(frozen=True)
 class Edit:
     """Set one entry of a parameter: name (its state-dict key), index (one int per axis), value."""
@@ -161,12 +174,16 @@ class Inputs:
     edits: list[Edit]
     ablations: list[Ablation]
 
+    def key(self) -> tuple:
+        """What decides the model's answer: the tokens, the edits and the ablations."""
+        return tuple(self.ids), tuple(self.edits), tuple(self.ablations)
 
-def within_budget(walkthrough, max_values: int, budget: int = RUN_VALUES) -> int:
+
+def within_budget(walkthrough, max_values: int, budget: int = RUN_VALUES, whole: set[str] | None = None) -> int:
     """max_values, halved until the steps it sends whole hold at most `budget` values in all (the
     walkthrough data's own max_values field then says which was used; the rest come as corners,
-    their values from /api/step)."""
-    sizes = [s.values.size for s in walkthrough.steps if s.values is not None]
+    their values from /api/step). whole: only these steps may be sent whole (None: any)."""
+    sizes = [s.values.size for s in walkthrough.steps if s.values is not None and (whole is None or s.id in whole)]
     while max_values > 64 and sum(n for n in sizes if n <= max_values) > budget:
         max_values //= 2
     return max_values
@@ -193,6 +210,8 @@ class Explorer:
         self.vocab_limit = min(len(self.labels), c.tgt_vocab_size if self.seq2seq else c.vocab_size)
         self.run_values = RUN_VALUES  # /api/run's budget of values
         self.lock = threading.Lock()  # one model: requests take turns
+        self.weight_stats: dict = {}  # step id -> (parameter name, statistics): weights change only by edits
+        self.last_logits: tuple | None = None  # (Inputs.key(), the last position's logits)
         self.endpoints = {"run": self.run, "step": self.step, "sample": self.sample, "next": self.next,
                           "beam": self.beam, "export": self.export, "cell": self.cell, "flow": self.flow,
                           "attribute": self.attribute, "patch": self.patch}
@@ -213,9 +232,10 @@ class Explorer:
                 "params": [{"name": name, "shape": list(p.shape)} for name, p in self.model.named_parameters()]}
 
     def example(self) -> str:
-        """A text to start from: the articles' first line, "ROMEO:" for a GPT that can read it, else
+        """A text to start from: the subject's own, the articles' first line, "ROMEO:" for a GPT that can read it, else
         the first 20 characters of the vocabulary."""
-        first = CORPUS[0] if self.subject.corpus else GPT_EXAMPLE if not self.seq2seq else None
+        first = self.subject.example or (CORPUS[0] if self.subject.corpus
+                                         else GPT_EXAMPLE if not self.seq2seq else None)
         if first is not None and self.reads_cleanly(first):
             return first
         specials = {self.tok.pad_id, self.tok.unk_id, self.tok.bos_id, self.tok.eos_id}
@@ -341,25 +361,60 @@ class Explorer:
         return [{"id": i, "token": token_label(self.tok, i), "unknown": i == self.tok.unk_id} for i in ids]
 
     def run(self, body: dict) -> dict:
-        """The walkthrough of the edited model on the text (steps with more than max_values values, or
-        fewer where all of them would exceed RUN_VALUES, as corners); a GPT's logit lens and likeliest
-        next tokens."""
-        check_fields(body, COMMON + ("max_values",))
+        """The walkthrough of the edited model on the text; a GPT's likeliest next tokens and, unless
+        `lens` is false, its logit lens.
+
+        Which steps come with every value: those listed in `whole` (the page names what it draws;
+        ids this walkthrough lacks are ignored), each up to max_values, or without `whole` every
+        step up to max_values; fewer where all of them would exceed RUN_VALUES. The rest come as
+        corners (a step of at most CORNER² values is its own corner, so it comes whole)."""
+        check_fields(body, COMMON + ("max_values", "whole", "lens"))
         inputs = self.inputs(body)
         max_values = integer(body, "max_values", RUN_MAX_VALUES, 1, MAX_VALUES_CAP)
+        whole = step_ids(body)
+        want_lens = boolean(body, "lens", True)
         out: dict = {"tokens": self.tokens(inputs.ids), "lens": None, "next": None}
         with self.edited(inputs):
             # Inside the `with`: the walkthrough's weight steps are views of the edited weights.
             walkthrough = self.subject.walkthrough(inputs.text)
-            out["walkthrough"] = walkthrough_data(walkthrough, within_budget(walkthrough, max_values, self.run_values))
+            out["walkthrough"] = walkthrough_data(walkthrough, within_budget(walkthrough, max_values, self.run_values,
+                                                                             whole), whole, self.memo(inputs))
             if not self.seq2seq:
-                lens = analysis.logit_lens(self.model, inputs.ids)  # (n_layer + 1, T, V); the last is the logits
-                lens = within_vocabulary(lens, self.vocab_limit)  # (n_layer + 1, T, V'): the tokenizer's ids
-                out["lens"] = lens_data(lens, self.tok)
-                logits = lens[-1, -1]
+                # The last position's logits, as the walkthrough computed them (the lens's last entry).
+                logits = torch.tensor(walkthrough.step("next.logits").values[-1])
+                self.remember(inputs, logits)
+                logits = logits[: self.vocab_limit]
                 order = logits.argsort(descending=True, stable=True)[:NEXT_SHOWN]
                 out["next"] = [{"id": int(i), "token": self.labels[i], "logit": float(logits[i])} for i in order]
+                if want_lens:  # the full vocabulary at every layer and position: GPT-2's costs seconds
+                    lens = analysis.logit_lens(self.model, inputs.ids)  # (n_layer + 1, T, V)
+                    out["lens"] = lens_data(within_vocabulary(lens, self.vocab_limit), self.tok)
         return out
+
+    def memo(self, inputs: Inputs) -> dict:
+        """The weight steps' statistics kept between requests: shared while nothing is edited; with
+        edits, a copy without the edited parameters (what it adds is forgotten after the request)."""
+        if not inputs.edits and not inputs.ablations:
+            return self.weight_stats
+        changed = {e.name for e in inputs.edits} | {f"{a.module}.o_proj.weight" for a in inputs.ablations}
+        changed |= {name for name, p in self.params.items()  # a tied weight is edited under its other name too
+                    if any(p is self.params[c] for c in changed)}
+        return {k: v for k, v in self.weight_stats.items() if v[0] not in changed}
+
+    def remember(self, inputs: Inputs, logits: torch.Tensor) -> None:
+        """Keeps the last position's logits of this text and these edits: the sampling controls ask
+        /api/sample again at every move of a slider, with the same text."""
+        self.last_logits = (inputs.key(), logits)
+
+    def logits(self, inputs: Inputs) -> torch.Tensor:
+        """The edited model's logits at the last position (remembered from the last request on the same input)."""
+        key = inputs.key()
+        if self.last_logits is not None and self.last_logits[0] == key:
+            return self.last_logits[1]
+        with self.edited(inputs), analysis.inference(self.model):
+            logits = analysis.forward(self.model, torch.tensor([inputs.ids]))[0, -1]
+        self.remember(inputs, logits)
+        return logits
 
     def step(self, body: dict) -> dict:
         """One step of the walkthrough with every value."""
@@ -398,9 +453,7 @@ class Explorer:
         check_fields(body, COMMON + SAMPLING)
         self.gpt_only("/api/sample")
         inputs, settings = self.inputs(body), self.sampling(body)
-        with self.edited(inputs), analysis.inference(self.model):
-            logits = analysis.forward(self.model, torch.tensor([inputs.ids]))[0, -1]
-        return stages(logits, settings["temperature"], settings["top_k"], settings["top_p"], self.labels,
+        return stages(self.logits(inputs), settings["temperature"], settings["top_k"], settings["top_p"], self.labels,
                       show=NEXT_SHOWN, vocab_limit=self.vocab_limit)[0]
 
     def next(self, body: dict) -> dict:

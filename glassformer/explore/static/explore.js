@@ -23,6 +23,7 @@ const MAX_VALUES = 4096; // a step with more values comes as its corner; "Show a
 const state = {
   info: null, text: "", edits: [], ablate: [], result: null, previous: null, box: null, tab: "steps", layer: 0, head: 0,
   sampling: { temperature: 1, top_k: 0, top_p: 1, seed: 0 }, history: [], full: new Map(), typedAt: 0,
+  model: null, asked: null, // the model chosen in the header (its key); what the last /api/run asked for
 };
 let config = {}, seq2seq = false, steps = [], byId = new Map();
 
@@ -32,11 +33,20 @@ function busy(delta) {
   document.body.dataset.busy = pending > 0 ? "1" : "0";
 }
 
-// One call: JSON in, JSON out, the session token in a header; a 4xx's {"error"} becomes the thrown message.
+// "Drawn" means painted: a rAF callback runs before the frame is painted, a task queued from it after.
+const afterPaint = (fn) => requestAnimationFrame(() => setTimeout(fn, 0));
+// The last move of a slider (range input), and when: the first answer asked after it that is drawn
+// and painted sets document.body.dataset.sliderLatency (keystrokes: dataset.latency, in run()).
+let slid = null;
+
+// One call: JSON in, JSON out, the session token in a header, the model chosen in the header as
+// ?model= (a server of one model ignores nothing: it has that one); a 4xx's {"error"} becomes the thrown message.
 async function api(path, body, signal) {
   busy(1);
+  const asked = performance.now(), moved = slid;
   try {
-    const response = await fetch(path, {
+    const url = state.model ? `${path}?model=${encodeURIComponent(state.model)}` : path;
+    const response = await fetch(url, {
       method: body ? "POST" : "GET", signal,
       headers: { "Content-Type": "application/json", "X-Glassformer-Token": TOKEN },
       body: body ? JSON.stringify(body) : undefined,
@@ -45,6 +55,10 @@ async function api(path, body, signal) {
     try { data = await response.json(); } catch (e) { data = null; }
     if (!response.ok) throw new Error((data && data.error) || `${path}: HTTP ${response.status}`);
     if (data === null) throw new Error(`${path}: the server's answer is not JSON`);
+    if (moved && moved === slid && moved.at <= asked) { // the caller draws it before the next frame
+      slid = null;
+      afterPaint(() => { document.body.dataset.sliderLatency = String(Math.round(performance.now() - moved.at)); });
+    }
     return data;
   } finally {
     busy(-1);
@@ -59,34 +73,62 @@ function showError(message) {
 }
 const aborted = (e) => e && e.name === "AbortError";
 
-// Every step recomputes on input: ~80 ms after the last keystroke, the stale request cancelled.
+// Every step recomputes on input, shortly after the last keystroke, the stale request cancelled.
 let runTimer = null, runControl = null;
+// The wait is as long as the server took last time, 20 to 80 ms: a fast model answers each
+// keystroke (a stale request costs little), a slow one waits for typing to pause.
 function schedule() {
   clearTimeout(runTimer);
-  runTimer = setTimeout(run, 80);
+  runTimer = setTimeout(run, state.result ? Math.max(20, Math.min(80, state.result.ms)) : 80);
 }
 async function run() {
   if (runControl) runControl.abort();
   runControl = new AbortController();
   const signal = runControl.signal;
   const typed = state.typedAt; // 0 unless a keystroke started this run
+  const view = wanted();
   try {
-    const result = await api("/api/run", { ...request(), max_values: MAX_VALUES }, signal);
+    const result = await api("/api/run", { ...request(), max_values: MAX_VALUES, ...view }, signal);
+    state.asked = view;
     state.previous = state.result && state.result.walkthrough.source === result.walkthrough.source ? state.result : null;
     state.result = result;
     state.full.clear();
     adopt(result.walkthrough);
     showError("");
     markStale(false);
+    const place = anchor();
     render();
-    const page = typed ? performance.now() - typed : null;
-    if (typed) document.body.dataset.latency = String(Math.round(page));
-    showStatus(result, page);
+    restore(place);
     state.typedAt = 0;
+    showStatus(result, null);
     refreshPanels(signal);
+    if (typed) {
+      afterPaint(() => {
+        const page = performance.now() - typed;
+        document.body.dataset.latency = String(Math.round(page));
+        showStatus(result, page);
+      });
+    }
   } catch (e) {
     if (!aborted(e)) { showError(e.message); markStale(Boolean(state.result)); }
   }
+}
+// The reader's place across a redraw with new numbers (a card's values grow from corner to whole):
+// the first step card that starts in view, and how far below the panel's top it sits.
+function anchor() {
+  const main = document.getElementById("gx-main");
+  const top = main.getBoundingClientRect().top;
+  for (const card of main.querySelectorAll("section.step")) {
+    const box = card.getBoundingClientRect();
+    if (box.top >= top - 1) return { id: card.id, y: box.top - top };
+  }
+  return null;
+}
+function restore(place) {
+  const card = place && document.getElementById(place.id);
+  if (!card) return;
+  const main = document.getElementById("gx-main");
+  main.scrollTop += card.getBoundingClientRect().top - main.getBoundingClientRect().top - place.y;
 }
 // A refused run leaves the previous answer on screen: greyed, with a line saying whose it is.
 function markStale(on) {
@@ -111,6 +153,42 @@ function showStatus(result, page) {
   box.textContent = "";
   say(box, (l) => `${result.tokens.length} ${word("tokens", {}, l)} · ${word("server", {}, l)} ${Math.round(result.ms)} ${word("ms", {}, l)}` +
     (page === null ? "" : ` · ${word("latency", {}, l)} ${Math.round(page)} ${word("ms", {}, l)}`));
+}
+
+// What a tab draws, so that /api/run sends those steps whole (the rest as corners) and computes
+// the logit lens only for a tab that shows it: tab -> () => ({ whole: [step ids], lens }). A tab
+// not listed gets everything, as before (another file may add its own entry).
+const VIEWS = {
+  steps: () => ({ whole: boxSteps(), lens: false }),
+  attention: () => ({ whole: steps.filter((s) => /\.h\d+\.probs$/.test(s.id)).map((s) => s.id), lens: false }),
+  next: () => ({ whole: [], lens: false }),
+  lens: () => ({ whole: [], lens: !seq2seq }),
+  translate: () => ({ whole: [], lens: false }),
+  flow: () => ({ whole: [], lens: false }), // flow.js asks /api/flow for its numbers
+  analyses: () => ({ whole: [], lens: false }), // analyses.js: /api/attribute, /api/patch, the run's next tokens
+};
+function wanted() {
+  if (!VIEWS[state.tab]) return {};
+  if (!steps.length) return { whole: [], lens: state.tab === "lens" }; // the first answer names the steps
+  return VIEWS[state.tab]();
+}
+// The steps the Steps tab draws: the chosen block's (one layer and head of it), with their operands.
+function boxSteps() {
+  const chosen = steps.filter((s) => boxOf(s) === state.box &&
+    ["layer", "head"].every((key) => s[key] === null || s[key] === undefined || s[key] === state[key] ||
+      !steps.some((t) => boxOf(t) === state.box && t[key] === state[key])));
+  const ids = new Set();
+  for (const s of chosen) { ids.add(s.id); for (const i of s.inputs) ids.add(i); }
+  return [...ids];
+}
+// After a redraw: where the view now shows steps the last answer sent as corners (another block,
+// layer or tab), or a lens it did not compute, ask again for this view.
+function ensureView() {
+  if (!state.result || !state.asked || !state.asked.whole || !VIEWS[state.tab]) return;
+  const view = wanted();
+  const had = new Set(state.asked.whole || []);
+  const missing = (view.whole || []).some((id) => !had.has(id) && byId.has(id) && byId.get(id).truncated);
+  if (missing || (view.lens && !state.asked.lens)) schedule();
 }
 
 // -------------------------------------------------------------------------------------------
@@ -859,6 +937,7 @@ function render() {
   if (state.tab === "steps") drawSteps(panel);
   else drawPanel(state.tab, panel); // panels.js
   main.scrollTop = scroll;
+  ensureView();
 }
 let lastView = "";
 
@@ -905,23 +984,81 @@ async function start() {
   });
   const input = document.getElementById("gx-text");
   input.addEventListener("input", () => {
-    state.text = input.value;
     state.typedAt = performance.now();
+    state.text = input.value;
     schedule();
   });
+  // Any slider's move (captured before its own handler asks the server): see api().
+  document.addEventListener("input", (event) => { if (event.target.type === "range") slid = { at: performance.now() }; }, true);
+  let info;
   try {
-    state.info = await api("/api/info");
+    info = await api("/api/info");
   } catch (e) {
     showError(e.message);
     return;
   }
-  lang = state.info.lang in WORDS ? state.info.lang : "en";
-  seq2seq = state.info.kind === "seq2seq";
-  say(document.getElementById("gx-text-label"), w(seq2seq ? "source_text" : "text"));
-  if (state.info.limits && state.info.limits.text_chars) input.maxLength = state.info.limits.text_chars;
-  state.text = input.value = state.info.example || "";
+  lang = info.lang in WORDS ? info.lang : "en";
+  state.model = info.model || null;
+  // An address may name the model to open: /?model=articles
+  const named = new URLSearchParams(location.search).get("model");
+  if (named && named !== state.model && (info.models || []).some((m) => m.key === named)) {
+    state.model = named;
+    try {
+      info = await api("/api/info");
+    } catch (e) {
+      showError(e.message);
+      return;
+    }
+  }
+  drawModels(info.models || []);
+  await open(info);
+}
+
+// The models this server holds, in the header: choosing one opens it afresh.
+function drawModels(models) {
+  const select = document.getElementById("gx-model");
+  select.textContent = "";
+  select.hidden = models.length < 2;
+  document.getElementById("gx-model-label").hidden = models.length < 2;
+  say(document.getElementById("gx-model-label"), w("model"));
+  for (const m of models) {
+    const option = say(el("option"), (l) => (WORDS[l]["model_" + m.key] ? word("model_" + m.key, {}, l) : m.name));
+    option.value = m.key;
+    select.appendChild(option);
+  }
+  select.value = state.model;
+  select.onchange = () => switchModel(select.value);
+}
+async function switchModel(key) {
+  if (runControl) runControl.abort();
+  clearTimeout(runTimer);
+  state.model = key;
+  try {
+    await open(await api("/api/info"));
+  } catch (e) {
+    if (!aborted(e)) showError(e.message);
+  }
+}
+
+// A model, from its /api/info: its example text, the first block, no edits, then the first run.
+async function open(info) {
+  state.info = info;
+  seq2seq = info.kind === "seq2seq";
+  Object.assign(state, { edits: [], ablate: [], history: [], result: null, previous: null, asked: null, typedAt: 0,
+    sample: null, lastNext: null, translation: null, beam: null, layer: 0, head: 0 });
+  state.full.clear();
+  steps = [];
+  byId = new Map();
+  const input = document.getElementById("gx-text");
+  const label = document.getElementById("gx-text-label");
+  label.textContent = "";
+  texts = texts.filter(([node]) => node !== label);
+  say(label, w(seq2seq ? "source_text" : "text"));
+  if (info.limits && info.limits.text_chars) input.maxLength = info.limits.text_chars;
+  state.text = input.value = info.example || "";
   state.box = seq2seq ? "enc-self" : "dec-self";
   state.tab = seq2seq ? "steps" : "flow"; // a GPT opens on its flow (flow.js)
+  document.getElementById("gx-diagram").textContent = "";
   setLanguage(lang);
   drawEdits();
   await run();
