@@ -197,3 +197,18 @@ def test_the_walkthrough_frame_holds_the_whole_page(outputs):
     frame = [o for o in outputs["walkthrough"] if o.output_type == "execute_result"][0]["data"]["text/html"]
     page = html.unescape(frame.split('srcdoc="', 1)[1].split('" style=', 1)[0])
     assert page.startswith("<!DOCTYPE html>") and 'id="walkthrough-data"' in page
+
+
+def test_a_static_grid_is_coloured_with_the_explorers_stops():
+    """grid_html (the course's tables) colours as matrices.js does: its stops read from that file.
+    The expected colours are matrices.js's stops written out here: the ends and a middle stop."""
+    from glassformer.explain.render.notebook import grid_html
+
+    html = grid_html([[1.0, -0.5, 0.0, float("-inf")]], ["r<1>"], ["a", "b", "c", "d"], signed=True, scale=1.0)
+    backgrounds = re.findall(r"background:rgb\((\d+), (\d+), (\d+)\)", html)
+    # POSITIVE's end, NEGATIVE's middle, white, GREY
+    expected = [(178, 24, 43), (146, 197, 222), (255, 255, 255), (154, 165, 177)]
+    assert [tuple(map(int, b)) for b in backgrounds] == expected
+    assert "r&lt;1&gt;" in html and "<script" not in html and "−∞" in html
+    probs = grid_html([[1.0, 0.0]], ["q"], ["k1", "k2"])  # unsigned: white to SEQUENTIAL's darkest
+    assert re.findall(r"background:rgb\(([\d, ]+)\)", probs) == ["8, 48, 107", "255, 255, 255"]

@@ -21,7 +21,9 @@ The HTML is drawn from data the model produced; nothing here computes the model'
 from __future__ import annotations
 
 import html
+import json
 import math
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -112,6 +114,62 @@ def grid(values, rows, cols, caption, probabilities: bool = False, text=None, ti
     """One grid for notebook.js: values (rows × cols), labels (strings or {"en", "zh"}), a caption."""
     return {"values": values, "rows": rows, "cols": cols, "caption": caption, "probabilities": probabilities,
             "text": text, "tips": tips}
+
+
+def palette_stops() -> dict[str, list]:
+    """The explorer's colour stops (SEQUENTIAL, NEGATIVE, POSITIVE, GREY), read from matrices.js:
+    the one place they are defined, so that a static table is coloured as the page colours."""
+    from glassformer.explain.render.html import asset
+
+    text = asset("matrices.js")
+    found = {}
+    for name in ("SEQUENTIAL", "NEGATIVE", "POSITIVE", "GREY"):
+        match = re.search(rf"^const {name} = (\[.*?\]);$", text, re.M)
+        if match is not None:
+            found[name] = json.loads(match.group(1))
+    if len(found) != 4:
+        raise ValueError("templates/matrices.js no longer defines SEQUENTIAL, NEGATIVE, POSITIVE and GREY")
+    return found
+
+
+def mix(stops: list, t: float) -> tuple[int, int, int]:
+    """matrices.js's mix(): the colour a fraction t (0..1) along the stops."""
+    t = min(max(t, 0.0), 1.0) * (len(stops) - 1)
+    i = min(math.floor(t), len(stops) - 2)
+    f = t - i
+    return tuple(math.floor(a + (b - a) * f + 0.5) for a, b in zip(stops[i], stops[i + 1]))
+
+
+def grid_html(values, rows: list[str], cols: list[str], signed: bool = False, scale: float | None = None,
+              caption: str = "") -> str:
+    """A static coloured table of numbers (two decimals, four in each cell's title), its labels
+    escaped, in the explorer's palette: probabilities white to blue (signed False), or blue below
+    zero and red above over the largest magnitude (signed True). No script: for pages that show many
+    small matrices (the course), where a view_html each would repeat its scripts every time.
+    Infinities and NaN (a masked score) are grey, written −∞, ∞ or ·."""
+    stops = palette_stops()
+    values = [[float(v) for v in row] for row in values]
+    finite = [abs(v) for row in values for v in row if math.isfinite(v)]
+    scale = scale or (max(finite) if finite else 1.0) or 1.0
+
+    def cell(v: float, r: str, c: str) -> str:
+        if not math.isfinite(v):
+            rgb, text = stops["GREY"], "·" if v != v else "−∞" if v < 0 else "∞"
+        else:
+            t = abs(v) / scale
+            rgb = mix(stops["SEQUENTIAL"], t) if not signed else mix(stops["POSITIVE" if v > 0 else "NEGATIVE"], t)
+            text = f"{v:.2f}".replace("-", "−")
+        ink = "#fff" if 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] < 140 else "#1f2933"
+        title = f"{r} / {c}: {v:.4f}".replace("-", "−")
+        return (f'<td style="background:rgb{tuple(rgb)};color:{ink};padding:2px 5px;text-align:right;'
+                f'font:12px monospace" title="{html.escape(title)}">{html.escape(text)}</td>')
+
+    head = "".join(f'<th style="font:11px monospace;padding:2px 4px">{html.escape(str(c))}</th>' for c in cols)
+    body = "".join(f'<tr><th style="font:11px monospace;text-align:right;padding:2px 4px">{html.escape(str(r))}</th>'
+                   + "".join(cell(v, str(r), str(c)) for v, c in zip(row, cols)) + "</tr>"
+                   for r, row in zip(rows, values))
+    title = f'<caption style="font:bold 12px sans-serif;text-align:left">{html.escape(caption)}</caption>'
+    return f'<table style="border-collapse:collapse;margin:4px 0">{title}<tr><th></th>{head}</tr>{body}</table>'
 
 
 def labels(tokenizer, ids) -> list[str]:
