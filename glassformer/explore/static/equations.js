@@ -6,7 +6,7 @@
 "use strict";
 
 const ROW_OPS = new Set(["softmax", "layer_norm", "rms_norm", "mean", "std", "rms", "argmax"]); // a result cell reads its whole input row
-const GUTTER = 64; // px of row labels at the left of a band
+const gutterPx = () => (document.body.classList.contains("projector") ? 88 : 64); // px of row labels left of a band (Large text: wider)
 function rowHeight(n) {
   const big = document.body.classList.contains("projector") ? 1.4 : 1;
   return big * (n <= 32 ? 14 : n <= 64 ? 11 : Math.max(0.5, Math.min(11, 720 / n)));
@@ -45,22 +45,22 @@ function bandEquation(step, inputs, card) {
     const [a, b, bias] = inputs;
     const n = result.shape[1], k = view(a.input, false).shape[1];
     const colPx = colWidth(n, 560), kPx = colWidth(k, 320);
-    const right = part(b.input, "right", { transposed: b.transposed }, freeRows(k, rowPx), colPx, GUTTER, 560);
+    const right = part(b.input, "right", { transposed: b.transposed }, freeRows(k, rowPx), colPx, gutterPx(), 560);
     right.style.gridArea = "1 / 3";
     node.appendChild(right);
     node.appendChild(place(el("span", "opsym", "·"), "1 / 2"));
     if (bias) {
       node.appendChild(place(el("span", "opsym", "+"), "2 / 2"));
-      node.appendChild(place(part(bias.input, "bias", {}, Math.max(rowPx, 11), colPx, GUTTER, 560), "2 / 3"));
+      node.appendChild(place(part(bias.input, "bias", {}, Math.max(rowPx, 11), colPx, gutterPx(), 560), "2 / 3"));
     }
-    node.appendChild(place(part(a.input, "left", {}, rowPx, kPx, GUTTER, 320), "3 / 1"));
+    node.appendChild(place(part(a.input, "left", {}, rowPx, kPx, gutterPx(), 320), "3 / 1"));
     node.appendChild(place(el("span", "opsym", "="), "3 / 2"));
-    node.appendChild(place(part(step, "result", { result: true }, rowPx, colPx, GUTTER, 560), "3 / 3"));
+    node.appendChild(place(part(step, "result", { result: true }, rowPx, colPx, gutterPx(), 560), "3 / 3"));
     syncScroll(parts.filter((p) => p.role !== "left"));
   } else {
     node = el("div", "equation bands");
     const m = result.shape[1];
-    const budget = Math.max(160, Math.min(560, 1000 / (inputs.length + 1) - GUTTER - 24));
+    const budget = Math.max(160, Math.min(560, 1000 / (inputs.length + 1) - gutterPx() - 24));
     const colPx = colWidth(m, budget);
     const [before, , after] = operatorOf(step);
     if (inputs.length && before) node.appendChild(el("span", "opsym", before));
@@ -70,13 +70,13 @@ function bandEquation(step, inputs, card) {
       const v = view(input, transposed);
       const rows = v.shape[0] === T ? rowPx : freeRows(v.shape[0], rowPx);
       const cols = v.shape[1] === m ? colPx : input.dtype === "int" ? 30 : colWidth(v.shape[1], budget);
-      node.appendChild(part(input, "in" + i, { transposed, column }, rows, cols, v.shape[0] === T ? GUTTER : 0, budget));
+      node.appendChild(part(input, "in" + i, { transposed, column }, rows, cols, v.shape[0] === T ? gutterPx() : 0, budget));
     }
     if (inputs.length) {
       if (after) node.appendChild(el("span", "opsym", after));
       node.appendChild(el("span", "opsym", "="));
     }
-    node.appendChild(part(step, "result", { result: true }, rowPx, step.dtype === "int" ? 30 : colPx, GUTTER, inputs.length ? budget : 900));
+    node.appendChild(part(step, "result", { result: true }, rowPx, step.dtype === "int" ? 30 : colPx, gutterPx(), inputs.length ? budget : 900));
   }
   const eq = { step, parts, dot, card };
   for (const p of parts) wire(eq, p);
