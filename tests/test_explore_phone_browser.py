@@ -102,6 +102,10 @@ def type_text(d, text: str) -> None:
     settle(d)
 
 
+# Every step card drawn (the page draws those in or near the view, the rest as they are scrolled near).
+DRAW_ALL = "document.querySelectorAll('#gx-panels section.step.pending').forEach(fillCard)"
+
+
 def every_view_uncut(d) -> dict[str, list[str]]:
     """The cut-off elements of every block's steps and of every tab, by view."""
     found = {}
@@ -109,6 +113,7 @@ def every_view_uncut(d) -> dict[str, list[str]]:
                                 ".map((g) => g.dataset.box)"):
         d.execute_script("state.tab = 'steps'; state.box = arguments[0]; render()", box)
         settle(d)  # the page then asks for the block's steps whole, and draws them again
+        d.execute_script(DRAW_ALL)
         found[box] = d.execute_script(CUT)
     for name in d.execute_script("return tabs()"):
         tab(d, name)
@@ -158,6 +163,7 @@ def test_phone_tip_stays_on_screen_and_a_tap_shows_it(phone, gpt_server):
     type_text(d, SHORT)
     d.execute_script("state.tab = 'steps'; state.box = 'dec-self'; render()")
     settle(d)  # the page then asks for the block's steps whole, and draws them again
+    d.execute_script("showStep('dec.0.self.h0.q')")  # cards are drawn as they come into view
     # The result Q (15 × 32, a heatmap wider than the window) brought to 10 px above the window's
     # bottom; the pointer at its right-most visible edge, 16 px above the window's bottom: a tip
     # placed right of and below it would not fit.
@@ -269,6 +275,7 @@ def test_large_text_labels_heatmaps_readably(phone, gpt_server):
         # Large text, their labels 7 px): the bands' row labels, in their canvases.
         d.execute_script("window.labels = []; state.tab = 'steps'; state.box = 'dec-self'; render()")
         settle(d)
+        d.execute_script("showStep('dec.0.self.h0.q')")  # Q = X·W_Qᵀ + b, drawn as it comes into view
         bands = [size for _, size, kind in d.execute_script("return window.labels") if kind == "labels"]
         assert len(bands) >= 3 * n_tokens and min(bands) >= 12, sorted(bands)[:5]
         tab(d, "flow")

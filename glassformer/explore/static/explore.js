@@ -474,10 +474,72 @@ function drawSteps(panel) {
       heading = key;
       panel.appendChild(say(el("h3", "place"), (l) => place.map((f) => f(l)).join(l === "zh" ? "，" : ", ")));
     }
-    panel.appendChild(stepCard(s));
+    panel.appendChild(pendingCard(s));
   }
   // The time to build the view (its layout and paint follow): the browser test and the benchmark read it.
   document.body.dataset.stepsMs = String(Math.round((performance.now() - began) * 10) / 10);
+}
+
+// Cards drawn lazily: drawSteps lays out a placeholder for each (its title, and the height its card
+// had when last drawn, else a guess), render() then draws at once those in or near the view, and
+// an IntersectionObserver the rest as they are scrolled near. A keystroke redraws only what is seen.
+const cardHeights = new Map(); // step id -> its card's height when last drawn (px)
+let cardWatch = null;
+const NEAR = 0.5; // draw what lies within half a view's height of it
+function pendingCard(s) {
+  const card = el("section", "step pending");
+  card.id = "gx-step-" + s.id;
+  card.dataset.pending = s.id;
+  const h = el("h3");
+  h.appendChild(say(el("span", "title"), (l) => s.title[l]));
+  card.appendChild(h);
+  const rows = s.shape && s.shape.length > 1 ? s.shape[s.shape.length - 2] : 1;
+  card.style.height = (cardHeights.get(s.id) || 140 + Math.min(720, rows * 11)) + "px";
+  return card;
+}
+// Step `id`'s card scrolled to the top of the view and drawn, with what is near it (drawing the
+// cards above it may move it: scrolled to again). The Flow tab's links use it; so do the tests.
+function showStep(id) {
+  for (let round = 0; round < 3; round++) {
+    const card = document.getElementById("gx-step-" + id);
+    if (!card) return;
+    card.scrollIntoView({ block: "start" });
+    if (round < 2) fillNear();
+  }
+}
+function fillCard(card) {
+  if (!card.isConnected || !card.dataset.pending || !byId.has(card.dataset.pending)) return;
+  if (cardWatch) cardWatch.unobserve(card);
+  card.replaceWith(stepCard(byId.get(card.dataset.pending)));
+}
+// Before a redraw replaces them: the drawn cards' heights (read together, before anything is written).
+function measureCards(panels) {
+  for (const card of panels.querySelectorAll("section.step:not(.pending)")) {
+    cardHeights.set(card.id.slice("gx-step-".length), card.offsetHeight);
+  }
+}
+// After a redraw (its layout done): the placeholders in or near the view drawn now, read first,
+// then written, until none is left there (a guessed height may bring another in); the rest watched.
+function fillNear() {
+  const panels = document.getElementById("gx-panels");
+  const main = document.getElementById("gx-main");
+  const scroller = getComputedStyle(main).overflowY === "visible" ? null : main;
+  const view = scroller ? scroller.getBoundingClientRect() : { top: 0, bottom: window.innerHeight };
+  const margin = NEAR * (view.bottom - view.top);
+  for (let round = 0; round < 4; round++) {
+    const near = [...panels.querySelectorAll("section.step.pending")].filter((card) => {
+      const box = card.getBoundingClientRect();
+      return box.bottom >= view.top - margin && box.top <= view.bottom + margin;
+    });
+    if (!near.length) break;
+    near.forEach(fillCard);
+  }
+  if (cardWatch) cardWatch.disconnect();
+  const rest = panels.querySelectorAll("section.step.pending");
+  if (!rest.length || !window.IntersectionObserver) { rest.forEach(fillCard); return; }
+  cardWatch = new IntersectionObserver((entries) => entries.forEach((e) => e.isIntersecting && fillCard(e.target)),
+    { root: scroller, rootMargin: `${Math.round(margin)}px 0px` });
+  rest.forEach((card) => cardWatch.observe(card));
 }
 function placeText(s) {
   const out = [];
@@ -702,6 +764,7 @@ function render() {
   const place = state.tab + "|" + state.box;
   const scroll = place === lastView ? main.scrollTop : 0; // a redraw keeps the reader's place; a new view starts at its top
   lastView = place;
+  measureCards(panels); // read before anything is written
   panels.textContent = "";
   const panel = el("div", "panel");
   panel.id = "gx-panel-" + state.tab;
@@ -709,6 +772,7 @@ function render() {
   if (state.tab === "steps") drawSteps(panel);
   else drawPanel(state.tab, panel); // panels.js
   main.scrollTop = scroll;
+  if (state.tab === "steps") fillNear();
   ensureView();
 }
 let lastView = "";
