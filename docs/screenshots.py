@@ -1,7 +1,7 @@
 """Screenshots of the explorer for the documentation (docs/guides/explore.md shows them).
 
-    python docs/screenshots.py                 # `glassformer explore` with no model: its built-in ones
-    python docs/screenshots.py runs/demo       # and a checkpoint of yours, in a second set
+    python docs/screenshots.py                 # `glassformer explore` with no model: its two built-in ones
+    python docs/screenshots.py runs/demo       # and a checkpoint of yours, in a third set
 
 Starts `glassformer explore` as a user starts it, drives Debian's headless Chromium through
 chromedriver with Selenium (as tests/browser.py does) at 1440 × 900 and at 390 × 844 (a phone,
@@ -9,12 +9,13 @@ touch and a phone's user agent), and writes one PNG per tab and window size:
 
     docs/images/explore-{set}-{desktop|phone}-{tab}.png
 
-`set` is "builtin" for the model `glassformer explore` opens with no argument and "checkpoint"
-for the directory given; `tab` is each of the page's tabs (steps, attention, next, lens or
-translate). The phone's set adds `-top` (the text, the tokens and the diagram, as the page
-opens); its tabs are shown scrolled to the tab bar, as a reader who scrolled down sees them.
-Not part of the test suite (it takes about a minute); the page's layout at both sizes is tested
-in tests/test_explore_phone_browser.py and tests/test_explore_browser.py.
+`set` is "village" (the village GPT, which `glassformer explore` with no argument opens on),
+"articles" (the articles' translation example, the page's other built-in model: /?model=articles)
+and "checkpoint" for the directory given; `tab` is each of the page's tabs (flow, steps,
+attention, next, lens, analyses or translate). The phone's set adds `-top` (the text, the tokens
+and the diagram, as the page opens); its tabs are shown scrolled to the tab bar, as a reader who
+scrolled down sees them. Not part of the test suite (it takes a few minutes); the page's layout
+at both sizes is tested in tests/test_explore_phone_browser.py and tests/test_explore_browser.py.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "images"
+STEPS_CARD = "dec.0.self.h0.out"  # the desktop Steps shot scrolls to it (where the model has it): weights · V
 SIZES = {"desktop": (1440, 900, False), "phone": (390, 844, True)}
 
 
@@ -93,6 +95,8 @@ def shoot(url: str, name: str, size: str) -> list[Path]:
             settle(d)
             if phone:
                 d.execute_script("document.getElementById('gx-main').scrollIntoView({block: 'start'})")
+            if tab == "steps" and not phone:  # a GPT: its first head's output, weights · V
+                d.execute_script(f"if (document.getElementById('gx-step-{STEPS_CARD}')) showStep('{STEPS_CARD}')")
             save(tab)
     finally:
         d.quit()
@@ -104,16 +108,23 @@ def main() -> None:
     parser.add_argument("checkpoint", nargs="?", help="a directory glassformer.load reads (a second set of images)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    sets = [("builtin", ())]
+    # (set, the server's arguments, the page's ?model=): one server serves both built-in models.
+    sets = [("village", (), "village"), ("articles", (), "articles")]
     if args.checkpoint:
-        sets.append(("checkpoint", ("--model", args.checkpoint)))
-    for name, server_args in sets:
-        server, url = start_server(*server_args)
-        try:
+        sets.append(("checkpoint", ("--model", args.checkpoint), ""))
+    servers: dict[tuple, tuple] = {}
+    try:
+        for name, server_args, model in sets:
+            if server_args not in servers:
+                servers[server_args] = start_server(*server_args)
+            url = servers[server_args][1]
+            if model:
+                url += ("&" if "?" in url else "?") + "model=" + model
             for size in SIZES:
                 for path in shoot(url, name, size):
                     print(path.relative_to(OUT.parent.parent))
-        finally:
+    finally:
+        for server, _ in servers.values():
             server.terminate()
             server.wait(timeout=10)
 

@@ -79,6 +79,17 @@ def test_steps_at_d128_align_light_and_the_lens_recomputes_the_cell(driver, chec
         settle(d)
         tab(d, "steps")  # a GPT opens on its Flow tab
         assert len(d.find_elements(By.CSS_SELECTOR, "#gx-tokens .chip")) == 25
+        # Cards are drawn as they come near the view: the block's last one waits until scrolled to.
+        last = "const s = [...document.querySelectorAll('#gx-panels section.step')].pop();"
+        assert d.execute_script(last + "return s.classList.contains('pending') && !s.querySelector('figure')")
+        d.execute_script(last + "s.scrollIntoView()")
+        for _ in range(40):  # the IntersectionObserver's callback comes with a later frame
+            if d.execute_script(last + "return !s.classList.contains('pending') && !!s.querySelector('figure')"):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the last card, scrolled to, was not drawn")
+        d.execute_script("showStep(arguments[0])", Q)  # scrolled to, drawn with what is near it
 
         # Rows: X (the normed input, 25 × 128) and Q (25 × 32) share the row height and the top edge.
         x, q, wt = plot(d, "left"), plot(d, "result"), plot(d, "right")
@@ -164,6 +175,7 @@ def test_steps_at_d128_align_light_and_the_lens_recomputes_the_cell(driver, chec
         row_w = right["height"] / 128
         assert m["w"] >= 12 and m["h"] >= 12 and m["border"] == "2px" and m["display"] != "none"
         assert abs(m["x"] - 20.5 * col_px) <= 1 and abs(m["y"] - 100.5 * row_w) <= 1
+        d.execute_script("showStep('dec.0.self.h0.q.weight')")
         outside = d.find_element(By.CSS_SELECTOR, '[id="gx-step-dec.0.self.h0.q.weight"] .edit-outside').text
         assert "[20, 100]" in outside and "24 × 16" in outside
         assert d.find_elements(By.CSS_SELECTOR, f'[id="gx-step-{Q}"] figure[data-role="result"].has-changed')
@@ -172,6 +184,7 @@ def test_steps_at_d128_align_light_and_the_lens_recomputes_the_cell(driver, chec
         box.clear()
         box.send_keys(LONG)
         settle(d)
+        d.execute_script("document.querySelectorAll('#gx-panels section.step.pending').forEach(fillCard)")  # every card
         hovered = d.execute_script("""
             let n = 0;
             for (const plot of document.querySelectorAll(".band-plot, table.matrix, canvas.heat")) {

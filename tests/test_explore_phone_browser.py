@@ -102,6 +102,10 @@ def type_text(d, text: str) -> None:
     settle(d)
 
 
+# Every step card drawn (the page draws those in or near the view, the rest as they are scrolled near).
+DRAW_ALL = "document.querySelectorAll('#gx-panels section.step.pending').forEach(fillCard)"
+
+
 def every_view_uncut(d) -> dict[str, list[str]]:
     """The cut-off elements of every block's steps and of every tab, by view."""
     found = {}
@@ -109,6 +113,7 @@ def every_view_uncut(d) -> dict[str, list[str]]:
                                 ".map((g) => g.dataset.box)"):
         d.execute_script("state.tab = 'steps'; state.box = arguments[0]; render()", box)
         settle(d)  # the page then asks for the block's steps whole, and draws them again
+        d.execute_script(DRAW_ALL)
         found[box] = d.execute_script(CUT)
     for name in d.execute_script("return tabs()"):
         tab(d, name)
@@ -158,6 +163,7 @@ def test_phone_tip_stays_on_screen_and_a_tap_shows_it(phone, gpt_server):
     type_text(d, SHORT)
     d.execute_script("state.tab = 'steps'; state.box = 'dec-self'; render()")
     settle(d)  # the page then asks for the block's steps whole, and draws them again
+    d.execute_script("showStep('dec.0.self.h0.q')")  # cards are drawn as they come into view
     # The result Q (15 × 32, a heatmap wider than the window) brought to 10 px above the window's
     # bottom; the pointer at its right-most visible edge, 16 px above the window's bottom: a tip
     # placed right of and below it would not fit.
@@ -230,15 +236,30 @@ def test_phone_diagram_block_scrolls_to_its_steps(phone, gpt_server):
 # Large text, a refused input, the Chinese font
 
 
+# The font size of the smallest text the elements under `selector` hold themselves (svg text aside).
+SMALLEST_TEXT = """
+let least = Infinity;
+for (const e of document.querySelectorAll(arguments[0] + " *")) {
+  if (e.closest("svg") || ![...e.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+  if (e.getBoundingClientRect().width) least = Math.min(least, parseFloat(getComputedStyle(e).fontSize));
+}
+return least;
+"""
+
+
 def test_large_text_labels_heatmaps_readably(phone, gpt_server):
+    """Large text: every label at least 12 px, the heatmaps', the bands' row labels (canvases) and
+    the Flow tab's; the Flow tab's smallest text larger than without it."""
     d = phone
     open_page(d, gpt_server)
     type_text(d, LONG[:30])  # 30 tokens: at 390 px, cells of 9 px and labels of 8 px but for Large text's rule
+    tab(d, "flow")
+    flow_before = d.execute_script(SMALLEST_TEXT, ".flow")
     tab(d, "attention")
-    # Every label the heatmaps write, with its font size: fillText recorded as the page calls it.
+    # Every label the canvases write, with its font size and canvas: fillText recorded as the page calls it.
     d.execute_script("window.labels = []; const fill = CanvasRenderingContext2D.prototype.fillText;"
                      "CanvasRenderingContext2D.prototype.fillText = function (text, x, y) {"
-                     "  window.labels.push([String(text), parseFloat(this.font)]);"
+                     "  window.labels.push([String(text), parseFloat(this.font), this.canvas.className]);"
                      "  return fill.apply(this, arguments); }")
     d.find_element(By.ID, "gx-big").click()
     settle(d)
@@ -248,8 +269,18 @@ def test_large_text_labels_heatmaps_readably(phone, gpt_server):
         n_heads = len(d.find_elements(By.CSS_SELECTOR, "#gx-panels canvas.heatmap"))
         assert n_tokens == 30 and n_heads == 4
         assert len(labels) >= 2 * n_tokens * n_heads, "every row and column of every head is labelled"
-        assert min(size for _, size in labels) >= 12
+        assert min(size for _, size, _ in labels) >= 12
         assert d.execute_script(CUT) == []  # larger text, larger heatmaps: still nothing cut off
+        # The self-attention's equations, drawn as bands at d 128 (W_Q's 128 rows 2 px each without
+        # Large text, their labels 7 px): the bands' row labels, in their canvases.
+        d.execute_script("window.labels = []; state.tab = 'steps'; state.box = 'dec-self'; render()")
+        settle(d)
+        d.execute_script("showStep('dec.0.self.h0.q')")  # Q = X·W_Qᵀ + b, drawn as it comes into view
+        bands = [size for _, size, kind in d.execute_script("return window.labels") if kind == "labels"]
+        assert len(bands) >= 3 * n_tokens and min(bands) >= 12, sorted(bands)[:5]
+        tab(d, "flow")
+        flow_after = d.execute_script(SMALLEST_TEXT, ".flow")
+        assert flow_after >= 12 and flow_after > flow_before, (flow_before, flow_after)
     finally:
         d.find_element(By.ID, "gx-big").click()
         settle(d)

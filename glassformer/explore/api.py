@@ -212,6 +212,7 @@ class Explorer:
         self.lock = threading.Lock()  # one model: requests take turns
         self.weight_stats: dict = {}  # step id -> (parameter name, statistics): weights change only by edits
         self.last_logits: tuple | None = None  # (Inputs.key(), the last position's logits)
+        self.last_walkthrough: tuple | None = None  # ((text, Inputs.key()), its walkthrough): see walkthrough()
         self.endpoints = {"run": self.run, "step": self.step, "sample": self.sample, "next": self.next,
                           "beam": self.beam, "export": self.export, "cell": self.cell, "flow": self.flow,
                           "attribute": self.attribute, "patch": self.patch}
@@ -376,7 +377,7 @@ class Explorer:
         out: dict = {"tokens": self.tokens(inputs.ids), "lens": None, "next": None}
         with self.edited(inputs):
             # Inside the `with`: the walkthrough's weight steps are views of the edited weights.
-            walkthrough = self.subject.walkthrough(inputs.text)
+            walkthrough = self.walkthrough(inputs)
             out["walkthrough"] = walkthrough_data(walkthrough, within_budget(walkthrough, max_values, self.run_values,
                                                                              whole), whole, self.memo(inputs))
             if not self.seq2seq:
@@ -401,6 +402,22 @@ class Explorer:
                     if any(p is self.params[c] for c in changed)}
         return {k: v for k, v in self.weight_stats.items() if v[0] not in changed}
 
+    def walkthrough(self, inputs: Inputs):
+        """The walkthrough of the text on the edited model: call it inside `self.edited(inputs)`.
+
+        The last one is kept, keyed by text, edits and ablations (one entry, so memory stays
+        bounded; any other request replaces it): a click on a cell (/api/cell) or a step
+        (/api/step) after /api/run on GPT-2 small would otherwise run the whole walkthrough again,
+        seconds each time. Its weight steps are views of the parameters, which `edited` puts back
+        after the request; reused inside `edited` with the same edits they hold the edited values again."""
+        key = (inputs.text, inputs.key())
+        if self.last_walkthrough is not None and self.last_walkthrough[0] == key:
+            return self.last_walkthrough[1]
+        self.last_walkthrough = None  # the old one is freed before the new one is built
+        walkthrough = self.subject.walkthrough(inputs.text)
+        self.last_walkthrough = (key, walkthrough)
+        return walkthrough
+
     def remember(self, inputs: Inputs, logits: torch.Tensor) -> None:
         """Keeps the last position's logits of this text and these edits: the sampling controls ask
         /api/sample again at every move of a slider, with the same text."""
@@ -424,7 +441,7 @@ class Explorer:
         if not isinstance(wanted, str):
             raise ApiError(422, "id must be a step id (a string)")
         with self.edited(inputs):
-            walkthrough = self.subject.walkthrough(inputs.text)
+            walkthrough = self.walkthrough(inputs)
             found = [s for s in walkthrough.steps if s.id == wanted]
             if not found:
                 raise ApiError(422, f"no step {echo(wanted)} in this walkthrough")
@@ -443,7 +460,7 @@ class Explorer:
         if not isinstance(index, list) or len(index) > 4 or not all(is_int(i) for i in index):
             raise ApiError(422, "index must be a list of integers, one per axis of the step")
         with self.edited(inputs):
-            walkthrough = self.subject.walkthrough(inputs.text)
+            walkthrough = self.walkthrough(inputs)
             if not any(s.id == wanted for s in walkthrough.steps):
                 raise ApiError(422, f"no step {echo(wanted)} in this walkthrough")
             return cell_parts(walkthrough, wanted, index)  # a bad index: ValueError -> 422
@@ -490,7 +507,7 @@ class Explorer:
             raise ApiError(422, "lang must be a string: en or zh")
         check_lang(lang)  # ValueError -> 422
         with self.edited(inputs):
-            return {"html": render_html(self.subject.walkthrough(inputs.text), lang)}
+            return {"html": render_html(self.walkthrough(inputs), lang)}
 
     # -- the flow and the analyses (glassformer.explain.flow, glassformer.observe.analysis) ------
 

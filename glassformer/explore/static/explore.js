@@ -1,6 +1,7 @@
-// The explorer's page: its state, the API, the token strip, the architecture diagram
-// and the steps of the block chosen in it. panels.js draws attention, the next token, the logit
-// lens and translation; matrices.js (the walkthrough page's) draws numbers, colours and heatmaps.
+// The explorer's page: its state, the API, the token strip, the architecture diagram and the
+// steps of the block chosen in it (equations at any size: equations.js; the cells of the numbers
+// tables and editing: cells.js). panels.js draws attention, the next token, the logit lens and
+// translation; matrices.js (the walkthrough page's) draws numbers, colours and heatmaps.
 // Display only: every number shown comes from the server, which computes it with the library.
 // Text reaches the page through textContent, never as markup.
 "use strict";
@@ -442,240 +443,11 @@ async function loadFull(id) {
   }
 }
 
-// -------------------------------------------------------------------------------------------
-// Equations at any size: bands that share the result's rows (row i of X beside row i of Q) and
-// columns (column j of Wᵀ above column j of Q); hover lights what a cell is made of across the
-// equation, a click opens the lens (lens.js) on it.
-
-const ROW_OPS = new Set(["softmax", "layer_norm", "rms_norm", "mean", "std", "rms", "argmax"]); // a result cell reads its whole input row
-const GUTTER = 64; // px of row labels at the left of a band
-function rowHeight(n) {
-  const big = document.body.classList.contains("projector") ? 1.4 : 1;
-  return big * (n <= 32 ? 14 : n <= 64 ? 11 : Math.max(0.5, Math.min(11, 720 / n)));
-}
-// Pixels a column: the budget shared, 2 to 14 px (fewer than 2 only where even 2 px would be 8192 px).
-function colWidth(m, budget) {
-  const px = Math.max(2, Math.min(14, budget / m));
-  return px * m > 8192 ? 8192 / m : px;
-}
-// Pixels a row of an axis that lines up with nothing (the inner dimension of Wᵀ, a vocabulary).
-const freeRows = (n, rowPx) => (n === 1 ? Math.max(rowPx, 11) : Math.min(rowPx, Math.max(0.25, 260 / n)));
-
-function bandEquation(step, inputs, card) {
-  const result = view(step, false);
-  const T = result.shape[0], rowPx = rowHeight(T);
-  const parts = [];
-  const part = (s, role, opts, rows, cols, gutter, maxWidth) => {
-    const v = view(s, opts.transposed);
-    const b = band(v, palette(s), rows, cols, gutter);
-    if (maxWidth && v.shape[1] * cols > maxWidth) wrapScroll(b, maxWidth);
-    const fig = el("figure", "operand banded" + (role === "result" ? " result" : ""));
-    fig.dataset.step = s.id;
-    fig.dataset.role = role;
-    fig.dataset.rowPx = String(rows);
-    fig.appendChild(b.node);
-    fig.appendChild(caption(s, opts));
-    const p = { step: s, role, b, fig, transposed: !!opts.transposed, shape: v.shape };
-    parts.push(p);
-    return fig;
-  };
-  let node;
-  const dot = (step.op === "linear" || step.op === "matmul") && inputs.length >= 2;
-  if (dot) {
-    // The matrix-multiplication layout: Wᵀ (k × n) above the result, the bias between, X (T × k) at its left.
-    node = el("div", "mm");
-    const [a, b, bias] = inputs;
-    const n = result.shape[1], k = view(a.input, false).shape[1];
-    const colPx = colWidth(n, 560), kPx = colWidth(k, 320);
-    const right = part(b.input, "right", { transposed: b.transposed }, freeRows(k, rowPx), colPx, GUTTER, 560);
-    right.style.gridArea = "1 / 3";
-    node.appendChild(right);
-    node.appendChild(place(el("span", "opsym", "·"), "1 / 2"));
-    if (bias) {
-      node.appendChild(place(el("span", "opsym", "+"), "2 / 2"));
-      node.appendChild(place(part(bias.input, "bias", {}, Math.max(rowPx, 11), colPx, GUTTER, 560), "2 / 3"));
-    }
-    node.appendChild(place(part(a.input, "left", {}, rowPx, kPx, GUTTER, 320), "3 / 1"));
-    node.appendChild(place(el("span", "opsym", "="), "3 / 2"));
-    node.appendChild(place(part(step, "result", { result: true }, rowPx, colPx, GUTTER, 560), "3 / 3"));
-    syncScroll(parts.filter((p) => p.role !== "left"));
-  } else {
-    node = el("div", "equation bands");
-    const m = result.shape[1];
-    const budget = Math.max(160, Math.min(560, 1000 / (inputs.length + 1) - GUTTER - 24));
-    const colPx = colWidth(m, budget);
-    const [before, , after] = operatorOf(step);
-    if (inputs.length && before) node.appendChild(el("span", "opsym", before));
-    for (const { input, i, transposed, column } of inputs) {
-      const sym = i > 0 && operandSymbol(step, i);
-      if (sym) node.appendChild(el("span", "opsym", sym));
-      const v = view(input, transposed);
-      const rows = v.shape[0] === T ? rowPx : freeRows(v.shape[0], rowPx);
-      const cols = v.shape[1] === m ? colPx : input.dtype === "int" ? 30 : colWidth(v.shape[1], budget);
-      node.appendChild(part(input, "in" + i, { transposed, column }, rows, cols, v.shape[0] === T ? GUTTER : 0, budget));
-    }
-    if (inputs.length) {
-      if (after) node.appendChild(el("span", "opsym", after));
-      node.appendChild(el("span", "opsym", "="));
-    }
-    node.appendChild(part(step, "result", { result: true }, rowPx, step.dtype === "int" ? 30 : colPx, GUTTER, inputs.length ? budget : 900));
-  }
-  const eq = { step, parts, dot, card };
-  for (const p of parts) wire(eq, p);
-  return node;
-}
-const place = (node, area) => { node.style.gridArea = area; return node; };
-function wrapScroll(b, maxWidth) {
-  const scroller = el("div", "band-scroll");
-  scroller.style.maxWidth = maxWidth + "px";
-  b.node.replaceChild(scroller, b.plot);
-  scroller.appendChild(b.plot);
-  b.scroller = scroller;
-}
-// Wᵀ, the bias and the result scroll together, so that their columns stay aligned.
-function syncScroll(parts) {
-  const scrollers = parts.map((p) => p.b.scroller).filter(Boolean);
-  for (const s of scrollers) {
-    s.addEventListener("scroll", () => { for (const t of scrollers) if (t !== s && t.scrollLeft !== s.scrollLeft) t.scrollLeft = s.scrollLeft; });
-  }
-}
-
-// Hover, click, the edited and the changed cells of one band.
-function wire(eq, p) {
-  const { step, b } = p;
-  p.index = (at) => stepIndex(step, at, p.transposed);
-  b.plot.addEventListener("mousemove", (event) => {
-    const at = bandCell(b, event);
-    if (!at) return;
-    lightEquation(eq, p, at);
-    const x = b.v.get(...at);
-    const lines = [`${step.id}[${p.index(at).join(", ")}] = ${x === undefined ? word("lens_not_sent") : full(x)}`];
-    if (b.v.rowLabels) lines.push(`${word("lens_row")} ${label(b.v.rowLabels, at[0])}`);
-    lines.push(word("lens_click"));
-    showTip(event, lines.join("\n"));
-  });
-  b.plot.addEventListener("mouseleave", () => { hideTip(); lightEquation(eq, null, null); });
-  b.plot.addEventListener("click", (event) => {
-    const at = bandCell(b, event);
-    if (at) openCellLens(eq.card, step.id, p.index(at)); // lens.js
-  });
-  // The edited weight cell: outlined, at least 12 px across whatever the cell's size.
-  if (step.op === "weight") {
-    for (const e of state.edits) {
-      const at = localEdit(step, e);
-      if (at) b.plot.appendChild(mark("edit-mark", b, p.transposed ? [at[1], at[0]] : at, 12));
-    }
-  }
-  markChanged(p);
-  const picked = state.cellLens && state.cellLens.card === eq.card && state.cellLens.id === step.id ? state.cellLens.index : null;
-  if (picked) {
-    const at = picked.slice(-2);
-    const drawn = picked.length === 1 ? [0, picked[0]] : p.transposed ? [at[1], at[0]] : at;
-    b.plot.appendChild(mark("pick", b, drawn, 8));
-  }
-}
-// A box over cell `at` (or a row [r, null], a column [null, c]), at least `least` px across.
-function mark(cls, b, at, least) {
-  const box = el("div", cls);
-  const [r, c] = at;
-  const h = r === null ? b.v.shape[0] * b.rowPx : Math.max(b.rowPx, least);
-  const wdt = c === null ? b.v.shape[1] * b.colPx : Math.max(b.colPx, least);
-  box.style.top = (r === null ? 0 : (r + 0.5) * b.rowPx - h / 2) + "px";
-  box.style.left = (c === null ? 0 : (c + 0.5) * b.colPx - wdt / 2) + "px";
-  box.style.height = h + "px";
-  box.style.width = wdt + "px";
-  return box;
-}
-// Cells an edit or an ablation changed (the new values against the previous answer's), tinted.
-function markChanged(p) {
-  const before = state.previous && state.previous.walkthrough.steps.find((s) => s.id === p.step.id);
-  if (!before || JSON.stringify(before.shape) !== JSON.stringify(p.step.shape) || p.step.dtype !== "float") return;
-  const v = p.b.v, u = view(before, p.transposed);
-  const marks = el("canvas", "marks");
-  marks.width = Math.max(1, v.m);
-  marks.height = Math.max(1, v.n);
-  const ctx = marks.getContext("2d");
-  ctx.fillStyle = "rgba(124, 58, 237, 0.75)";
-  let any = false;
-  for (let r = 0; r < Math.min(v.n, u.n); r++) {
-    for (let c = 0; c < Math.min(v.m, u.m); c++) {
-      const x = v.get(r, c), y = u.get(r, c);
-      if (typeof x === "number" && typeof y === "number" && Math.abs(x - y) > 1e-9 * Math.max(1, Math.abs(y))) {
-        ctx.fillRect(c, r, 1, 1);
-        any = true;
-      }
-    }
-  }
-  if (!any) return;
-  marks.style.width = v.m * p.b.colPx + "px";
-  marks.style.height = v.n * p.b.rowPx + "px";
-  p.b.plot.appendChild(marks);
-  p.fig.classList.add("has-changed");
-}
-
-// What hovered cell `at` of part `from` is made of, or feeds, lit in every matrix of the equation:
-// a result cell of Q = X·Wᵀ + b lights row r of X, column c of Wᵀ and b; a cell of X its row of Q
-// and its row of Wᵀ; an elementwise result the same cell of each operand (the whole row where the
-// op reads the row: softmax, the norms).
-function lightEquation(eq, from, at) {
-  for (const p of eq.parts) for (const old of p.b.plot.querySelectorAll(".lit")) old.remove();
-  if (!from) return;
-  for (const p of eq.parts) {
-    const rule = p === from ? at : lightRule(eq.dot, eq.step.op, from, p, at);
-    if (rule) p.b.plot.appendChild(mark("lit", p.b, rule, 4));
-  }
-}
-// What of part p (a {role, shape} drawn n × m) hovered cell `at` of part `from` lights: [r, c] a
-// cell, [r, null] a row, [null, c] a column, null nothing.
-function lightRule(dot, op, from, p, at) {
-  const [r, c] = at;
-  if (dot) {
-    const rules = {
-      result: { left: [r, null], right: [null, c], bias: [null, c] },
-      left: { result: [r, null], right: [c, null] },
-      right: { left: [null, r], result: [null, c], bias: [null, c] },
-      bias: { right: [null, c], result: [null, c] },
-    };
-    return (rules[from.role] || {})[p.role] || null;
-  }
-  const [n, m] = p.shape, [fn, fm] = from.shape;
-  const rows = n === fn && n > 1, cols = m === fm && m > 1;
-  const wholeRow = ROW_OPS.has(op) && (from.role === "result" || p.role === "result");
-  if (rows && cols && !wholeRow) return [r, c];
-  if (rows) return [r, null];
-  if (cols) return [null, c];
-  return null;
-}
-// The same in an equation of numbers tables (the articles' example): the cells lit by class.
-function lightTables(equation, step, fig, at) {
-  for (const td of equation.querySelectorAll("td.lit")) td.classList.remove("lit");
-  if (!at) return;
-  const dot = step.op === "linear" || step.op === "matmul";
-  const part = (f) => {
-    const body = f.querySelector("tbody");
-    const rows = body ? body.rows.length : 0;
-    return { role: f.dataset.role, shape: [rows, rows ? body.rows[0].cells.length - 1 : 0], body };
-  };
-  const from = part(fig);
-  for (const f of equation.querySelectorAll("figure.operand")) {
-    const p = part(f);
-    if (!p.body) continue;
-    const rule = f === fig ? at : lightRule(dot, step.op, from, p, at);
-    if (!rule) continue;
-    const [r, c] = rule;
-    [...p.body.rows].forEach((tr, i) => {
-      if (r !== null && i !== r) return;
-      [...tr.cells].slice(1).forEach((td, j) => { if (c === null || j === c) td.classList.add("lit"); });
-    });
-  }
-}
-
 function drawSteps(panel) {
   if (!state.box) {
     panel.appendChild(say(el("p", "hint big"), w("pick_block")));
     return;
   }
-  const began = performance.now();
   let chosen = steps.filter((s) => boxOf(s) === state.box);
   // A block inside the layer frame: one layer at a time (and one head), chosen with buttons.
   const choose = (key, values, label) => {
@@ -702,10 +474,70 @@ function drawSteps(panel) {
       heading = key;
       panel.appendChild(say(el("h3", "place"), (l) => place.map((f) => f(l)).join(l === "zh" ? "，" : ", ")));
     }
-    panel.appendChild(stepCard(s));
+    panel.appendChild(pendingCard(s));
   }
-  // The time to build the view (its layout and paint follow): the browser test and the benchmark read it.
-  document.body.dataset.stepsMs = String(Math.round((performance.now() - began) * 10) / 10);
+}
+
+// Cards drawn lazily: drawSteps lays out a placeholder for each (its title, and the height its card
+// had when last drawn, else a guess), render() then draws at once those in or near the view, and
+// an IntersectionObserver the rest as they are scrolled near. A keystroke redraws only what is seen.
+const cardHeights = new Map(); // step id -> its card's height when last drawn (px)
+let cardWatch = null;
+const NEAR = 0.5; // draw what lies within half a view's height of it
+function pendingCard(s) {
+  const card = el("section", "step pending");
+  card.id = "gx-step-" + s.id;
+  card.dataset.pending = s.id;
+  const h = el("h3");
+  h.appendChild(say(el("span", "title"), (l) => s.title[l]));
+  card.appendChild(h);
+  const rows = s.shape && s.shape.length > 1 ? s.shape[s.shape.length - 2] : 1;
+  card.style.height = (cardHeights.get(s.id) || 140 + Math.min(720, rows * 11)) + "px";
+  return card;
+}
+// Step `id`'s card scrolled to the top of the view and drawn, with what is near it (drawing the
+// cards above it may move it: scrolled to again). The Flow tab's links use it; so do the tests.
+function showStep(id) {
+  for (let round = 0; round < 3; round++) {
+    const card = document.getElementById("gx-step-" + id);
+    if (!card) return;
+    card.scrollIntoView({ block: "start" });
+    if (round < 2) fillNear();
+  }
+}
+function fillCard(card) {
+  if (!card.isConnected || !card.dataset.pending || !byId.has(card.dataset.pending)) return;
+  if (cardWatch) cardWatch.unobserve(card);
+  card.replaceWith(stepCard(byId.get(card.dataset.pending)));
+}
+// Before a redraw replaces them: the drawn cards' heights (read together, before anything is written).
+function measureCards(panels) {
+  for (const card of panels.querySelectorAll("section.step:not(.pending)")) {
+    cardHeights.set(card.id.slice("gx-step-".length), card.offsetHeight);
+  }
+}
+// After a redraw (its layout done): the placeholders in or near the view drawn now, read first,
+// then written, until none is left there (a guessed height may bring another in); the rest watched.
+function fillNear() {
+  const panels = document.getElementById("gx-panels");
+  const main = document.getElementById("gx-main");
+  const scroller = getComputedStyle(main).overflowY === "visible" ? null : main;
+  const view = scroller ? scroller.getBoundingClientRect() : { top: 0, bottom: window.innerHeight };
+  const margin = NEAR * (view.bottom - view.top);
+  for (let round = 0; round < 4; round++) {
+    const near = [...panels.querySelectorAll("section.step.pending")].filter((card) => {
+      const box = card.getBoundingClientRect();
+      return box.bottom >= view.top - margin && box.top <= view.bottom + margin;
+    });
+    if (!near.length) break;
+    near.forEach(fillCard);
+  }
+  if (cardWatch) cardWatch.disconnect();
+  const rest = panels.querySelectorAll("section.step.pending");
+  if (!rest.length || !window.IntersectionObserver) { rest.forEach(fillCard); return; }
+  cardWatch = new IntersectionObserver((entries) => entries.forEach((e) => e.isIntersecting && fillCard(e.target)),
+    { root: scroller, rootMargin: `${Math.round(margin)}px 0px` });
+  rest.forEach((card) => cardWatch.observe(card));
 }
 function placeText(s) {
   const out = [];
@@ -716,195 +548,6 @@ function placeText(s) {
     if (s.head !== null && s.head !== undefined) out.push(w("head", { n: s.head + 1 }));
   }
   return out;
-}
-
-// -------------------------------------------------------------------------------------------
-// Cells of the numbers tables: what each was computed from, editing a weight, what an edit changed
-
-// The drawn cell (r, c) of a table as (row, column) of the step's last two axes.
-function cellAt(td, options) {
-  const tr = td.parentElement;
-  if (!tr || tr.parentElement.tagName !== "TBODY" || td.tagName !== "TD" || td.classList.contains("more")) return null;
-  const r = tr.sectionRowIndex, c = td.cellIndex - 1;
-  return options.transposed ? [c, r] : [r, c];
-}
-const valueAt = (step, r, c) => {
-  const v = view(step, false);
-  return r < v.n && c < v.m ? v.get(r, c) : undefined;
-};
-const fmt = (x) => (x === undefined ? "…" : number(x, 4));
-// Row r of a step (its first 8 values), "…" where the row was not sent (a truncated step's corner).
-function rowOf(step, r, transpose) {
-  const v = view(step, transpose);
-  if (r >= v.n) return "[…]";
-  const out = [];
-  for (let c = 0; c < Math.min(v.m, 8); c++) out.push(fmt(v.get(r, c)));
-  return "[" + out.join(", ") + (v.shape[1] > 8 ? ", …" : "") + "]";
-}
-
-// What cell (r, c) of a result was computed from, in words and numbers (the lens has all of it).
-function provenance(step, r, c) {
-  const inputs = step.inputs.map((id) => fullStep(id));
-  const lines = [];
-  const name = (s) => s.id;
-  if ((step.op === "linear" || step.op === "matmul") && inputs[0] && inputs[1]) {
-    const [a, b, bias] = inputs;
-    const bColumn = step.op === "linear" ? rowOf(b, c, false) : rowOf(b, c, true);
-    lines.push(`= ${name(a)}[${r}, :] · ${name(b)}${step.op === "linear" ? `[${c}, :]` : `[:, ${c}]`}` + (bias ? ` + ${name(bias)}[${c}]` : ""));
-    lines.push(`${name(a)}[${r}] = ${rowOf(a, r, false)}`);
-    lines.push(`${name(b)}${step.op === "linear" ? `[${c}]` : `[:, ${c}]`} = ${bColumn}`);
-    if (bias) lines.push(`${name(bias)}[${c}] = ${fmt(valueAt(bias, 0, c))}`);
-  } else {
-    for (const s of inputs) {
-      if (!s || s.values === undefined && s.corner === undefined) continue;
-      const same = JSON.stringify(s.shape) === JSON.stringify(step.shape);
-      if (same) lines.push(`${name(s)}[${r}, ${c}] = ${fmt(valueAt(s, r, c))}`);
-      else if (s.shape && s.shape.length && s.shape[s.shape.length - 1] === 1) lines.push(`${name(s)}[${r}] = ${fmt(valueAt(s, r, 0))}`);
-      else lines.push(`${word("from")} ${name(s)} (${shapeText(s)})`);
-    }
-  }
-  lines.push(word("lens_click"));
-  return lines;
-}
-
-// The state-dict index of a weight step's cell (r, c): params.rows offsets the first axis.
-function editIndex(step, r, c) {
-  const off = step.params && step.params.rows ? step.params.rows[0] : 0;
-  return step.shape.length === 1 ? [off + c] : [off + r, c];
-}
-
-function decorate(drawn, step, options) {
-  for (const td of drawn.querySelectorAll ? drawn.querySelectorAll("td") : []) td.removeAttribute("title");
-  const table = drawn.tagName === "TABLE" ? drawn : null;
-  // Cells an edit or an ablation changed: the new values compared with the previous answer's.
-  const before = state.previous && state.previous.walkthrough.steps.find((s) => s.id === step.id);
-  if (table && before && JSON.stringify(before.shape) === JSON.stringify(step.shape)) {
-    for (const td of table.querySelectorAll("tbody td")) {
-      const at = cellAt(td, options);
-      if (!at) continue;
-      const [x, y] = [valueAt(step, ...at), valueAt(before, ...at)];
-      if (typeof x === "number" && typeof y === "number" && Math.abs(x - y) > 1e-9 * Math.max(1, Math.abs(y))) td.classList.add("changed");
-    }
-  }
-  const editable = step.op === "weight" && step.params && step.params.name && step.dtype === "float";
-  if (table && editable) {
-    table.classList.add("editable");
-    for (const td of table.querySelectorAll("tbody td")) {
-      const at = cellAt(td, options);
-      if (!at) continue;
-      const index = editIndex(step, ...at);
-      td.dataset.editName = step.params.name;
-      td.dataset.editIndex = JSON.stringify(index);
-      if (state.edits.some((e) => e.name === step.params.name && JSON.stringify(e.index) === JSON.stringify(index))) td.classList.add("edited");
-    }
-  }
-  if (table) {
-    // A click opens the lens on a cell (a weight's own table: the click edits it instead).
-    const picked = state.cellLens && state.cellLens.id === step.id && state.cellLens.card === options.card ? JSON.stringify(state.cellLens.index) : null;
-    for (const td of table.querySelectorAll("tbody td")) {
-      const at = cellAt(td, options);
-      if (at && picked === JSON.stringify(stepIndex(step, at, false))) td.classList.add("picked");
-    }
-    table.addEventListener("click", (event) => {
-      const td = event.target.closest("td");
-      if (!td || td.querySelector("input")) return;
-      const at = cellAt(td, options);
-      if (!at) return;
-      if (editable && td.dataset.editName) startEdit(td, step, at);
-      else if (options.card) openCellLens(options.card, step.id, stepIndex(step, at, false)); // lens.js
-    });
-  }
-  const heat = !table && (drawn.tagName === "CANVAS" ? drawn : drawn.querySelector && drawn.querySelector("canvas"));
-  if (heat && options.of) { // a heatmap: matrices.js says the value; the explorer adds what it came from
-    const v = view(step, options.transposed);
-    heat.addEventListener("mousemove", (event) => {
-      const box = heat.getBoundingClientRect();
-      const c = Math.min(v.m - 1, Math.floor(((event.clientX - box.left) / box.width) * v.m));
-      const r = Math.min(v.n - 1, Math.floor(((event.clientY - box.top) / box.height) * v.n));
-      showTip(event, [`${step.id}[${r}, ${c}] = ${full(v.get(r, c))}`, ...provenance(step, r, c)].join("\n"));
-    });
-  }
-  if (!table) return;
-  table.addEventListener("mouseover", (event) => {
-    const td = event.target.closest("td");
-    const at = td && cellAt(td, options);
-    if (!at) return;
-    const x = valueAt(step, ...at);
-    const lines = [`${step.id}[${at.join(", ")}] = ${full(x)}`];
-    if (options.of) lines.push(...provenance(step, ...at));
-    if (td.classList.contains("changed")) lines.push(word("changed"));
-    if (editable) lines.push(word("edit_hint"));
-    showTip(event, lines.join("\n"));
-    lightOperands(drawn, options, td);
-  });
-  table.addEventListener("mouseleave", () => { hideTip(); lightOperands(drawn, options, null); });
-}
-
-// What a hovered cell of an equation's table is made of, or feeds, lit across the equation.
-function lightOperands(drawn, options, td) {
-  const equation = drawn.closest(".equation");
-  const fig = drawn.closest("figure");
-  if (!equation || !fig || !options.card || !fullStep(options.card)) return;
-  lightTables(equation, fullStep(options.card), fig, td ? [td.parentElement.sectionRowIndex, td.cellIndex - 1] : null);
-}
-
-function startEdit(td, step, at) {
-  const input = el("input", "cell-edit");
-  input.type = "number";
-  input.step = "any";
-  input.value = String(valueAt(step, ...at));
-  td.textContent = "";
-  td.appendChild(input);
-  input.focus();
-  input.select();
-  let done = false;
-  const finish = (keep) => {
-    if (done) return;
-    done = true;
-    const value = Number(input.value);
-    if (keep && input.value.trim() !== "" && Number.isFinite(value)) {
-      setEdit(step.params.name, JSON.parse(td.dataset.editIndex), value);
-    } else {
-      render();
-    }
-  };
-  input.addEventListener("keydown", (event) => {
-    if (event.key === "Enter") finish(true);
-    if (event.key === "Escape") finish(false);
-  });
-  input.addEventListener("blur", () => finish(true));
-}
-function setEdit(name, index, value) {
-  const key = JSON.stringify(index);
-  state.edits = state.edits.filter((e) => !(e.name === name && JSON.stringify(e.index) === key));
-  state.edits.push({ name, index, value });
-  drawEdits();
-  run();
-}
-
-function drawEdits() {
-  const box = document.getElementById("gx-edits");
-  box.textContent = "";
-  box.appendChild(say(el("h2"), w("edits")));
-  if (!state.edits.length) box.appendChild(say(el("p", "hint"), w("no_edits")));
-  const list = el("ul");
-  state.edits.forEach((e, i) => {
-    const li = el("li", "mono", `${e.name}[${e.index.join(", ")}] = ${full(e.value)} `);
-    li.appendChild(button("remove", () => { state.edits.splice(i, 1); drawEdits(); run(); }, "small"));
-    list.appendChild(li);
-  });
-  box.appendChild(list);
-  if (state.edits.length) box.appendChild(button("reset", () => { state.edits = []; drawEdits(); run(); }, "reset"));
-  if (state.ablate.length) {
-    box.appendChild(say(el("h2"), w("ablated")));
-    const ul = el("ul");
-    state.ablate.forEach((a, i) => {
-      const li = el("li", "mono", `${a.module} · ${word("head", { n: a.head + 1 })} `);
-      li.appendChild(button("restore", () => { state.ablate.splice(i, 1); drawEdits(); run(); }, "small"));
-      ul.appendChild(li);
-    });
-    box.appendChild(ul);
-  }
 }
 
 // -------------------------------------------------------------------------------------------
@@ -930,13 +573,20 @@ function render() {
   const place = state.tab + "|" + state.box;
   const scroll = place === lastView ? main.scrollTop : 0; // a redraw keeps the reader's place; a new view starts at its top
   lastView = place;
+  measureCards(panels); // read before anything is written
   panels.textContent = "";
   const panel = el("div", "panel");
   panel.id = "gx-panel-" + state.tab;
   panels.appendChild(panel);
+  const began = performance.now();
   if (state.tab === "steps") drawSteps(panel);
   else drawPanel(state.tab, panel); // panels.js
   main.scrollTop = scroll;
+  if (state.tab === "steps") {
+    fillNear();
+    // The time to build the view, the cards in view drawn (their paint follows).
+    document.body.dataset.stepsMs = String(Math.round((performance.now() - began) * 10) / 10);
+  }
   ensureView();
 }
 let lastView = "";

@@ -264,8 +264,7 @@ function openSteps(box, layer, head, id) {
   state.tab = "steps";
   render();
   refreshPanels();
-  const card = id && document.getElementById("gx-step-" + id);
-  if (card) card.scrollIntoView({ block: "start" });
+  if (id) showStep(id); // explore.js: scrolled to, and drawn
 }
 const preNorm = () => !state.info || !state.info.config || state.info.config.norm_position !== "post";
 

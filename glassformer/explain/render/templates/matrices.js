@@ -243,6 +243,8 @@ function bandCell(b, event) {
 }
 
 const pixelRatio = () => Math.min(3, window.devicePixelRatio || 1);
+// The explorer's "Large text" (its body's class "projector"; never on the walkthrough page).
+const largeText = () => document.body.classList.contains("projector");
 function rowLabels(v, rowPx, gutter, height) {
   const node = el("canvas", "labels");
   const ratio = pixelRatio();
@@ -252,7 +254,8 @@ function rowLabels(v, rowPx, gutter, height) {
   node.style.height = height + "px";
   const ctx = node.getContext("2d");
   ctx.scale(ratio, node.height / height);
-  const size = Math.min(16, Math.max(7, rowPx - 2)); // "Large text" makes rows, and so labels, larger
+  // As tall as a row allows; with the explorer's "Large text" at least 12 px (thin rows: every k-th labelled).
+  const size = largeText() ? Math.min(20, Math.max(12, rowPx - 2)) : Math.min(16, Math.max(7, rowPx - 2));
   const every = Math.max(1, Math.ceil((size + 1) / rowPx)); // rows too thin for each label: every k-th
   ctx.font = `${size}px ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", monospace`;
   ctx.fillStyle = "#1f2933";
@@ -276,7 +279,7 @@ function written(v, rowPx, colPx) {
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, v.m * colPx, v.n * rowPx);
   ctx.fillStyle = "#1f2933";
-  ctx.font = `${Math.min(12, Math.max(7, rowPx - 2))}px ui-monospace, Menlo, monospace`;
+  ctx.font = `${Math.min(largeText() ? 18 : 12, Math.max(7, rowPx - 2))}px ui-monospace, Menlo, monospace`;
   ctx.textAlign = "center";
   ctx.textBaseline = "middle";
   for (let r = 0; r < v.n; r++) for (let c = 0; c < v.m; c++) ctx.fillText(String(v.get(r, c)), (c + 0.5) * colPx, (r + 0.5) * rowPx);
