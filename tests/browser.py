@@ -50,6 +50,24 @@ class Server:
             self.process.kill()
 
 
+CHARACTERS = "abcdefghijklmnopqrstuvwxyz ,.!?:ROMEO\n"  # what the browser tests type, <unk> for the rest
+
+
+def char_gpt(path, **config):
+    """An untrained GPT (seed 0) over CHARACTERS saved to `path`, its GPTConfig fields given (block_size,
+    n_layer, n_head, n_embd); returns `path`. The browser tests' checkpoints, each its own size."""
+    import torch
+
+    from glassformer import GPT, GPTConfig
+    from glassformer.checkpoint import save
+    from glassformer.data.tokenizers import CharTokenizer
+
+    torch.manual_seed(0)
+    tok = CharTokenizer(sorted(set(CHARACTERS)))
+    save(GPT(GPTConfig(vocab_size=tok.vocab_size, **config)), path, tok)
+    return path
+
+
 def chromium(width: int = 1366, height: int = 768, mobile: bool = False):
     """A headless Chromium window of width × height CSS pixels (mobile: a phone's user agent and
     touch, device pixel ratio 3); the test is skipped where it cannot start."""

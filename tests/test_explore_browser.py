@@ -11,15 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from glassformer import GPT, GPTConfig
-from glassformer.checkpoint import load, save
-from glassformer.data.tokenizers import CharTokenizer
+from glassformer.checkpoint import load
 from glassformer.explain.generation import gpt_generation, stages
 from glassformer.explain.labels import token_labels
 from glassformer.explain.walkthrough import CORPUS, gpt_walkthrough, walkthrough_data
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
-from browser import Server, chromium, errors, settle, shown_error, tab  # noqa: E402
+from browser import Server, char_gpt, chromium, errors, settle, shown_error, tab  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
@@ -35,12 +33,7 @@ ABLATED = (0, 1)  # layer, head
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny untrained GPT (2 layers, 2 heads, d 16) on characters, with <unk>."""
-    torch.manual_seed(0)
-    tok = CharTokenizer(sorted(set("abcdefghijklmnopqrstuvwxyz ,.!?:ROMEO\n")))
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16))
-    path = tmp_path_factory.mktemp("explore") / "tiny-gpt"
-    save(model, path, tok)
-    return path
+    return char_gpt(tmp_path_factory.mktemp("explore") / "tiny-gpt", block_size=32, n_layer=2, n_head=2, n_embd=16)
 
 
 @pytest.fixture(scope="module")

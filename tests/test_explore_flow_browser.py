@@ -10,14 +10,12 @@ import time
 import pytest
 import torch
 
-from glassformer import GPT, GPTConfig
-from glassformer.checkpoint import load, save
-from glassformer.data.tokenizers import CharTokenizer
+from glassformer.checkpoint import load
 from glassformer.observe import analysis
 from glassformer.observe.trace import Trace
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
-from browser import Server, chromium, errors, settle, tab  # noqa: E402
+from browser import Server, char_gpt, chromium, errors, settle, tab  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
@@ -25,12 +23,7 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny untrained GPT (2 layers, 2 heads, d 16) on characters."""
-    torch.manual_seed(0)
-    tok = CharTokenizer(sorted(set("abcdefghijklmnopqrstuvwxyz ,.!?:ROMEO\n")))
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16))
-    path = tmp_path_factory.mktemp("flow") / "tiny-gpt"
-    save(model, path, tok)
-    return path
+    return char_gpt(tmp_path_factory.mktemp("flow") / "tiny-gpt", block_size=32, n_layer=2, n_head=2, n_embd=16)
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,12 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-from glassformer import GPT, GPTConfig, save
 from glassformer.checkpoint import load
-from glassformer.data.tokenizers import CharTokenizer
 from glassformer.explain.walkthrough import gpt_walkthrough
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
-from browser import Server, chromium, errors, settle, shown_error, tab  # noqa: E402
+from browser import Server, char_gpt, chromium, errors, settle, shown_error, tab  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
@@ -30,12 +27,7 @@ ROW, COL = 13, 5
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    tok = CharTokenizer(sorted(set("abcdefghijklmnopqrstuvwxyz ,.!?:ROMEO\n")))
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=4, n_embd=128))
-    path = tmp_path_factory.mktemp("lens") / "d128"
-    save(model, path, tok)
-    return path
+    return char_gpt(tmp_path_factory.mktemp("lens") / "d128", block_size=64, n_layer=1, n_head=4, n_embd=128)
 
 
 @pytest.fixture(scope="module")

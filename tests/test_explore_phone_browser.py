@@ -11,16 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from glassformer import GPT, GPTConfig
-from glassformer.checkpoint import load, save
-from glassformer.data.tokenizers import CharTokenizer
+from glassformer.checkpoint import load
 from glassformer.explain.render.html import write_html
 from glassformer.explain.walkthrough import gpt_walkthrough
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
-from browser import Server, chromium, errors, settle, shown_error, tab  # noqa: E402
+from browser import Server, char_gpt, chromium, errors, settle, shown_error, tab  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 WIDTH, HEIGHT = 390, 844
@@ -61,12 +58,7 @@ return bad;
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """An untrained GPT as wide as a small trained one: 1 layer, 4 heads, d 128, 64 positions."""
-    torch.manual_seed(0)
-    tok = CharTokenizer(sorted(set("abcdefghijklmnopqrstuvwxyz ,.!?:ROMEO\n")))
-    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=4, n_embd=128))
-    path = tmp_path_factory.mktemp("phone") / "gpt-d128"
-    save(model, path, tok)
-    return path
+    return char_gpt(tmp_path_factory.mktemp("phone") / "gpt-d128", block_size=64, n_layer=1, n_head=4, n_embd=128)
 
 
 @pytest.fixture(scope="module")
